@@ -1,0 +1,584 @@
+//! Document content: streamed in, cut into independently compressed frames, read back verified.
+//!
+//! A [`ContentWriter`] hashes (BLAKE3 and SHA-256), frames and compresses bytes as they arrive and
+//! writes each frame to [`Space::Frames`] under a fresh upload id; memory holds at most one frame. The
+//! content becomes visible only when the caller commits its [`Manifest`] in a catalog batch, so a
+//! crash mid-upload leaves only a pending marker and unreferenced frames, which [`recover`] removes.
+//!
+//! A [`ContentReader`] serves a byte range by decoding only the frames it touches. Each frame carries
+//! the BLAKE3 of its plain bytes bound to its position, checked after decompression, so a flipped bit
+//! is an error and never wrong bytes; a read of the whole document also checks the document's BLAKE3.
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::codec;
+use crate::ids::Digest;
+use crate::store::{Batch, Space, Store, StoreError};
+
+/// Plain bytes per frame. Chosen by `benches/vault.rs` (frame size group, docs/BENCHMARKS.md): 64 KiB
+/// compresses within a few percent of 256 KiB frames, keeps a range read's overhead small, and stays
+/// well under sled's blob threshold (a quarter of `store::SEGMENT_SIZE_BYTES`) even when raw.
+pub const FRAME_SIZE_BYTES_DEFAULT: u32 = 64 * 1024;
+/// Largest frame any reader accepts; bounds memory whatever a manifest or frame claims.
+pub const FRAME_SIZE_BYTES_MAX: u32 = 1024 * 1024;
+/// zstd level, chosen by the same benchmark: level 3 is near level 9's ratio on documents at a
+/// fraction of the time.
+pub const ZSTD_LEVEL_DEFAULT: i32 = 3;
+/// Version byte in front of every stored frame.
+pub const FRAME_VERSION: u8 = 1;
+const FRAME_HEADER_BYTES: usize = 1 + 1 + 4 + 32;
+const CODEC_RAW: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+
+const MANIFEST_PREFIX: &[u8] = b"m/";
+const PENDING_PREFIX: &[u8] = b"p/";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContentError {
+    #[error("document is larger than the limit of {limit_bytes} bytes")]
+    TooLarge { limit_bytes: u64 },
+    #[error("stored content {blake3} is corrupt: {reason}")]
+    Corrupt { blake3: Digest, reason: String },
+    #[error("range {start}..{end} is outside the document of {size} bytes")]
+    RangeNotSatisfiable { start: u64, end: u64, size: u64 },
+    #[error("compression failed: {0}")]
+    Compression(io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a stored frame was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame is shorter than its header")]
+    Truncated,
+    #[error("frame version {0} is unknown")]
+    UnsupportedVersion(u8),
+    #[error("frame codec {0} is unknown")]
+    UnknownCodec(u8),
+    #[error("frame holds {found} plain bytes where {expected} were expected")]
+    WrongLength { expected: usize, found: usize },
+    #[error("frame does not decompress: {0}")]
+    Decompression(String),
+    #[error("frame's bytes do not match its checksum")]
+    ChecksumMismatch,
+}
+
+/// Frame size and compression level; the defaults are measured, see the constants.
+#[derive(Debug, Clone)]
+pub struct ContentConfig {
+    pub frame_size_bytes: u32,
+    pub zstd_level: i32,
+}
+
+impl Default for ContentConfig {
+    fn default() -> Self {
+        ContentConfig { frame_size_bytes: FRAME_SIZE_BYTES_DEFAULT, zstd_level: ZSTD_LEVEL_DEFAULT }
+    }
+}
+
+/// Where a document's frames are and what they must add up to. Stored at `m/<blake3>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub size_bytes: u64,
+    pub sha256: Digest,
+    pub frame_size_bytes: u32,
+    pub frame_count: u32,
+    pub upload_id: u64,
+    /// Bytes the frames occupy after compression, headers included.
+    pub stored_bytes: u64,
+}
+
+pub fn manifest_key(blake3: &Digest) -> Vec<u8> {
+    [MANIFEST_PREFIX, &blake3.0].concat()
+}
+
+fn pending_key(upload_id: u64) -> Vec<u8> {
+    [PENDING_PREFIX, &upload_id.to_be_bytes()].concat()
+}
+
+fn frame_key(upload_id: u64, index: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&upload_id.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+pub fn load_manifest(store: &Store, blake3: &Digest) -> Result<Option<Manifest>, ContentError> {
+    let Some(bytes) = store.get(Space::Catalog, &manifest_key(blake3))? else {
+        return Ok(None);
+    };
+    codec::decode(&bytes)
+        .map(Some)
+        .map_err(|e| ContentError::Corrupt { blake3: *blake3, reason: format!("manifest: {e}") })
+}
+
+/// The checksum stored in a frame: BLAKE3 of the upload id, the frame index and the plain bytes, so a
+/// frame that moved to another position does not verify either.
+fn frame_checksum(upload_id: u64, index: u32, plain: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&upload_id.to_be_bytes());
+    hasher.update(&index.to_be_bytes());
+    hasher.update(plain);
+    *hasher.finalize().as_bytes()
+}
+
+fn encode_frame(
+    plain: &[u8],
+    upload_id: u64,
+    index: u32,
+    compressor: &mut zstd::bulk::Compressor<'static>,
+) -> io::Result<Vec<u8>> {
+    let compressed = compressor.compress(plain)?;
+    let (codec, payload) =
+        if compressed.len() < plain.len() { (CODEC_ZSTD, compressed.as_slice()) } else { (CODEC_RAW, plain) };
+    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
+    frame.push(FRAME_VERSION);
+    frame.push(codec);
+    // Frames are at most FRAME_SIZE_BYTES_MAX long, so the length fits in 32 bits.
+    frame.extend_from_slice(&u32::try_from(plain.len()).unwrap_or(u32::MAX).to_be_bytes());
+    frame.extend_from_slice(&frame_checksum(upload_id, index, plain));
+    frame.extend_from_slice(payload);
+    Ok(frame)
+}
+
+/// Decodes and verifies one stored frame that must hold `expected_len` plain bytes.
+pub fn decode_frame(
+    frame: &[u8],
+    upload_id: u64,
+    index: u32,
+    expected_len: usize,
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+) -> Result<Vec<u8>, FrameError> {
+    if frame.len() < FRAME_HEADER_BYTES {
+        return Err(FrameError::Truncated);
+    }
+    let (header, payload) = frame.split_at(FRAME_HEADER_BYTES);
+    if header[0] != FRAME_VERSION {
+        return Err(FrameError::UnsupportedVersion(header[0]));
+    }
+    let mut length = [0u8; 4];
+    length.copy_from_slice(&header[2..6]);
+    let plain_len = u32::from_be_bytes(length) as usize;
+    if plain_len != expected_len || expected_len > FRAME_SIZE_BYTES_MAX as usize {
+        return Err(FrameError::WrongLength { expected: expected_len, found: plain_len });
+    }
+    let plain = match header[1] {
+        CODEC_RAW => payload.to_vec(),
+        CODEC_ZSTD => decompressor
+            .decompress(payload, expected_len)
+            .map_err(|e| FrameError::Decompression(e.to_string()))?,
+        other => return Err(FrameError::UnknownCodec(other)),
+    };
+    if plain.len() != expected_len {
+        return Err(FrameError::WrongLength { expected: expected_len, found: plain.len() });
+    }
+    if frame_checksum(upload_id, index, &plain)[..] != header[6..38] {
+        return Err(FrameError::ChecksumMismatch);
+    }
+    Ok(plain)
+}
+
+/// Streams one document into frames. Finish with [`ContentWriter::finish`], or drop it / call
+/// [`ContentWriter::abort`] to discard what was written.
+pub struct ContentWriter {
+    store: Store,
+    upload_id: u64,
+    frame_size_bytes: u32,
+    size_limit_bytes: u64,
+    buffer: Vec<u8>,
+    frame_count: u32,
+    size_bytes: u64,
+    stored_bytes: u64,
+    blake3: blake3::Hasher,
+    sha256: sha2::Sha256,
+    compressor: zstd::bulk::Compressor<'static>,
+    finished: bool,
+}
+
+/// Content fully written but not yet visible: commit [`StagedContent::commit_into`] in a catalog batch.
+#[derive(Debug)]
+pub struct StagedContent {
+    pub blake3: Digest,
+    pub manifest: Manifest,
+}
+
+impl ContentWriter {
+    pub fn begin(store: &Store, config: &ContentConfig, size_limit_bytes: u64) -> Result<ContentWriter, ContentError> {
+        assert!(
+            config.frame_size_bytes > 0 && config.frame_size_bytes <= FRAME_SIZE_BYTES_MAX,
+            "frame size must be between 1 and FRAME_SIZE_BYTES_MAX"
+        );
+        let upload_id = store.generate_id()?;
+        // The marker goes first, so that any frame that survives a crash has a marker naming it.
+        store.put(Space::Catalog, &pending_key(upload_id), &[])?;
+        Ok(ContentWriter {
+            store: store.clone(),
+            upload_id,
+            frame_size_bytes: config.frame_size_bytes,
+            size_limit_bytes,
+            buffer: Vec::with_capacity(config.frame_size_bytes as usize),
+            frame_count: 0,
+            size_bytes: 0,
+            stored_bytes: 0,
+            blake3: blake3::Hasher::new(),
+            sha256: sha2::Sha256::new(),
+            compressor: zstd::bulk::Compressor::new(config.zstd_level).map_err(ContentError::Compression)?,
+            finished: false,
+        })
+    }
+
+    /// Bytes accepted so far.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), ContentError> {
+        if self.size_bytes + data.len() as u64 > self.size_limit_bytes {
+            return Err(ContentError::TooLarge { limit_bytes: self.size_limit_bytes });
+        }
+        self.size_bytes += data.len() as u64;
+        self.blake3.update(data);
+        self.sha256.update(data);
+        while !data.is_empty() {
+            let room = self.frame_size_bytes as usize - self.buffer.len();
+            let (head, rest) = data.split_at(room.min(data.len()));
+            self.buffer.extend_from_slice(head);
+            data = rest;
+            if self.buffer.len() == self.frame_size_bytes as usize {
+                self.seal_frame()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn seal_frame(&mut self) -> Result<(), ContentError> {
+        let frame = encode_frame(&self.buffer, self.upload_id, self.frame_count, &mut self.compressor)
+            .map_err(ContentError::Compression)?;
+        self.store.put(Space::Frames, &frame_key(self.upload_id, self.frame_count), &frame)?;
+        self.stored_bytes += frame.len() as u64;
+        self.frame_count += 1;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Writes the last frame and returns the content's hashes and manifest.
+    pub fn finish(mut self) -> Result<StagedContent, ContentError> {
+        if !self.buffer.is_empty() {
+            self.seal_frame()?;
+        }
+        self.finished = true;
+        Ok(StagedContent {
+            blake3: Digest(*self.blake3.finalize().as_bytes()),
+            manifest: Manifest {
+                size_bytes: self.size_bytes,
+                sha256: Digest(self.sha256.clone().finalize().into()),
+                frame_size_bytes: self.frame_size_bytes,
+                frame_count: self.frame_count,
+                upload_id: self.upload_id,
+                stored_bytes: self.stored_bytes,
+            },
+        })
+    }
+
+    /// Removes everything written so far.
+    pub fn abort(mut self) -> Result<(), ContentError> {
+        self.finished = true;
+        discard_upload(&self.store, self.upload_id)
+    }
+}
+
+impl Drop for ContentWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Best effort: whatever is left is removed by `recover` at the next open.
+            let _ = discard_upload(&self.store, self.upload_id);
+        }
+    }
+}
+
+impl StagedContent {
+    /// Adds the manifest to `batch` and retires the pending marker: after the batch commits, the
+    /// content is visible.
+    pub fn commit_into(&self, batch: &mut Batch) {
+        batch.insert(manifest_key(&self.blake3), codec::encode(&self.manifest));
+        batch.remove(pending_key(self.manifest.upload_id));
+    }
+
+    /// Drops the staged frames, for content that turned out to be stored already or was rejected.
+    pub fn discard(self, store: &Store) -> Result<(), ContentError> {
+        discard_upload(store, self.manifest.upload_id)
+    }
+}
+
+fn discard_upload(store: &Store, upload_id: u64) -> Result<(), ContentError> {
+    store.remove_prefix(Space::Frames, &upload_id.to_be_bytes())?;
+    let mut batch = Batch::default();
+    batch.remove(pending_key(upload_id));
+    store.commit(batch)?;
+    Ok(())
+}
+
+/// Removes the frames of uploads that never committed (a crash mid-upload). Call at open, before any
+/// writer starts. Returns how many uploads were removed.
+pub fn recover(store: &Store) -> Result<usize, ContentError> {
+    let pending: Vec<Vec<u8>> =
+        store.scan_prefix(Space::Catalog, PENDING_PREFIX, None).map(|item| item.map(|(key, _)| key)).collect::<Result<_, _>>()?;
+    for key in &pending {
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&key[PENDING_PREFIX.len()..]);
+        discard_upload(store, u64::from_be_bytes(id))?;
+    }
+    Ok(pending.len())
+}
+
+/// Reads a byte range of a stored document, verifying every frame.
+pub struct ContentReader {
+    store: Store,
+    blake3: Digest,
+    manifest: Manifest,
+    position: u64,
+    end: u64,
+    /// Present when the whole document is read: checked against the content address at the end.
+    whole_hasher: Option<blake3::Hasher>,
+    decompressor: zstd::bulk::Decompressor<'static>,
+    pending: Vec<u8>,
+    pending_offset: usize,
+}
+
+impl ContentReader {
+    /// A reader for `range` (start inclusive, end exclusive) or the whole document.
+    pub fn open(
+        store: &Store,
+        blake3: Digest,
+        manifest: Manifest,
+        range: Option<(u64, u64)>,
+    ) -> Result<ContentReader, ContentError> {
+        let size = manifest.size_bytes;
+        let (start, end) = range.unwrap_or((0, size));
+        if start > end || end > size {
+            return Err(ContentError::RangeNotSatisfiable { start, end, size });
+        }
+        if manifest.frame_size_bytes == 0 || manifest.frame_size_bytes > FRAME_SIZE_BYTES_MAX {
+            return Err(ContentError::Corrupt { blake3, reason: "manifest has an impossible frame size".into() });
+        }
+        let frames_needed = size.div_ceil(u64::from(manifest.frame_size_bytes));
+        if frames_needed != u64::from(manifest.frame_count) {
+            return Err(ContentError::Corrupt { blake3, reason: "manifest frame count does not match its size".into() });
+        }
+        Ok(ContentReader {
+            store: store.clone(),
+            blake3,
+            whole_hasher: (start == 0 && end == size).then(blake3::Hasher::new),
+            manifest,
+            position: start,
+            end,
+            decompressor: zstd::bulk::Decompressor::new().map_err(ContentError::Compression)?,
+            pending: Vec::new(),
+            pending_offset: 0,
+        })
+    }
+
+    pub fn remaining_bytes(&self) -> u64 {
+        self.end - self.position + (self.pending.len() - self.pending_offset) as u64
+    }
+
+    fn corrupt(&self, reason: String) -> ContentError {
+        ContentError::Corrupt { blake3: self.blake3, reason }
+    }
+
+    /// The next verified piece of the range (at most one frame), or `None` at the end.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ContentError> {
+        if self.position >= self.end {
+            if let Some(hasher) = self.whole_hasher.take() {
+                if hasher.finalize().as_bytes() != &self.blake3.0 {
+                    return Err(self.corrupt("the document's bytes do not match its BLAKE3 address".into()));
+                }
+            }
+            return Ok(None);
+        }
+        let frame_size = u64::from(self.manifest.frame_size_bytes);
+        let index = self.position / frame_size;
+        let frame_start = index * frame_size;
+        let frame_len = frame_size.min(self.manifest.size_bytes - frame_start) as usize;
+        let index = u32::try_from(index).map_err(|_| self.corrupt("frame index overflow".into()))?;
+        let stored = self
+            .store
+            .get(Space::Frames, &frame_key(self.manifest.upload_id, index))?
+            .ok_or_else(|| self.corrupt(format!("frame {index} is missing")))?;
+        let plain = decode_frame(&stored, self.manifest.upload_id, index, frame_len, &mut self.decompressor)
+            .map_err(|e| self.corrupt(format!("frame {index}: {e}")))?;
+        if let Some(hasher) = self.whole_hasher.as_mut() {
+            hasher.update(&plain);
+        }
+        let from = (self.position - frame_start) as usize;
+        let to = ((self.end - frame_start) as usize).min(frame_len);
+        self.position = frame_start + to as u64;
+        let chunk = if from == 0 && to == frame_len { plain } else { plain[from..to].to_vec() };
+        if self.position >= self.end && self.whole_hasher.is_some() {
+            // Check the whole-document hash before handing out the last piece.
+            if let Some(hasher) = self.whole_hasher.take() {
+                if hasher.finalize().as_bytes() != &self.blake3.0 {
+                    return Err(self.corrupt("the document's bytes do not match its BLAKE3 address".into()));
+                }
+            }
+        }
+        Ok(Some(chunk))
+    }
+}
+
+impl io::Read for ContentReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pending_offset == self.pending.len() {
+            match self.next_chunk().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
+                None => return Ok(0),
+                Some(chunk) => {
+                    self.pending = chunk;
+                    self.pending_offset = 0;
+                }
+            }
+        }
+        let available = &self.pending[self.pending_offset..];
+        let count = available.len().min(buf.len());
+        buf[..count].copy_from_slice(&available[..count]);
+        self.pending_offset += count;
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+    use std::io::Read as _;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &StoreConfig::default()).expect("open");
+        (dir, store)
+    }
+
+    fn write_content(store: &Store, data: &[u8], frame_size: u32) -> StagedContent {
+        let config = ContentConfig { frame_size_bytes: frame_size, ..ContentConfig::default() };
+        let mut writer = ContentWriter::begin(store, &config, u64::MAX).expect("begin");
+        for piece in data.chunks(1000) {
+            writer.write(piece).expect("write");
+        }
+        let staged = writer.finish().expect("finish");
+        let mut batch = Batch::default();
+        staged.commit_into(&mut batch);
+        store.commit(batch).expect("commit");
+        staged
+    }
+
+    fn mixed_bytes(len: usize) -> Vec<u8> {
+        // Half text-like (compressible), half pseudo-random (not), so both codecs appear.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        (0..len)
+            .map(|i| {
+                if (i / 4096) % 2 == 0 {
+                    b"Giay khai sinh "[i % 15]
+                } else {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn whole_and_ranged_reads_return_exact_bytes() {
+        let (_dir, store) = store();
+        let data = mixed_bytes(50_000);
+        let staged = write_content(&store, &data, 4096);
+        assert_eq!(staged.blake3, Digest(*blake3::hash(&data).as_bytes()));
+        assert_eq!(staged.manifest.sha256, Digest::sha256(&data));
+        assert_eq!(staged.manifest.frame_count, 13);
+        let manifest = load_manifest(&store, &staged.blake3).expect("load").expect("present");
+        let mut whole = Vec::new();
+        ContentReader::open(&store, staged.blake3, manifest.clone(), None)
+            .expect("open")
+            .read_to_end(&mut whole)
+            .expect("read");
+        assert_eq!(whole, data);
+        for (start, end) in [(0, 1), (4095, 4097), (10_000, 30_000), (49_999, 50_000), (7, 7)] {
+            let mut part = Vec::new();
+            ContentReader::open(&store, staged.blake3, manifest.clone(), Some((start, end)))
+                .expect("open")
+                .read_to_end(&mut part)
+                .expect("read");
+            assert_eq!(part, &data[start as usize..end as usize], "range {start}..{end}");
+        }
+        assert!(matches!(
+            ContentReader::open(&store, staged.blake3, manifest, Some((10, 50_001))),
+            Err(ContentError::RangeNotSatisfiable { .. })
+        ));
+    }
+
+    #[test]
+    fn incompressible_frames_are_stored_raw_and_compressible_ones_shrink() {
+        let (_dir, store) = store();
+        let text = b"CONG HOA XA HOI CHU NGHIA VIET NAM ".repeat(3000);
+        let staged = write_content(&store, &text, 65536);
+        assert!(staged.manifest.stored_bytes < text.len() as u64 / 10);
+        let random: Vec<u8> = mixed_bytes(200_000).into_iter().enumerate().filter(|(i, _)| (i / 4096) % 2 == 1).map(|(_, b)| b).collect();
+        let staged = write_content(&store, &random, 65536);
+        let overhead = u64::from(staged.manifest.frame_count) * FRAME_HEADER_BYTES as u64;
+        assert_eq!(staged.manifest.stored_bytes, random.len() as u64 + overhead);
+    }
+
+    #[test]
+    fn size_limit_is_enforced_while_streaming() {
+        let (_dir, store) = store();
+        let mut writer = ContentWriter::begin(&store, &ContentConfig::default(), 10).expect("begin");
+        writer.write(&[1; 10]).expect("at the limit");
+        assert!(matches!(writer.write(&[1]), Err(ContentError::TooLarge { limit_bytes: 10 })));
+    }
+
+    #[test]
+    fn aborted_and_crashed_uploads_leave_nothing() {
+        let (_dir, store) = store();
+        let mut writer = ContentWriter::begin(&store, &ContentConfig { frame_size_bytes: 100, zstd_level: 1 }, u64::MAX)
+            .expect("begin");
+        writer.write(&[5; 1000]).expect("write");
+        writer.abort().expect("abort");
+        assert_eq!(store.scan_prefix(Space::Frames, b"", None).count(), 0);
+        assert_eq!(store.scan_prefix(Space::Catalog, PENDING_PREFIX, None).count(), 0);
+        // A "crash": the writer's frames and marker are left behind without a manifest.
+        let mut writer = ContentWriter::begin(&store, &ContentConfig { frame_size_bytes: 100, zstd_level: 1 }, u64::MAX)
+            .expect("begin");
+        writer.write(&[5; 1000]).expect("write");
+        std::mem::forget(writer);
+        assert!(store.scan_prefix(Space::Frames, b"", None).count() > 0);
+        assert_eq!(recover(&store).expect("recover"), 1);
+        assert_eq!(store.scan_prefix(Space::Frames, b"", None).count(), 0);
+    }
+
+    #[test]
+    fn corrupt_frames_are_detected() {
+        let mut compressor = zstd::bulk::Compressor::new(3).expect("zstd");
+        let mut decompressor = zstd::bulk::Decompressor::new().expect("zstd");
+        let plain = b"hello hello hello hello hello hello".to_vec();
+        let frame = encode_frame(&plain, 1, 0, &mut compressor).expect("encode");
+        assert_eq!(decode_frame(&frame, 1, 0, plain.len(), &mut decompressor), Ok(plain.clone()));
+        assert_eq!(decode_frame(&frame, 1, 1, plain.len(), &mut decompressor), Err(FrameError::ChecksumMismatch));
+        // Some zstd header bits do not change the output; what must never happen is wrong bytes.
+        let mut rejected = 0;
+        for index in 0..frame.len() {
+            let mut bad = frame.clone();
+            bad[index] ^= 0x10;
+            match decode_frame(&bad, 1, 0, plain.len(), &mut decompressor) {
+                Ok(bytes) => assert_eq!(bytes, plain, "flip at {index} produced wrong bytes"),
+                Err(_) => rejected += 1,
+            }
+        }
+        assert!(rejected >= frame.len() - 4, "only {rejected} of {} flips were rejected", frame.len());
+        assert_eq!(decode_frame(&frame[..10], 1, 0, plain.len(), &mut decompressor), Err(FrameError::Truncated));
+    }
+}

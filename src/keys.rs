@@ -1,0 +1,97 @@
+//! Key files: PKCS#8 PEM for secret keys (written owner-only), SPKI PEM for public keys, so that
+//! `openssl pkey` and any Ed25519 library read them.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _};
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+
+use crate::statement::{PublicKey, SecretKey};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFileError {
+    #[error("cannot read key file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write key file {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a PEM {expected} (Ed25519): {reason}")]
+    Malformed { path: PathBuf, expected: &'static str, reason: String },
+}
+
+fn read(path: &Path) -> Result<String, KeyFileError> {
+    std::fs::read_to_string(path).map_err(|source| KeyFileError::Read { path: path.to_owned(), source })
+}
+
+/// Writes `contents` to a new file (never overwriting one) with the given Unix permissions, synced.
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyFileError> {
+    let error = |source| KeyFileError::Write { path: path.to_owned(), source };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(path).map_err(error)?;
+    file.write_all(contents).map_err(error)?;
+    file.sync_all().map_err(error)
+}
+
+pub fn write_secret_key(path: &Path, key: &SecretKey) -> Result<(), KeyFileError> {
+    let pem = key.ed25519().to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyFileError::Malformed {
+        path: path.to_owned(),
+        expected: "PKCS#8 private key",
+        reason: e.to_string(),
+    })?;
+    write_new(path, pem.as_bytes(), 0o600)
+}
+
+pub fn write_public_key(path: &Path, key: &PublicKey) -> Result<(), KeyFileError> {
+    let PublicKey::Ed25519(key) = key;
+    let pem = key.to_public_key_pem(LineEnding::LF).map_err(|e| KeyFileError::Malformed {
+        path: path.to_owned(),
+        expected: "public key",
+        reason: e.to_string(),
+    })?;
+    write_new(path, pem.as_bytes(), 0o644)
+}
+
+pub fn read_secret_key(path: &Path) -> Result<SecretKey, KeyFileError> {
+    let pem = read(path)?;
+    ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).map(SecretKey::from_ed25519).map_err(|e| {
+        KeyFileError::Malformed { path: path.to_owned(), expected: "PKCS#8 private key", reason: e.to_string() }
+    })
+}
+
+pub fn read_public_key(path: &Path) -> Result<PublicKey, KeyFileError> {
+    let pem = read(path)?;
+    ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).map(PublicKey::Ed25519).map_err(|e| {
+        KeyFileError::Malformed { path: path.to_owned(), expected: "public key", reason: e.to_string() }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_files_round_trip_and_are_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = SecretKey::generate();
+        let secret = dir.path().join("k.pem");
+        let public = dir.path().join("k.pub.pem");
+        write_secret_key(&secret, &key).expect("write secret");
+        write_public_key(&public, &key.public_key()).expect("write public");
+        assert_eq!(read_secret_key(&secret).expect("read").public_key(), key.public_key());
+        assert_eq!(read_public_key(&public).expect("read"), key.public_key());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&secret).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(matches!(write_secret_key(&secret, &key), Err(KeyFileError::Write { .. })), "never overwrites");
+        assert!(matches!(read_public_key(&secret), Err(KeyFileError::Malformed { .. })));
+    }
+}

@@ -1,0 +1,694 @@
+//! Signed statements: records, revocations, issuer key certificates and receipts, in the canonical
+//! byte encoding of docs/FORMAT.md.
+//!
+//! The signed bytes are the one thing an outsider must rebuild, so they are written by hand here, not
+//! by a serialization library: a fixed header, then fields in a fixed order, integers big-endian at a
+//! fixed width, strings and byte strings behind a 32-bit length. Every value has exactly one encoding,
+//! and the decoder rejects anything else (unknown versions, kinds or algorithms, bad field values,
+//! trailing bytes). A statement's id is the SHA-256 of its signed bytes.
+//!
+//! [`Signed`] can only be built by signing or by decoding bytes whose signature verifies under the
+//! embedded signer key; whether that signer is *trusted* is the vault's decision.
+
+use std::fmt;
+
+use ed25519_dalek::Signer as _;
+
+use crate::ids::{Code, Date, Digest, FieldError, MediaType, OwnerId, Title};
+
+/// Largest signed statement accepted, envelope included.
+pub const STATEMENT_SIZE_BYTES_MAX: usize = 64 * 1024;
+/// The eight bytes every signed statement starts with.
+pub const MAGIC: &[u8; 8] = b"kho-stmt";
+/// The version of the signed-bytes layout this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Why bytes are not a valid signed statement.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("statement is {size} bytes, larger than the limit of {STATEMENT_SIZE_BYTES_MAX}")]
+    TooLarge { size: usize },
+    #[error("statement ends early: {0} is missing")]
+    Truncated(&'static str),
+    #[error("statement has {0} unexpected bytes after its last field")]
+    TrailingBytes(usize),
+    #[error("not a Kho statement (bad magic)")]
+    BadMagic,
+    #[error("statement format version {0} is not supported (this build reads version {FORMAT_VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("statement kind {found} where a {expected} was expected")]
+    WrongKind { expected: &'static str, found: u8 },
+    #[error("signature algorithm {0} is not supported (1 = Ed25519)")]
+    UnsupportedAlgorithm(u16),
+    #[error("malformed public key: {0}")]
+    BadPublicKey(String),
+    #[error("field {0} is not valid UTF-8")]
+    BadUtf8(&'static str),
+    #[error("field {field} has an invalid presence flag {flag}")]
+    BadOptionFlag { field: &'static str, flag: u8 },
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    #[error("the signature does not verify under the signer's key")]
+    BadSignature,
+}
+
+/// Signature algorithms. Only Ed25519 is implemented; the identifiers of the suites that Vietnamese
+/// law also recognizes are reserved so they can be added without a format migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Pure Ed25519 (RFC 8032) over the signed bytes.
+    Ed25519,
+}
+
+impl Algorithm {
+    pub const ED25519_ID: u16 = 1;
+    /// Reserved: ECDSA P-256 with SHA-256, X.509 certificates.
+    pub const ECDSA_P256_SHA256_ID: u16 = 2;
+    /// Reserved: RSA-PSS with SHA-256, X.509 certificates.
+    pub const RSA_PSS_SHA256_ID: u16 = 3;
+
+    pub fn id(self) -> u16 {
+        match self {
+            Algorithm::Ed25519 => Self::ED25519_ID,
+        }
+    }
+}
+
+/// A public key with its algorithm.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PublicKey {
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl PublicKey {
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            PublicKey::Ed25519(_) => Algorithm::Ed25519,
+        }
+    }
+
+    pub fn raw_bytes(&self) -> &[u8] {
+        match self {
+            PublicKey::Ed25519(key) => key.as_bytes(),
+        }
+    }
+
+    /// SHA-256 of the algorithm id (2 bytes, big-endian) and the raw key: a stable name for a key.
+    pub fn fingerprint(&self) -> Digest {
+        let mut bytes = self.algorithm().id().to_be_bytes().to_vec();
+        bytes.extend_from_slice(self.raw_bytes());
+        Digest::sha256(&bytes)
+    }
+
+    pub fn from_raw(algorithm_id: u16, raw: &[u8]) -> Result<Self, DecodeError> {
+        match algorithm_id {
+            Algorithm::ED25519_ID => {
+                let bytes: [u8; 32] = raw
+                    .try_into()
+                    .map_err(|_| DecodeError::BadPublicKey(format!("Ed25519 keys are 32 bytes, not {}", raw.len())))?;
+                ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+                    .map(PublicKey::Ed25519)
+                    .map_err(|e| DecodeError::BadPublicKey(e.to_string()))
+            }
+            other => Err(DecodeError::UnsupportedAlgorithm(other)),
+        }
+    }
+
+    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), DecodeError> {
+        match self {
+            PublicKey::Ed25519(key) => {
+                let signature =
+                    ed25519_dalek::Signature::from_slice(signature).map_err(|_| DecodeError::BadSignature)?;
+                key.verify_strict(message, &signature).map_err(|_| DecodeError::BadSignature)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey::{:?}({})", self.algorithm(), hex::encode(self.raw_bytes()))
+    }
+}
+
+/// A private signing key with its algorithm. Kho holds only its own receipt key; agencies' keys stay
+/// with the agencies and are used here only by the offline CLI.
+pub struct SecretKey(ed25519_dalek::SigningKey);
+
+impl SecretKey {
+    pub fn generate() -> SecretKey {
+        SecretKey(ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng))
+    }
+
+    pub fn from_ed25519(key: ed25519_dalek::SigningKey) -> SecretKey {
+        SecretKey(key)
+    }
+
+    pub fn ed25519(&self) -> &ed25519_dalek::SigningKey {
+        &self.0
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey::Ed25519(self.0.verifying_key())
+    }
+
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.0.sign(message).to_bytes().to_vec()
+    }
+}
+
+/// Writes the canonical encoding (used by statement bodies; not constructible outside the crate).
+#[derive(Default)]
+pub struct Writer(Vec<u8>);
+
+impl Writer {
+    pub(crate) fn u8(&mut self, value: u8) {
+        self.0.push(value);
+    }
+    pub(crate) fn u16(&mut self, value: u16) {
+        self.0.extend_from_slice(&value.to_be_bytes());
+    }
+    pub(crate) fn u32(&mut self, value: u32) {
+        self.0.extend_from_slice(&value.to_be_bytes());
+    }
+    pub(crate) fn u64(&mut self, value: u64) {
+        self.0.extend_from_slice(&value.to_be_bytes());
+    }
+    pub(crate) fn i64(&mut self, value: i64) {
+        self.0.extend_from_slice(&value.to_be_bytes());
+    }
+    pub(crate) fn digest(&mut self, value: &Digest) {
+        self.0.extend_from_slice(&value.0);
+    }
+    pub(crate) fn bytes(&mut self, value: &[u8]) {
+        // Statements are capped far below 4 GiB, so every length fits.
+        self.u32(u32::try_from(value.len()).unwrap_or(u32::MAX));
+        self.0.extend_from_slice(value);
+    }
+    pub(crate) fn str(&mut self, value: &str) {
+        self.bytes(value.as_bytes());
+    }
+    pub(crate) fn date(&mut self, value: Date) {
+        self.u32(value.to_yyyymmdd());
+    }
+    pub(crate) fn option<T>(&mut self, value: Option<&T>, write: impl FnOnce(&mut Self, &T)) {
+        match value {
+            None => self.u8(0),
+            Some(value) => {
+                self.u8(1);
+                write(self, value);
+            }
+        }
+    }
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// Reads the canonical encoding; every read names the field it is reading for clear errors.
+pub struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader(bytes)
+    }
+    pub(crate) fn take(&mut self, count: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < count {
+            return Err(DecodeError::Truncated(field));
+        }
+        let (head, rest) = self.0.split_at(count);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, field)?);
+        Ok(out)
+    }
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>(field)?[0])
+    }
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.array(field)?))
+    }
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.array(field)?))
+    }
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array(field)?))
+    }
+    pub(crate) fn i64(&mut self, field: &'static str) -> Result<i64, DecodeError> {
+        Ok(i64::from_be_bytes(self.array(field)?))
+    }
+    pub(crate) fn digest(&mut self, field: &'static str) -> Result<Digest, DecodeError> {
+        Ok(Digest(self.array(field)?))
+    }
+    pub(crate) fn bytes(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        let length = self.u32(field)? as usize;
+        self.take(length, field)
+    }
+    pub(crate) fn str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.bytes(field)?).map_err(|_| DecodeError::BadUtf8(field))
+    }
+    fn code(&mut self, field: &'static str) -> Result<Code, DecodeError> {
+        Ok(Code::parse(field, self.str(field)?)?)
+    }
+    fn date(&mut self, field: &'static str) -> Result<Date, DecodeError> {
+        Ok(Date::from_yyyymmdd(self.u32(field)?)?)
+    }
+    pub(crate) fn option<T>(
+        &mut self,
+        field: &'static str,
+        read: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, DecodeError> {
+        match self.u8(field)? {
+            0 => Ok(None),
+            1 => read(self).map(Some),
+            flag => Err(DecodeError::BadOptionFlag { field, flag }),
+        }
+    }
+    pub(crate) fn finish(self) -> Result<(), DecodeError> {
+        match self.0.len() {
+            0 => Ok(()),
+            extra => Err(DecodeError::TrailingBytes(extra)),
+        }
+    }
+}
+
+mod sealed {
+    /// The field encoding of a statement body; sealed so that only this module defines statements.
+    pub trait Encoding: Sized {
+        fn encode_body(&self, writer: &mut super::Writer);
+        fn decode_body(reader: &mut super::Reader<'_>) -> Result<Self, super::DecodeError>;
+    }
+}
+use sealed::Encoding;
+
+/// The body of one kind of statement: its kind byte and its fields in canonical order.
+pub trait StatementBody: Encoding + Clone + fmt::Debug {
+    const KIND: u8;
+    const NAME: &'static str;
+}
+
+/// What an issuing agency attests about a document (DESIGN.md section 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub owner: OwnerId,
+    pub document_type: Code,
+    pub title: Title,
+    pub issuer_agency: Code,
+    pub issued_on: Date,
+    pub valid_from: Date,
+    /// Inclusive last day of validity; `None` for documents that do not expire.
+    pub valid_until: Option<Date>,
+    pub procedure: Code,
+    pub dossier: Code,
+    /// BLAKE3-256 of the exact document bytes: the content address.
+    pub blake3: Digest,
+    /// SHA-256 of the same bytes, for PKI and preservation formats.
+    pub sha256: Digest,
+    pub size_bytes: u64,
+    pub media_type: MediaType,
+    /// The record this one replaces, which must be of the same agency and owner.
+    pub supersedes: Option<Digest>,
+    /// When the issuer signed, in Unix milliseconds (the issuer's clock; Kho's receipt time is what
+    /// counts for key validity).
+    pub signed_at_ms: i64,
+}
+
+impl StatementBody for Record {
+    const KIND: u8 = 1;
+    const NAME: &'static str = "record";
+}
+
+impl Encoding for Record {
+    fn encode_body(&self, w: &mut Writer) {
+        w.str(self.owner.as_str());
+        w.str(self.document_type.as_str());
+        w.str(self.title.as_str());
+        w.str(self.issuer_agency.as_str());
+        w.date(self.issued_on);
+        w.date(self.valid_from);
+        w.option(self.valid_until.as_ref(), |w, d| w.date(*d));
+        w.str(self.procedure.as_str());
+        w.str(self.dossier.as_str());
+        w.digest(&self.blake3);
+        w.digest(&self.sha256);
+        w.u64(self.size_bytes);
+        w.str(self.media_type.as_str());
+        w.option(self.supersedes.as_ref(), Writer::digest);
+        w.i64(self.signed_at_ms);
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let record = Record {
+            owner: OwnerId::parse(r.str("owner")?)?,
+            document_type: r.code("document type")?,
+            title: Title::parse(r.str("title")?)?,
+            issuer_agency: r.code("issuer agency")?,
+            issued_on: r.date("issued on")?,
+            valid_from: r.date("valid from")?,
+            valid_until: r.option("valid until", |r| r.date("valid until"))?,
+            procedure: r.code("procedure")?,
+            dossier: r.code("dossier")?,
+            blake3: r.digest("blake3")?,
+            sha256: r.digest("sha256")?,
+            size_bytes: r.u64("size")?,
+            media_type: MediaType::parse(r.str("media type")?)?,
+            supersedes: r.option("supersedes", |r| r.digest("supersedes"))?,
+            signed_at_ms: r.i64("signed at")?,
+        };
+        if let Some(until) = record.valid_until {
+            if until < record.valid_from {
+                return Err(FieldError::new("valid until", format!("{until} is before valid from {}", record.valid_from)).into());
+            }
+        }
+        Ok(record)
+    }
+}
+
+/// An issuer withdraws one of its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRevocation {
+    pub record: Digest,
+    pub issuer_agency: Code,
+    pub reason: Title,
+    pub signed_at_ms: i64,
+}
+
+impl StatementBody for RecordRevocation {
+    const KIND: u8 = 2;
+    const NAME: &'static str = "record revocation";
+}
+
+impl Encoding for RecordRevocation {
+    fn encode_body(&self, w: &mut Writer) {
+        w.digest(&self.record);
+        w.str(self.issuer_agency.as_str());
+        w.str(self.reason.as_str());
+        w.i64(self.signed_at_ms);
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(RecordRevocation {
+            record: r.digest("record")?,
+            issuer_agency: r.code("issuer agency")?,
+            reason: Title::parse(r.str("reason")?)?,
+            signed_at_ms: r.i64("signed at")?,
+        })
+    }
+}
+
+/// A trust anchor certifies that `subject` is a signing key of `agency` within a validity window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCertificate {
+    pub agency: Code,
+    pub subject: PublicKey,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
+    pub signed_at_ms: i64,
+}
+
+impl StatementBody for KeyCertificate {
+    const KIND: u8 = 3;
+    const NAME: &'static str = "key certificate";
+}
+
+impl Encoding for KeyCertificate {
+    fn encode_body(&self, w: &mut Writer) {
+        w.str(self.agency.as_str());
+        w.u16(self.subject.algorithm().id());
+        w.bytes(self.subject.raw_bytes());
+        w.i64(self.valid_from_ms);
+        w.i64(self.valid_until_ms);
+        w.i64(self.signed_at_ms);
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let agency = r.code("agency")?;
+        let algorithm = r.u16("subject algorithm")?;
+        let subject = PublicKey::from_raw(algorithm, r.bytes("subject key")?)?;
+        let certificate = KeyCertificate {
+            agency,
+            subject,
+            valid_from_ms: r.i64("valid from")?,
+            valid_until_ms: r.i64("valid until")?,
+            signed_at_ms: r.i64("signed at")?,
+        };
+        if certificate.valid_until_ms <= certificate.valid_from_ms {
+            return Err(FieldError::new("valid until", "the certificate's validity window is empty").into());
+        }
+        Ok(certificate)
+    }
+}
+
+/// A trust anchor withdraws a key certificate, from the moment Kho receives this statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRevocation {
+    pub certificate: Digest,
+    pub reason: Title,
+    pub signed_at_ms: i64,
+}
+
+impl StatementBody for CertificateRevocation {
+    const KIND: u8 = 4;
+    const NAME: &'static str = "certificate revocation";
+}
+
+impl Encoding for CertificateRevocation {
+    fn encode_body(&self, w: &mut Writer) {
+        w.digest(&self.certificate);
+        w.str(self.reason.as_str());
+        w.i64(self.signed_at_ms);
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(CertificateRevocation {
+            certificate: r.digest("certificate")?,
+            reason: Title::parse(r.str("reason")?)?,
+            signed_at_ms: r.i64("signed at")?,
+        })
+    }
+}
+
+/// Kho's own statement that it accepted a statement at a sequence number and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub statement: Digest,
+    pub statement_kind: u8,
+    pub sequence: u64,
+    pub accepted_at_ms: i64,
+}
+
+impl StatementBody for Receipt {
+    const KIND: u8 = 5;
+    const NAME: &'static str = "receipt";
+}
+
+impl Encoding for Receipt {
+    fn encode_body(&self, w: &mut Writer) {
+        w.digest(&self.statement);
+        w.u8(self.statement_kind);
+        w.u64(self.sequence);
+        w.i64(self.accepted_at_ms);
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Receipt {
+            statement: r.digest("statement")?,
+            statement_kind: r.u8("statement kind")?,
+            sequence: r.u64("sequence")?,
+            accepted_at_ms: r.i64("accepted at")?,
+        })
+    }
+}
+
+/// A statement whose signature has been verified under `signer`.
+#[derive(Clone)]
+pub struct Signed<T> {
+    body: T,
+    signer: PublicKey,
+    signed_bytes: Vec<u8>,
+    signature: Vec<u8>,
+    id: Digest,
+}
+
+impl<T: StatementBody> Signed<T> {
+    /// Signs `body` with `key`.
+    pub fn sign(body: T, key: &SecretKey) -> Signed<T> {
+        let signer = key.public_key();
+        let signed_bytes = encode_signed_bytes(&body, &signer);
+        let signature = key.sign(&signed_bytes);
+        let id = Digest::sha256(&signed_bytes);
+        Signed { body, signer, signed_bytes, signature, id }
+    }
+
+    /// Decodes an envelope (see [`Signed::to_envelope`]) and verifies its signature.
+    pub fn from_envelope(envelope: &[u8]) -> Result<Signed<T>, DecodeError> {
+        if envelope.len() > STATEMENT_SIZE_BYTES_MAX {
+            return Err(DecodeError::TooLarge { size: envelope.len() });
+        }
+        let mut reader = Reader::new(envelope);
+        let signed_bytes = reader.bytes("signed bytes")?;
+        let signature = reader.bytes("signature")?;
+        reader.finish()?;
+        Self::from_parts(signed_bytes, signature)
+    }
+
+    /// Decodes signed bytes and a detached signature, and verifies the signature.
+    pub fn from_parts(signed_bytes: &[u8], signature: &[u8]) -> Result<Signed<T>, DecodeError> {
+        if signed_bytes.len() > STATEMENT_SIZE_BYTES_MAX {
+            return Err(DecodeError::TooLarge { size: signed_bytes.len() });
+        }
+        let mut reader = Reader::new(signed_bytes);
+        if reader.take(MAGIC.len(), "magic")? != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let version = reader.u8("version")?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+        let kind = reader.u8("kind")?;
+        if kind != T::KIND {
+            return Err(DecodeError::WrongKind { expected: T::NAME, found: kind });
+        }
+        let algorithm = reader.u16("algorithm")?;
+        let signer = PublicKey::from_raw(algorithm, reader.bytes("signer key")?)?;
+        let body = T::decode_body(&mut reader)?;
+        reader.finish()?;
+        signer.verify(signed_bytes, signature)?;
+        Ok(Signed {
+            body,
+            signer,
+            signed_bytes: signed_bytes.to_vec(),
+            signature: signature.to_vec(),
+            id: Digest::sha256(signed_bytes),
+        })
+    }
+
+    /// The envelope: the signed bytes and the signature, each behind a 32-bit big-endian length.
+    pub fn to_envelope(&self) -> Vec<u8> {
+        let mut writer = Writer::default();
+        writer.bytes(&self.signed_bytes);
+        writer.bytes(&self.signature);
+        writer.into_bytes()
+    }
+
+    pub fn body(&self) -> &T {
+        &self.body
+    }
+    pub fn signer(&self) -> &PublicKey {
+        &self.signer
+    }
+    pub fn signed_bytes(&self) -> &[u8] {
+        &self.signed_bytes
+    }
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+    /// SHA-256 of the signed bytes.
+    pub fn id(&self) -> Digest {
+        self.id
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Signed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signed").field("id", &self.id).field("signer", &self.signer).field("body", &self.body).finish()
+    }
+}
+
+fn encode_signed_bytes<T: StatementBody>(body: &T, signer: &PublicKey) -> Vec<u8> {
+    let mut writer = Writer::default();
+    writer.0.extend_from_slice(MAGIC);
+    writer.u8(FORMAT_VERSION);
+    writer.u8(T::KIND);
+    writer.u16(signer.algorithm().id());
+    writer.bytes(signer.raw_bytes());
+    body.encode_body(&mut writer);
+    writer.into_bytes()
+}
+
+/// The kind byte at the start of signed bytes, without decoding the rest; `None` if not a statement.
+pub fn peek_kind(envelope: &[u8]) -> Option<u8> {
+    let mut reader = Reader::new(envelope);
+    let signed = reader.bytes("signed bytes").ok()?;
+    (signed.len() > MAGIC.len() + 1 && &signed[..MAGIC.len()] == MAGIC).then(|| signed[MAGIC.len() + 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]))
+    }
+
+    pub(crate) fn sample_record() -> Record {
+        Record {
+            owner: OwnerId::parse("001204012345").expect("owner"),
+            document_type: Code::parse("document type", "GKS").expect("code"),
+            title: Title::parse("Giấy khai sinh").expect("title"),
+            issuer_agency: Code::parse("agency", "000.00.00.H26").expect("code"),
+            issued_on: Date::parse("2024-03-01").expect("date"),
+            valid_from: Date::parse("2024-03-01").expect("date"),
+            valid_until: None,
+            procedure: Code::parse("procedure", "1.001193").expect("code"),
+            dossier: Code::parse("dossier", "H26.22-240301-0001").expect("code"),
+            blake3: Digest([7; 32]),
+            sha256: Digest([9; 32]),
+            size_bytes: 1234,
+            media_type: MediaType::parse("application/pdf").expect("media"),
+            supersedes: None,
+            signed_at_ms: 1_709_251_200_000,
+        }
+    }
+
+    #[test]
+    fn sign_and_decode_round_trip() {
+        let signed = Signed::sign(sample_record(), &key(1));
+        let decoded = Signed::<Record>::from_envelope(&signed.to_envelope()).expect("decodes");
+        assert_eq!(decoded.body(), &sample_record());
+        assert_eq!(decoded.id(), signed.id());
+        assert_eq!(decoded.signer(), &key(1).public_key());
+    }
+
+    #[test]
+    fn any_changed_byte_is_rejected() {
+        let envelope = Signed::sign(sample_record(), &key(1)).to_envelope();
+        for index in 0..envelope.len() {
+            let mut changed = envelope.clone();
+            changed[index] ^= 0x01;
+            assert!(Signed::<Record>::from_envelope(&changed).is_err(), "byte {index} flipped was accepted");
+        }
+    }
+
+    #[test]
+    fn wrong_kind_trailing_bytes_and_unknown_algorithm_are_rejected() {
+        let signed = Signed::sign(sample_record(), &key(1));
+        assert!(matches!(
+            Signed::<RecordRevocation>::from_envelope(&signed.to_envelope()),
+            Err(DecodeError::WrongKind { found: 1, .. })
+        ));
+        let mut bytes = signed.signed_bytes().to_vec();
+        bytes.push(0);
+        assert!(matches!(Signed::<Record>::from_parts(&bytes, signed.signature()), Err(DecodeError::TrailingBytes(1))));
+        let mut bytes = signed.signed_bytes().to_vec();
+        bytes[10..12].copy_from_slice(&Algorithm::ECDSA_P256_SHA256_ID.to_be_bytes());
+        assert!(matches!(
+            Signed::<Record>::from_parts(&bytes, signed.signature()),
+            Err(DecodeError::UnsupportedAlgorithm(2))
+        ));
+    }
+
+    #[test]
+    fn signature_by_another_key_is_rejected() {
+        let signed = Signed::sign(sample_record(), &key(1));
+        let forged = Signed::sign(sample_record(), &key(2));
+        assert!(matches!(
+            Signed::<Record>::from_parts(signed.signed_bytes(), forged.signature()),
+            Err(DecodeError::BadSignature)
+        ));
+    }
+}
