@@ -1,2 +1,548 @@
-//! The `kho` command line.
-pub fn run() -> anyhow::Result<std::process::ExitCode> { Ok(std::process::ExitCode::SUCCESS) }
+//! The `kho` command line: key and statement tools for agencies and trust anchors, offline
+//! verification for anyone, and bulk import into a local vault. The only module that knows clap and
+//! anyhow.
+//!
+//! Exit codes: 0 success; 1 an error (unreadable file, storage failure); 2 bad usage; 3 the input
+//! was checked and found invalid (`verify` failed, `import` rejected some documents).
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use sha2::Digest as _;
+
+use crate::ids::{format_unix_ms, now_unix_ms, Code, Date, Digest, MediaType, OwnerId, Title};
+use crate::keys;
+use crate::statement::{
+    self, CertificateRevocation, KeyCertificate, PublicKey, Receipt, Record, RecordRevocation, Signed,
+};
+use crate::vault::{Vault, VaultConfig};
+
+pub const EXIT_INVALID: u8 = 3;
+
+/// File name suffixes the tools write and `import` looks for.
+pub const RECORD_SUFFIX: &str = ".kho-record";
+pub const CERTIFICATE_SUFFIX: &str = ".kho-cert";
+
+#[derive(Parser)]
+#[command(name = "kho", version, about = "Kho: the e-data warehouse storage engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate an Ed25519 key pair (for an issuing agency or a trust anchor): PREFIX.pem, PREFIX.pub.pem.
+    Keygen {
+        /// Path prefix of the two key files.
+        prefix: PathBuf,
+    },
+    /// As a trust anchor, certify an agency's public key.
+    Certify(CertifyArgs),
+    /// As a trust anchor, revoke a certificate.
+    RevokeCertificate {
+        #[arg(long)]
+        anchor_key: PathBuf,
+        /// The certificate file to revoke.
+        certificate: PathBuf,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// As an issuing agency, sign a record for a document file (writes FILE.kho-record).
+    Sign(SignArgs),
+    /// As an issuing agency, sign the revocation of one of its records.
+    Revoke {
+        #[arg(long)]
+        key: PathBuf,
+        /// The record file to revoke.
+        record: PathBuf,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a document against its record, certificate and trust anchor, offline.
+    Verify(VerifyArgs),
+    /// Print any Kho statement file (record, certificate, revocation, receipt) as JSON.
+    Show { file: PathBuf },
+    /// Deposit a folder (files with FILE.kho-record beside them, *.kho-cert certificates) or a JSON
+    /// manifest into a local vault. Safe to run again: documents already stored are skipped.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct CertifyArgs {
+    /// The anchor's secret key.
+    #[arg(long)]
+    anchor_key: PathBuf,
+    /// The agency code the key is certified for.
+    #[arg(long)]
+    agency: String,
+    /// The agency's public key.
+    #[arg(long)]
+    issuer_key: PathBuf,
+    /// Start of validity (YYYY-MM-DD or RFC 3339); default now.
+    #[arg(long)]
+    valid_from: Option<String>,
+    /// Days of validity.
+    #[arg(long, default_value_t = 730)]
+    valid_days: u32,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// The agency's secret key.
+    #[arg(long)]
+    key: PathBuf,
+    /// Owner: 12-digit citizen id or 10/13-digit organization code.
+    #[arg(long)]
+    owner: String,
+    /// Document type code.
+    #[arg(long = "type")]
+    document_type: String,
+    #[arg(long)]
+    title: String,
+    /// The issuing agency's code.
+    #[arg(long)]
+    agency: String,
+    /// Issue date, YYYY-MM-DD; default today.
+    #[arg(long)]
+    issued_on: Option<String>,
+    /// First day of validity, YYYY-MM-DD; default the issue date.
+    #[arg(long)]
+    valid_from: Option<String>,
+    /// Last day of validity, YYYY-MM-DD; default none (does not expire).
+    #[arg(long)]
+    valid_until: Option<String>,
+    /// Administrative procedure code.
+    #[arg(long)]
+    procedure: String,
+    /// Dossier code.
+    #[arg(long)]
+    dossier: String,
+    /// Media type; default guessed from the file extension.
+    #[arg(long)]
+    media_type: Option<String>,
+    /// Id of the record this one replaces.
+    #[arg(long)]
+    supersedes: Option<String>,
+    /// Output file; default FILE.kho-record.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The document.
+    file: PathBuf,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The document.
+    file: PathBuf,
+    /// Its record; default FILE.kho-record.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// The issuer's key certificate.
+    #[arg(long)]
+    certificate: PathBuf,
+    /// The trust anchor's public key.
+    #[arg(long)]
+    anchor: PathBuf,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// A folder, or a JSON manifest: {"certificates": [paths], "documents": [{"file", "record"}]}.
+    source: PathBuf,
+    /// The vault's data directory.
+    #[arg(long, env = "KHO_DATA_DIR", default_value = "kho-data")]
+    data_dir: PathBuf,
+    /// Trust anchor public keys (repeat, or comma-separate in KHO_TRUST_ANCHORS).
+    #[arg(long = "anchor", env = "KHO_TRUST_ANCHORS", value_delimiter = ',', required = true)]
+    anchors: Vec<PathBuf>,
+}
+
+/// Runs the CLI with the process's arguments.
+pub fn run() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Keygen { prefix } => keygen(&prefix),
+        Command::Certify(args) => certify(args),
+        Command::RevokeCertificate { anchor_key, certificate, reason, out } => {
+            let anchor = keys::read_secret_key(&anchor_key)?;
+            let certificate = read_statement::<KeyCertificate>(&certificate)?;
+            let revocation = CertificateRevocation {
+                certificate: certificate.id(),
+                reason: Title::parse(&reason)?,
+                signed_at_ms: now_unix_ms(),
+            };
+            write_statement(&out, &Signed::sign(revocation, &anchor))
+        }
+        Command::Sign(args) => sign(args),
+        Command::Revoke { key, record, reason, out } => {
+            let key = keys::read_secret_key(&key)?;
+            let record = read_statement::<Record>(&record)?;
+            let revocation = RecordRevocation {
+                record: record.id(),
+                issuer_agency: record.body().issuer_agency.clone(),
+                reason: Title::parse(&reason)?,
+                signed_at_ms: now_unix_ms(),
+            };
+            write_statement(&out, &Signed::sign(revocation, &key))
+        }
+        Command::Verify(args) => verify(args),
+        Command::Show { file } => show(&file),
+        Command::Import(args) => import(args),
+    }
+}
+
+fn keygen(prefix: &Path) -> anyhow::Result<ExitCode> {
+    let key = statement::SecretKey::generate();
+    let secret = with_suffix(prefix, ".pem");
+    let public = with_suffix(prefix, ".pub.pem");
+    keys::write_secret_key(&secret, &key)?;
+    keys::write_public_key(&public, &key.public_key())?;
+    println!("secret key: {} (owner-only; keep it off shared disks)", secret.display());
+    println!("public key: {}", public.display());
+    println!("fingerprint: {}", key.public_key().fingerprint());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut text = path.as_os_str().to_owned();
+    text.push(suffix);
+    PathBuf::from(text)
+}
+
+/// Parses YYYY-MM-DD (midnight UTC) or an RFC 3339 timestamp into Unix milliseconds.
+fn parse_instant(text: &str) -> anyhow::Result<i64> {
+    if let Ok(time) = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
+        return Ok(i64::try_from(time.unix_timestamp_nanos() / 1_000_000)?);
+    }
+    let date = Date::parse(text).map_err(|_| anyhow::anyhow!("{text:?} is neither YYYY-MM-DD nor RFC 3339"))?;
+    let time = time::Date::parse(&date.to_string(), time::macros::format_description!("[year]-[month]-[day]"))?;
+    Ok(time.midnight().assume_utc().unix_timestamp() * 1000)
+}
+
+fn certify(args: CertifyArgs) -> anyhow::Result<ExitCode> {
+    let anchor = keys::read_secret_key(&args.anchor_key)?;
+    let subject = keys::read_public_key(&args.issuer_key)?;
+    let valid_from_ms = args.valid_from.as_deref().map(parse_instant).transpose()?.unwrap_or_else(now_unix_ms);
+    let certificate = KeyCertificate {
+        agency: Code::parse("agency", &args.agency)?,
+        subject,
+        valid_from_ms,
+        valid_until_ms: valid_from_ms + i64::from(args.valid_days) * 86_400_000,
+        signed_at_ms: now_unix_ms(),
+    };
+    write_statement(&args.out, &Signed::sign(certificate, &anchor))
+}
+
+/// BLAKE3, SHA-256 and size of a file, streamed.
+fn hash_file(path: &Path) -> anyhow::Result<(Digest, Digest, u64)> {
+    let mut file = BufReader::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?);
+    let mut blake3 = blake3::Hasher::new();
+    let mut sha256 = sha2::Sha256::new();
+    let mut size = 0u64;
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let count = file.read(&mut buffer).with_context(|| format!("cannot read {}", path.display()))?;
+        if count == 0 {
+            break;
+        }
+        blake3.update(&buffer[..count]);
+        sha256.update(&buffer[..count]);
+        size += count as u64;
+    }
+    Ok((Digest(*blake3.finalize().as_bytes()), Digest(sha256.finalize().into()), size))
+}
+
+fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
+    let key = keys::read_secret_key(&args.key)?;
+    let (blake3, sha256, size_bytes) = hash_file(&args.file)?;
+    let today = Date::at(now_unix_ms(), crate::vault::UTC_OFFSET_MINUTES_DEFAULT);
+    let issued_on = args.issued_on.as_deref().map(Date::parse).transpose()?.unwrap_or(today);
+    let record = Record {
+        owner: OwnerId::parse(&args.owner)?,
+        document_type: Code::parse("document type", &args.document_type)?,
+        title: Title::parse(&args.title)?,
+        issuer_agency: Code::parse("agency", &args.agency)?,
+        issued_on,
+        valid_from: args.valid_from.as_deref().map(Date::parse).transpose()?.unwrap_or(issued_on),
+        valid_until: args.valid_until.as_deref().map(Date::parse).transpose()?,
+        procedure: Code::parse("procedure", &args.procedure)?,
+        dossier: Code::parse("dossier", &args.dossier)?,
+        blake3,
+        sha256,
+        size_bytes,
+        media_type: match &args.media_type {
+            Some(text) => MediaType::parse(text)?,
+            None => MediaType::guess_from_path(&args.file),
+        },
+        supersedes: args.supersedes.as_deref().map(|t| Digest::parse_hex("supersedes", t)).transpose()?,
+        signed_at_ms: now_unix_ms(),
+    };
+    if let Some(until) = record.valid_until {
+        if until < record.valid_from {
+            bail!("--valid-until {until} is before the first day of validity {}", record.valid_from);
+        }
+    }
+    let out = args.out.unwrap_or_else(|| with_suffix(&args.file, RECORD_SUFFIX));
+    write_statement(&out, &Signed::sign(record, &key))
+}
+
+fn write_statement<T: statement::StatementBody>(path: &Path, statement: &Signed<T>) -> anyhow::Result<ExitCode> {
+    std::fs::write(path, statement.to_envelope()).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{} {} written to {}", T::NAME, statement.id(), path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_statement<T: statement::StatementBody>(path: &Path) -> anyhow::Result<Signed<T>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Signed::from_envelope(&bytes).with_context(|| format!("{} is not a valid signed {}", path.display(), T::NAME))
+}
+
+/// One line of a verification report.
+struct Check {
+    passed: bool,
+    what: String,
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let record_path = args.record.unwrap_or_else(|| with_suffix(&args.file, RECORD_SUFFIX));
+    let mut checks = Vec::new();
+    let mut check = |passed: bool, what: String| checks.push(Check { passed, what });
+    let anchor = keys::read_public_key(&args.anchor)?;
+    match (read_statement::<Record>(&record_path), read_statement::<KeyCertificate>(&args.certificate)) {
+        (Err(error), _) | (_, Err(error)) => check(false, format!("{error:#}")),
+        (Ok(record), Ok(certificate)) => {
+            let body = record.body();
+            let cert = certificate.body();
+            check(true, format!("record {} is signed by key {}", record.id(), record.signer().fingerprint()));
+            check(
+                certificate.signer() == &anchor,
+                format!("certificate {} is signed by the trust anchor {}", certificate.id(), anchor.fingerprint()),
+            );
+            check(&cert.subject == record.signer(), "the certificate is for the key that signed the record".into());
+            check(
+                cert.agency == body.issuer_agency,
+                format!("the certificate's agency {} is the record's issuer {}", cert.agency, body.issuer_agency),
+            );
+            check(
+                (cert.valid_from_ms..=cert.valid_until_ms).contains(&body.signed_at_ms),
+                format!(
+                    "the key was certified when the record was signed ({}; certificate valid {} to {})",
+                    format_unix_ms(body.signed_at_ms),
+                    format_unix_ms(cert.valid_from_ms),
+                    format_unix_ms(cert.valid_until_ms)
+                ),
+            );
+            match hash_file(&args.file) {
+                Err(error) => check(false, format!("{error:#}")),
+                Ok((blake3, sha256, size)) => {
+                    check(size == body.size_bytes, format!("size is {size} bytes; the record says {}", body.size_bytes));
+                    check(blake3 == body.blake3, format!("BLAKE3 is {blake3}; the record says {}", body.blake3));
+                    check(sha256 == body.sha256, format!("SHA-256 is {sha256}; the record says {}", body.sha256));
+                }
+            }
+        }
+    }
+    for item in &checks {
+        println!("{} {}", if item.passed { "ok  " } else { "FAIL" }, item.what);
+    }
+    if checks.iter().all(|c| c.passed) {
+        println!("VERIFIED: {} is the document the record describes, signed by a certified key", args.file.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("NOT VERIFIED: see the FAIL lines above");
+        Ok(ExitCode::from(EXIT_INVALID))
+    }
+}
+
+fn key_json(key: &PublicKey) -> serde_json::Value {
+    serde_json::json!({
+        "algorithm": format!("{:?}", key.algorithm()),
+        "public_key_hex": hex::encode(key.raw_bytes()),
+        "fingerprint": key.fingerprint().to_hex(),
+    })
+}
+
+/// The JSON shape of a record, shared with later interfaces.
+pub fn record_json(record: &Signed<Record>) -> serde_json::Value {
+    let body = record.body();
+    serde_json::json!({
+        "id": record.id().to_hex(),
+        "owner": body.owner.as_str(),
+        "document_type": body.document_type.as_str(),
+        "title": body.title.as_str(),
+        "issuer_agency": body.issuer_agency.as_str(),
+        "issued_on": body.issued_on.to_string(),
+        "valid_from": body.valid_from.to_string(),
+        "valid_until": body.valid_until.map(|d| d.to_string()),
+        "procedure": body.procedure.as_str(),
+        "dossier": body.dossier.as_str(),
+        "blake3": body.blake3.to_hex(),
+        "sha256": body.sha256.to_hex(),
+        "size_bytes": body.size_bytes,
+        "media_type": body.media_type.as_str(),
+        "supersedes": body.supersedes.map(|d| d.to_hex()),
+        "signed_at": format_unix_ms(body.signed_at_ms),
+        "signer": key_json(record.signer()),
+    })
+}
+
+fn show(path: &Path) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let json = match statement::peek_kind(&bytes) {
+        Some(kind) if kind == <Record as statement::StatementBody>::KIND => {
+            serde_json::json!({"kind": "record", "record": record_json(&Signed::<Record>::from_envelope(&bytes)?)})
+        }
+        Some(kind) if kind == <RecordRevocation as statement::StatementBody>::KIND => {
+            let revocation = Signed::<RecordRevocation>::from_envelope(&bytes)?;
+            let body = revocation.body();
+            serde_json::json!({"kind": "record revocation", "id": revocation.id().to_hex(),
+                "record": body.record.to_hex(), "issuer_agency": body.issuer_agency.as_str(),
+                "reason": body.reason.as_str(), "signed_at": format_unix_ms(body.signed_at_ms),
+                "signer": key_json(revocation.signer())})
+        }
+        Some(kind) if kind == <KeyCertificate as statement::StatementBody>::KIND => {
+            let certificate = Signed::<KeyCertificate>::from_envelope(&bytes)?;
+            let body = certificate.body();
+            serde_json::json!({"kind": "key certificate", "id": certificate.id().to_hex(),
+                "agency": body.agency.as_str(), "subject": key_json(&body.subject),
+                "valid_from": format_unix_ms(body.valid_from_ms), "valid_until": format_unix_ms(body.valid_until_ms),
+                "signed_at": format_unix_ms(body.signed_at_ms), "signer": key_json(certificate.signer())})
+        }
+        Some(kind) if kind == <CertificateRevocation as statement::StatementBody>::KIND => {
+            let revocation = Signed::<CertificateRevocation>::from_envelope(&bytes)?;
+            let body = revocation.body();
+            serde_json::json!({"kind": "certificate revocation", "id": revocation.id().to_hex(),
+                "certificate": body.certificate.to_hex(), "reason": body.reason.as_str(),
+                "signed_at": format_unix_ms(body.signed_at_ms), "signer": key_json(revocation.signer())})
+        }
+        Some(kind) if kind == <Receipt as statement::StatementBody>::KIND => {
+            let receipt = Signed::<Receipt>::from_envelope(&bytes)?;
+            let body = receipt.body();
+            serde_json::json!({"kind": "receipt", "id": receipt.id().to_hex(), "statement": body.statement.to_hex(),
+                "statement_kind": body.statement_kind, "sequence": body.sequence,
+                "accepted_at": format_unix_ms(body.accepted_at_ms), "signer": key_json(receipt.signer())})
+        }
+        _ => bail!("{} is not a Kho statement", path.display()),
+    };
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    #[serde(default)]
+    certificates: Vec<PathBuf>,
+    documents: Vec<ManifestDocument>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestDocument {
+    file: PathBuf,
+    record: Option<PathBuf>,
+}
+
+/// What to import: certificate files and (document, record) pairs.
+fn import_plan(source: &Path) -> anyhow::Result<(Vec<PathBuf>, Vec<(PathBuf, PathBuf)>)> {
+    if source.is_dir() {
+        let mut certificates = Vec::new();
+        let mut documents = Vec::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(source)
+            .with_context(|| format!("cannot list {}", source.display()))?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        entries.sort();
+        for path in entries {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.ends_with(CERTIFICATE_SUFFIX) {
+                certificates.push(path);
+            } else if path.is_file() && !name.ends_with(RECORD_SUFFIX) && !name.starts_with('.') {
+                let record = with_suffix(&path, RECORD_SUFFIX);
+                documents.push((path, record));
+            }
+        }
+        return Ok((certificates, documents));
+    }
+    let text = std::fs::read_to_string(source).with_context(|| format!("cannot read {}", source.display()))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a valid import manifest", source.display()))?;
+    let base = source.parent().unwrap_or(Path::new("."));
+    let documents = manifest
+        .documents
+        .into_iter()
+        .map(|d| {
+            let record = d.record.unwrap_or_else(|| with_suffix(&d.file, RECORD_SUFFIX));
+            (base.join(d.file), base.join(record))
+        })
+        .collect();
+    Ok((manifest.certificates.into_iter().map(|c| base.join(c)).collect(), documents))
+}
+
+/// Imports one document; `Ok(false)` when it was already present.
+fn import_one(vault: &Vault, file: &Path, record_path: &Path, progress: &indicatif::ProgressBar) -> Result<bool, String> {
+    let envelope = std::fs::read(record_path).map_err(|e| format!("cannot read record {}: {e}", record_path.display()))?;
+    let record = Signed::<Record>::from_envelope(&envelope).map_err(|e| format!("invalid record (malformed_record): {e}"))?;
+    if vault.contains_record(&record.id()).map_err(|e| e.to_string())? {
+        progress.inc(record.body().size_bytes);
+        return Ok(false);
+    }
+    let content = File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+    let accepted = vault
+        .deposit(&envelope, progress.wrap_read(BufReader::new(content)))
+        .map_err(|e| format!("{e} ({})", e.code()))?;
+    Ok(accepted.newly_accepted)
+}
+
+fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let anchors =
+        args.anchors.iter().map(|path| keys::read_public_key(path)).collect::<Result<Vec<_>, _>>()?;
+    let vault = Vault::open(VaultConfig::new(&args.data_dir, anchors))
+        .with_context(|| format!("cannot open the vault in {}", args.data_dir.display()))?;
+    let (certificates, documents) = import_plan(&args.source)?;
+    let mut rejected: Vec<(PathBuf, String)> = Vec::new();
+    let mut certified = 0;
+    for path in &certificates {
+        let result = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| vault.add_certificate(&bytes).map_err(|e| format!("{e} ({})", e.code())));
+        match result {
+            Ok(accepted) => certified += usize::from(accepted.newly_accepted),
+            Err(reason) => rejected.push((path.clone(), reason)),
+        }
+    }
+    let total_bytes: u64 = documents.iter().filter_map(|(file, _)| std::fs::metadata(file).ok()).map(|m| m.len()).sum();
+    let progress = indicatif::ProgressBar::new(total_bytes);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (mut imported, mut present) = (0usize, 0usize);
+    for (index, (file, record)) in documents.iter().enumerate() {
+        progress.set_message(format!("{}/{}", index + 1, documents.len()));
+        match import_one(&vault, file, record, &progress) {
+            Ok(true) => imported += 1,
+            Ok(false) => present += 1,
+            Err(reason) => rejected.push((file.clone(), reason)),
+        }
+    }
+    progress.finish_and_clear();
+    println!(
+        "certificates added: {certified}; documents imported: {imported}; already present (skipped): {present}; rejected: {}",
+        rejected.len()
+    );
+    for (path, reason) in &rejected {
+        println!("rejected {}: {reason}", path.display());
+    }
+    Ok(if rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID) })
+}
