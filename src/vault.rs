@@ -465,6 +465,11 @@ impl Vault {
         &self.config.data_dir
     }
 
+    /// A digest of everything stored (see `Store::state_digest`): equal digests, equal contents.
+    pub fn state_digest(&self) -> Result<[u8; 32], StorageError> {
+        Ok(self.store.state_digest()?)
+    }
+
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StorageError> {
         Ok(self.store.size_on_disk()?)

@@ -1,0 +1,392 @@
+//! The vault through its public API: deposits, reads, trust, status, queries, and every bad input
+//! rejected with its own error while the store stays exactly as it was.
+
+mod common;
+
+use common::*;
+use kho::ids::{now_unix_ms, Date, Digest, OwnerId, Title};
+use kho::statement::{CertificateRevocation, DecodeError, Receipt, RecordRevocation, Signed};
+use kho::vault::{DepositError, ListFilter, QueryError, ReadError, RevokeError, Status, StatusKind, TrustError};
+
+#[test]
+fn deposit_then_read_back_byte_exact_with_receipt() {
+    let f = fixture();
+    for (len, compressible) in [(0, true), (1, false), (65_536, true), (200_001, false), (300_000, true)] {
+        let content = document(len, len as u64, compressible);
+        let id = deposit(&f, &content);
+        let view = f.vault.record(&id).expect("read").expect("present");
+        assert_eq!(view.status, Status::Valid);
+        assert_eq!(view.record.body().size_bytes, len as u64);
+        assert_eq!(read_all(&f.vault, &view.record.body().blake3, None), content, "length {len}");
+        // The receipt is Kho's signature over (record id, sequence, time) and verifies on its own.
+        let receipt = Signed::<Receipt>::from_envelope(&view.receipt.to_envelope()).expect("receipt verifies");
+        assert_eq!(receipt.signer(), &f.vault.public_key());
+        assert_eq!(receipt.body().statement, id);
+    }
+}
+
+#[test]
+fn sequence_numbers_increase_and_receipts_are_returned() {
+    let f = fixture();
+    let first = f.vault.deposit(&sign(record_for(b"one", OWNER, AGENCY), &f.issuer), &b"one"[..]).expect("one");
+    let second = f.vault.deposit(&sign(record_for(b"two", OWNER, AGENCY), &f.issuer), &b"two"[..]).expect("two");
+    assert!(first.newly_accepted && second.newly_accepted);
+    assert_eq!(second.receipt.body().sequence, first.receipt.body().sequence + 1);
+    assert!(second.receipt.body().accepted_at_ms >= first.receipt.body().accepted_at_ms);
+}
+
+#[test]
+fn identical_content_is_stored_once_and_redeposit_is_idempotent() {
+    let f = fixture();
+    let content = document(150_000, 7, false);
+    let first = deposit(&f, &content);
+    let blake3 = f.vault.record(&first).expect("read").expect("present").record.body().blake3;
+    let manifest = f.vault.content_manifest(&blake3).expect("manifest").expect("present");
+    let second = sign(record_for(&content, OTHER_OWNER, AGENCY), &f.issuer);
+    let second = f.vault.deposit(&second, &content[..]).expect("second record, same content").id;
+    assert_ne!(first, second);
+    assert_eq!(f.vault.content_manifest(&blake3).expect("manifest"), Some(manifest), "content not rewritten");
+    let holders = f.vault.records_by_content(&blake3, None, 10).expect("by content");
+    assert_eq!(holders.records.iter().map(|v| v.id()).collect::<Vec<_>>(), vec![first, second]);
+
+    // Depositing the very same signed record again returns the original receipt and changes nothing.
+    let envelope = f.vault.record(&first).expect("read").expect("present").record.to_envelope();
+    let before = f.state();
+    let again = f.vault.deposit(&envelope, &content[..]).expect("idempotent");
+    assert!(!again.newly_accepted);
+    assert_eq!(again.id, first);
+    assert_eq!(f.state(), before);
+}
+
+#[test]
+fn range_reads_return_exact_slices_and_reject_out_of_bounds() {
+    let f = fixture();
+    let content = document(200_000, 3, true);
+    let id = deposit(&f, &content);
+    let blake3 = f.vault.record(&id).expect("read").expect("present").record.body().blake3;
+    for (start, end) in [(0, 1), (65_535, 65_537), (1000, 199_999), (199_999, 200_000), (5, 5)] {
+        assert_eq!(read_all(&f.vault, &blake3, Some((start, end))), &content[start as usize..end as usize]);
+    }
+    for (start, end) in [(0, 200_001), (200_001, 200_002), (10, 9)] {
+        assert!(
+            matches!(f.vault.open_content(&blake3, Some((start, end))), Err(ReadError::RangeNotSatisfiable(_))),
+            "range {start}..{end}"
+        );
+    }
+    assert!(f.vault.open_content(&Digest([0; 32]), None).expect("lookup").is_none());
+}
+
+/// Runs a deposit that must fail, and checks that it failed with `code` and changed nothing.
+fn rejected(f: &Fixture, envelope: &[u8], content: &[u8], code: &str) -> DepositError {
+    let before = f.state();
+    let error = f.vault.deposit(envelope, content).expect_err("must be rejected");
+    assert_eq!(error.code(), code, "{error}");
+    assert!(!error.to_string().is_empty());
+    assert_eq!(f.state(), before, "a rejected deposit ({code}) changed the store");
+    error
+}
+
+#[test]
+fn malformed_record_fields_are_rejected_even_behind_a_good_signature() {
+    let f = fixture();
+    let content = b"content";
+    let good = Signed::sign(record_for(content, OWNER, AGENCY), &f.issuer);
+    // The owner string is the first field after the header; "001" -> "003" is not a province code.
+    let mut bytes = good.signed_bytes().to_vec();
+    let at = bytes.windows(12).position(|w| w == OWNER.as_bytes()).expect("owner in bytes");
+    bytes[at + 2] = b'3';
+    let error = rejected(&f, &envelope_signed_by(&bytes, &f.issuer), content, "malformed_record");
+    assert!(matches!(error, DepositError::Statement(DecodeError::Field(ref e)) if e.field == "owner id"), "{error}");
+    assert!(OwnerId::parse("003204012345").is_err());
+    // Garbage is not a record either.
+    rejected(&f, b"not a record", content, "malformed_record");
+}
+
+#[test]
+fn bad_signature_is_rejected() {
+    let f = fixture();
+    let content = b"content";
+    let mut envelope = sign(record_for(content, OWNER, AGENCY), &f.issuer);
+    let last = envelope.len() - 1;
+    envelope[last] ^= 1;
+    rejected(&f, &envelope, content, "bad_signature");
+}
+
+#[test]
+fn content_that_differs_from_the_record_is_rejected() {
+    let f = fixture();
+    let content = document(100_000, 1, false);
+    let envelope = sign(record_for(&content, OWNER, AGENCY), &f.issuer);
+    let mut other = content.clone();
+    other[77_777] ^= 1;
+    rejected(&f, &envelope, &other, "content_hash_mismatch");
+    rejected(&f, &envelope, &content[..99_999], "content_truncated");
+    let mut longer = content.clone();
+    longer.push(0);
+    rejected(&f, &envelope, &longer, "content_too_long");
+    let mut record = record_for(&content, OWNER, AGENCY);
+    record.sha256 = Digest([1; 32]);
+    rejected(&f, &sign(record, &f.issuer), &content, "content_sha256_mismatch");
+}
+
+#[test]
+fn documents_over_the_size_limit_are_rejected_before_any_byte_is_read() {
+    let f = fixture_with(|config| config.document_size_bytes_max = 1000);
+    let content = document(1001, 1, true);
+    let error = rejected(&f, &sign(record_for(&content, OWNER, AGENCY), &f.issuer), &content, "document_too_large");
+    assert!(matches!(error, DepositError::DocumentTooLarge { declared_bytes: 1001, limit_bytes: 1000 }));
+    // At the limit is fine.
+    let content = document(1000, 1, true);
+    f.vault.deposit(&sign(record_for(&content, OWNER, AGENCY), &f.issuer), &content[..]).expect("at limit");
+}
+
+#[test]
+fn signers_are_checked_against_certificates() {
+    let f = fixture();
+    let content = b"content";
+    // A key nobody certified, for an agency nobody certified.
+    let error = rejected(&f, &sign(record_for(content, OWNER, "999.99.99.Z99"), &key(50)), content, "unknown_agency");
+    assert!(matches!(error, DepositError::Trust(TrustError::UnknownAgency { .. })));
+    // An uncertified key for a known agency.
+    rejected(&f, &sign(record_for(content, OWNER, AGENCY), &key(51)), content, "key_not_certified");
+    // The issuer of one agency signing for another.
+    let error = rejected(&f, &sign(record_for(content, OWNER, OTHER_AGENCY), &f.issuer), content, "key_of_another_agency");
+    assert!(
+        matches!(error, DepositError::Trust(TrustError::KeyOfAnotherAgency { ref certified_for, .. }) if certified_for.as_str() == AGENCY)
+    );
+    // Windows: not yet valid, expired.
+    let now = now_unix_ms();
+    let early = key(52);
+    f.vault.add_certificate(&certificate(&f.anchor, AGENCY, &early, now + DAY_MS, now + 2 * DAY_MS)).expect("cert");
+    rejected(&f, &sign(record_for(content, OWNER, AGENCY), &early), content, "key_not_yet_valid");
+    let late = key(53);
+    f.vault.add_certificate(&certificate(&f.anchor, AGENCY, &late, now - 2 * DAY_MS, now - DAY_MS)).expect("cert");
+    rejected(&f, &sign(record_for(content, OWNER, AGENCY), &late), content, "key_expired");
+}
+
+#[test]
+fn revoked_keys_stop_counting_but_earlier_records_stay_valid() {
+    let f = fixture();
+    let before_revocation = deposit(&f, b"deposited while the key was good");
+    let certificate_id = f
+        .vault
+        .certificates()
+        .expect("list")
+        .into_iter()
+        .find(|c| c.certificate.body().subject == f.issuer.public_key())
+        .expect("issuer certificate")
+        .certificate
+        .id();
+    let revocation = CertificateRevocation {
+        certificate: certificate_id,
+        reason: Title::parse("key compromised").expect("reason"),
+        signed_at_ms: now_unix_ms(),
+    };
+    let envelope = Signed::sign(revocation, &f.anchor).to_envelope();
+    f.vault.revoke_certificate(&envelope).expect("revoke certificate");
+    assert!(!f.vault.revoke_certificate(&envelope).expect("idempotent").newly_accepted);
+    let content = b"after";
+    let error = rejected(&f, &sign(record_for(content, OWNER, AGENCY), &f.issuer), content, "key_revoked");
+    assert!(matches!(error, DepositError::Trust(TrustError::KeyRevoked { .. })));
+    let view = f.vault.record(&before_revocation).expect("read").expect("present");
+    assert_eq!(view.status, Status::Valid, "a signature counts if the key was valid when Kho received it");
+    let listed = f.vault.certificate(&certificate_id).expect("read").expect("present");
+    assert!(listed.revocation.is_some());
+}
+
+#[test]
+fn certificates_must_come_from_a_trust_anchor() {
+    let f = fixture();
+    let before = f.state();
+    let error = f.vault.add_certificate(&current_certificate(&key(60), AGENCY, &key(61))).expect_err("not an anchor");
+    assert_eq!(error.code(), "unknown_trust_anchor");
+    let revocation = Signed::sign(
+        CertificateRevocation { certificate: Digest([9; 32]), reason: Title::parse("x").expect("r"), signed_at_ms: 0 },
+        &f.anchor,
+    );
+    let error = f.vault.revoke_certificate(&revocation.to_envelope()).expect_err("unknown certificate");
+    assert_eq!(error.code(), "certificate_not_found");
+    let error = f.vault.add_certificate(b"garbage").expect_err("garbage");
+    assert_eq!(error.code(), "malformed_certificate");
+    assert_eq!(f.state(), before);
+    assert_eq!(f.vault.certificates().expect("list").len(), 2);
+}
+
+fn revocation(record: Digest, agency: &str, issuer: &kho::statement::SecretKey) -> Vec<u8> {
+    Signed::sign(
+        RecordRevocation {
+            record,
+            issuer_agency: code(agency),
+            reason: Title::parse("issued in error").expect("reason"),
+            signed_at_ms: now_unix_ms(),
+        },
+        issuer,
+    )
+    .to_envelope()
+}
+
+#[test]
+fn issuers_revoke_only_their_own_records() {
+    let f = fixture();
+    let id = deposit(&f, b"to be revoked");
+    let before = f.state();
+    let error = f.vault.revoke(&revocation(id, OTHER_AGENCY, &f.other_issuer)).expect_err("other agency");
+    assert!(matches!(error, RevokeError::NotIssuersRecord { .. }), "{error}");
+    let error = f.vault.revoke(&revocation(id, AGENCY, &f.other_issuer)).expect_err("other agency's key");
+    assert_eq!(error.code(), "key_of_another_agency");
+    let error = f.vault.revoke(&revocation(Digest([4; 32]), AGENCY, &f.issuer)).expect_err("unknown");
+    assert_eq!(error.code(), "record_not_found");
+    assert_eq!(f.state(), before);
+
+    let envelope = revocation(id, AGENCY, &f.issuer);
+    let accepted = f.vault.revoke(&envelope).expect("revoke");
+    assert!(matches!(
+        f.vault.record(&id).expect("read").expect("present").status,
+        Status::Revoked { ref reason, revocation, .. } if reason == "issued in error" && revocation == accepted.id
+    ));
+    assert!(!f.vault.revoke(&envelope).expect("same revocation again").newly_accepted);
+    let error = f.vault.revoke(&revocation(id, AGENCY, &f.issuer)).expect_err("second revocation");
+    assert_eq!(error.code(), "already_revoked");
+}
+
+#[test]
+fn supersede_links_records_and_is_checked() {
+    let f = fixture();
+    let old = deposit(&f, b"old version");
+    let mut newer = record_for(b"new version", OWNER, AGENCY);
+    newer.supersedes = Some(old);
+    let new_id = f.vault.deposit(&sign(newer.clone(), &f.issuer), &b"new version"[..]).expect("supersede").id;
+    assert_eq!(f.vault.record(&old).expect("read").expect("present").status, Status::Superseded { by: new_id });
+    assert_eq!(f.vault.record(&new_id).expect("read").expect("present").status, Status::Valid);
+
+    newer.title = Title::parse("another replacement").expect("title");
+    let error = rejected(&f, &sign(newer.clone(), &f.issuer), b"new version", "already_superseded");
+    assert!(matches!(error, DepositError::AlreadySuperseded { by, .. } if by == new_id));
+    newer.supersedes = Some(Digest([8; 32]));
+    rejected(&f, &sign(newer.clone(), &f.issuer), b"new version", "supersedes_unknown");
+
+    let other_old = deposit(&f, b"another old");
+    let mut cross = record_for(b"cross", OWNER, OTHER_AGENCY);
+    cross.supersedes = Some(other_old);
+    rejected(&f, &sign(cross, &f.other_issuer), b"cross", "supersedes_other_agency");
+    let mut other_owner = record_for(b"cross", OTHER_OWNER, AGENCY);
+    other_owner.supersedes = Some(other_old);
+    rejected(&f, &sign(other_owner, &f.issuer), b"cross", "supersedes_other_owner");
+
+    f.vault.revoke(&revocation(other_old, AGENCY, &f.issuer)).expect("revoke");
+    let mut after_revoked = record_for(b"after", OWNER, AGENCY);
+    after_revoked.supersedes = Some(other_old);
+    rejected(&f, &sign(after_revoked, &f.issuer), b"after", "supersedes_revoked");
+}
+
+#[test]
+fn validity_windows_give_expired_and_not_yet_valid() {
+    let f = fixture();
+    let mut expired = record_for(b"expired", OWNER, AGENCY);
+    expired.valid_from = Date::parse("2010-01-01").expect("date");
+    expired.valid_until = Some(Date::parse("2015-12-31").expect("date"));
+    let expired = f.vault.deposit(&sign(expired, &f.issuer), &b"expired"[..]).expect("deposit").id;
+    let mut future = record_for(b"future", OWNER, AGENCY);
+    future.valid_from = Date::parse("2999-01-01").expect("date");
+    let future = f.vault.deposit(&sign(future, &f.issuer), &b"future"[..]).expect("deposit").id;
+    assert_eq!(f.vault.record(&expired).expect("read").expect("present").status, Status::Expired);
+    assert_eq!(f.vault.record(&future).expect("read").expect("present").status, Status::NotYetValid);
+}
+
+#[test]
+fn owner_listing_is_newest_first_filtered_and_paginated() {
+    let f = fixture();
+    let owner = OwnerId::parse(OWNER).expect("owner");
+    let mut ids = Vec::new();
+    for i in 0..7u8 {
+        let content = [b'a' + i; 10];
+        let mut record = record_for(&content, OWNER, if i % 2 == 0 { AGENCY } else { OTHER_AGENCY });
+        record.document_type = code(if i < 3 { "GKS" } else { "CCCD" });
+        let signer = if i % 2 == 0 { &f.issuer } else { &f.other_issuer };
+        ids.push(f.vault.deposit(&sign(record, signer), &content[..]).expect("deposit").id);
+    }
+    deposit(&f, b"someone else's");
+    let _ = f.vault.deposit(&sign(record_for(b"x", OTHER_OWNER, AGENCY), &f.issuer), &b"x"[..]).expect("other owner");
+    f.vault.revoke(&revocation(ids[0], AGENCY, &f.issuer)).expect("revoke");
+
+    let everything = ListFilter::default();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = f.vault.list_owner(&owner, &everything, cursor.as_deref(), 3).expect("page");
+        assert!(page.records.len() <= 3);
+        seen.extend(page.records.iter().map(|v| v.id()));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut expected: Vec<Digest> = ids.iter().rev().copied().collect();
+    expected.insert(0, seen[0]); // the "someone else's" deposit is also OWNER's, and newest
+    assert_eq!(seen, expected);
+    assert_eq!(seen.len(), 8);
+
+    let by_type = ListFilter { document_type: Some(code("CCCD")), ..ListFilter::default() };
+    let page = f.vault.list_owner(&owner, &by_type, None, 100).expect("filter");
+    assert_eq!(page.records.iter().map(|v| v.id()).collect::<Vec<_>>(), ids[3..].iter().rev().copied().collect::<Vec<_>>());
+    let by_issuer = ListFilter { issuer_agency: Some(code(OTHER_AGENCY)), ..ListFilter::default() };
+    assert_eq!(f.vault.list_owner(&owner, &by_issuer, None, 100).expect("filter").records.len(), 3);
+    let revoked = ListFilter { status: Some(StatusKind::Revoked), ..ListFilter::default() };
+    let page = f.vault.list_owner(&owner, &revoked, None, 1).expect("filter");
+    assert_eq!(page.records.iter().map(|v| v.id()).collect::<Vec<_>>(), vec![ids[0]]);
+    assert!(page.next_cursor.is_none());
+    let nobody = OwnerId::parse("0109999999").expect("owner");
+    assert!(f.vault.list_owner(&nobody, &everything, None, 10).expect("empty").records.is_empty());
+
+    assert!(matches!(f.vault.list_owner(&owner, &everything, None, 0), Err(QueryError::InvalidPageSize { .. })));
+    assert!(matches!(
+        f.vault.list_owner(&owner, &everything, None, kho::vault::PAGE_SIZE_MAX + 1),
+        Err(QueryError::InvalidPageSize { .. })
+    ));
+    assert!(matches!(f.vault.list_owner(&owner, &everything, Some("zz"), 10), Err(QueryError::InvalidCursor(_))));
+}
+
+#[test]
+fn everything_survives_reopen_and_the_vault_key_is_kept() {
+    let f = fixture();
+    let content = document(180_000, 11, true);
+    let id = deposit(&f, &content);
+    let key_before = f.vault.public_key();
+    let state_before = f.state();
+    let f = f.reopen();
+    assert_eq!(f.vault.public_key(), key_before);
+    assert_eq!(f.state(), state_before);
+    let view = f.vault.record(&id).expect("read").expect("present");
+    assert_eq!(read_all(&f.vault, &view.record.body().blake3, None), content);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = f.dir.path().join(kho::vault::VAULT_KEY_FILE);
+        assert_eq!(std::fs::metadata(path).expect("key file").permissions().mode() & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn concurrent_deposits_all_land_with_distinct_sequences() {
+    let f = fixture();
+    let threads = 6;
+    let per_thread = 15;
+    let ids: Vec<Digest> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let f = &f;
+                scope.spawn(move || {
+                    (0..per_thread)
+                        .map(|i| deposit(f, &document(5_000 + i * 100, (t * 1000 + i) as u64, i % 2 == 0)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+    });
+    let mut sequences: Vec<u64> =
+        ids.iter().map(|id| f.vault.record(id).expect("read").expect("present").receipt.body().sequence).collect();
+    sequences.sort_unstable();
+    sequences.dedup();
+    assert_eq!(sequences.len(), threads * per_thread as usize);
+}
