@@ -166,6 +166,12 @@ struct ImportArgs {
     /// Trust anchor public keys (repeat, or comma-separate in KHO_TRUST_ANCHORS).
     #[arg(long = "anchor", env = "KHO_TRUST_ANCHORS", value_delimiter = ',', required = true)]
     anchors: Vec<PathBuf>,
+    /// Documents deposited in parallel; concurrent deposits share each durable sync.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// Print "stored <record id> <file>" once each document is durable.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 /// Runs the CLI with the process's arguments.
@@ -489,19 +495,24 @@ fn import_plan(source: &Path) -> anyhow::Result<(Vec<PathBuf>, Vec<(PathBuf, Pat
     Ok((manifest.certificates.into_iter().map(|c| base.join(c)).collect(), documents))
 }
 
-/// Imports one document; `Ok(false)` when it was already present.
-fn import_one(vault: &Vault, file: &Path, record_path: &Path, progress: &indicatif::ProgressBar) -> Result<bool, String> {
+/// Imports one document: `Ok(Some(record id))` once it is durable, `Ok(None)` if it was already there.
+fn import_one(
+    vault: &Vault,
+    file: &Path,
+    record_path: &Path,
+    progress: &indicatif::ProgressBar,
+) -> Result<Option<Digest>, String> {
     let envelope = std::fs::read(record_path).map_err(|e| format!("cannot read record {}: {e}", record_path.display()))?;
     let record = Signed::<Record>::from_envelope(&envelope).map_err(|e| format!("invalid record (malformed_record): {e}"))?;
     if vault.contains_record(&record.id()).map_err(|e| e.to_string())? {
         progress.inc(record.body().size_bytes);
-        return Ok(false);
+        return Ok(None);
     }
     let content = File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
     let accepted = vault
         .deposit(&envelope, progress.wrap_read(BufReader::new(content)))
         .map_err(|e| format!("{e} ({})", e.code()))?;
-    Ok(accepted.newly_accepted)
+    Ok(accepted.newly_accepted.then_some(accepted.id))
 }
 
 fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
@@ -527,13 +538,29 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let outcomes = std::sync::Mutex::new(Vec::with_capacity(documents.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((file, record)) = documents.get(index) else { break };
+                let outcome = import_one(&vault, file, record, &progress);
+                if let (true, Ok(Some(id))) = (args.verbose, &outcome) {
+                    progress.suspend(|| println!("stored {id} {}", file.display()));
+                }
+                outcomes.lock().unwrap_or_else(|p| p.into_inner()).push((file.clone(), outcome));
+            });
+        }
+    });
     let (mut imported, mut present) = (0usize, 0usize);
-    for (index, (file, record)) in documents.iter().enumerate() {
-        progress.set_message(format!("{}/{}", index + 1, documents.len()));
-        match import_one(&vault, file, record, &progress) {
-            Ok(true) => imported += 1,
-            Ok(false) => present += 1,
-            Err(reason) => rejected.push((file.clone(), reason)),
+    let mut outcomes = outcomes.into_inner().unwrap_or_else(|p| p.into_inner());
+    outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+    for (file, outcome) in outcomes {
+        match outcome {
+            Ok(Some(_)) => imported += 1,
+            Ok(None) => present += 1,
+            Err(reason) => rejected.push((file, reason)),
         }
     }
     progress.finish_and_clear();

@@ -12,6 +12,7 @@
 //! `ka/<agency>\0<certificate id>` and `kf/<key fingerprint><certificate id>` certificate indexes,
 //! `q/<sequence>` receipt envelope (raw), `meta/sequence` last sequence number.
 
+use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -949,18 +950,32 @@ fn digest_suffix(key: &[u8]) -> Result<Digest, StorageError> {
         .ok_or_else(|| StorageError::Corrupt("index key too short".into()))
 }
 
+/// Loads the receipt key, or creates it atomically on first start: a crash at any point leaves either
+/// no key file or a complete one, never a torn one.
 fn load_or_create_key(dir: &Path) -> Result<SecretKey, KeyFileError> {
     let path = dir.join(VAULT_KEY_FILE);
-    if path.exists() {
-        return keys::read_secret_key(&path);
-    }
-    let key = SecretKey::generate();
-    keys::write_secret_key(&path, &key)?;
+    let key = if path.exists() {
+        keys::read_secret_key(&path)?
+    } else {
+        let key = SecretKey::generate();
+        let temporary = dir.join(format!("{VAULT_KEY_FILE}.tmp"));
+        let write_error = |source| KeyFileError::Write { path: temporary.clone(), source };
+        if temporary.exists() {
+            std::fs::remove_file(&temporary).map_err(write_error)?;
+        }
+        keys::write_secret_key(&temporary, &key)?;
+        std::fs::rename(&temporary, &path).map_err(write_error)?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(write_error)?;
+        key
+    };
+    // The public half is a convenience copy for auditors; rewrite it if it is missing or stale.
     let public = dir.join(VAULT_PUBLIC_KEY_FILE);
-    if public.exists() {
-        std::fs::remove_file(&public).map_err(|source| KeyFileError::Write { path: public.clone(), source })?;
+    if keys::read_public_key(&public).ok() != Some(key.public_key()) {
+        if public.exists() {
+            std::fs::remove_file(&public).map_err(|source| KeyFileError::Write { path: public.clone(), source })?;
+        }
+        keys::write_public_key(&public, &key.public_key())?;
     }
-    keys::write_public_key(&public, &key.public_key())?;
     Ok(key)
 }
 
