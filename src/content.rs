@@ -1,9 +1,10 @@
 //! Document content: streamed in, cut into independently compressed frames, read back verified.
 //!
 //! A [`ContentWriter`] hashes (BLAKE3 and SHA-256), frames and compresses bytes as they arrive and
-//! writes each frame to [`Space::Frames`] under a fresh upload id; memory holds at most one frame. The
-//! content becomes visible only when the caller commits its [`Manifest`] in a catalog batch, so a
-//! crash mid-upload leaves only a pending marker and unreferenced frames, which [`recover`] removes.
+//! appends each frame to a pack file leased from the store; memory holds at most one frame. The
+//! content becomes visible only when the caller commits its [`Manifest`] in a catalog batch, after
+//! the pack was synced; a crash before that leaves bytes past the pack's committed extent, which the
+//! store cuts off at the next open.
 //!
 //! A [`ContentReader`] serves a byte range by decoding only the frames it touches. Each frame carries
 //! the BLAKE3 of its plain bytes bound to its position, checked after decompression, so a flipped bit
@@ -16,11 +17,11 @@ use sha2::Digest as _;
 
 use crate::codec;
 use crate::ids::Digest;
-use crate::store::{Batch, Space, Store, StoreError};
+use crate::store::{Batch, PackWriter, Store, StoreError};
 
-/// Plain bytes per frame. Chosen by `benches/vault.rs` (frame size group, docs/BENCHMARKS.md): 64 KiB
-/// compresses within a few percent of 256 KiB frames, keeps a range read's overhead small, and stays
-/// well under sled's blob threshold (a quarter of `store::SEGMENT_SIZE_BYTES`) even when raw.
+/// Plain bytes per frame. Chosen by `benches/vault.rs` (frame group, docs/BENCHMARKS.md): large
+/// enough that compression is within a few percent of bigger frames, small enough that a range read
+/// decodes little it does not need.
 pub const FRAME_SIZE_BYTES_DEFAULT: u32 = 64 * 1024;
 /// Largest frame any reader accepts; bounds memory whatever a manifest or frame claims.
 pub const FRAME_SIZE_BYTES_MAX: u32 = 1024 * 1024;
@@ -34,7 +35,6 @@ const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 
 const MANIFEST_PREFIX: &[u8] = b"m/";
-const PENDING_PREFIX: &[u8] = b"p/";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -87,29 +87,28 @@ pub struct Manifest {
     pub size_bytes: u64,
     pub sha256: Digest,
     pub frame_size_bytes: u32,
-    pub frame_count: u32,
+    /// Binds each frame's checksum to this upload.
     pub upload_id: u64,
-    /// Bytes the frames occupy after compression, headers included.
-    pub stored_bytes: u64,
+    pub pack: u32,
+    /// Offset in the pack of the first frame; the frames follow one another.
+    pub offset: u64,
+    /// Stored (compressed, header included) length of each frame.
+    pub frame_lengths: Vec<u32>,
+}
+
+impl Manifest {
+    /// Bytes the frames occupy in the pack.
+    pub fn stored_bytes(&self) -> u64 {
+        self.frame_lengths.iter().map(|&l| u64::from(l)).sum()
+    }
 }
 
 pub fn manifest_key(blake3: &Digest) -> Vec<u8> {
     [MANIFEST_PREFIX, &blake3.0].concat()
 }
 
-fn pending_key(upload_id: u64) -> Vec<u8> {
-    [PENDING_PREFIX, &upload_id.to_be_bytes()].concat()
-}
-
-fn frame_key(upload_id: u64, index: u32) -> [u8; 12] {
-    let mut key = [0u8; 12];
-    key[..8].copy_from_slice(&upload_id.to_be_bytes());
-    key[8..].copy_from_slice(&index.to_be_bytes());
-    key
-}
-
 pub fn load_manifest(store: &Store, blake3: &Digest) -> Result<Option<Manifest>, ContentError> {
-    let Some(bytes) = store.get(Space::Catalog, &manifest_key(blake3))? else {
+    let Some(bytes) = store.get(&manifest_key(blake3))? else {
         return Ok(None);
     };
     codec::decode(&bytes)
@@ -183,28 +182,27 @@ pub fn decode_frame(
     Ok(plain)
 }
 
-/// Streams one document into frames. Finish with [`ContentWriter::finish`], or drop it / call
-/// [`ContentWriter::abort`] to discard what was written.
+/// Streams one document into frames. Finish with [`ContentWriter::finish`]; dropping the writer or
+/// calling [`ContentWriter::abort`] discards what was written.
 pub struct ContentWriter {
-    store: Store,
+    pack: PackWriter,
     upload_id: u64,
     frame_size_bytes: u32,
     size_limit_bytes: u64,
     buffer: Vec<u8>,
-    frame_count: u32,
+    frame_lengths: Vec<u32>,
     size_bytes: u64,
-    stored_bytes: u64,
     blake3: blake3::Hasher,
     sha256: sha2::Sha256,
     compressor: zstd::bulk::Compressor<'static>,
-    finished: bool,
 }
 
-/// Content fully written but not yet visible: commit [`StagedContent::commit_into`] in a catalog batch.
-#[derive(Debug)]
+/// Content fully written and synced but not yet visible: commit it with
+/// [`StagedContent::commit_into`], then [`StagedContent::release`] it, or [`StagedContent::discard`] it.
 pub struct StagedContent {
     pub blake3: Digest,
     pub manifest: Manifest,
+    pack: PackWriter,
 }
 
 impl ContentWriter {
@@ -213,22 +211,17 @@ impl ContentWriter {
             config.frame_size_bytes > 0 && config.frame_size_bytes <= FRAME_SIZE_BYTES_MAX,
             "frame size must be between 1 and FRAME_SIZE_BYTES_MAX"
         );
-        let upload_id = store.generate_id()?;
-        // The marker goes first, so that any frame that survives a crash has a marker naming it.
-        store.put(Space::Catalog, &pending_key(upload_id), &[])?;
         Ok(ContentWriter {
-            store: store.clone(),
-            upload_id,
+            pack: store.lease_pack()?,
+            upload_id: store.generate_id()?,
             frame_size_bytes: config.frame_size_bytes,
             size_limit_bytes,
             buffer: Vec::with_capacity(config.frame_size_bytes as usize),
-            frame_count: 0,
+            frame_lengths: Vec::new(),
             size_bytes: 0,
-            stored_bytes: 0,
             blake3: blake3::Hasher::new(),
             sha256: sha2::Sha256::new(),
             compressor: zstd::bulk::Compressor::new(config.zstd_level).map_err(ContentError::Compression)?,
-            finished: false,
         })
     }
 
@@ -257,83 +250,62 @@ impl ContentWriter {
     }
 
     fn seal_frame(&mut self) -> Result<(), ContentError> {
-        let frame = encode_frame(&self.buffer, self.upload_id, self.frame_count, &mut self.compressor)
-            .map_err(ContentError::Compression)?;
-        self.store.put(Space::Frames, &frame_key(self.upload_id, self.frame_count), &frame)?;
-        self.stored_bytes += frame.len() as u64;
-        self.frame_count += 1;
+        let index = u32::try_from(self.frame_lengths.len()).map_err(|_| ContentError::TooLarge {
+            limit_bytes: self.size_limit_bytes,
+        })?;
+        let frame =
+            encode_frame(&self.buffer, self.upload_id, index, &mut self.compressor).map_err(ContentError::Compression)?;
+        self.pack.append(&frame)?;
+        // A frame is at most FRAME_SIZE_BYTES_MAX plus its header, far below 4 GiB.
+        self.frame_lengths.push(u32::try_from(frame.len()).unwrap_or(u32::MAX));
         self.buffer.clear();
         Ok(())
     }
 
-    /// Writes the last frame and returns the content's hashes and manifest.
+    /// Writes the last frame, makes the frames durable, and returns the content's hashes and manifest.
     pub fn finish(mut self) -> Result<StagedContent, ContentError> {
         if !self.buffer.is_empty() {
             self.seal_frame()?;
         }
-        self.finished = true;
+        self.pack.sync()?;
         Ok(StagedContent {
             blake3: Digest(*self.blake3.finalize().as_bytes()),
             manifest: Manifest {
                 size_bytes: self.size_bytes,
-                sha256: Digest(self.sha256.clone().finalize().into()),
+                sha256: Digest(self.sha256.finalize().into()),
                 frame_size_bytes: self.frame_size_bytes,
-                frame_count: self.frame_count,
                 upload_id: self.upload_id,
-                stored_bytes: self.stored_bytes,
+                pack: self.pack.pack_id(),
+                offset: self.pack.start(),
+                frame_lengths: self.frame_lengths,
             },
+            pack: self.pack,
         })
     }
 
-    /// Removes everything written so far.
-    pub fn abort(mut self) -> Result<(), ContentError> {
-        self.finished = true;
-        discard_upload(&self.store, self.upload_id)
-    }
-}
-
-impl Drop for ContentWriter {
-    fn drop(&mut self) {
-        if !self.finished {
-            // Best effort: whatever is left is removed by `recover` at the next open.
-            let _ = discard_upload(&self.store, self.upload_id);
-        }
+    /// Discards everything written so far.
+    pub fn abort(self) -> Result<(), ContentError> {
+        Ok(self.pack.rollback()?)
     }
 }
 
 impl StagedContent {
-    /// Adds the manifest to `batch` and retires the pending marker: after the batch commits, the
+    /// Adds the manifest and the pack's new committed extent to `batch`: once the batch commits, the
     /// content is visible.
     pub fn commit_into(&self, batch: &mut Batch) {
         batch.insert(manifest_key(&self.blake3), codec::encode(&self.manifest));
-        batch.remove(pending_key(self.manifest.upload_id));
+        batch.commit_pack_extent(self.manifest.pack, self.pack.end());
+    }
+
+    /// After the batch from [`StagedContent::commit_into`] committed: hands the pack back.
+    pub fn release(self) {
+        self.pack.release();
     }
 
     /// Drops the staged frames, for content that turned out to be stored already or was rejected.
-    pub fn discard(self, store: &Store) -> Result<(), ContentError> {
-        discard_upload(store, self.manifest.upload_id)
+    pub fn discard(self) -> Result<(), ContentError> {
+        Ok(self.pack.rollback()?)
     }
-}
-
-fn discard_upload(store: &Store, upload_id: u64) -> Result<(), ContentError> {
-    store.remove_prefix(Space::Frames, &upload_id.to_be_bytes())?;
-    let mut batch = Batch::default();
-    batch.remove(pending_key(upload_id));
-    store.commit(batch)?;
-    Ok(())
-}
-
-/// Removes the frames of uploads that never committed (a crash mid-upload). Call at open, before any
-/// writer starts. Returns how many uploads were removed.
-pub fn recover(store: &Store) -> Result<usize, ContentError> {
-    let pending: Vec<Vec<u8>> =
-        store.scan_prefix(Space::Catalog, PENDING_PREFIX, None).map(|item| item.map(|(key, _)| key)).collect::<Result<_, _>>()?;
-    for key in &pending {
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&key[PENDING_PREFIX.len()..]);
-        discard_upload(store, u64::from_be_bytes(id))?;
-    }
-    Ok(pending.len())
 }
 
 /// Reads a byte range of a stored document, verifying every frame.
@@ -341,6 +313,8 @@ pub struct ContentReader {
     store: Store,
     blake3: Digest,
     manifest: Manifest,
+    /// Offset in the pack of each frame.
+    frame_offsets: Vec<u64>,
     position: u64,
     end: u64,
     /// Present when the whole document is read: checked against the content address at the end.
@@ -367,12 +341,26 @@ impl ContentReader {
             return Err(ContentError::Corrupt { blake3, reason: "manifest has an impossible frame size".into() });
         }
         let frames_needed = size.div_ceil(u64::from(manifest.frame_size_bytes));
-        if frames_needed != u64::from(manifest.frame_count) {
+        if frames_needed != manifest.frame_lengths.len() as u64 {
             return Err(ContentError::Corrupt { blake3, reason: "manifest frame count does not match its size".into() });
         }
+        let limit = FRAME_SIZE_BYTES_MAX as usize + FRAME_HEADER_BYTES;
+        if manifest.frame_lengths.iter().any(|&length| length as usize > limit) {
+            return Err(ContentError::Corrupt { blake3, reason: "manifest has an impossible frame length".into() });
+        }
+        let frame_offsets = manifest
+            .frame_lengths
+            .iter()
+            .scan(manifest.offset, |next, &length| {
+                let offset = *next;
+                *next += u64::from(length);
+                Some(offset)
+            })
+            .collect();
         Ok(ContentReader {
             store: store.clone(),
             blake3,
+            frame_offsets,
             whole_hasher: (start == 0 && end == size).then(blake3::Hasher::new),
             manifest,
             position: start,
@@ -408,8 +396,8 @@ impl ContentReader {
         let index = u32::try_from(index).map_err(|_| self.corrupt("frame index overflow".into()))?;
         let stored = self
             .store
-            .get(Space::Frames, &frame_key(self.manifest.upload_id, index))?
-            .ok_or_else(|| self.corrupt(format!("frame {index} is missing")))?;
+            .read_frame(self.manifest.pack, self.frame_offsets[index as usize], self.manifest.frame_lengths[index as usize])
+            .map_err(|e| self.corrupt(format!("frame {index} cannot be read: {e}")))?;
         let plain = decode_frame(&stored, self.manifest.upload_id, index, frame_len, &mut self.decompressor)
             .map_err(|e| self.corrupt(format!("frame {index}: {e}")))?;
         if let Some(hasher) = self.whole_hasher.as_mut() {
@@ -462,7 +450,7 @@ mod tests {
         (dir, store)
     }
 
-    fn write_content(store: &Store, data: &[u8], frame_size: u32) -> StagedContent {
+    fn write_content(store: &Store, data: &[u8], frame_size: u32) -> (Digest, Manifest) {
         let config = ContentConfig { frame_size_bytes: frame_size, ..ContentConfig::default() };
         let mut writer = ContentWriter::begin(store, &config, u64::MAX).expect("begin");
         for piece in data.chunks(1000) {
@@ -472,7 +460,9 @@ mod tests {
         let mut batch = Batch::default();
         staged.commit_into(&mut batch);
         store.commit(batch).expect("commit");
-        staged
+        let result = (staged.blake3, staged.manifest.clone());
+        staged.release();
+        result
     }
 
     fn mixed_bytes(len: usize) -> Vec<u8> {
@@ -496,27 +486,28 @@ mod tests {
     fn whole_and_ranged_reads_return_exact_bytes() {
         let (_dir, store) = store();
         let data = mixed_bytes(50_000);
-        let staged = write_content(&store, &data, 4096);
-        assert_eq!(staged.blake3, Digest(*blake3::hash(&data).as_bytes()));
-        assert_eq!(staged.manifest.sha256, Digest::sha256(&data));
-        assert_eq!(staged.manifest.frame_count, 13);
-        let manifest = load_manifest(&store, &staged.blake3).expect("load").expect("present");
+        let (blake3, staged_manifest) = write_content(&store, &data, 4096);
+        assert_eq!(blake3, Digest(*blake3::hash(&data).as_bytes()));
+        assert_eq!(staged_manifest.sha256, Digest::sha256(&data));
+        assert_eq!(staged_manifest.frame_lengths.len(), 13);
+        let manifest = load_manifest(&store, &blake3).expect("load").expect("present");
+        assert_eq!(manifest, staged_manifest);
         let mut whole = Vec::new();
-        ContentReader::open(&store, staged.blake3, manifest.clone(), None)
+        ContentReader::open(&store, blake3, manifest.clone(), None)
             .expect("open")
             .read_to_end(&mut whole)
             .expect("read");
         assert_eq!(whole, data);
         for (start, end) in [(0, 1), (4095, 4097), (10_000, 30_000), (49_999, 50_000), (7, 7)] {
             let mut part = Vec::new();
-            ContentReader::open(&store, staged.blake3, manifest.clone(), Some((start, end)))
+            ContentReader::open(&store, blake3, manifest.clone(), Some((start, end)))
                 .expect("open")
                 .read_to_end(&mut part)
                 .expect("read");
             assert_eq!(part, &data[start as usize..end as usize], "range {start}..{end}");
         }
         assert!(matches!(
-            ContentReader::open(&store, staged.blake3, manifest, Some((10, 50_001))),
+            ContentReader::open(&store, blake3, manifest, Some((10, 50_001))),
             Err(ContentError::RangeNotSatisfiable { .. })
         ));
     }
@@ -525,12 +516,12 @@ mod tests {
     fn incompressible_frames_are_stored_raw_and_compressible_ones_shrink() {
         let (_dir, store) = store();
         let text = b"CONG HOA XA HOI CHU NGHIA VIET NAM ".repeat(3000);
-        let staged = write_content(&store, &text, 65536);
-        assert!(staged.manifest.stored_bytes < text.len() as u64 / 10);
+        let (_, manifest) = write_content(&store, &text, 65536);
+        assert!(manifest.stored_bytes() < text.len() as u64 / 10);
         let random: Vec<u8> = mixed_bytes(200_000).into_iter().enumerate().filter(|(i, _)| (i / 4096) % 2 == 1).map(|(_, b)| b).collect();
-        let staged = write_content(&store, &random, 65536);
-        let overhead = u64::from(staged.manifest.frame_count) * FRAME_HEADER_BYTES as u64;
-        assert_eq!(staged.manifest.stored_bytes, random.len() as u64 + overhead);
+        let (_, manifest) = write_content(&store, &random, 65536);
+        let overhead = manifest.frame_lengths.len() as u64 * FRAME_HEADER_BYTES as u64;
+        assert_eq!(manifest.stored_bytes(), random.len() as u64 + overhead);
     }
 
     #[test]
@@ -542,22 +533,24 @@ mod tests {
     }
 
     #[test]
-    fn aborted_and_crashed_uploads_leave_nothing() {
-        let (_dir, store) = store();
-        let mut writer = ContentWriter::begin(&store, &ContentConfig { frame_size_bytes: 100, zstd_level: 1 }, u64::MAX)
-            .expect("begin");
-        writer.write(&[5; 1000]).expect("write");
+    fn aborted_uploads_leave_nothing() {
+        let (dir, store) = store();
+        let pack_size = || std::fs::read_dir(dir.path().join("packs")).expect("packs").map(|e| e.expect("entry").metadata().expect("meta").len()).sum::<u64>();
+        write_content(&store, &[1; 5000], 1000);
+        let committed = pack_size();
+        let config = ContentConfig { frame_size_bytes: 100, zstd_level: 1 };
+        let mut writer = ContentWriter::begin(&store, &config, u64::MAX).expect("begin");
+        writer.write(&mixed_bytes(1000)).expect("write");
         writer.abort().expect("abort");
-        assert_eq!(store.scan_prefix(Space::Frames, b"", None).count(), 0);
-        assert_eq!(store.scan_prefix(Space::Catalog, PENDING_PREFIX, None).count(), 0);
-        // A "crash": the writer's frames and marker are left behind without a manifest.
-        let mut writer = ContentWriter::begin(&store, &ContentConfig { frame_size_bytes: 100, zstd_level: 1 }, u64::MAX)
-            .expect("begin");
-        writer.write(&[5; 1000]).expect("write");
-        std::mem::forget(writer);
-        assert!(store.scan_prefix(Space::Frames, b"", None).count() > 0);
-        assert_eq!(recover(&store).expect("recover"), 1);
-        assert_eq!(store.scan_prefix(Space::Frames, b"", None).count(), 0);
+        assert_eq!(pack_size(), committed);
+        let mut writer = ContentWriter::begin(&store, &config, u64::MAX).expect("begin");
+        writer.write(&mixed_bytes(1000)).expect("write");
+        drop(writer);
+        assert_eq!(pack_size(), committed);
+        let mut writer = ContentWriter::begin(&store, &config, u64::MAX).expect("begin");
+        writer.write(&mixed_bytes(1000)).expect("write");
+        writer.finish().expect("finish").discard().expect("discard");
+        assert_eq!(pack_size(), committed);
     }
 
     #[test]

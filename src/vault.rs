@@ -27,7 +27,7 @@ use crate::statement::{
     CertificateRevocation, DecodeError, KeyCertificate, PublicKey, Receipt, Record, RecordRevocation, SecretKey,
     Signed, StatementBody,
 };
-use crate::store::{Batch, Space, Store, StoreConfig, StoreError};
+use crate::store::{Batch, Store, StoreConfig, StoreError};
 
 /// Default largest document accepted: 256 MiB.
 pub const DOCUMENT_SIZE_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
@@ -440,16 +440,13 @@ pub struct Vault {
 }
 
 impl Vault {
-    /// Opens (or creates) the vault in `config.data_dir`, creating its receipt key on first start,
-    /// and removes what crashed uploads left behind.
+    /// Opens (or creates) the vault in `config.data_dir`, creating its receipt key on first start; the
+    /// store removes whatever crashed uploads left behind.
     pub fn open(config: VaultConfig) -> Result<Vault, OpenError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir { path: dir.clone(), source })?;
         let key = load_or_create_key(dir)?;
         let store = Store::open(&dir.join(STORE_DIRECTORY), &config.store).map_err(StorageError::from)?;
-        if content::recover(&store).map_err(StorageError::from)? > 0 {
-            store.sync().map_err(StorageError::from)?;
-        }
         Ok(Vault { store, key, config, commit_lock: Mutex::new(()) })
     }
 
@@ -485,7 +482,7 @@ impl Vault {
     }
 
     fn get_decoded<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        match self.store.get(Space::Catalog, key)? {
+        match self.store.get(key)? {
             None => Ok(None),
             Some(bytes) => codec::decode(&bytes)
                 .map(Some)
@@ -517,7 +514,7 @@ impl Vault {
     fn load_receipt(&self, sequence: u64) -> Result<Signed<Receipt>, StorageError> {
         let bytes = self
             .store
-            .get(Space::Catalog, &key::receipt(sequence))?
+            .get(&key::receipt(sequence))?
             .ok_or_else(|| StorageError::Corrupt(format!("receipt {sequence} is missing")))?;
         Signed::from_envelope(&bytes).map_err(|e| StorageError::Corrupt(format!("receipt {sequence}: {e}")))
     }
@@ -546,7 +543,7 @@ impl Vault {
         let fingerprint = signer.fingerprint();
         let mut other_agency = None;
         let mut best_failure: Option<TrustError> = None;
-        for item in self.store.scan_prefix(Space::Catalog, &key::fingerprint_prefix(&fingerprint), None) {
+        for item in self.store.scan_prefix(&key::fingerprint_prefix(&fingerprint), None) {
             let (entry_key, _) = item?;
             let id = digest_suffix(&entry_key)?;
             let view = self
@@ -608,7 +605,7 @@ impl Vault {
         if let Some(certified_for) = other_agency {
             return Ok(Err(TrustError::KeyOfAnotherAgency { claimed: agency.clone(), certified_for, fingerprint }));
         }
-        let agency_known = self.store.scan_prefix(Space::Catalog, &key::agency_prefix(agency), None).next().is_some();
+        let agency_known = self.store.scan_prefix(&key::agency_prefix(agency), None).next().is_some();
         Ok(Err(if agency_known {
             TrustError::KeyNotCertified { agency: agency.clone(), fingerprint }
         } else {
@@ -684,7 +681,7 @@ impl Vault {
     /// Every certificate, in id order.
     pub fn certificates(&self) -> Result<Vec<CertificateView>, StorageError> {
         let mut views = Vec::new();
-        for item in self.store.scan_prefix(Space::Catalog, key::CERTIFICATE_PREFIX, None) {
+        for item in self.store.scan_prefix(key::CERTIFICATE_PREFIX, None) {
             let (entry_key, _) = item?;
             let id = digest_suffix(&entry_key)?;
             views.extend(self.certificate(&id)?);
@@ -729,7 +726,7 @@ impl Vault {
 
     /// Whether a record with this id has been accepted.
     pub fn contains_record(&self, id: &Digest) -> Result<bool, StorageError> {
-        Ok(self.store.contains(Space::Catalog, &key::record(id))?)
+        Ok(self.store.contains(&key::record(id))?)
     }
 
     /// The commit step of a deposit. Returns whether the staged content became the stored copy; when
@@ -770,7 +767,7 @@ impl Vault {
             state.superseded_by = Some(id);
             batch.insert(key::record_state(&old), codec::encode(&state));
         }
-        let content_exists = self.store.contains(Space::Catalog, &content::manifest_key(&staged.blake3))?;
+        let content_exists = self.store.contains(&content::manifest_key(&staged.blake3))?;
         let sequence = self.next_sequence()?;
         batch.insert(key::record(&id), codec::encode(&StatementEntry { envelope: record.to_envelope(), sequence }));
         batch.insert(key::owner_entry(&body.owner, sequence), id.0.to_vec());
@@ -904,7 +901,7 @@ impl Vault {
         let mut records = Vec::new();
         let mut last_key = None;
         let now_ms = now_unix_ms();
-        for item in self.store.scan_prefix(Space::Catalog, prefix, after.as_deref()) {
+        for item in self.store.scan_prefix(prefix, after.as_deref()) {
             let (entry_key, value) = item?;
             let id = Digest(value.try_into().map_err(|_| StorageError::Corrupt("index entry is not a record id".into()))?);
             let (record, sequence) = self
@@ -1016,13 +1013,15 @@ impl Deposit<'_> {
             None
         };
         if let Some(error) = mismatch {
-            staged.discard(&self.vault.store).map_err(StorageError::from)?;
+            staged.discard().map_err(StorageError::from)?;
             return Err(error);
         }
         let result = self.vault.commit_record(&self.record, &staged);
-        if !matches!(result, Ok((_, true))) {
+        if matches!(result, Ok((_, true))) {
+            staged.release();
+        } else {
             // Identical content is stored once, and rejected content not at all.
-            staged.discard(&self.vault.store).map_err(StorageError::from)?;
+            staged.discard().map_err(StorageError::from)?;
         }
         let (accepted, _) = result?;
         self.vault.store.sync()?;
