@@ -55,7 +55,7 @@ enum Command {
         out: PathBuf,
     },
     /// As an issuing agency, sign a record for a document file (writes FILE.kho-record).
-    Sign(SignArgs),
+    Sign(Box<SignArgs>),
     /// As an issuing agency, sign the revocation of one of its records.
     Revoke {
         #[arg(long)]
@@ -189,7 +189,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             };
             write_statement(&out, &Signed::sign(revocation, &anchor))
         }
-        Command::Sign(args) => sign(args),
+        Command::Sign(args) => sign(*args),
         Command::Revoke { key, record, reason, out } => {
             let key = keys::read_secret_key(&key)?;
             let record = read_statement::<Record>(&record)?;
@@ -351,7 +351,10 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             match hash_file(&args.file) {
                 Err(error) => check(false, format!("{error:#}")),
                 Ok((blake3, sha256, size)) => {
-                    check(size == body.size_bytes, format!("size is {size} bytes; the record says {}", body.size_bytes));
+                    check(
+                        size == body.size_bytes,
+                        format!("size is {size} bytes; the record says {}", body.size_bytes),
+                    );
                     check(blake3 == body.blake3, format!("BLAKE3 is {blake3}; the record says {}", body.blake3));
                     check(sha256 == body.sha256, format!("SHA-256 is {sha256}; the record says {}", body.sha256));
                 }
@@ -459,8 +462,13 @@ struct ManifestDocument {
     record: Option<PathBuf>,
 }
 
-/// What to import: certificate files and (document, record) pairs.
-fn import_plan(source: &Path) -> anyhow::Result<(Vec<PathBuf>, Vec<(PathBuf, PathBuf)>)> {
+/// What to import: certificate files, then (document, record) pairs.
+struct ImportPlan {
+    certificates: Vec<PathBuf>,
+    documents: Vec<(PathBuf, PathBuf)>,
+}
+
+fn import_plan(source: &Path) -> anyhow::Result<ImportPlan> {
     if source.is_dir() {
         let mut certificates = Vec::new();
         let mut documents = Vec::new();
@@ -478,7 +486,7 @@ fn import_plan(source: &Path) -> anyhow::Result<(Vec<PathBuf>, Vec<(PathBuf, Pat
                 documents.push((path, record));
             }
         }
-        return Ok((certificates, documents));
+        return Ok(ImportPlan { certificates, documents });
     }
     let text = std::fs::read_to_string(source).with_context(|| format!("cannot read {}", source.display()))?;
     let manifest: Manifest =
@@ -492,7 +500,7 @@ fn import_plan(source: &Path) -> anyhow::Result<(Vec<PathBuf>, Vec<(PathBuf, Pat
             (base.join(d.file), base.join(record))
         })
         .collect();
-    Ok((manifest.certificates.into_iter().map(|c| base.join(c)).collect(), documents))
+    Ok(ImportPlan { certificates: manifest.certificates.into_iter().map(|c| base.join(c)).collect(), documents })
 }
 
 /// Imports one document: `Ok(Some(record id))` once it is durable, `Ok(None)` if it was already there.
@@ -502,8 +510,10 @@ fn import_one(
     record_path: &Path,
     progress: &indicatif::ProgressBar,
 ) -> Result<Option<Digest>, String> {
-    let envelope = std::fs::read(record_path).map_err(|e| format!("cannot read record {}: {e}", record_path.display()))?;
-    let record = Signed::<Record>::from_envelope(&envelope).map_err(|e| format!("invalid record (malformed_record): {e}"))?;
+    let envelope =
+        std::fs::read(record_path).map_err(|e| format!("cannot read record {}: {e}", record_path.display()))?;
+    let record =
+        Signed::<Record>::from_envelope(&envelope).map_err(|e| format!("invalid record (malformed_record): {e}"))?;
     if vault.contains_record(&record.id()).map_err(|e| e.to_string())? {
         progress.inc(record.body().size_bytes);
         return Ok(None);
@@ -516,11 +526,10 @@ fn import_one(
 }
 
 fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let anchors =
-        args.anchors.iter().map(|path| keys::read_public_key(path)).collect::<Result<Vec<_>, _>>()?;
+    let anchors = args.anchors.iter().map(|path| keys::read_public_key(path)).collect::<Result<Vec<_>, _>>()?;
     let vault = Vault::open(VaultConfig::new(&args.data_dir, anchors))
         .with_context(|| format!("cannot open the vault in {}", args.data_dir.display()))?;
-    let (certificates, documents) = import_plan(&args.source)?;
+    let ImportPlan { certificates, documents } = import_plan(&args.source)?;
     let mut rejected: Vec<(PathBuf, String)> = Vec::new();
     let mut certified = 0;
     for path in &certificates {

@@ -168,9 +168,9 @@ pub fn decode_frame(
     }
     let plain = match header[1] {
         CODEC_RAW => payload.to_vec(),
-        CODEC_ZSTD => decompressor
-            .decompress(payload, expected_len)
-            .map_err(|e| FrameError::Decompression(e.to_string()))?,
+        CODEC_ZSTD => {
+            decompressor.decompress(payload, expected_len).map_err(|e| FrameError::Decompression(e.to_string()))?
+        }
         other => return Err(FrameError::UnknownCodec(other)),
     };
     if plain.len() != expected_len {
@@ -250,11 +250,10 @@ impl ContentWriter {
     }
 
     fn seal_frame(&mut self) -> Result<(), ContentError> {
-        let index = u32::try_from(self.frame_lengths.len()).map_err(|_| ContentError::TooLarge {
-            limit_bytes: self.size_limit_bytes,
-        })?;
-        let frame =
-            encode_frame(&self.buffer, self.upload_id, index, &mut self.compressor).map_err(ContentError::Compression)?;
+        let index = u32::try_from(self.frame_lengths.len())
+            .map_err(|_| ContentError::TooLarge { limit_bytes: self.size_limit_bytes })?;
+        let frame = encode_frame(&self.buffer, self.upload_id, index, &mut self.compressor)
+            .map_err(ContentError::Compression)?;
         self.pack.append(&frame)?;
         // A frame is at most FRAME_SIZE_BYTES_MAX plus its header, far below 4 GiB.
         self.frame_lengths.push(u32::try_from(frame.len()).unwrap_or(u32::MAX));
@@ -342,7 +341,10 @@ impl ContentReader {
         }
         let frames_needed = size.div_ceil(u64::from(manifest.frame_size_bytes));
         if frames_needed != manifest.frame_lengths.len() as u64 {
-            return Err(ContentError::Corrupt { blake3, reason: "manifest frame count does not match its size".into() });
+            return Err(ContentError::Corrupt {
+                blake3,
+                reason: "manifest frame count does not match its size".into(),
+            });
         }
         let limit = FRAME_SIZE_BYTES_MAX as usize + FRAME_HEADER_BYTES;
         if manifest.frame_lengths.iter().any(|&length| length as usize > limit) {
@@ -396,7 +398,11 @@ impl ContentReader {
         let index = u32::try_from(index).map_err(|_| self.corrupt("frame index overflow".into()))?;
         let stored = self
             .store
-            .read_frame(self.manifest.pack, self.frame_offsets[index as usize], self.manifest.frame_lengths[index as usize])
+            .read_frame(
+                self.manifest.pack,
+                self.frame_offsets[index as usize],
+                self.manifest.frame_lengths[index as usize],
+            )
             .map_err(|e| self.corrupt(format!("frame {index} cannot be read: {e}")))?;
         let plain = decode_frame(&stored, self.manifest.upload_id, index, frame_len, &mut self.decompressor)
             .map_err(|e| self.corrupt(format!("frame {index}: {e}")))?;
@@ -518,7 +524,8 @@ mod tests {
         let text = b"CONG HOA XA HOI CHU NGHIA VIET NAM ".repeat(3000);
         let (_, manifest) = write_content(&store, &text, 65536);
         assert!(manifest.stored_bytes() < text.len() as u64 / 10);
-        let random: Vec<u8> = mixed_bytes(200_000).into_iter().enumerate().filter(|(i, _)| (i / 4096) % 2 == 1).map(|(_, b)| b).collect();
+        let random: Vec<u8> =
+            mixed_bytes(200_000).into_iter().enumerate().filter(|(i, _)| (i / 4096) % 2 == 1).map(|(_, b)| b).collect();
         let (_, manifest) = write_content(&store, &random, 65536);
         let overhead = manifest.frame_lengths.len() as u64 * FRAME_HEADER_BYTES as u64;
         assert_eq!(manifest.stored_bytes(), random.len() as u64 + overhead);
@@ -535,7 +542,12 @@ mod tests {
     #[test]
     fn aborted_uploads_leave_nothing() {
         let (dir, store) = store();
-        let pack_size = || std::fs::read_dir(dir.path().join("packs")).expect("packs").map(|e| e.expect("entry").metadata().expect("meta").len()).sum::<u64>();
+        let pack_size = || {
+            std::fs::read_dir(dir.path().join("packs"))
+                .expect("packs")
+                .map(|e| e.expect("entry").metadata().expect("meta").len())
+                .sum::<u64>()
+        };
         write_content(&store, &[1; 5000], 1000);
         let committed = pack_size();
         let config = ContentConfig { frame_size_bytes: 100, zstd_level: 1 };

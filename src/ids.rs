@@ -32,9 +32,9 @@ impl FieldError {
 /// Province codes that begin a valid 12-digit citizen identification number (Circular 59/2021/TT-BCA,
 /// appendix I). A number that starts with anything else was never issued.
 const CITIZEN_PROVINCE_CODES: [u16; 63] = [
-    1, 2, 4, 6, 8, 10, 11, 12, 14, 15, 17, 19, 20, 22, 24, 25, 26, 27, 30, 31, 33, 34, 35, 36, 37, 38,
-    40, 42, 44, 45, 46, 48, 49, 51, 52, 54, 56, 58, 60, 62, 64, 66, 67, 68, 70, 72, 74, 75, 77, 79, 80,
-    82, 83, 84, 86, 87, 89, 91, 92, 93, 94, 95, 96,
+    1, 2, 4, 6, 8, 10, 11, 12, 14, 15, 17, 19, 20, 22, 24, 25, 26, 27, 30, 31, 33, 34, 35, 36, 37, 38, 40, 42, 44, 45,
+    46, 48, 49, 51, 52, 54, 56, 58, 60, 62, 64, 66, 67, 68, 70, 72, 74, 75, 77, 79, 80, 82, 83, 84, 86, 87, 89, 91, 92,
+    93, 94, 95, 96,
 ];
 
 /// The owner of a store: a citizen (12-digit personal identification number) or an organization
@@ -69,9 +69,7 @@ impl OwnerId {
             10 | 13 => Ok(OwnerId(text.to_owned())),
             n => Err(FieldError::new(
                 field,
-                format!(
-                    "{text:?} has {n} digits; expected 12 (citizen) or 10 or 13 (organization)"
-                ),
+                format!("{text:?} has {n} digits; expected 12 (citizen) or 10 or 13 (organization)"),
             )),
         }
     }

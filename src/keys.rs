@@ -4,8 +4,8 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _};
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _};
 
 use crate::statement::{PublicKey, SecretKey};
 
@@ -59,16 +59,18 @@ pub fn write_public_key(path: &Path, key: &PublicKey) -> Result<(), KeyFileError
 
 pub fn read_secret_key(path: &Path) -> Result<SecretKey, KeyFileError> {
     let pem = read(path)?;
-    ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).map(SecretKey::from_ed25519).map_err(|e| {
-        KeyFileError::Malformed { path: path.to_owned(), expected: "PKCS#8 private key", reason: e.to_string() }
+    ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).map(SecretKey::from_ed25519).map_err(|e| KeyFileError::Malformed {
+        path: path.to_owned(),
+        expected: "PKCS#8 private key",
+        reason: e.to_string(),
     })
 }
 
 pub fn read_public_key(path: &Path) -> Result<PublicKey, KeyFileError> {
     let pem = read(path)?;
-    ed25519_dalek::VerifyingKey::from_public_key_pem(&pem).map(PublicKey::Ed25519).map_err(|e| {
-        KeyFileError::Malformed { path: path.to_owned(), expected: "public key", reason: e.to_string() }
-    })
+    ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)
+        .map(PublicKey::Ed25519)
+        .map_err(|e| KeyFileError::Malformed { path: path.to_owned(), expected: "public key", reason: e.to_string() })
 }
 
 #[cfg(test)]

@@ -361,7 +361,11 @@ impl Encoding for Record {
         };
         if let Some(until) = record.valid_until {
             if until < record.valid_from {
-                return Err(FieldError::new("valid until", format!("{until} is before valid from {}", record.valid_from)).into());
+                return Err(FieldError::new(
+                    "valid until",
+                    format!("{until} is before valid from {}", record.valid_from),
+                )
+                .into());
             }
         }
         Ok(record)

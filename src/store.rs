@@ -338,12 +338,8 @@ impl PackPool {
         let mut next_id = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
         let id = *next_id;
         let path = self.path(id);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_error(&path))?;
+        let file =
+            std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_error(&path))?;
         // The new name must survive a crash before anything in it is committed.
         sync_file(&self.directory)?;
         *next_id = id + 1;

@@ -484,9 +484,9 @@ impl Vault {
     fn get_decoded<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
         match self.store.get(key)? {
             None => Ok(None),
-            Some(bytes) => codec::decode(&bytes)
-                .map(Some)
-                .map_err(|e| StorageError::Corrupt(format!("catalog value {}: {e}", String::from_utf8_lossy(&key[..2])))),
+            Some(bytes) => codec::decode(&bytes).map(Some).map_err(|e| {
+                StorageError::Corrupt(format!("catalog value {}: {e}", String::from_utf8_lossy(&key[..2])))
+            }),
         }
     }
 
@@ -539,7 +539,12 @@ impl Vault {
     }
 
     /// Checks that `signer` holds a certificate for `agency`, valid and unrevoked at `at_ms`.
-    fn trust_check(&self, signer: &PublicKey, agency: &Code, at_ms: i64) -> Result<Result<(), TrustError>, StorageError> {
+    fn trust_check(
+        &self,
+        signer: &PublicKey,
+        agency: &Code,
+        at_ms: i64,
+    ) -> Result<Result<(), TrustError>, StorageError> {
         let fingerprint = signer.fingerprint();
         let mut other_agency = None;
         let mut best_failure: Option<TrustError> = None;
@@ -626,9 +631,15 @@ impl Vault {
         }
         let sequence = self.next_sequence()?;
         let mut batch = Batch::default();
-        batch.insert(key::certificate(&id), codec::encode(&StatementEntry { envelope: certificate.to_envelope(), sequence }));
+        batch.insert(
+            key::certificate(&id),
+            codec::encode(&StatementEntry { envelope: certificate.to_envelope(), sequence }),
+        );
         batch.insert([key::agency_prefix(&certificate.body().agency), id.0.to_vec()].concat(), Vec::new());
-        batch.insert([key::fingerprint_prefix(&certificate.body().subject.fingerprint()), id.0.to_vec()].concat(), Vec::new());
+        batch.insert(
+            [key::fingerprint_prefix(&certificate.body().subject.fingerprint()), id.0.to_vec()].concat(),
+            Vec::new(),
+        );
         let receipt = self.receipt_into(&mut batch, &certificate, sequence, now_unix_ms());
         self.store.commit(batch)?;
         drop(_guard);
@@ -703,8 +714,8 @@ impl Vault {
             });
         }
         self.trust_check(record.signer(), &body.issuer_agency, now_unix_ms())??;
-        let writer = ContentWriter::begin(&self.store, &self.config.content, body.size_bytes)
-            .map_err(StorageError::from)?;
+        let writer =
+            ContentWriter::begin(&self.store, &self.config.content, body.size_bytes).map_err(StorageError::from)?;
         Ok(Deposit { vault: self, record, writer })
     }
 
@@ -752,7 +763,10 @@ impl Vault {
                 self.load_statement::<Record>(&key::record(&old))?.ok_or(DepositError::SupersedesUnknown(old))?;
             let old_body = old_record.body();
             if old_body.issuer_agency != body.issuer_agency {
-                return Err(DepositError::SupersedesOtherAgency { record: old, agency: old_body.issuer_agency.clone() });
+                return Err(DepositError::SupersedesOtherAgency {
+                    record: old,
+                    agency: old_body.issuer_agency.clone(),
+                });
             }
             if old_body.owner != body.owner {
                 return Err(DepositError::SupersedesOtherOwner { record: old });
@@ -788,8 +802,9 @@ impl Vault {
         let body = revocation.body();
         let id = revocation.id();
         let guard = self.lock();
-        let (record, _) =
-            self.load_statement::<Record>(&key::record(&body.record))?.ok_or(RevokeError::UnknownRecord(body.record))?;
+        let (record, _) = self
+            .load_statement::<Record>(&key::record(&body.record))?
+            .ok_or(RevokeError::UnknownRecord(body.record))?;
         if record.body().issuer_agency != body.issuer_agency {
             return Err(RevokeError::NotIssuersRecord {
                 record: body.record,
@@ -875,7 +890,12 @@ impl Vault {
     }
 
     /// The records that point to a content hash, oldest first, one page at a time.
-    pub fn records_by_content(&self, blake3: &Digest, cursor: Option<&str>, page_size: usize) -> Result<Page, QueryError> {
+    pub fn records_by_content(
+        &self,
+        blake3: &Digest,
+        cursor: Option<&str>,
+        page_size: usize,
+    ) -> Result<Page, QueryError> {
         self.list_index(&key::content_prefix(blake3), cursor, page_size, |_| true)
     }
 
@@ -903,7 +923,8 @@ impl Vault {
         let now_ms = now_unix_ms();
         for item in self.store.scan_prefix(prefix, after.as_deref()) {
             let (entry_key, value) = item?;
-            let id = Digest(value.try_into().map_err(|_| StorageError::Corrupt("index entry is not a record id".into()))?);
+            let id =
+                Digest(value.try_into().map_err(|_| StorageError::Corrupt("index entry is not a record id".into()))?);
             let (record, sequence) = self
                 .load_statement::<Record>(&key::record(&id))?
                 .ok_or_else(|| StorageError::Corrupt(format!("indexed record {id} is missing")))?;
@@ -912,7 +933,10 @@ impl Vault {
             if keep(&view) {
                 if records.len() == page_size {
                     // One more match exists: the page is full and there is a next one.
-                    return Ok(Page { records, next_cursor: last_key.map(|k: Vec<u8>| hex::encode(&k[prefix.len()..])) });
+                    return Ok(Page {
+                        records,
+                        next_cursor: last_key.map(|k: Vec<u8>| hex::encode(&k[prefix.len()..])),
+                    });
                 }
                 records.push(view);
             }
@@ -1002,7 +1026,10 @@ impl Deposit<'_> {
         let declared = self.record.body();
         let received = self.writer.size_bytes();
         if received < declared.size_bytes {
-            return Err(DepositError::ContentTruncated { declared_bytes: declared.size_bytes, received_bytes: received });
+            return Err(DepositError::ContentTruncated {
+                declared_bytes: declared.size_bytes,
+                received_bytes: received,
+            });
         }
         let staged = self.writer.finish().map_err(StorageError::from)?;
         let mismatch = if staged.blake3 != declared.blake3 {

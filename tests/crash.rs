@@ -52,14 +52,11 @@ fn write_round(folder: &Path, round: usize, issuer: &kho::statement::SecretKey, 
 
 fn import_command(folder: &Path, data: &Path, anchor: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kho"));
-    command
-        .arg("import")
-        .arg(folder)
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--anchor")
-        .arg(anchor)
-        .args(["--jobs", "4", "--verbose"]);
+    command.arg("import").arg(folder).arg("--data-dir").arg(data).arg("--anchor").arg(anchor).args([
+        "--jobs",
+        "4",
+        "--verbose",
+    ]);
     command
 }
 
@@ -90,7 +87,8 @@ fn check_vault(data: &Path, anchor: &kho::statement::SecretKey, acked: &HashMap<
         let owner = OwnerId::parse(owner).expect("owner");
         let mut cursor = None;
         loop {
-            let page = vault.list_owner(&owner, &ListFilter::default(), cursor.as_deref(), PAGE_SIZE_MAX).expect("list");
+            let page =
+                vault.list_owner(&owner, &ListFilter::default(), cursor.as_deref(), PAGE_SIZE_MAX).expect("list");
             for view in &page.records {
                 assert_eq!(view.receipt.body().statement, view.id());
                 let blake3 = view.record.body().blake3;

@@ -150,7 +150,8 @@ fn signers_are_checked_against_certificates() {
     // An uncertified key for a known agency.
     rejected(&f, &sign(record_for(content, OWNER, AGENCY), &key(51)), content, "key_not_certified");
     // The issuer of one agency signing for another.
-    let error = rejected(&f, &sign(record_for(content, OWNER, OTHER_AGENCY), &f.issuer), content, "key_of_another_agency");
+    let error =
+        rejected(&f, &sign(record_for(content, OWNER, OTHER_AGENCY), &f.issuer), content, "key_of_another_agency");
     assert!(
         matches!(error, DepositError::Trust(TrustError::KeyOfAnotherAgency { ref certified_for, .. }) if certified_for.as_str() == AGENCY)
     );
@@ -328,7 +329,10 @@ fn owner_listing_is_newest_first_filtered_and_paginated() {
 
     let by_type = ListFilter { document_type: Some(code("CCCD")), ..ListFilter::default() };
     let page = f.vault.list_owner(&owner, &by_type, None, 100).expect("filter");
-    assert_eq!(page.records.iter().map(|v| v.id()).collect::<Vec<_>>(), ids[3..].iter().rev().copied().collect::<Vec<_>>());
+    assert_eq!(
+        page.records.iter().map(|v| v.id()).collect::<Vec<_>>(),
+        ids[3..].iter().rev().copied().collect::<Vec<_>>()
+    );
     let by_issuer = ListFilter { issuer_agency: Some(code(OTHER_AGENCY)), ..ListFilter::default() };
     assert_eq!(f.vault.list_owner(&owner, &by_issuer, None, 100).expect("filter").records.len(), 3);
     let revoked = ListFilter { status: Some(StatusKind::Revoked), ..ListFilter::default() };
@@ -388,5 +392,5 @@ fn concurrent_deposits_all_land_with_distinct_sequences() {
         ids.iter().map(|id| f.vault.record(id).expect("read").expect("present").receipt.body().sequence).collect();
     sequences.sort_unstable();
     sequences.dedup();
-    assert_eq!(sequences.len(), threads * per_thread as usize);
+    assert_eq!(sequences.len(), threads * per_thread);
 }
