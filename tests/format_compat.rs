@@ -1,0 +1,108 @@
+//! Golden fixtures written by format version 1 (examples/write_fixtures.rs) must keep decoding, keep
+//! their ids, and be rebuilt byte for byte from their fields; the fixture vault must keep opening and
+//! serving its records and content.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use kho::ids::{Digest, OwnerId};
+use kho::statement::{
+    CertificateRevocation, KeyCertificate, Receipt, Record, RecordRevocation, SecretKey, Signed, StatementBody,
+};
+use kho::vault::{ListFilter, Status, Vault, VaultConfig};
+
+const RECORD_ID: &str = "84399d97c274fadc2ef054aa104a8864c2a3dacc68c7093eecf2598820086d4d";
+const SECOND_RECORD_ID: &str = "536db8db3145c71dc7f94c15c0eb04d36c6965414a239729c3f0ee7ba45bbddb";
+const CERTIFICATE_ID: &str = "b14f8073fc1b6a8412439c0093a8f154339283c67286cecc01ccf10158bfff9e";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+fn key(seed: u8) -> SecretKey {
+    SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]))
+}
+
+/// Decodes a fixture, checks its id, and checks that signing its body again gives the same bytes.
+fn check<T: StatementBody>(name: &str, id: &str, signer: &SecretKey) -> Signed<T> {
+    let bytes = std::fs::read(fixtures().join("statements").join(name)).expect("fixture");
+    let statement = Signed::<T>::from_envelope(&bytes).unwrap_or_else(|e| panic!("{name} no longer decodes: {e}"));
+    assert_eq!(statement.id().to_hex(), id, "{name}");
+    assert_eq!(statement.signer(), &signer.public_key());
+    assert_eq!(Signed::sign(statement.body().clone(), signer).to_envelope(), bytes, "{name} re-encodes differently");
+    statement
+}
+
+#[test]
+fn version_1_statements_decode_and_re_encode_identically() {
+    let (anchor, issuer, vault) = (key(1), key(2), key(3));
+    check::<KeyCertificate>("certificate.kho-cert", CERTIFICATE_ID, &anchor);
+    let record = check::<Record>("record.kho-record", RECORD_ID, &issuer);
+    check::<RecordRevocation>(
+        "record-revocation.kho-revocation",
+        "0e4bb41b2c55b8d2c44f5bc1f068ead2af7c2e131678422175d00eb0fea02729",
+        &issuer,
+    );
+    check::<CertificateRevocation>(
+        "certificate-revocation.kho-revocation",
+        "fb1dd929ab3b4ac14cc8c4678dd537122d18df7674aed560d350580de1abec5d",
+        &anchor,
+    );
+    let receipt = check::<Receipt>(
+        "receipt.kho-receipt",
+        "6f81c057f7595692839325a17bc62ddf57b24f40e6c924547df8878351d6560a",
+        &vault,
+    );
+    assert_eq!(receipt.body().statement, record.id());
+    let document = std::fs::read(fixtures().join("statements/document.txt")).expect("document");
+    assert_eq!(record.body().blake3, Digest(*blake3::hash(&document).as_bytes()));
+    assert_eq!(record.body().size_bytes, document.len() as u64);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read fixture dir") {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn version_1_vault_keeps_opening_and_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixtures().join("vault"), dir.path());
+    let vault = Vault::open(VaultConfig::new(dir.path(), vec![key(1).public_key()])).expect("fixture vault opens");
+    let fixture_key = kho::keys::read_public_key(&fixtures().join("vault/vault-key.pub.pem")).expect("vault key");
+    assert_eq!(vault.public_key(), fixture_key);
+
+    let first = vault.record(&Digest::parse_hex("id", RECORD_ID).expect("hex")).expect("read").expect("present");
+    assert!(matches!(first.status, Status::Revoked { ref reason, .. } if reason == "issued in error"));
+    assert_eq!(first.receipt.signer(), &fixture_key);
+    let second =
+        vault.record(&Digest::parse_hex("id", SECOND_RECORD_ID).expect("hex")).expect("read").expect("present");
+    assert_eq!(second.status, Status::Valid);
+
+    let owner = OwnerId::parse("001204012345").expect("owner");
+    let page = vault.list_owner(&owner, &ListFilter::default(), None, 10).expect("list");
+    assert_eq!(page.records.iter().map(|v| v.id().to_hex()).collect::<Vec<_>>(), vec![SECOND_RECORD_ID, RECORD_ID]);
+
+    let document = std::fs::read(fixtures().join("statements/document.txt")).expect("document");
+    let large: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    for (view, expected) in [(&first, &document), (&second, &large)] {
+        let mut bytes = Vec::new();
+        vault
+            .open_content(&view.record.body().blake3, None)
+            .expect("open")
+            .expect("present")
+            .read_to_end(&mut bytes)
+            .expect("read");
+        assert_eq!(&bytes, expected);
+    }
+    let certificates = vault.certificates().expect("certificates");
+    assert_eq!(certificates.iter().map(|c| c.certificate.id().to_hex()).collect::<Vec<_>>(), vec![CERTIFICATE_ID]);
+}
