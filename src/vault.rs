@@ -963,6 +963,15 @@ impl Vault {
     }
 }
 
+/// Feeds arbitrary bytes to the decoder of every internal stored value type (for the fuzz targets).
+#[doc(hidden)]
+pub fn fuzz_decode_stored_values(bytes: &[u8]) {
+    let _ = codec::decode::<StatementEntry>(bytes);
+    let _ = codec::decode::<RecordState>(bytes);
+    let _ = codec::decode::<u64>(bytes);
+    let _ = codec::decode::<Manifest>(bytes);
+}
+
 fn digest_suffix(key: &[u8]) -> Result<Digest, StorageError> {
     key.len()
         .checked_sub(32)
