@@ -1,0 +1,156 @@
+//! The `kho` binary as a user runs it: keys, certificates, signing, offline verification, import,
+//! with the exit codes and messages that scripts rely on (0 ok, 1 error, 2 usage, 3 invalid input).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kho(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kho")).current_dir(dir).args(args).output().expect("run kho")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let output = kho(dir, args);
+    assert!(output.status.success(), "kho {args:?} failed: {}", text(&output));
+    text(&output)
+}
+
+const SIGN: &[&str] = &[
+    "sign",
+    "--key",
+    "issuer.pem",
+    "--owner",
+    "001204012345",
+    "--type",
+    "GKS",
+    "--title",
+    "Giấy khai sinh",
+    "--agency",
+    "000.00.00.H26",
+    "--procedure",
+    "1.001193",
+    "--dossier",
+    "H26.22-240301-0001",
+];
+
+#[test]
+fn keys_certificates_signing_and_offline_verification() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    ok(d, &["keygen", "anchor"]);
+    ok(d, &["keygen", "issuer"]);
+    assert_eq!(kho(d, &["keygen", "issuer"]).status.code(), Some(1), "keygen never overwrites a key");
+    ok(
+        d,
+        &[
+            "certify",
+            "--anchor-key",
+            "anchor.pem",
+            "--agency",
+            "000.00.00.H26",
+            "--issuer-key",
+            "issuer.pub.pem",
+            "--out",
+            "issuer.kho-cert",
+        ],
+    );
+    std::fs::write(d.join("birth.pdf"), b"%PDF-1.7 a birth certificate").expect("document");
+    let out = ok(d, &[SIGN, &["birth.pdf"]].concat());
+    assert!(out.contains("record ") && out.contains("birth.pdf.kho-record"), "{out}");
+
+    let verify = ["verify", "birth.pdf", "--certificate", "issuer.kho-cert", "--anchor", "anchor.pub.pem"];
+    let out = ok(d, &verify);
+    assert!(out.contains("VERIFIED"), "{out}");
+
+    // An altered document, a certificate checked against another anchor: exit 3 with the reason.
+    std::fs::write(d.join("birth.pdf"), b"%PDF-1.7 a birth certificatE").expect("alter");
+    let output = kho(d, &verify);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(text(&output).contains("FAIL BLAKE3"), "{}", text(&output));
+    std::fs::write(d.join("birth.pdf"), b"%PDF-1.7 a birth certificate").expect("restore");
+    ok(d, &["keygen", "stranger"]);
+    let output = kho(d, &["verify", "birth.pdf", "--certificate", "issuer.kho-cert", "--anchor", "stranger.pub.pem"]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(text(&output).contains("FAIL certificate"), "{}", text(&output));
+
+    let shown = ok(d, &["show", "birth.pdf.kho-record"]);
+    let json: serde_json::Value = serde_json::from_str(&shown).expect("show prints JSON");
+    assert_eq!(json["record"]["owner"], "001204012345");
+    assert_eq!(json["record"]["title"], "Giấy khai sinh");
+}
+
+#[test]
+fn bad_input_gets_a_clear_message_and_exit_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    ok(d, &["keygen", "issuer"]);
+    std::fs::write(d.join("doc.pdf"), b"x").expect("document");
+    let mut args = SIGN.to_vec();
+    args[4] = "12345";
+    args.push("doc.pdf");
+    let output = kho(d, &args);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).contains("invalid owner id"), "{}", text(&output));
+    assert!(!d.join("doc.pdf.kho-record").exists(), "nothing written on bad input");
+    let output = kho(d, &["sign", "--key", "issuer.pem"]);
+    assert_eq!(output.status.code(), Some(2), "missing arguments are a usage error");
+    let output = kho(d, &["show", "doc.pdf"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).contains("not a Kho statement"), "{}", text(&output));
+}
+
+#[test]
+fn import_is_resumable_and_reports_what_it_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    ok(d, &["keygen", "anchor"]);
+    ok(d, &["keygen", "issuer"]);
+    std::fs::create_dir(d.join("inbox")).expect("inbox");
+    ok(
+        d,
+        &[
+            "certify",
+            "--anchor-key",
+            "anchor.pem",
+            "--agency",
+            "000.00.00.H26",
+            "--issuer-key",
+            "issuer.pub.pem",
+            "--out",
+            "inbox/issuer.kho-cert",
+        ],
+    );
+    for i in 0..5 {
+        let file = format!("inbox/doc-{i}.pdf");
+        std::fs::write(d.join(&file), format!("document {i}").repeat(1000)).expect("document");
+        ok(d, &[SIGN, &[file.as_str()]].concat());
+    }
+    let import = ["import", "inbox", "--data-dir", "vault", "--anchor", "anchor.pub.pem"];
+    let out = ok(d, &import);
+    assert!(
+        out.contains("certificates added: 1; documents imported: 5; already present (skipped): 0; rejected: 0"),
+        "{out}"
+    );
+    let out = ok(d, &import);
+    assert!(out.contains("documents imported: 0; already present (skipped): 5; rejected: 0"), "{out}");
+
+    // A document changed after signing and one without a record: rejected with reasons, exit 3.
+    std::fs::write(d.join("inbox/doc-5.pdf"), b"original").expect("document");
+    ok(d, &[SIGN, &["inbox/doc-5.pdf"]].concat());
+    std::fs::write(d.join("inbox/doc-5.pdf"), b"modified").expect("tamper");
+    std::fs::write(d.join("inbox/unsigned.pdf"), b"no record").expect("unsigned");
+    let output = kho(d, &import);
+    assert_eq!(output.status.code(), Some(3));
+    let out = text(&output);
+    assert!(out.contains("rejected: 2"), "{out}");
+    assert!(out.contains("doc-5.pdf") && out.contains("content_hash_mismatch"), "{out}");
+    assert!(out.contains("unsigned.pdf") && out.contains("cannot read record"), "{out}");
+
+    // A JSON manifest works the same way.
+    std::fs::write(d.join("manifest.json"), r#"{"documents": [{"file": "inbox/doc-0.pdf"}]}"#).expect("manifest");
+    let out = ok(d, &["import", "manifest.json", "--data-dir", "vault", "--anchor", "anchor.pub.pem"]);
+    assert!(out.contains("already present (skipped): 1"), "{out}");
+}
