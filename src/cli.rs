@@ -74,6 +74,12 @@ enum Command {
     /// Deposit a folder (files with FILE.kho-record beside them, *.kho-cert certificates) or a JSON
     /// manifest into a local vault. Safe to run again: documents already stored are skipped.
     Import(ImportArgs),
+    /// Build a demo: keys, a certificate, signed documents and a vault in DIR, then show the records.
+    Demo {
+        /// Where to put the demo (created; must not hold a demo already).
+        #[arg(default_value = "kho-demo")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -204,7 +210,131 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify(args),
         Command::Show { file } => show(&file),
         Command::Import(args) => import(args),
+        Command::Demo { dir } => demo(&dir),
     }
+}
+
+/// Sample papers of a citizen: (file name, document type, title, issuing agency key index, content).
+const DEMO_DOCUMENTS: [(&str, &str, &str, usize, &str); 3] = [
+    (
+        "giay-khai-sinh.xml",
+        "GKS",
+        "Giấy khai sinh",
+        0,
+        "<giayKhaiSinh><hoTen>Nguyễn Văn An</hoTen><ngaySinh>2004-01-15</ngaySinh></giayKhaiSinh>\n",
+    ),
+    (
+        "bang-tot-nghiep.xml",
+        "BTN",
+        "Bằng tốt nghiệp THPT",
+        1,
+        "<bangTotNghiep><hoTen>Nguyễn Văn An</hoTen><nam>2022</nam></bangTotNghiep>\n",
+    ),
+    (
+        "xac-nhan-cu-tru.xml",
+        "XNCT",
+        "Giấy xác nhận cư trú",
+        0,
+        "<xacNhanCuTru><diaChi>Hà Nội</diaChi></xacNhanCuTru>\n",
+    ),
+];
+const DEMO_AGENCIES: [&str; 2] = ["000.00.00.H26", "000.00.00.G09"];
+const DEMO_OWNER: &str = "001204012345";
+
+fn demo(dir: &Path) -> anyhow::Result<ExitCode> {
+    if dir.join("anchor.pem").exists() {
+        bail!("{} already holds a demo; remove it or name another folder", dir.display());
+    }
+    let documents = dir.join("documents");
+    std::fs::create_dir_all(&documents).with_context(|| format!("cannot create {}", documents.display()))?;
+    let anchor = statement::SecretKey::generate();
+    keys::write_secret_key(&dir.join("anchor.pem"), &anchor)?;
+    keys::write_public_key(&dir.join("anchor.pub.pem"), &anchor.public_key())?;
+    let vault = Vault::open(VaultConfig::new(dir.join("data"), vec![anchor.public_key()]))?;
+    let mut issuers = Vec::new();
+    for (index, agency) in DEMO_AGENCIES.iter().enumerate() {
+        let key = statement::SecretKey::generate();
+        keys::write_secret_key(&dir.join(format!("issuer-{index}.pem")), &key)?;
+        let now = now_unix_ms();
+        let certificate = Signed::sign(
+            KeyCertificate {
+                agency: Code::parse("agency", agency)?,
+                subject: key.public_key(),
+                valid_from_ms: now - 86_400_000,
+                valid_until_ms: now + 730 * 86_400_000,
+                signed_at_ms: now,
+            },
+            &anchor,
+        );
+        std::fs::write(dir.join(format!("issuer-{index}.kho-cert")), certificate.to_envelope())?;
+        vault.add_certificate(&certificate.to_envelope())?;
+        issuers.push(key);
+    }
+    let today = Date::at(now_unix_ms(), crate::vault::UTC_OFFSET_MINUTES_DEFAULT);
+    let mut ids = Vec::new();
+    for (file, document_type, title, issuer, text) in DEMO_DOCUMENTS {
+        let path = documents.join(file);
+        std::fs::write(&path, text)?;
+        let content = text.as_bytes();
+        let record = Record {
+            owner: OwnerId::parse(DEMO_OWNER)?,
+            document_type: Code::parse("document type", document_type)?,
+            title: Title::parse(title)?,
+            issuer_agency: Code::parse("agency", DEMO_AGENCIES[issuer])?,
+            issued_on: today,
+            valid_from: today,
+            valid_until: None,
+            procedure: Code::parse("procedure", "1.001193")?,
+            dossier: Code::parse("dossier", "DEMO-0001")?,
+            blake3: Digest(*blake3::hash(content).as_bytes()),
+            sha256: Digest(sha2::Sha256::digest(content).into()),
+            size_bytes: content.len() as u64,
+            media_type: MediaType::parse("application/xml")?,
+            supersedes: None,
+            signed_at_ms: now_unix_ms(),
+        };
+        let signed = Signed::sign(record, &issuers[issuer]);
+        std::fs::write(with_suffix(&path, RECORD_SUFFIX), signed.to_envelope())?;
+        ids.push(vault.deposit(&signed.to_envelope(), content)?.id);
+    }
+    // The residence confirmation is withdrawn by its issuer.
+    let revocation = RecordRevocation {
+        record: ids[2],
+        issuer_agency: Code::parse("agency", DEMO_AGENCIES[0])?,
+        reason: Title::parse("Cấp nhầm địa chỉ")?,
+        signed_at_ms: now_unix_ms(),
+    };
+    vault.revoke(&Signed::sign(revocation, &issuers[0]).to_envelope())?;
+    let page = vault.list_owner(&OwnerId::parse(DEMO_OWNER)?, &crate::vault::ListFilter::default(), None, 50)?;
+    println!("Demo vault in {} (owner {DEMO_OWNER}):", dir.join("data").display());
+    for view in &page.records {
+        let body = view.record.body();
+        let status = serde_json::to_value(view.status.kind()).unwrap_or_default();
+        println!(
+            "  {}  {:<22} {:<14} {:<8} receipt #{}",
+            view.id(),
+            body.title.as_str(),
+            body.issuer_agency.as_str(),
+            status.as_str().unwrap_or("?"),
+            view.receipt.body().sequence
+        );
+    }
+    let first = documents.join(DEMO_DOCUMENTS[0].0);
+    println!("\nTry:");
+    println!(
+        "  kho verify {} --certificate {} --anchor {}",
+        first.display(),
+        dir.join("issuer-0.kho-cert").display(),
+        dir.join("anchor.pub.pem").display()
+    );
+    println!("  kho show {}", with_suffix(&first, RECORD_SUFFIX).display());
+    println!(
+        "  kho import {} --data-dir {} --anchor {}   # resumable: all already present",
+        documents.display(),
+        dir.join("data").display(),
+        dir.join("anchor.pub.pem").display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn keygen(prefix: &Path) -> anyhow::Result<ExitCode> {

@@ -154,3 +154,27 @@ fn import_is_resumable_and_reports_what_it_rejected() {
     let out = ok(d, &["import", "manifest.json", "--data-dir", "vault", "--anchor", "anchor.pub.pem"]);
     assert!(out.contains("already present (skipped): 1"), "{out}");
 }
+
+#[test]
+fn demo_builds_a_vault_whose_documents_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let out = ok(d, &["demo", "demo"]);
+    assert!(out.contains("Giấy khai sinh") && out.contains("revoked") && out.contains("valid"), "{out}");
+    let out = ok(
+        d,
+        &[
+            "verify",
+            "demo/documents/giay-khai-sinh.xml",
+            "--certificate",
+            "demo/issuer-0.kho-cert",
+            "--anchor",
+            "demo/anchor.pub.pem",
+        ],
+    );
+    assert!(out.contains("VERIFIED"), "{out}");
+    let out = ok(d, &["import", "demo/documents", "--data-dir", "demo/data", "--anchor", "demo/anchor.pub.pem"]);
+    assert!(out.contains("already present (skipped): 3; rejected: 0"), "{out}");
+    let output = kho(d, &["demo", "demo"]);
+    assert_eq!(output.status.code(), Some(1), "a second demo in the same folder is refused");
+}
