@@ -385,7 +385,14 @@ fn recover_packs(directory: &Path, catalog: &sled::Tree) -> Result<PackPool, Sto
             pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(OpenPack { id, file, length: end });
         }
     }
-    *pool.next_id.lock().unwrap_or_else(|p| p.into_inner()) = highest.map_or(0, |id| id + 1);
+    if let Some((id, end)) = committed.iter().find(|(id, end)| **end > 0 && !pool.path(**id).exists()) {
+        return Err(StoreError::Engine(format!(
+            "pack {} is missing but the catalog committed {end} bytes in it",
+            pool.path(*id).display()
+        )));
+    }
+    *pool.next_id.lock().unwrap_or_else(|p| p.into_inner()) =
+        highest.max(committed.keys().max().copied()).map_or(0, |id| id + 1);
     Ok(pool)
 }
 
@@ -572,6 +579,13 @@ mod tests {
         assert_eq!(std::fs::metadata(store.pack_path(pack)).map_err(io_error(dir.path()))?.len(), 9);
         assert_eq!(store.read_frame(pack, 0, 9)?, b"committed");
         assert!(store.read_frame(pack, 0, 10).is_err());
+        drop(store);
+        // A pack that holds committed data must not silently disappear.
+        std::fs::rename(&path, dir.path().join("moved")).map_err(io_error(&path))?;
+        let error = Store::open(dir.path(), &StoreConfig::default()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("is missing"), "{error}");
+        std::fs::rename(dir.path().join("moved"), &path).map_err(io_error(&path))?;
+        let store = Store::open(dir.path(), &StoreConfig::default())?;
         // A rolled-back upload leaves nothing either.
         let mut writer = store.lease_pack()?;
         writer.append(b"rejected")?;

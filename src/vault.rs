@@ -511,6 +511,14 @@ impl Vault {
         receipt
     }
 
+    /// The answer to a statement accepted before: its earlier receipt, once that acceptance is durable
+    /// (the first caller may still be waiting for its sync).
+    fn already_accepted(&self, id: Digest, sequence: u64) -> Result<Accepted, StorageError> {
+        let receipt = self.load_receipt(sequence)?;
+        self.store.sync()?;
+        Ok(Accepted { id, receipt, newly_accepted: false })
+    }
+
     fn load_receipt(&self, sequence: u64) -> Result<Signed<Receipt>, StorageError> {
         let bytes = self
             .store
@@ -625,9 +633,10 @@ impl Vault {
         let certificate = Signed::<KeyCertificate>::from_envelope(envelope)?;
         self.anchor_check(certificate.signer())?;
         let id = certificate.id();
-        let _guard = self.lock();
+        let guard = self.lock();
         if let Some((_, sequence)) = self.load_statement::<KeyCertificate>(&key::certificate(&id))? {
-            return Ok(Accepted { id, receipt: self.load_receipt(sequence)?, newly_accepted: false });
+            drop(guard);
+            return self.already_accepted(id, sequence).map_err(CertificateError::from);
         }
         let sequence = self.next_sequence()?;
         let mut batch = Batch::default();
@@ -642,7 +651,7 @@ impl Vault {
         );
         let receipt = self.receipt_into(&mut batch, &certificate, sequence, now_unix_ms());
         self.store.commit(batch)?;
-        drop(_guard);
+        drop(guard);
         self.store.sync()?;
         Ok(Accepted { id, receipt, newly_accepted: true })
     }
@@ -653,7 +662,7 @@ impl Vault {
         self.anchor_check(revocation.signer())?;
         let id = revocation.id();
         let target = revocation.body().certificate;
-        let _guard = self.lock();
+        let guard = self.lock();
         if self.load_statement::<KeyCertificate>(&key::certificate(&target))?.is_none() {
             return Err(CertificateError::UnknownCertificate(target));
         }
@@ -661,7 +670,8 @@ impl Vault {
             self.load_statement::<CertificateRevocation>(&key::certificate_revocation(&target))?
         {
             if existing.id() == id {
-                return Ok(Accepted { id, receipt: self.load_receipt(sequence)?, newly_accepted: false });
+                drop(guard);
+                return self.already_accepted(id, sequence).map_err(CertificateError::from);
             }
             return Err(CertificateError::AlreadyRevoked(target));
         }
@@ -673,7 +683,7 @@ impl Vault {
         );
         let receipt = self.receipt_into(&mut batch, &revocation, sequence, now_unix_ms());
         self.store.commit(batch)?;
-        drop(_guard);
+        drop(guard);
         self.store.sync()?;
         Ok(Accepted { id, receipt, newly_accepted: true })
     }
@@ -749,7 +759,7 @@ impl Vault {
     ) -> Result<(Accepted, bool), DepositError> {
         let id = record.id();
         let body = record.body();
-        let _guard = self.lock();
+        let _guard = self.lock(); // held until the batch is committed
         if let Some((_, sequence)) = self.load_statement::<Record>(&key::record(&id))? {
             return Ok((Accepted { id, receipt: self.load_receipt(sequence)?, newly_accepted: false }, false));
         }
@@ -817,7 +827,8 @@ impl Vault {
         let mut state = self.get_decoded::<RecordState>(&key::record_state(&body.record))?.unwrap_or_default();
         if let Some(existing) = &state.revocation {
             if Signed::<RecordRevocation>::from_envelope(&existing.envelope).is_ok_and(|e| e.id() == id) {
-                return Ok(Accepted { id, receipt: self.load_receipt(existing.sequence)?, newly_accepted: false });
+                drop(guard);
+                return self.already_accepted(id, existing.sequence).map_err(RevokeError::from);
             }
             return Err(RevokeError::AlreadyRevoked { record: body.record });
         }
