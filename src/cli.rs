@@ -15,10 +15,9 @@ use clap::{Args, Parser, Subcommand};
 use sha2::Digest as _;
 
 use crate::ids::{format_unix_ms, now_unix_ms, Code, Date, Digest, MediaType, OwnerId, Title};
+use crate::json::{key_json, record_json};
 use crate::keys;
-use crate::statement::{
-    self, CertificateRevocation, KeyCertificate, PublicKey, Receipt, Record, RecordRevocation, Signed,
-};
+use crate::statement::{self, CertificateRevocation, KeyCertificate, Receipt, Record, RecordRevocation, Signed};
 use crate::vault::{Vault, VaultConfig};
 
 pub const EXIT_INVALID: u8 = 3;
@@ -501,38 +500,6 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         println!("NOT VERIFIED: see the FAIL lines above");
         Ok(ExitCode::from(EXIT_INVALID))
     }
-}
-
-fn key_json(key: &PublicKey) -> serde_json::Value {
-    serde_json::json!({
-        "algorithm": format!("{:?}", key.algorithm()),
-        "public_key_hex": hex::encode(key.raw_bytes()),
-        "fingerprint": key.fingerprint().to_hex(),
-    })
-}
-
-/// The JSON shape of a record, shared with later interfaces.
-pub fn record_json(record: &Signed<Record>) -> serde_json::Value {
-    let body = record.body();
-    serde_json::json!({
-        "id": record.id().to_hex(),
-        "owner": body.owner.as_str(),
-        "document_type": body.document_type.as_str(),
-        "title": body.title.as_str(),
-        "issuer_agency": body.issuer_agency.as_str(),
-        "issued_on": body.issued_on.to_string(),
-        "valid_from": body.valid_from.to_string(),
-        "valid_until": body.valid_until.map(|d| d.to_string()),
-        "procedure": body.procedure.as_str(),
-        "dossier": body.dossier.as_str(),
-        "blake3": body.blake3.to_hex(),
-        "sha256": body.sha256.to_hex(),
-        "size_bytes": body.size_bytes,
-        "media_type": body.media_type.as_str(),
-        "supersedes": body.supersedes.map(|d| d.to_hex()),
-        "signed_at": format_unix_ms(body.signed_at_ms),
-        "signer": key_json(record.signer()),
-    })
 }
 
 fn show(path: &Path) -> anyhow::Result<ExitCode> {

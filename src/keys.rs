@@ -66,6 +66,27 @@ pub fn read_secret_key(path: &Path) -> Result<SecretKey, KeyFileError> {
     })
 }
 
+/// Loads a secret key, or creates it atomically if the file does not exist: a crash at any point leaves
+/// no file or a complete one, never a torn one.
+pub fn load_or_create_secret_key(path: &Path) -> Result<SecretKey, KeyFileError> {
+    if path.exists() {
+        return read_secret_key(path);
+    }
+    let key = SecretKey::generate();
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    let write_error = |source| KeyFileError::Write { path: temporary.clone(), source };
+    if temporary.exists() {
+        std::fs::remove_file(&temporary).map_err(write_error)?;
+    }
+    write_secret_key(&temporary, &key)?;
+    std::fs::rename(&temporary, path).map_err(write_error)?;
+    let directory = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(directory).and_then(|d| d.sync_all()).map_err(write_error)?;
+    Ok(key)
+}
+
 pub fn read_public_key(path: &Path) -> Result<PublicKey, KeyFileError> {
     let pem = read(path)?;
     ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)

@@ -19,12 +19,16 @@
 //!
 //! Modules in reading order: [`ids`] (checked identifiers), [`statement`] (the signed canonical
 //! encoding), [`keys`] (key files), [`store`] (the sled seam and durable group commit), [`codec`]
-//! (internal stored values), [`content`] (frames), [`vault`] (the use cases), [`cli`] (the binary).
+//! (internal stored values), [`content`] (frames), [`vault`] (the use cases), [`json`] (shared JSON
+//! shapes), [`config`] (the service configuration), [`http`] (the API), [`cli`] (the binary).
 
 pub mod cli;
 pub mod codec;
+pub mod config;
 pub mod content;
+pub mod http;
 pub mod ids;
+pub mod json;
 pub mod keys;
 pub mod statement;
 pub mod store;

@@ -158,7 +158,8 @@ impl Store {
         Ok(store)
     }
 
-    fn check_writable(&self) -> Result<(), StoreError> {
+    /// An error once an fsync has failed: the store then refuses writes until reopened.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
         if self.inner.durability.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Poisoned);
         }

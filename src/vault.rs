@@ -10,9 +10,9 @@
 //! `o/<owner>\0<!sequence>` owner index (newest first), `h/<blake3>\0<sequence>` content index,
 //! `k/<certificate id>` certificate entry, `kr/<certificate id>` certificate revocation,
 //! `ka/<agency>\0<certificate id>` and `kf/<key fingerprint><certificate id>` certificate indexes,
-//! `q/<sequence>` receipt envelope (raw), `meta/sequence` last sequence number.
+//! `q/<sequence>` receipt envelope (raw), `al/<owner>\0<!sequence>` access log, `meta/sequence` last
+//! sequence number (shared by statements and access events: one order of everything that happened).
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -375,6 +375,46 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// What someone did with a person's documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessAction {
+    ReadRecord,
+    ReadContent,
+    ListRecords,
+}
+
+/// Whether the access was allowed; denials are logged too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum AccessOutcome {
+    Allowed,
+    Denied { reason: String },
+}
+
+/// One entry of an owner's access log: who (subject, role, agency) did what, why, when, and how it
+/// ended. Recorded durably before any of the owner's data is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEvent {
+    pub at_ms: i64,
+    pub owner: OwnerId,
+    pub subject: String,
+    pub role: String,
+    pub agency: Option<Code>,
+    /// The dossier code the reader stated.
+    pub purpose: Option<Code>,
+    pub record: Option<Digest>,
+    pub action: AccessAction,
+    pub outcome: AccessOutcome,
+}
+
+/// A page of an owner's access log, newest first, with each entry's sequence number.
+#[derive(Debug, Clone)]
+pub struct AccessPage {
+    pub entries: Vec<(u64, AccessEvent)>,
+    pub next_cursor: Option<String>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct StatementEntry {
     envelope: Vec<u8>,
@@ -423,6 +463,12 @@ mod key {
     }
     pub(super) fn fingerprint_prefix(fingerprint: &Digest) -> Vec<u8> {
         [b"kf/".as_slice(), &fingerprint.0].concat()
+    }
+    pub(super) fn access_prefix(owner: &OwnerId) -> Vec<u8> {
+        [b"al/".as_slice(), owner.as_str().as_bytes(), b"\0"].concat()
+    }
+    pub(super) fn access_entry(owner: &OwnerId, sequence: u64) -> Vec<u8> {
+        [access_prefix(owner).as_slice(), &(u64::MAX - sequence).to_be_bytes()].concat()
     }
     pub(super) fn receipt(sequence: u64) -> Vec<u8> {
         [b"q/".as_slice(), &sequence.to_be_bytes()].concat()
@@ -921,14 +967,7 @@ impl Vault {
         if page_size == 0 || page_size > PAGE_SIZE_MAX {
             return Err(QueryError::InvalidPageSize { requested: page_size });
         }
-        let after = match cursor {
-            None => None,
-            Some(text) => {
-                let mut position = [0u8; 8];
-                hex::decode_to_slice(text, &mut position).map_err(|_| QueryError::InvalidCursor(text.to_owned()))?;
-                Some([prefix, &position].concat())
-            }
-        };
+        let after = cursor.map(|text| cursor_key(prefix, text)).transpose()?;
         let mut records = Vec::new();
         let mut last_key = None;
         let now_ms = now_unix_ms();
@@ -956,6 +995,56 @@ impl Vault {
         Ok(Page { records, next_cursor: None })
     }
 
+    /// Whether the vault can serve: the catalog answers and no fsync has failed.
+    pub fn check_ready(&self) -> Result<(), StorageError> {
+        self.store.check_writable()?;
+        self.next_sequence().map(|_| ())
+    }
+
+    // ----- access log -----
+
+    /// Records an access to an owner's documents and returns once it is durable, with its sequence
+    /// number. Callers must not send any of the owner's data before this returns `Ok`.
+    pub fn record_access(&self, event: &AccessEvent) -> Result<u64, StorageError> {
+        let guard = self.lock();
+        let sequence = self.next_sequence()?;
+        let mut batch = Batch::default();
+        batch.insert(key::access_entry(&event.owner, sequence), codec::encode(event));
+        batch.insert(key::SEQUENCE, codec::encode(&sequence));
+        self.store.commit(batch)?;
+        drop(guard);
+        self.store.sync()?;
+        Ok(sequence)
+    }
+
+    /// An owner's access log, newest first, one page at a time.
+    pub fn access_log(
+        &self,
+        owner: &OwnerId,
+        cursor: Option<&str>,
+        page_size: usize,
+    ) -> Result<AccessPage, QueryError> {
+        if page_size == 0 || page_size > PAGE_SIZE_MAX {
+            return Err(QueryError::InvalidPageSize { requested: page_size });
+        }
+        let prefix = key::access_prefix(owner);
+        let after = cursor.map(|text| cursor_key(&prefix, text)).transpose()?;
+        let mut entries: Vec<(u64, AccessEvent)> = Vec::new();
+        for item in self.store.scan_prefix(&prefix, after.as_deref()) {
+            let (entry_key, value) = item?;
+            if entries.len() == page_size {
+                let last_sequence: u64 = entries[page_size - 1].0;
+                let next_cursor = Some(hex::encode((u64::MAX - last_sequence).to_be_bytes()));
+                return Ok(AccessPage { entries, next_cursor });
+            }
+            let inverted = entry_key.get(prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            let sequence = u64::MAX - inverted.ok_or_else(|| StorageError::Corrupt("access log key".into()))?;
+            let event = codec::decode(&value).map_err(|e| StorageError::Corrupt(format!("access log entry: {e}")))?;
+            entries.push((sequence, event));
+        }
+        Ok(AccessPage { entries, next_cursor: None })
+    }
+
     /// The manifest of stored content, if the vault holds it.
     pub fn content_manifest(&self, blake3: &Digest) -> Result<Option<Manifest>, StorageError> {
         Ok(content::load_manifest(&self.store, blake3)?)
@@ -981,6 +1070,14 @@ pub fn fuzz_decode_stored_values(bytes: &[u8]) {
     let _ = codec::decode::<RecordState>(bytes);
     let _ = codec::decode::<u64>(bytes);
     let _ = codec::decode::<Manifest>(bytes);
+    let _ = codec::decode::<AccessEvent>(bytes);
+}
+
+/// The index key a cursor stands for: the prefix and the 8-byte position the cursor encodes in hex.
+fn cursor_key(prefix: &[u8], cursor: &str) -> Result<Vec<u8>, QueryError> {
+    let mut position = [0u8; 8];
+    hex::decode_to_slice(cursor, &mut position).map_err(|_| QueryError::InvalidCursor(cursor.to_owned()))?;
+    Ok([prefix, &position].concat())
 }
 
 fn digest_suffix(key: &[u8]) -> Result<Digest, StorageError> {
@@ -991,24 +1088,9 @@ fn digest_suffix(key: &[u8]) -> Result<Digest, StorageError> {
         .ok_or_else(|| StorageError::Corrupt("index key too short".into()))
 }
 
-/// Loads the receipt key, or creates it atomically on first start: a crash at any point leaves either
-/// no key file or a complete one, never a torn one.
+/// Loads the receipt key, or creates it (atomically) on first start, with its public half beside it.
 fn load_or_create_key(dir: &Path) -> Result<SecretKey, KeyFileError> {
-    let path = dir.join(VAULT_KEY_FILE);
-    let key = if path.exists() {
-        keys::read_secret_key(&path)?
-    } else {
-        let key = SecretKey::generate();
-        let temporary = dir.join(format!("{VAULT_KEY_FILE}.tmp"));
-        let write_error = |source| KeyFileError::Write { path: temporary.clone(), source };
-        if temporary.exists() {
-            std::fs::remove_file(&temporary).map_err(write_error)?;
-        }
-        keys::write_secret_key(&temporary, &key)?;
-        std::fs::rename(&temporary, &path).map_err(write_error)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(write_error)?;
-        key
-    };
+    let key = keys::load_or_create_secret_key(&dir.join(VAULT_KEY_FILE))?;
     // The public half is a convenience copy for auditors; rewrite it if it is missing or stale.
     let public = dir.join(VAULT_PUBLIC_KEY_FILE);
     if keys::read_public_key(&public).ok() != Some(key.public_key()) {

@@ -1,0 +1,243 @@
+//! The service configuration: one TOML file, every key optional with a sane default, and `KHO_*`
+//! environment variables that override it. Every limit of the service is here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default listen address: loopback only, so a first start exposes nothing.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
+/// Largest body of a request that is not a document upload (statements, certificates).
+pub const STATEMENT_BODY_SIZE_BYTES_MAX_DEFAULT: usize = 64 * 1024;
+pub const REQUEST_TIMEOUT_SECONDS_DEFAULT: u64 = 300;
+pub const CONCURRENCY_LIMIT_DEFAULT: usize = 256;
+pub const SHUTDOWN_GRACE_SECONDS_DEFAULT: u64 = 30;
+pub const TOKEN_LEEWAY_SECONDS_DEFAULT: u64 = 30;
+/// The `iss` of tokens minted by `kho dev-token`, accepted only in dev mode.
+pub const DEV_TOKEN_ISSUER: &str = "kho-dev";
+/// The dev token key inside the data directory.
+pub const DEV_TOKEN_KEY_FILE: &str = "dev-token-key.pem";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?} is invalid: {reason}")]
+    Env { name: &'static str, value: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the vault keeps its data (`KHO_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Address to listen on (`KHO_LISTEN`).
+    pub listen: SocketAddr,
+    /// Public keys (PEM files) of the trust anchors that certify issuer keys (`KHO_TRUST_ANCHORS`,
+    /// comma-separated).
+    pub trust_anchors: Vec<PathBuf>,
+    /// Largest document accepted (`KHO_DOCUMENT_SIZE_BYTES_MAX`).
+    pub document_size_bytes_max: u64,
+    /// Largest body of any other request (`KHO_STATEMENT_BODY_SIZE_BYTES_MAX`).
+    pub statement_body_size_bytes_max: usize,
+    /// A request that has not produced its response in this time gets 408 (`KHO_REQUEST_TIMEOUT_SECONDS`).
+    pub request_timeout_seconds: u64,
+    /// Requests served at once; more wait (`KHO_CONCURRENCY_LIMIT`).
+    pub concurrency_limit: usize,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish (`KHO_SHUTDOWN_GRACE_SECONDS`).
+    pub shutdown_grace_seconds: u64,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The identity provider's `iss` (`KHO_AUTH_ISSUER`).
+    pub issuer: String,
+    /// The `aud` tokens must carry (`KHO_AUTH_AUDIENCE`).
+    pub audience: String,
+    /// The identity provider's Ed25519 public keys, PEM files (`KHO_AUTH_KEYS`, comma-separated).
+    pub keys: Vec<PathBuf>,
+    /// Clock skew tolerated on `exp` and `nbf` (`KHO_AUTH_LEEWAY_SECONDS`).
+    pub leeway_seconds: u64,
+    /// Accept tokens minted by `kho dev-token` (`KHO_DEV_MODE=true`). Never in production.
+    pub dev_mode: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("kho-data"),
+            listen: LISTEN_DEFAULT.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            trust_anchors: Vec::new(),
+            document_size_bytes_max: crate::vault::DOCUMENT_SIZE_BYTES_MAX_DEFAULT,
+            statement_body_size_bytes_max: STATEMENT_BODY_SIZE_BYTES_MAX_DEFAULT,
+            request_timeout_seconds: REQUEST_TIMEOUT_SECONDS_DEFAULT,
+            concurrency_limit: CONCURRENCY_LIMIT_DEFAULT,
+            shutdown_grace_seconds: SHUTDOWN_GRACE_SECONDS_DEFAULT,
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: String::new(),
+            audience: "kho".into(),
+            keys: Vec::new(),
+            leeway_seconds: TOKEN_LEEWAY_SECONDS_DEFAULT,
+            dev_mode: false,
+        }
+    }
+}
+
+fn parse_env<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| ConfigError::Env { name, value: value.to_owned(), reason: e.to_string() })
+}
+
+fn paths(value: &str) -> Vec<PathBuf> {
+    value.split(',').map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect()
+}
+
+impl Config {
+    /// Reads `path` if given (a missing file is an error), then applies the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?
+            }
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Applies `KHO_*` overrides read through `lookup`.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = lookup("KHO_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = lookup("KHO_LISTEN") {
+            self.listen = parse_env("KHO_LISTEN", &v)?;
+        }
+        if let Some(v) = lookup("KHO_TRUST_ANCHORS") {
+            self.trust_anchors = paths(&v);
+        }
+        if let Some(v) = lookup("KHO_DOCUMENT_SIZE_BYTES_MAX") {
+            self.document_size_bytes_max = parse_env("KHO_DOCUMENT_SIZE_BYTES_MAX", &v)?;
+        }
+        if let Some(v) = lookup("KHO_STATEMENT_BODY_SIZE_BYTES_MAX") {
+            self.statement_body_size_bytes_max = parse_env("KHO_STATEMENT_BODY_SIZE_BYTES_MAX", &v)?;
+        }
+        if let Some(v) = lookup("KHO_REQUEST_TIMEOUT_SECONDS") {
+            self.request_timeout_seconds = parse_env("KHO_REQUEST_TIMEOUT_SECONDS", &v)?;
+        }
+        if let Some(v) = lookup("KHO_CONCURRENCY_LIMIT") {
+            self.concurrency_limit = parse_env("KHO_CONCURRENCY_LIMIT", &v)?;
+        }
+        if let Some(v) = lookup("KHO_SHUTDOWN_GRACE_SECONDS") {
+            self.shutdown_grace_seconds = parse_env("KHO_SHUTDOWN_GRACE_SECONDS", &v)?;
+        }
+        if let Some(v) = lookup("KHO_AUTH_ISSUER") {
+            self.auth.issuer = v;
+        }
+        if let Some(v) = lookup("KHO_AUTH_AUDIENCE") {
+            self.auth.audience = v;
+        }
+        if let Some(v) = lookup("KHO_AUTH_KEYS") {
+            self.auth.keys = paths(&v);
+        }
+        if let Some(v) = lookup("KHO_AUTH_LEEWAY_SECONDS") {
+            self.auth.leeway_seconds = parse_env("KHO_AUTH_LEEWAY_SECONDS", &v)?;
+        }
+        if let Some(v) = lookup("KHO_DEV_MODE") {
+            self.auth.dev_mode = parse_env("KHO_DEV_MODE", &v)?;
+        }
+        Ok(())
+    }
+
+    /// Rejects configurations that could not serve anyone or that have a zero limit.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.auth.keys.is_empty() && !self.auth.dev_mode {
+            return Err(ConfigError::Invalid(
+                "no identity provider keys (auth.keys / KHO_AUTH_KEYS) and dev mode is off: nobody could sign in"
+                    .into(),
+            ));
+        }
+        if !self.auth.keys.is_empty() && self.auth.issuer.is_empty() {
+            return Err(ConfigError::Invalid(
+                "auth.issuer must name the identity provider whose keys are configured".into(),
+            ));
+        }
+        for (name, value) in [
+            ("document_size_bytes_max", self.document_size_bytes_max),
+            ("statement_body_size_bytes_max", self.statement_body_size_bytes_max as u64),
+            ("request_timeout_seconds", self.request_timeout_seconds),
+            ("concurrency_limit", self.concurrency_limit as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be greater than 0")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        let mut config: Config = toml::from_str(
+            r#"
+            data_dir = "/srv/kho"
+            listen = "0.0.0.0:9000"
+            [auth]
+            issuer = "https://id.example.vn"
+            keys = ["idp.pub.pem"]
+            "#,
+        )
+        .expect("parses");
+        assert_eq!(config.data_dir, PathBuf::from("/srv/kho"));
+        assert_eq!(config.auth.audience, "kho", "unset keys keep their defaults");
+        config
+            .apply_env(|name| match name {
+                "KHO_LISTEN" => Some("127.0.0.1:7000".into()),
+                "KHO_TRUST_ANCHORS" => Some("a.pem, b.pem".into()),
+                _ => None,
+            })
+            .expect("env");
+        assert_eq!(config.listen.port(), 7000);
+        assert_eq!(config.trust_anchors, vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]);
+        assert!(config.check().is_ok());
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(toml::from_str::<Config>("listen = 5").is_err());
+        assert!(toml::from_str::<Config>("unknown_key = 1").is_err(), "typos are errors, not silently ignored");
+        let mut config = Config::default();
+        let error = config.apply_env(|n| (n == "KHO_CONCURRENCY_LIMIT").then(|| "many".into())).expect_err("invalid");
+        assert!(error.to_string().contains("KHO_CONCURRENCY_LIMIT"));
+        assert!(Config::default().check().is_err(), "no keys and no dev mode");
+        let mut config = Config::default();
+        config.auth.dev_mode = true;
+        config.concurrency_limit = 0;
+        assert!(config.check().unwrap_err().to_string().contains("concurrency_limit"));
+    }
+}

@@ -1,0 +1,142 @@
+//! Who may read what: the role matrix of docs/SECURITY.md as one pure function, and the access event
+//! that records each decision about a person's documents.
+
+use crate::ids::{now_unix_ms, Code, Digest, OwnerId};
+use crate::vault::{AccessAction, AccessEvent, AccessOutcome};
+
+use super::auth::{Principal, Role};
+
+/// Something of a person's that a caller wants to see.
+#[derive(Debug, Clone)]
+pub enum Resource {
+    /// A record's metadata, status and receipt.
+    Record { owner: OwnerId, issuer_agency: Code },
+    /// A record's document bytes.
+    Content { owner: OwnerId, issuer_agency: Code },
+    /// The list of an owner's records.
+    OwnerRecords { owner: OwnerId },
+}
+
+impl Resource {
+    pub fn owner(&self) -> &OwnerId {
+        match self {
+            Resource::Record { owner, .. } | Resource::Content { owner, .. } | Resource::OwnerRecords { owner } => {
+                owner
+            }
+        }
+    }
+
+    pub fn action(&self) -> AccessAction {
+        match self {
+            Resource::Record { .. } => AccessAction::ReadRecord,
+            Resource::Content { .. } => AccessAction::ReadContent,
+            Resource::OwnerRecords { .. } => AccessAction::ListRecords,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny { code: &'static str, message: String },
+}
+
+fn deny(code: &'static str, message: impl Into<String>) -> Decision {
+    Decision::Deny { code, message: message.into() }
+}
+
+/// The role matrix. `purpose` is the dossier code the caller stated, if any.
+pub fn decide(principal: &Principal, resource: &Resource, purpose: Option<&Code>) -> Decision {
+    let with_purpose = || match purpose {
+        Some(_) => Decision::Allow,
+        None => deny("purpose_required", "state the dossier you are processing in the Kho-Purpose header"),
+    };
+    match (principal.role, resource) {
+        (Role::Citizen, _) if principal.owner.as_ref() == Some(resource.owner()) => Decision::Allow,
+        (Role::Citizen, _) => deny("not_your_store", "citizens see only their own store"),
+        (Role::Officer, _) => with_purpose(),
+        (Role::Auditor, Resource::Content { .. }) => with_purpose(),
+        (Role::Auditor, _) => Decision::Allow,
+        (Role::Issuer, Resource::Record { issuer_agency, .. }) if principal.agency.as_ref() == Some(issuer_agency) => {
+            Decision::Allow
+        }
+        (Role::Issuer, Resource::Record { .. }) => deny("other_agency", "issuers read only their own agency's records"),
+        (Role::Issuer, _) => deny("forbidden", "issuers deposit and revoke; they do not read people's documents"),
+        (Role::Admin, _) => {
+            deny("forbidden", "administrators manage certificates; they do not read people's documents")
+        }
+    }
+}
+
+/// The access event for a decision about `owner`'s documents.
+pub fn event(
+    principal: &Principal,
+    owner: OwnerId,
+    record: Option<Digest>,
+    action: AccessAction,
+    purpose: Option<Code>,
+    decision: &Decision,
+) -> AccessEvent {
+    AccessEvent {
+        at_ms: now_unix_ms(),
+        owner,
+        subject: principal.subject.clone(),
+        role: principal.role.as_str().to_owned(),
+        agency: principal.agency.clone(),
+        purpose,
+        record,
+        action,
+        outcome: match decision {
+            Decision::Allow => AccessOutcome::Allowed,
+            Decision::Deny { code, .. } => AccessOutcome::Denied { reason: (*code).to_owned() },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(role: Role) -> Principal {
+        Principal {
+            subject: "someone".into(),
+            role,
+            agency: matches!(role, Role::Officer | Role::Issuer)
+                .then(|| Code::parse("a", "000.00.00.H26").expect("code")),
+            owner: (role == Role::Citizen).then(|| OwnerId::parse("001204012345").expect("owner")),
+            dev: false,
+        }
+    }
+
+    #[test]
+    fn the_matrix() {
+        let mine = OwnerId::parse("001204012345").expect("owner");
+        let theirs = OwnerId::parse("079198000123").expect("owner");
+        let h26 = Code::parse("a", "000.00.00.H26").expect("code");
+        let g01 = Code::parse("a", "000.00.00.G01").expect("code");
+        let dossier = Code::parse("p", "D-1").expect("code");
+        let allowed = |role, resource: &Resource, purpose: bool| {
+            decide(&principal(role), resource, purpose.then_some(&dossier)) == Decision::Allow
+        };
+        for resource in [
+            Resource::Record { owner: mine.clone(), issuer_agency: h26.clone() },
+            Resource::Content { owner: mine.clone(), issuer_agency: h26.clone() },
+            Resource::OwnerRecords { owner: mine.clone() },
+        ] {
+            assert!(allowed(Role::Citizen, &resource, false));
+            assert!(allowed(Role::Officer, &resource, true));
+            assert!(!allowed(Role::Officer, &resource, false));
+            assert!(!allowed(Role::Admin, &resource, true));
+        }
+        let other_record = Resource::Record { owner: theirs.clone(), issuer_agency: g01.clone() };
+        assert!(!allowed(Role::Citizen, &other_record, true));
+        assert!(allowed(Role::Auditor, &other_record, false));
+        assert!(!allowed(Role::Issuer, &other_record, true), "another agency's record");
+        assert!(allowed(Role::Issuer, &Resource::Record { owner: theirs.clone(), issuer_agency: h26.clone() }, false));
+        let content = Resource::Content { owner: theirs.clone(), issuer_agency: h26 };
+        assert!(!allowed(Role::Auditor, &content, false));
+        assert!(allowed(Role::Auditor, &content, true));
+        assert!(!allowed(Role::Issuer, &content, true));
+        assert!(!allowed(Role::Issuer, &Resource::OwnerRecords { owner: theirs }, true));
+    }
+}

@@ -1,0 +1,147 @@
+//! The one place that maps errors to HTTP: every case has a stable machine code, a status, and a
+//! human message, sent as `{"error": {"code": ..., "message": ...}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::vault::{CertificateError, DepositError, QueryError, ReadError, RevokeError, StorageError, TrustError};
+
+use super::auth::AuthError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, code, message)
+    }
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string())
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::Corrupt(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "integrity_error", error.to_string())
+            }
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", other.to_string()),
+        }
+    }
+}
+
+fn trust_status(_: &TrustError) -> StatusCode {
+    StatusCode::UNPROCESSABLE_ENTITY
+}
+
+impl From<DepositError> for ApiError {
+    fn from(error: DepositError) -> Self {
+        let error = match error {
+            DepositError::Storage(storage) => return storage.into(),
+            other => other,
+        };
+        let status = match &error {
+            DepositError::Statement(_) | DepositError::ContentTruncated { .. } | DepositError::ContentRead(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            DepositError::Trust(trust) => trust_status(trust),
+            DepositError::DocumentTooLarge { .. } | DepositError::ContentTooLong { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            DepositError::Blake3Mismatch { .. } | DepositError::Sha256Mismatch { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            DepositError::SupersedesUnknown(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            DepositError::SupersedesOtherAgency { .. } | DepositError::SupersedesOtherOwner { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            _ => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, error.code(), error.to_string())
+    }
+}
+
+impl From<RevokeError> for ApiError {
+    fn from(error: RevokeError) -> Self {
+        let error = match error {
+            RevokeError::Storage(storage) => return storage.into(),
+            other => other,
+        };
+        let status = match &error {
+            RevokeError::Statement(_) => StatusCode::BAD_REQUEST,
+            RevokeError::Trust(trust) => trust_status(trust),
+            RevokeError::UnknownRecord(_) => StatusCode::NOT_FOUND,
+            RevokeError::NotIssuersRecord { .. } => StatusCode::FORBIDDEN,
+            _ => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, error.code(), error.to_string())
+    }
+}
+
+impl From<CertificateError> for ApiError {
+    fn from(error: CertificateError) -> Self {
+        let error = match error {
+            CertificateError::Storage(storage) => return storage.into(),
+            other => other,
+        };
+        let status = match &error {
+            CertificateError::Statement(_) => StatusCode::BAD_REQUEST,
+            CertificateError::Trust(trust) => trust_status(trust),
+            CertificateError::UnknownCertificate(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, error.code(), error.to_string())
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> Self {
+        match error {
+            QueryError::InvalidPageSize { .. } => ApiError::bad_request("invalid_page_size", error.to_string()),
+            QueryError::InvalidCursor(_) => ApiError::bad_request("invalid_cursor", error.to_string()),
+            QueryError::Storage(storage) => storage.into(),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::RangeNotSatisfiable(e) => {
+                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", e.to_string())
+            }
+            ReadError::Storage(storage) => storage.into(),
+        }
+    }
+}

@@ -1,0 +1,618 @@
+//! The HTTP API under `/v1`: a thin edge over the vault. Handlers authenticate, decide access, record
+//! access events, call the vault on a blocking thread, and convert the answer. The only module that
+//! knows axum, tower, status codes and headers.
+//!
+//! [`router`] builds the whole service as a value, so tests drive it without sockets; [`serve`] binds it
+//! to a port with graceful shutdown.
+
+pub mod access;
+pub mod auth;
+mod error;
+pub mod openapi;
+mod serve;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::ids::{now_unix_ms, Code, Digest, OwnerId};
+use crate::json;
+use crate::statement::{CertificateRevocation, PublicKey, Record, RecordRevocation, Signed};
+use crate::vault::{DepositError, ListFilter, RecordView, StatusKind, Vault, PAGE_SIZE_DEFAULT};
+
+pub use access::{decide, Decision, Resource};
+pub use auth::{Authenticator, Principal, Role};
+pub use error::ApiError;
+pub use serve::{dev_token_key, serve, state, ServeError};
+
+/// The header that carries a deposit's signed record, base64 (standard alphabet) of its envelope.
+pub const RECORD_HEADER: &str = "kho-record";
+/// The header in which officers and auditors state their purpose: a dossier code.
+pub const PURPOSE_HEADER: &str = "kho-purpose";
+/// Chunks in flight between the network and the vault during an upload or a download.
+const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Limits of the service (see `config`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub statement_body_size_bytes_max: usize,
+    pub request_timeout: Duration,
+    pub concurrency_limit: usize,
+}
+
+struct Shared {
+    vault: Vault,
+    auth: Authenticator,
+    limits: Limits,
+    trust_anchors: Vec<PublicKey>,
+}
+
+/// What every handler shares; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(vault: Vault, auth: Authenticator, limits: Limits) -> AppState {
+        let trust_anchors = vault.config().trust_anchors.clone();
+        AppState(Arc::new(Shared { vault, auth, limits, trust_anchors }))
+    }
+
+    pub fn vault(&self) -> &Vault {
+        &self.0.vault
+    }
+
+    /// Runs `work` on the vault on a blocking thread (sled and fsync block).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Vault) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || work(&state.0.vault))
+            .await
+            .map_err(|e| ApiError::internal(format!("worker failed: {e}")))
+    }
+}
+
+/// The whole service.
+pub fn router(state: AppState) -> Router {
+    let limits = state.0.limits.clone();
+    let api = Router::new()
+        .route("/v1/records", post(deposit))
+        .route("/v1/records/{id}", get(get_record))
+        .route("/v1/records/{id}/content", get(get_content))
+        .route("/v1/records/{id}/revocation", post(revoke_record))
+        .route("/v1/owners/{owner}/records", get(list_records))
+        .route("/v1/owners/{owner}/access-log", get(access_log))
+        .route("/v1/certificates", get(list_certificates).post(add_certificate))
+        .route("/v1/certificates/{id}/revocation", post(revoke_certificate))
+        .route("/v1/trust-anchors", get(trust_anchors))
+        .route("/v1/openapi.json", get(openapi_document))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint; see /v1/openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .with_state(state);
+    api.layer(axum::middleware::from_fn(json_errors))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(limits.concurrency_limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Errors produced outside the handlers (timeouts, framework rejections) get the JSON error shape too.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !status.is_client_error() && !status.is_server_error() || is_json || status == StatusCode::RANGE_NOT_SATISFIABLE
+    {
+        return response;
+    }
+    let code = match status {
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "error",
+    };
+    let message = status.canonical_reason().unwrap_or("error").to_owned();
+    ApiError::new(status, code, message).into_response()
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or(auth::AuthError::MissingToken)?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .ok_or(auth::AuthError::MissingToken)?;
+        let principal = state.0.auth.verify(token.trim(), now_unix_ms() / 1000)?;
+        if principal.dev {
+            tracing::warn!(subject = %principal.subject, role = principal.role.as_str(),
+                "DEV MODE: accepted a token minted by `kho dev-token`; never enable dev mode in production");
+        }
+        Ok(principal)
+    }
+}
+
+/// The stated purpose, if any: a dossier code.
+fn purpose(headers: &HeaderMap) -> Result<Option<Code>, ApiError> {
+    let Some(value) = headers.get(PURPOSE_HEADER) else { return Ok(None) };
+    let text = value.to_str().map_err(|_| ApiError::bad_request("invalid_purpose", "Kho-Purpose must be ASCII"))?;
+    Code::parse("purpose", text).map(Some).map_err(|e| ApiError::bad_request("invalid_purpose", e.to_string()))
+}
+
+fn parse_record_id(text: &str) -> Result<Digest, ApiError> {
+    Digest::parse_hex("record id", text).map_err(|e| ApiError::bad_request("invalid_record_id", e.to_string()))
+}
+
+fn parse_owner(text: &str) -> Result<OwnerId, ApiError> {
+    OwnerId::parse(text).map_err(|e| ApiError::bad_request("invalid_owner_id", e.to_string()))
+}
+
+fn require_role(principal: &Principal, role: Role, what: &str) -> Result<(), ApiError> {
+    if principal.role == role {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("forbidden", format!("only the {} role may {what}", role.as_str())))
+    }
+}
+
+/// Reads a statement body (certificates, revocations) up to the configured limit.
+async fn statement_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.0.limits.statement_body_size_bytes_max;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is larger than {limit} bytes"))
+    })
+}
+
+/// Applies the access decision, recording it first (durably) when the reader is not the owner.
+async fn guard(
+    state: &AppState,
+    principal: &Principal,
+    resource: Resource,
+    record: Option<Digest>,
+    purpose: Option<Code>,
+) -> Result<(), ApiError> {
+    let decision = decide(principal, &resource, purpose.as_ref());
+    let owner = resource.owner().clone();
+    if principal.owner.as_ref() != Some(&owner) {
+        let event = access::event(principal, owner, record, resource.action(), purpose, &decision);
+        state.blocking(move |vault| vault.record_access(&event)).await??;
+    }
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Deny { code, message } => Err(ApiError::forbidden(code, message)),
+    }
+}
+
+async fn load_record(state: &AppState, id: Digest) -> Result<RecordView, ApiError> {
+    state
+        .blocking(move |vault| vault.record(&id))
+        .await??
+        .ok_or_else(|| ApiError::not_found("record_not_found", format!("no record {id}")))
+}
+
+// ----- issuers -----
+
+async fn deposit(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_role(&principal, Role::Issuer, "deposit documents")?;
+    let header_value = headers.get(RECORD_HEADER).ok_or_else(|| {
+        ApiError::bad_request("missing_record", "send the signed record, base64, in the Kho-Record header")
+    })?;
+    let envelope = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, header_value.as_bytes())
+        .map_err(|_| ApiError::bad_request("malformed_record", "the Kho-Record header is not base64"))?;
+    let record = Signed::<Record>::from_envelope(&envelope).map_err(DepositError::from)?;
+    if principal.agency.as_ref() != Some(&record.body().issuer_agency) {
+        return Err(ApiError::forbidden(
+            "other_agency",
+            format!("the record is issued by {}, not by the caller's agency", record.body().issuer_agency),
+        ));
+    }
+    // Content flows from the network to the vault through a small channel: never buffered whole.
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(STREAM_CHUNKS_IN_FLIGHT);
+    let worker = state.blocking(move |vault| {
+        let mut deposit = vault.begin_deposit(&envelope)?;
+        while let Some(chunk) = receiver.blocking_recv() {
+            match chunk {
+                Ok(bytes) => deposit.write(&bytes)?,
+                Err(reason) => {
+                    return Err(DepositError::ContentRead(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        reason,
+                    )))
+                }
+            }
+        }
+        deposit.commit()
+    });
+    let feeder = async move {
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let failed = chunk.is_err();
+            // The worker stops reading when it rejects the deposit; then there is nothing left to feed.
+            if sender.send(chunk.map_err(|e| e.to_string())).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    let (accepted, ()) = tokio::join!(worker, feeder);
+    let accepted = accepted??;
+    let status = if accepted.newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
+    let view = load_record(&state, accepted.id).await?;
+    Ok((status, Json(json::record_view_json(&view))).into_response())
+}
+
+async fn revoke_record(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_role(&principal, Role::Issuer, "revoke records")?;
+    let id = parse_record_id(&id)?;
+    let envelope = statement_body(&state, body).await?;
+    let revocation = Signed::<RecordRevocation>::from_envelope(&envelope).map_err(crate::vault::RevokeError::from)?;
+    if revocation.body().record != id {
+        return Err(ApiError::bad_request("record_mismatch", "the revocation names another record than the URL"));
+    }
+    if principal.agency.as_ref() != Some(&revocation.body().issuer_agency) {
+        return Err(ApiError::forbidden(
+            "other_agency",
+            "the revocation is signed for another agency than the caller's",
+        ));
+    }
+    let accepted = state.blocking(move |vault| vault.revoke(&envelope)).await??;
+    let status = if accepted.newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
+    let view = load_record(&state, id).await?;
+    Ok((status, Json(json::record_view_json(&view))).into_response())
+}
+
+// ----- reading records -----
+
+async fn get_record(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_record_id(&id)?;
+    let purpose = purpose(&headers)?;
+    let view = load_record(&state, id).await?;
+    let body = view.record.body();
+    let resource = Resource::Record { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
+    guard(&state, &principal, resource, Some(id), purpose).await?;
+    Ok(Json(json::record_view_json(&view)))
+}
+
+/// A single byte range from a `Range` header, as start..end (end exclusive); `None` for the whole
+/// document (no header, another unit, several ranges, or a header that does not parse, which RFC 9110
+/// says to ignore). `Err` if it cannot be satisfied.
+fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("bytes="))
+    else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else { return Ok(None) };
+    let (first, last) = (first.trim(), last.trim());
+    let range = match (first.parse::<u64>(), last.parse::<u64>()) {
+        (Ok(start), Ok(end)) if start <= end => (start, end.saturating_add(1).min(size)),
+        (Ok(_), Ok(_)) => return Ok(None),
+        (Ok(start), Err(_)) if last.is_empty() => (start, size),
+        (Err(_), Ok(suffix)) if first.is_empty() => {
+            if suffix == 0 {
+                return Err(());
+            }
+            (size.saturating_sub(suffix), size)
+        }
+        _ => return Ok(None),
+    };
+    if range.0 >= size {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
+async fn get_content(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_record_id(&id)?;
+    let purpose = purpose(&headers)?;
+    let view = load_record(&state, id).await?;
+    let body = view.record.body();
+    let resource = Resource::Content { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
+    guard(&state, &principal, resource, Some(id), purpose).await?;
+
+    let size = body.size_bytes;
+    let blake3 = body.blake3;
+    let etag = format!("\"{}\"", blake3.to_hex());
+    let mut response_headers = HeaderMap::new();
+    response_headers.insert(header::ETAG, HeaderValue::from_str(&etag).map_err(|e| ApiError::internal(e.to_string()))?);
+    response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(body.media_type.as_str()).map_err(|e| ApiError::internal(e.to_string()))?,
+    );
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
+    }
+    let range = match parse_range(&headers, size) {
+        Ok(range) => range,
+        Err(()) => {
+            let mut response = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the document has {size} bytes"),
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(response);
+        }
+    };
+    let (start, end) = range.unwrap_or((0, size));
+    // Open and read the first piece before answering, so that a damaged document is a clean 500.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHUNKS_IN_FLIGHT);
+    let (first_sender, first_receiver) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
+    let reader_state = state.clone();
+    tokio::spawn(async move {
+        let _ = reader_state
+            .blocking(move |vault| {
+                let mut first_sender = Some(first_sender);
+                let mut reader = match vault.open_content(&blake3, range) {
+                    Ok(Some(reader)) => reader,
+                    Ok(None) => {
+                        let missing =
+                            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "integrity_error", "content missing"));
+                        let _ = first_sender.take().map(|s| s.send(missing));
+                        return;
+                    }
+                    Err(error) => {
+                        let _ = first_sender.take().map(|s| s.send(Err(error.into())));
+                        return;
+                    }
+                };
+                loop {
+                    match reader.next_chunk() {
+                        Ok(Some(chunk)) => {
+                            let _ = first_sender.take().map(|s| s.send(Ok(())));
+                            if sender.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                                return; // the client went away
+                            }
+                        }
+                        Ok(None) => {
+                            let _ = first_sender.take().map(|s| s.send(Ok(())));
+                            return;
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "content failed verification while streaming");
+                            let storage = crate::vault::StorageError::from(error);
+                            if let Some(first) = first_sender.take() {
+                                let _ = first.send(Err(storage.into()));
+                            } else {
+                                // Headers are out: abort the body so the client sees an incomplete response.
+                                let _ = sender.blocking_send(Err(std::io::Error::new(
+                                    std::io::ErrorKind::InvalidData,
+                                    storage.to_string(),
+                                )));
+                            }
+                            return;
+                        }
+                    }
+                }
+            })
+            .await;
+    });
+    first_receiver.await.map_err(|_| ApiError::internal("content reader stopped"))??;
+    response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    let status = if range.is_some() {
+        let value = format!("bytes {start}-{}/{size}", end.saturating_sub(1));
+        response_headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&value).map_err(|e| ApiError::internal(e.to_string()))?,
+        );
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Ok((status, response_headers, body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(rename = "type")]
+    document_type: Option<String>,
+    issuer: Option<String>,
+    status: Option<StatusKind>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_records(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(owner): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let owner = parse_owner(&owner)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let filter = ListFilter {
+        document_type: query
+            .document_type
+            .as_deref()
+            .map(|t| Code::parse("type", t))
+            .transpose()
+            .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?,
+        issuer_agency: query
+            .issuer
+            .as_deref()
+            .map(|t| Code::parse("issuer", t))
+            .transpose()
+            .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?,
+        status: query.status,
+    };
+    let purpose = purpose(&headers)?;
+    guard(&state, &principal, Resource::OwnerRecords { owner: owner.clone() }, None, purpose).await?;
+    let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
+    let page = state.blocking(move |vault| vault.list_owner(&owner, &filter, query.cursor.as_deref(), limit)).await??;
+    Ok(Json(json!({
+        "records": page.records.iter().map(json::record_view_json).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn access_log(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(owner): Path<String>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let owner = parse_owner(&owner)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    if principal.role != Role::Citizen || principal.owner.as_ref() != Some(&owner) {
+        return Err(ApiError::forbidden("not_your_store", "only the owner reads their access log"));
+    }
+    let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
+    let page = state.blocking(move |vault| vault.access_log(&owner, query.cursor.as_deref(), limit)).await??;
+    Ok(Json(json!({
+        "entries": page.entries.iter().map(|(sequence, event)| json::access_event_json(*sequence, event)).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+// ----- certificates and trust -----
+
+async fn list_certificates(State(state): State<AppState>, _principal: Principal) -> Result<Json<Value>, ApiError> {
+    let certificates = state.blocking(|vault| vault.certificates()).await??;
+    Ok(Json(json!({ "certificates": certificates.iter().map(json::certificate_json).collect::<Vec<_>>() })))
+}
+
+async fn add_certificate(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_role(&principal, Role::Admin, "add certificates")?;
+    let envelope = statement_body(&state, body).await?;
+    let accepted = state.blocking(move |vault| vault.add_certificate(&envelope)).await??;
+    let view = state
+        .blocking(move |vault| vault.certificate(&accepted.id))
+        .await??
+        .ok_or_else(|| ApiError::internal("certificate vanished after acceptance"))?;
+    let status = if accepted.newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json::certificate_json(&view))).into_response())
+}
+
+async fn revoke_certificate(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_role(&principal, Role::Admin, "revoke certificates")?;
+    let id = Digest::parse_hex("certificate id", &id)
+        .map_err(|e| ApiError::bad_request("invalid_certificate_id", e.to_string()))?;
+    let envelope = statement_body(&state, body).await?;
+    let revocation =
+        Signed::<CertificateRevocation>::from_envelope(&envelope).map_err(crate::vault::CertificateError::from)?;
+    if revocation.body().certificate != id {
+        return Err(ApiError::bad_request(
+            "certificate_mismatch",
+            "the revocation names another certificate than the URL",
+        ));
+    }
+    let accepted = state.blocking(move |vault| vault.revoke_certificate(&envelope)).await??;
+    let view = state
+        .blocking(move |vault| vault.certificate(&id))
+        .await??
+        .ok_or_else(|| ApiError::internal("certificate vanished after revocation"))?;
+    let status = if accepted.newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json::certificate_json(&view))).into_response())
+}
+
+async fn trust_anchors(State(state): State<AppState>, _principal: Principal) -> Json<Value> {
+    Json(json!({
+        "trust_anchors": state.0.trust_anchors.iter().map(json::key_json).collect::<Vec<_>>(),
+        "vault_key": json::key_json(&state.0.vault.public_key()),
+    }))
+}
+
+async fn openapi_document() -> Json<Value> {
+    Json(openapi::document())
+}
+
+async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.blocking(|vault| vault.check_ready()).await??;
+    Ok("ready")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_str(value).expect("header"));
+        parse_range(&headers, size)
+    }
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(range("bytes=0-99", 1000), Ok(Some((0, 100))));
+        assert_eq!(range("bytes=900-", 1000), Ok(Some((900, 1000))));
+        assert_eq!(range("bytes=-100", 1000), Ok(Some((900, 1000))));
+        assert_eq!(range("bytes=-5000", 1000), Ok(Some((0, 1000))));
+        assert_eq!(range("bytes=990-2000", 1000), Ok(Some((990, 1000))), "the end is clamped");
+        assert_eq!(range("bytes=1000-", 1000), Err(()));
+        assert_eq!(range("bytes=-0", 1000), Err(()));
+        assert_eq!(range("bytes=0-0", 0), Err(()));
+        assert_eq!(range("bytes=5-1", 1000), Ok(None), "invalid ranges are ignored");
+        assert_eq!(range("bytes=0-1,5-6", 1000), Ok(None), "several ranges: the whole document");
+        assert_eq!(range("items=0-1", 1000), Ok(None));
+        assert_eq!(range("bytes=abc", 1000), Ok(None));
+    }
+}

@@ -1,0 +1,287 @@
+//! The OpenAPI 3.1 description of the API, served at `/v1/openapi.json` and checked in as
+//! docs/openapi.json (`kho openapi > docs/openapi.json`); tests keep the two equal and check that every
+//! route of the router is described here.
+
+use serde_json::{json, Map, Value};
+
+/// One operation: method, path, summary, roles, parameters (name, location, description), request body
+/// media type, and the responses (status, description).
+struct Operation {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    roles: &'static str,
+    parameters: &'static [(&'static str, &'static str, &'static str)],
+    body: Option<(&'static str, &'static str)>,
+    responses: &'static [(&'static str, &'static str)],
+}
+
+const ID: (&str, &str, &str) = ("id", "path", "64 hex digits");
+const OWNER: (&str, &str, &str) = ("owner", "path", "12-digit citizen id or 10/13-digit organization code");
+const PURPOSE: (&str, &str, &str) =
+    ("Kho-Purpose", "header", "the dossier code being processed (officers; auditors for content)");
+const DENIED: (&str, &str) = ("403", "denied; the attempt is recorded in the owner's access log");
+const UNAUTHENTICATED: (&str, &str) = ("401", "missing, invalid, expired or wrong-audience token");
+
+const OPERATIONS: &[Operation] = &[
+    Operation {
+        method: "post",
+        path: "/v1/records",
+        summary:
+            "Deposit a document: the signed record (base64 envelope) in Kho-Record, the content as the body, streamed",
+        roles: "issuer (own agency)",
+        parameters: &[("Kho-Record", "header", "base64 of the signed record envelope (docs/FORMAT.md)")],
+        body: Some(("application/octet-stream", "the document bytes")),
+        responses: &[
+            ("201", "accepted; the record view with its receipt"),
+            ("200", "this record was accepted before; the earlier receipt"),
+            ("400", "malformed record, bad signature, truncated content"),
+            UNAUTHENTICATED,
+            ("403", "the record is another agency's"),
+            ("409", "supersedes a record that is already superseded or revoked"),
+            ("413", "document larger than the limit or than the record declares"),
+            ("422", "untrusted signer, content hash mismatch, unknown superseded record"),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/records/{id}",
+        summary: "A record with its current status and receipt",
+        roles: "citizen (own), officer (with purpose), auditor, issuer (own agency)",
+        parameters: &[ID, PURPOSE],
+        body: None,
+        responses: &[
+            ("200", "the record view"),
+            ("400", "malformed id or purpose"),
+            UNAUTHENTICATED,
+            DENIED,
+            ("404", "no such record"),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/records/{id}/content",
+        summary: "The document bytes, verified; ETag is the BLAKE3 address; single byte ranges",
+        roles: "citizen (own), officer (with purpose), auditor (with purpose)",
+        parameters: &[ID, PURPOSE, ("Range", "header", "bytes=a-b, a- or -n"), ("If-None-Match", "header", "an ETag")],
+        body: None,
+        responses: &[
+            ("200", "the whole document"),
+            ("206", "the requested range"),
+            ("304", "not modified"),
+            UNAUTHENTICATED,
+            DENIED,
+            ("404", "no such record"),
+            ("416", "range not satisfiable"),
+            ("500", "integrity_error: the stored bytes failed verification and were not served"),
+        ],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/records/{id}/revocation",
+        summary: "Revoke a record with a signed revocation (the body is its envelope)",
+        roles: "issuer (own agency)",
+        parameters: &[ID],
+        body: Some(("application/octet-stream", "the signed revocation envelope")),
+        responses: &[
+            ("201", "revoked; the record view"),
+            ("200", "this revocation was accepted before"),
+            ("400", "malformed revocation, or it names another record"),
+            UNAUTHENTICATED,
+            ("403", "another agency's record"),
+            ("404", "no such record"),
+            ("409", "already revoked"),
+            ("422", "untrusted signer"),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/owners/{owner}/records",
+        summary: "An owner's records, newest first, filtered, paginated",
+        roles: "citizen (own), officer (with purpose), auditor",
+        parameters: &[
+            OWNER,
+            PURPOSE,
+            ("type", "query", "document type code"),
+            ("issuer", "query", "issuing agency code"),
+            ("status", "query", "valid | not_yet_valid | expired | revoked | superseded"),
+            ("cursor", "query", "next_cursor of the previous page"),
+            ("limit", "query", "page size, 1 to 1000, default 50"),
+        ],
+        body: None,
+        responses: &[
+            ("200", "a page of record views and next_cursor"),
+            ("400", "malformed owner, filter, cursor or limit"),
+            UNAUTHENTICATED,
+            DENIED,
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/owners/{owner}/access-log",
+        summary: "Who read the owner's documents, when, why, and with what outcome; newest first",
+        roles: "citizen (own)",
+        parameters: &[
+            OWNER,
+            ("cursor", "query", "next_cursor of the previous page"),
+            ("limit", "query", "page size, 1 to 1000, default 50"),
+        ],
+        body: None,
+        responses: &[
+            ("200", "a page of access events and next_cursor"),
+            ("400", "malformed owner, cursor or limit"),
+            UNAUTHENTICATED,
+            ("403", "not the owner"),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/certificates",
+        summary: "Every issuer key certificate, with its revocation if any",
+        roles: "any authenticated caller",
+        parameters: &[],
+        body: None,
+        responses: &[("200", "the certificates"), UNAUTHENTICATED],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/certificates",
+        summary: "Add an issuer key certificate signed by a trust anchor (the body is its envelope)",
+        roles: "admin",
+        parameters: &[],
+        body: Some(("application/octet-stream", "the signed certificate envelope")),
+        responses: &[
+            ("201", "added"),
+            ("200", "added before"),
+            ("400", "malformed certificate"),
+            UNAUTHENTICATED,
+            ("403", "not an admin"),
+            ("413", "body too large"),
+            ("422", "not signed by a trust anchor"),
+        ],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/certificates/{id}/revocation",
+        summary: "Revoke a certificate with an anchor-signed revocation (the body is its envelope)",
+        roles: "admin",
+        parameters: &[ID],
+        body: Some(("application/octet-stream", "the signed certificate revocation envelope")),
+        responses: &[
+            ("201", "revoked"),
+            ("200", "this revocation was accepted before"),
+            ("400", "malformed revocation, or it names another certificate"),
+            UNAUTHENTICATED,
+            ("403", "not an admin"),
+            ("404", "no such certificate"),
+            ("409", "already revoked"),
+            ("422", "not signed by a trust anchor"),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/trust-anchors",
+        summary: "The trust anchors' public keys and the vault's receipt key",
+        roles: "any authenticated caller",
+        parameters: &[],
+        body: None,
+        responses: &[("200", "the keys"), UNAUTHENTICATED],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/openapi.json",
+        summary: "This document",
+        roles: "anyone",
+        parameters: &[],
+        body: None,
+        responses: &[("200", "the OpenAPI document")],
+    },
+    Operation {
+        method: "get",
+        path: "/healthz",
+        summary: "The process is alive",
+        roles: "anyone",
+        parameters: &[],
+        body: None,
+        responses: &[("200", "ok")],
+    },
+    Operation {
+        method: "get",
+        path: "/readyz",
+        summary: "The vault can serve (the catalog answers, no failed fsync)",
+        roles: "anyone",
+        parameters: &[],
+        body: None,
+        responses: &[("200", "ready"), ("500", "not ready")],
+    },
+];
+
+/// (method, path) of every described operation.
+pub fn operations() -> Vec<(&'static str, &'static str)> {
+    OPERATIONS.iter().map(|o| (o.method, o.path)).collect()
+}
+
+fn operation(op: &Operation) -> Value {
+    let parameters: Vec<Value> = op
+        .parameters
+        .iter()
+        .map(|(name, location, description)| {
+            json!({"name": name, "in": location, "required": *location == "path" || *name == "Kho-Record",
+                   "description": description, "schema": {"type": "string"}})
+        })
+        .collect();
+    let mut responses = Map::new();
+    for (status, description) in op.responses {
+        let content = if status.starts_with('4') || status.starts_with('5') {
+            json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}})
+        } else {
+            json!({})
+        };
+        responses.insert((*status).to_owned(), json!({"description": description, "content": content}));
+    }
+    let mut value = json!({
+        "summary": op.summary,
+        "description": format!("Roles: {}.", op.roles),
+        "parameters": parameters,
+        "responses": responses,
+    });
+    if let Some((media, description)) = op.body {
+        value["requestBody"] = json!({"required": true, "description": description,
+            "content": {media: {"schema": {"type": "string", "format": "binary"}}}});
+    }
+    if op.roles != "anyone" {
+        value["security"] = json!([{"bearer": []}]);
+    }
+    value
+}
+
+/// The OpenAPI document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for op in OPERATIONS {
+        let entry = paths.entry(op.path).or_insert_with(|| json!({}));
+        entry[op.method] = operation(op);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Kho",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The e-data warehouse vault. Every read of a person's documents by someone else is recorded in their access log before any byte is sent. Signed statement formats: docs/FORMAT.md. Roles and the access matrix: docs/SECURITY.md."
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (EdDSA)"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+                        "code": {"type": "string", "description": "stable machine-readable code"},
+                        "message": {"type": "string", "description": "for people"}
+                    }}}
+                }
+            }
+        }
+    })
+}

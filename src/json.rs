@@ -1,0 +1,102 @@
+//! The JSON shapes of records, receipts, statuses, certificates and access events, shared by the CLI
+//! and the HTTP API so that both print the same thing. Signed statements are also given verbatim
+//! (`envelope_base64`), so a client can verify them itself.
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::ids::format_unix_ms;
+use crate::statement::{PublicKey, Receipt, Record, Signed};
+use crate::vault::{AccessEvent, CertificateView, RecordView};
+
+pub fn base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn key_json(key: &PublicKey) -> Value {
+    json!({
+        "algorithm": format!("{:?}", key.algorithm()),
+        "public_key_hex": hex::encode(key.raw_bytes()),
+        "fingerprint": key.fingerprint().to_hex(),
+    })
+}
+
+pub fn record_json(record: &Signed<Record>) -> Value {
+    let body = record.body();
+    json!({
+        "id": record.id().to_hex(),
+        "owner": body.owner.as_str(),
+        "document_type": body.document_type.as_str(),
+        "title": body.title.as_str(),
+        "issuer_agency": body.issuer_agency.as_str(),
+        "issued_on": body.issued_on.to_string(),
+        "valid_from": body.valid_from.to_string(),
+        "valid_until": body.valid_until.map(|d| d.to_string()),
+        "procedure": body.procedure.as_str(),
+        "dossier": body.dossier.as_str(),
+        "blake3": body.blake3.to_hex(),
+        "sha256": body.sha256.to_hex(),
+        "size_bytes": body.size_bytes,
+        "media_type": body.media_type.as_str(),
+        "supersedes": body.supersedes.map(|d| d.to_hex()),
+        "signed_at": format_unix_ms(body.signed_at_ms),
+        "signer": key_json(record.signer()),
+    })
+}
+
+pub fn receipt_json(receipt: &Signed<Receipt>) -> Value {
+    let body = receipt.body();
+    json!({
+        "statement": body.statement.to_hex(),
+        "statement_kind": body.statement_kind,
+        "sequence": body.sequence,
+        "accepted_at": format_unix_ms(body.accepted_at_ms),
+        "signer": key_json(receipt.signer()),
+        "envelope_base64": base64(&receipt.to_envelope()),
+    })
+}
+
+/// A record as read from the vault: fields, status, receipt, and the signed envelope.
+pub fn record_view_json(view: &RecordView) -> Value {
+    json!({
+        "record": record_json(&view.record),
+        "status": view.status,
+        "receipt": receipt_json(&view.receipt),
+        "envelope_base64": base64(&view.record.to_envelope()),
+    })
+}
+
+pub fn certificate_json(view: &CertificateView) -> Value {
+    let certificate = &view.certificate;
+    let body = certificate.body();
+    json!({
+        "id": certificate.id().to_hex(),
+        "agency": body.agency.as_str(),
+        "subject": key_json(&body.subject),
+        "valid_from": format_unix_ms(body.valid_from_ms),
+        "valid_until": format_unix_ms(body.valid_until_ms),
+        "signed_at": format_unix_ms(body.signed_at_ms),
+        "signer": key_json(certificate.signer()),
+        "receipt": receipt_json(&view.receipt),
+        "revoked": view.revocation.as_ref().map(|(revocation, receipt)| json!({
+            "id": revocation.id().to_hex(),
+            "reason": revocation.body().reason.as_str(),
+            "revoked_at": format_unix_ms(receipt.body().accepted_at_ms),
+        })),
+        "envelope_base64": base64(&certificate.to_envelope()),
+    })
+}
+
+pub fn access_event_json(sequence: u64, event: &AccessEvent) -> Value {
+    json!({
+        "sequence": sequence,
+        "at": format_unix_ms(event.at_ms),
+        "subject": event.subject,
+        "role": event.role,
+        "agency": event.agency.as_ref().map(|a| a.as_str()),
+        "purpose": event.purpose.as_ref().map(|p| p.as_str()),
+        "record": event.record.map(|r| r.to_hex()),
+        "action": event.action,
+        "outcome": event.outcome,
+    })
+}
