@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::ids::format_unix_ms;
 use crate::statement::{PublicKey, Receipt, Record, Signed};
-use crate::vault::{AccessEvent, CertificateView, RecordView};
+use crate::vault::{AccessEvent, AccessOutcome, CertificateView, RecordView};
 
 pub fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -97,6 +97,9 @@ pub fn access_event_json(sequence: u64, event: &AccessEvent) -> Value {
         "purpose": event.purpose.as_ref().map(|p| p.as_str()),
         "record": event.record.map(|r| r.to_hex()),
         "action": event.action,
-        "outcome": event.outcome,
+        "outcome": match &event.outcome {
+            AccessOutcome::Allowed => json!({"outcome": "allowed"}),
+            AccessOutcome::Denied { reason } => json!({"outcome": "denied", "reason": reason}),
+        },
     })
 }

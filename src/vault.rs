@@ -384,9 +384,9 @@ pub enum AccessAction {
     ListRecords,
 }
 
-/// Whether the access was allowed; denials are logged too.
+/// Whether the access was allowed; denials are logged too. (Stored through `codec`, so no serde
+/// attributes that need a self-describing format.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum AccessOutcome {
     Allowed,
     Denied { reason: String },

@@ -394,3 +394,35 @@ fn concurrent_deposits_all_land_with_distinct_sequences() {
     sequences.dedup();
     assert_eq!(sequences.len(), threads * per_thread);
 }
+
+#[test]
+fn access_events_are_listed_newest_first_per_owner_and_survive_reopen() {
+    use kho::vault::{AccessAction, AccessEvent, AccessOutcome};
+    let f = fixture();
+    let owner = OwnerId::parse(OWNER).expect("owner");
+    let event = |subject: &str, outcome: AccessOutcome| AccessEvent {
+        at_ms: now_unix_ms(),
+        owner: owner.clone(),
+        subject: subject.into(),
+        role: "officer".into(),
+        agency: Some(code(AGENCY)),
+        purpose: Some(code("H26.99-0001")),
+        record: Some(Digest([5; 32])),
+        action: AccessAction::ReadContent,
+        outcome,
+    };
+    let first = f.vault.record_access(&event("a", AccessOutcome::Allowed)).expect("log");
+    let second =
+        f.vault.record_access(&event("b", AccessOutcome::Denied { reason: "purpose_required".into() })).expect("log");
+    assert!(second > first);
+    let other = OwnerId::parse(OTHER_OWNER).expect("owner");
+    assert!(f.vault.access_log(&other, None, 10).expect("log").entries.is_empty(), "per owner");
+    let f = f.reopen();
+    let page = f.vault.access_log(&owner, None, 1).expect("page");
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].1.subject, "b");
+    assert!(matches!(page.entries[0].1.outcome, AccessOutcome::Denied { ref reason } if reason == "purpose_required"));
+    let rest = f.vault.access_log(&owner, page.next_cursor.as_deref(), 10).expect("page");
+    assert_eq!(rest.entries.iter().map(|(_, e)| e.subject.as_str()).collect::<Vec<_>>(), vec!["a"]);
+    assert!(rest.next_cursor.is_none());
+}

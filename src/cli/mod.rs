@@ -2,8 +2,12 @@
 //! verification for anyone, and bulk import into a local vault. The only module that knows clap and
 //! anyhow.
 //!
-//! Exit codes: 0 success; 1 an error (unreadable file, storage failure); 2 bad usage; 3 the input
-//! was checked and found invalid (`verify` failed, `import` rejected some documents).
+//! Exit codes: 0 success; 1 an error (unreadable file, storage failure, server unreachable or failing);
+//! 2 bad usage; 3 the input was checked and found invalid (`verify` failed, `import` rejected some
+//! documents, the server rejected a deposit, a downloaded document did not verify); 4 the server
+//! refused the caller (401/403); 5 not found (404).
+
+mod client;
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -21,6 +25,10 @@ use crate::statement::{self, CertificateRevocation, KeyCertificate, Receipt, Rec
 use crate::vault::{Vault, VaultConfig};
 
 pub const EXIT_INVALID: u8 = 3;
+/// The server refused the caller (401 or 403).
+pub const EXIT_DENIED: u8 = 4;
+/// The server has no such thing (404).
+pub const EXIT_NOT_FOUND: u8 = 5;
 
 /// File name suffixes the tools write and `import` looks for.
 pub const RECORD_SUFFIX: &str = ".kho-record";
@@ -73,6 +81,40 @@ enum Command {
     /// Deposit a folder (files with FILE.kho-record beside them, *.kho-cert certificates) or a JSON
     /// manifest into a local vault. Safe to run again: documents already stored are skipped.
     Import(ImportArgs),
+    /// Run the HTTP service.
+    Serve(ServeArgs),
+    /// Mint a token signed by the local dev key (accepted only by a server in dev mode).
+    DevToken(DevTokenArgs),
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi,
+    /// As an issuing agency, sign a document and deposit it on a server.
+    Deposit(Box<DepositArgs>),
+    /// Download a record and its document from a server and verify both locally.
+    Get {
+        /// The record id.
+        id: String,
+        /// Where to write the document; default the record id in the current folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List an owner's records on a server.
+    Ls {
+        owner: String,
+        #[arg(long = "type")]
+        document_type: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show who read an owner's documents (the owner's own token).
+    AccessLog {
+        owner: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Build a demo: keys, a certificate, signed documents and a vault in DIR, then show the records.
     Demo {
         /// Where to put the demo (created; must not hold a demo already).
@@ -102,11 +144,9 @@ struct CertifyArgs {
     out: PathBuf,
 }
 
+/// The fields of a record an agency signs.
 #[derive(Args)]
-struct SignArgs {
-    /// The agency's secret key.
-    #[arg(long)]
-    key: PathBuf,
+struct RecordFields {
     /// Owner: 12-digit citizen id or 10/13-digit organization code.
     #[arg(long)]
     owner: String,
@@ -139,11 +179,79 @@ struct SignArgs {
     /// Id of the record this one replaces.
     #[arg(long)]
     supersedes: Option<String>,
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// The agency's secret key.
+    #[arg(long)]
+    key: PathBuf,
+    #[command(flatten)]
+    fields: RecordFields,
     /// Output file; default FILE.kho-record.
     #[arg(long)]
     out: Option<PathBuf>,
     /// The document.
     file: PathBuf,
+}
+
+/// Where the server is and who is calling.
+#[derive(Args)]
+struct ClientArgs {
+    /// The Kho server.
+    #[arg(long, env = "KHO_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// A bearer token (see `kho dev-token` for trying Kho out).
+    #[arg(long, env = "KHO_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The dossier code you are processing (officers; auditors reading content).
+    #[arg(long, env = "KHO_PURPOSE")]
+    purpose: Option<String>,
+}
+
+#[derive(Args)]
+struct DepositArgs {
+    /// The agency's secret key.
+    #[arg(long)]
+    key: PathBuf,
+    #[command(flatten)]
+    fields: RecordFields,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The document.
+    file: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The configuration file (TOML); every key can also come from KHO_* environment variables.
+    #[arg(long, env = "KHO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Try Kho out: build a demo data set in ./kho-demo (once), enable dev tokens, and print tokens
+    /// and curl commands for each role.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Args)]
+struct DevTokenArgs {
+    #[arg(long, value_parser = ["citizen", "officer", "issuer", "auditor", "admin"])]
+    role: String,
+    /// Who the token is for.
+    #[arg(long)]
+    subject: String,
+    /// The agency (officer, issuer).
+    #[arg(long)]
+    agency: Option<String>,
+    /// The owner id (citizen).
+    #[arg(long)]
+    owner: Option<String>,
+    /// Hours until the token expires.
+    #[arg(long, default_value_t = 8)]
+    hours: u32,
+    /// The server's configuration file: the dev key lives in its data directory.
+    #[arg(long, env = "KHO_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -194,7 +302,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
             };
             write_statement(&out, &Signed::sign(revocation, &anchor))
         }
-        Command::Sign(args) => sign(*args),
+        Command::Sign(args) => {
+            let key = keys::read_secret_key(&args.key)?;
+            let record = sign_record(&args.fields, &key, &args.file)?;
+            let out = args.out.unwrap_or_else(|| with_suffix(&args.file, RECORD_SUFFIX));
+            write_statement(&out, &record)
+        }
         Command::Revoke { key, record, reason, out } => {
             let key = keys::read_secret_key(&key)?;
             let record = read_statement::<Record>(&record)?;
@@ -209,7 +322,21 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify(args),
         Command::Show { file } => show(&file),
         Command::Import(args) => import(args),
-        Command::Demo { dir } => demo(&dir),
+        Command::Demo { dir } => demo(&dir).map(|_| ExitCode::SUCCESS),
+        Command::Serve(args) => serve(args),
+        Command::DevToken(args) => {
+            let config = crate::config::Config::load(args.config.as_deref())?;
+            println!("{}", dev_token(&config, &args)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&crate::http::openapi::document())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deposit(args) => client::deposit(*args),
+        Command::Get { id, out, client } => client::get(&client, &id, out),
+        Command::Ls { owner, document_type, status, client } => client::ls(&client, &owner, document_type, status),
+        Command::AccessLog { owner, client } => client::access_log(&client, &owner),
     }
 }
 
@@ -240,7 +367,7 @@ const DEMO_DOCUMENTS: [(&str, &str, &str, usize, &str); 3] = [
 const DEMO_AGENCIES: [&str; 2] = ["000.00.00.H26", "000.00.00.G09"];
 const DEMO_OWNER: &str = "001204012345";
 
-fn demo(dir: &Path) -> anyhow::Result<ExitCode> {
+fn demo(dir: &Path) -> anyhow::Result<()> {
     if dir.join("anchor.pem").exists() {
         bail!("{} already holds a demo; remove it or name another folder", dir.display());
     }
@@ -333,7 +460,112 @@ fn demo(dir: &Path) -> anyhow::Result<ExitCode> {
         dir.join("data").display(),
         dir.join("anchor.pub.pem").display()
     );
+    Ok(())
+}
+
+/// The demo folder `serve --demo` uses.
+pub const DEMO_DIR: &str = "kho-demo";
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut config = match crate::config::Config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        // The demo supplies what a bare configuration lacks (dev mode, anchors).
+        Err(crate::config::ConfigError::Invalid(_)) if args.demo => {
+            let mut config = crate::config::Config::default();
+            config.apply_env(|name| std::env::var(name).ok())?;
+            config
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if args.demo {
+        let dir = PathBuf::from(DEMO_DIR);
+        if !dir.join("anchor.pem").exists() {
+            demo(&dir)?;
+        }
+        config.data_dir = dir.join("data");
+        config.trust_anchors = vec![dir.join("anchor.pub.pem")];
+        config.auth.dev_mode = true;
+        config.check()?;
+    }
+    let demo_tokens = if args.demo { Some(demo_tokens(&config)?) } else { None };
+    crate::http::serve(&config, |address| {
+        println!("kho listening on http://{address}");
+        if let Some(tokens) = &demo_tokens {
+            print_demo_help(address, tokens);
+        }
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn dev_token(config: &crate::config::Config, args: &DevTokenArgs) -> anyhow::Result<String> {
+    let key = crate::http::dev_token_key(config)?;
+    let role: crate::http::Role = serde_json::from_value(serde_json::Value::String(args.role.clone()))?;
+    let now = now_unix_ms() / 1000;
+    let claims = crate::http::auth::Claims {
+        iss: crate::config::DEV_TOKEN_ISSUER.into(),
+        aud: crate::http::auth::Audience::One(config.auth.audience.clone()),
+        sub: args.subject.clone(),
+        exp: now + i64::from(args.hours) * 3600,
+        nbf: Some(now),
+        iat: Some(now),
+        role,
+        agency: args.agency.clone(),
+        owner: args.owner.clone(),
+    };
+    Ok(crate::http::auth::mint(&claims, &key))
+}
+
+/// (role, token) for each demo user.
+fn demo_tokens(config: &crate::config::Config) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let make = |role: &str, subject: &str, agency: Option<&str>, owner: Option<&str>| {
+        let args = DevTokenArgs {
+            role: role.into(),
+            subject: subject.into(),
+            agency: agency.map(Into::into),
+            owner: owner.map(Into::into),
+            hours: 8,
+            config: None,
+        };
+        dev_token(config, &args)
+    };
+    Ok(vec![
+        ("citizen", make("citizen", "nguyen-van-an", None, Some(DEMO_OWNER))?),
+        ("officer", make("officer", "officer-hanoi-1", Some("000.00.00.H26"), None)?),
+        ("issuer", make("issuer", "tuphap-system", Some(DEMO_AGENCIES[0]), None)?),
+        ("auditor", make("auditor", "auditor-1", None, None)?),
+        ("admin", make("admin", "admin-1", None, None)?),
+    ])
+}
+
+fn print_demo_help(address: std::net::SocketAddr, tokens: &[(&str, String)]) {
+    let base = format!("http://{address}");
+    println!("\nDEV MODE (demo): these tokens are signed by a local dev key; never use dev mode in production.\n");
+    for (role, token) in tokens {
+        println!("export KHO_{}_TOKEN={token}", role.to_uppercase());
+    }
+    println!("\n# the citizen's records, and who looked at them");
+    println!("curl -s {base}/v1/owners/{DEMO_OWNER}/records -H \"Authorization: Bearer $KHO_CITIZEN_TOKEN\"");
+    println!("curl -s {base}/v1/owners/{DEMO_OWNER}/access-log -H \"Authorization: Bearer $KHO_CITIZEN_TOKEN\"");
+    println!("# an officer processing dossier H26.99-0001 (without Kho-Purpose: denied, and logged)");
+    println!(
+        "curl -s {base}/v1/owners/{DEMO_OWNER}/records -H \"Authorization: Bearer $KHO_OFFICER_TOKEN\" -H \"Kho-Purpose: H26.99-0001\""
+    );
+    println!("# auditors and everyone: certificates and trust anchors");
+    println!("curl -s {base}/v1/certificates -H \"Authorization: Bearer $KHO_AUDITOR_TOKEN\"");
+    println!("# an issuer signs and deposits a document");
+    println!(
+        "KHO_TOKEN=$KHO_ISSUER_TOKEN kho deposit --server {base} --key {DEMO_DIR}/issuer-0.pem --owner {DEMO_OWNER} --type GKS --title \"Trích lục\" --agency {} --procedure 1.001193 --dossier H26.99-0002 FILE",
+        DEMO_AGENCIES[0]
+    );
+    println!("# the API: {base}/v1/openapi.json");
 }
 
 fn keygen(prefix: &Path) -> anyhow::Result<ExitCode> {
@@ -397,29 +629,29 @@ fn hash_file(path: &Path) -> anyhow::Result<(Digest, Digest, u64)> {
     Ok((Digest(*blake3.finalize().as_bytes()), Digest(sha256.finalize().into()), size))
 }
 
-fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
-    let key = keys::read_secret_key(&args.key)?;
-    let (blake3, sha256, size_bytes) = hash_file(&args.file)?;
+/// Hashes `file` and signs a record for it with `key`.
+fn sign_record(fields: &RecordFields, key: &statement::SecretKey, file: &Path) -> anyhow::Result<Signed<Record>> {
+    let (blake3, sha256, size_bytes) = hash_file(file)?;
     let today = Date::at(now_unix_ms(), crate::vault::UTC_OFFSET_MINUTES_DEFAULT);
-    let issued_on = args.issued_on.as_deref().map(Date::parse).transpose()?.unwrap_or(today);
+    let issued_on = fields.issued_on.as_deref().map(Date::parse).transpose()?.unwrap_or(today);
     let record = Record {
-        owner: OwnerId::parse(&args.owner)?,
-        document_type: Code::parse("document type", &args.document_type)?,
-        title: Title::parse(&args.title)?,
-        issuer_agency: Code::parse("agency", &args.agency)?,
+        owner: OwnerId::parse(&fields.owner)?,
+        document_type: Code::parse("document type", &fields.document_type)?,
+        title: Title::parse(&fields.title)?,
+        issuer_agency: Code::parse("agency", &fields.agency)?,
         issued_on,
-        valid_from: args.valid_from.as_deref().map(Date::parse).transpose()?.unwrap_or(issued_on),
-        valid_until: args.valid_until.as_deref().map(Date::parse).transpose()?,
-        procedure: Code::parse("procedure", &args.procedure)?,
-        dossier: Code::parse("dossier", &args.dossier)?,
+        valid_from: fields.valid_from.as_deref().map(Date::parse).transpose()?.unwrap_or(issued_on),
+        valid_until: fields.valid_until.as_deref().map(Date::parse).transpose()?,
+        procedure: Code::parse("procedure", &fields.procedure)?,
+        dossier: Code::parse("dossier", &fields.dossier)?,
         blake3,
         sha256,
         size_bytes,
-        media_type: match &args.media_type {
+        media_type: match &fields.media_type {
             Some(text) => MediaType::parse(text)?,
-            None => MediaType::guess_from_path(&args.file),
+            None => MediaType::guess_from_path(file),
         },
-        supersedes: args.supersedes.as_deref().map(|t| Digest::parse_hex("supersedes", t)).transpose()?,
+        supersedes: fields.supersedes.as_deref().map(|t| Digest::parse_hex("supersedes", t)).transpose()?,
         signed_at_ms: now_unix_ms(),
     };
     if let Some(until) = record.valid_until {
@@ -427,8 +659,7 @@ fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
             bail!("--valid-until {until} is before the first day of validity {}", record.valid_from);
         }
     }
-    let out = args.out.unwrap_or_else(|| with_suffix(&args.file, RECORD_SUFFIX));
-    write_statement(&out, &Signed::sign(record, &key))
+    Ok(Signed::sign(record, key))
 }
 
 fn write_statement<T: statement::StatementBody>(path: &Path, statement: &Signed<T>) -> anyhow::Result<ExitCode> {
