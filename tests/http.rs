@@ -1,0 +1,482 @@
+//! The HTTP API through `http::router`, without sockets: the whole role × endpoint matrix of
+//! docs/SECURITY.md (denials included, and what each leaves in the owner's access log), every
+//! documented bad input with its status and code and no change to the store, content headers, and the
+//! OpenAPI document.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::Router;
+use base64::Engine as _;
+use common::*;
+use http_body_util::BodyExt as _;
+use kho::http::auth::{mint, Audience, Claims};
+use kho::http::{AppState, Authenticator, Limits, Role};
+use kho::ids::{now_unix_ms, Digest, OwnerId, Title};
+use kho::statement::{CertificateRevocation, RecordRevocation, SecretKey, Signed};
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+const IDP: &str = "https://id.test.gov.vn";
+const PURPOSE: &str = "H26.99-240301-0001";
+
+struct Api {
+    _dir: tempfile::TempDir,
+    anchor: SecretKey,
+    issuer: SecretKey,
+    other_issuer: SecretKey,
+    state: AppState,
+    app: Router,
+    idp: SecretKey,
+    record: Digest,
+    content: Vec<u8>,
+}
+
+fn token_with(idp: &SecretKey, role: Role, adjust: impl FnOnce(&mut Claims)) -> String {
+    let now = now_unix_ms() / 1000;
+    let mut claims = Claims {
+        iss: IDP.into(),
+        aud: Audience::One("kho".into()),
+        sub: format!("{}-1", role.as_str()),
+        exp: now + 600,
+        nbf: Some(now - 10),
+        iat: Some(now - 10),
+        role,
+        agency: matches!(role, Role::Officer | Role::Issuer).then(|| AGENCY.to_owned()),
+        owner: (role == Role::Citizen).then(|| OWNER.to_owned()),
+    };
+    adjust(&mut claims);
+    mint(&claims, idp)
+}
+
+impl Api {
+    fn new() -> Api {
+        Api::with(|_| {})
+    }
+
+    /// A vault with two certified agencies and one deposited record of OWNER, served by the router.
+    fn with(adjust: impl FnOnce(&mut kho::vault::VaultConfig)) -> Api {
+        let fixture = fixture_with(adjust);
+        let content = document(150_000, 9, true);
+        let record = deposit(&fixture, &content);
+        let Fixture { dir, anchor, issuer, other_issuer, vault } = fixture;
+        let idp = key(70);
+        let auth = Authenticator {
+            issuer: IDP.into(),
+            audience: "kho".into(),
+            keys: vec![idp.public_key()],
+            leeway_seconds: 0,
+            dev_key: None,
+        };
+        let limits = Limits {
+            statement_body_size_bytes_max: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+            concurrency_limit: 64,
+        };
+        let state = AppState::new(vault, auth, limits);
+        let app = kho::http::router(state.clone());
+        Api { _dir: dir, anchor, issuer, other_issuer, state, app, idp, record, content }
+    }
+
+    fn token(&self, role: Role) -> String {
+        token_with(&self.idp, role, |_| {})
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response =
+            self.app.clone().oneshot(request.body(Body::from(body)).expect("request")).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
+        Reply { status, headers, body }
+    }
+
+    fn state(&self) -> [u8; 32] {
+        self.state.vault().state_digest().expect("state digest")
+    }
+
+    fn access_log(&self) -> Vec<(u64, kho::vault::AccessEvent)> {
+        let owner = OwnerId::parse(OWNER).expect("owner");
+        self.state.vault().access_log(&owner, None, 1000).expect("access log").entries
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+/// The callers of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Anonymous,
+    CitizenOwner,
+    CitizenOther,
+    OfficerWithPurpose,
+    OfficerWithout,
+    IssuerOwnAgency,
+    IssuerOtherAgency,
+    Auditor,
+    AuditorWithPurpose,
+    Admin,
+}
+
+const CALLERS: [Caller; 10] = [
+    Caller::Anonymous,
+    Caller::CitizenOwner,
+    Caller::CitizenOther,
+    Caller::OfficerWithPurpose,
+    Caller::OfficerWithout,
+    Caller::IssuerOwnAgency,
+    Caller::IssuerOtherAgency,
+    Caller::Auditor,
+    Caller::AuditorWithPurpose,
+    Caller::Admin,
+];
+
+impl Caller {
+    fn token(self, api: &Api) -> Option<String> {
+        let idp = &api.idp;
+        Some(match self {
+            Caller::Anonymous => return None,
+            Caller::CitizenOwner => token_with(idp, Role::Citizen, |_| {}),
+            Caller::CitizenOther => token_with(idp, Role::Citizen, |c| c.owner = Some(OTHER_OWNER.into())),
+            Caller::OfficerWithPurpose | Caller::OfficerWithout => token_with(idp, Role::Officer, |_| {}),
+            Caller::IssuerOwnAgency => token_with(idp, Role::Issuer, |_| {}),
+            Caller::IssuerOtherAgency => token_with(idp, Role::Issuer, |c| c.agency = Some(OTHER_AGENCY.into())),
+            Caller::Auditor | Caller::AuditorWithPurpose => token_with(idp, Role::Auditor, |_| {}),
+            Caller::Admin => token_with(idp, Role::Admin, |_| {}),
+        })
+    }
+
+    fn purpose(self) -> bool {
+        matches!(self, Caller::OfficerWithPurpose | Caller::AuditorWithPurpose)
+    }
+
+    /// Whether this caller's reads of OWNER's documents are logged (everyone identified but the owner).
+    fn logged(self) -> bool {
+        !matches!(self, Caller::Anonymous | Caller::CitizenOwner)
+    }
+}
+
+/// Expected status per caller, in CALLERS order.
+type Row = [u16; 10];
+
+#[tokio::test]
+async fn the_role_matrix_of_security_md_holds_for_every_endpoint() {
+    let api = Api::new();
+    let id = api.record.to_hex();
+    let reads: [(&str, String, Row); 3] = [
+        //                                          anon own other off+p off  iss  iss2 aud  aud+p adm
+        ("GET record", format!("/v1/records/{id}"), [401, 200, 403, 200, 403, 200, 403, 200, 200, 403]),
+        ("GET content", format!("/v1/records/{id}/content"), [401, 200, 403, 200, 403, 403, 403, 403, 200, 403]),
+        (
+            "GET owner records",
+            format!("/v1/owners/{OWNER}/records"),
+            [401, 200, 403, 200, 403, 403, 403, 200, 200, 403],
+        ),
+    ];
+    let before = api.access_log().len();
+    let mut logged = 0;
+    for (name, uri, row) in &reads {
+        for (caller, expected) in CALLERS.iter().zip(row) {
+            let token = caller.token(&api);
+            let headers: &[(&str, &str)] = if caller.purpose() { &[("kho-purpose", PURPOSE)] } else { &[] };
+            let reply = api.call("GET", uri, token.as_deref(), headers, Vec::new()).await;
+            assert_eq!(
+                reply.status.as_u16(),
+                *expected,
+                "{name} as {caller:?}: {}",
+                String::from_utf8_lossy(&reply.body)
+            );
+            if reply.status == StatusCode::FORBIDDEN {
+                assert!(!reply.code().is_empty(), "{name} as {caller:?}: denials carry a code");
+            }
+            logged += usize::from(caller.logged());
+        }
+    }
+    // Every look by someone other than the owner, allowed or denied, is in the owner's access log.
+    let log = api.access_log();
+    assert_eq!(log.len() - before, logged);
+    assert!(log.iter().any(|(_, e)| e.role == "officer"
+        && matches!(e.outcome, kho::vault::AccessOutcome::Denied { ref reason } if reason == "purpose_required")));
+    assert!(log.iter().any(|(_, e)| e.role == "officer"
+        && e.purpose.as_ref().map(|p| p.as_str()) == Some(PURPOSE)
+        && e.outcome == kho::vault::AccessOutcome::Allowed
+        && e.action == kho::vault::AccessAction::ReadContent));
+
+    // Metadata everyone authenticated may read; the access log only its owner.
+    let everyone: [(&str, String, Row); 3] = [
+        ("GET certificates", "/v1/certificates".into(), [401, 200, 200, 200, 200, 200, 200, 200, 200, 200]),
+        ("GET trust anchors", "/v1/trust-anchors".into(), [401, 200, 200, 200, 200, 200, 200, 200, 200, 200]),
+        (
+            "GET access log",
+            format!("/v1/owners/{OWNER}/access-log"),
+            [401, 200, 403, 403, 403, 403, 403, 403, 403, 403],
+        ),
+    ];
+    for (name, uri, row) in &everyone {
+        for (caller, expected) in CALLERS.iter().zip(row) {
+            let reply = api.call("GET", uri, caller.token(&api).as_deref(), &[], Vec::new()).await;
+            assert_eq!(reply.status.as_u16(), *expected, "{name} as {caller:?}");
+        }
+    }
+    for uri in ["/healthz", "/readyz", "/v1/openapi.json"] {
+        assert_eq!(api.call("GET", uri, None, &[], Vec::new()).await.status, StatusCode::OK, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn only_issuers_and_admins_write_and_denied_writes_change_nothing() {
+    let api = Api::new();
+    let content = document(20_000, 77, false);
+    let envelope = sign(record_for(&content, OWNER, AGENCY), &api.issuer);
+    let header = base64::engine::general_purpose::STANDARD.encode(&envelope);
+    let new_issuer = key(80);
+    let certificate = current_certificate(&api.anchor, AGENCY, &new_issuer);
+    let revoke_record = Signed::sign(
+        RecordRevocation {
+            record: api.record,
+            issuer_agency: code(AGENCY),
+            reason: Title::parse("issued in error").expect("reason"),
+            signed_at_ms: now_unix_ms(),
+        },
+        &api.issuer,
+    )
+    .to_envelope();
+    let certificate_id = Signed::<kho::statement::KeyCertificate>::from_envelope(&certificate).expect("cert").id();
+    let revoke_certificate = Signed::sign(
+        CertificateRevocation {
+            certificate: certificate_id,
+            reason: Title::parse("rotated").expect("r"),
+            signed_at_ms: 0,
+        },
+        &api.anchor,
+    )
+    .to_envelope();
+    let record_uri = format!("/v1/records/{}/revocation", api.record);
+    let certificate_uri = format!("/v1/certificates/{certificate_id}/revocation");
+    let writes: [(&str, &str, Vec<u8>, &[(&str, &str)], Row); 4] = [
+        //                                                     anon own other off+p off  iss  iss2 aud  aud+p adm
+        (
+            "deposit",
+            "/v1/records",
+            content.clone(),
+            &[("kho-record", header.as_str())],
+            [401, 403, 403, 403, 403, 201, 403, 403, 403, 403],
+        ),
+        ("revoke record", record_uri.as_str(), revoke_record, &[], [401, 403, 403, 403, 403, 201, 403, 403, 403, 403]),
+        ("add certificate", "/v1/certificates", certificate, &[], [401, 403, 403, 403, 403, 403, 403, 403, 403, 201]),
+        (
+            "revoke certificate",
+            certificate_uri.as_str(),
+            revoke_certificate,
+            &[],
+            [401, 403, 403, 403, 403, 403, 403, 403, 403, 201],
+        ),
+    ];
+    for (name, uri, body, headers, row) in &writes {
+        for (caller, expected) in CALLERS.iter().zip(row) {
+            let before = api.state();
+            let reply = api.call("POST", uri, caller.token(&api).as_deref(), headers, body.clone()).await;
+            assert_eq!(
+                reply.status.as_u16(),
+                *expected,
+                "{name} as {caller:?}: {}",
+                String::from_utf8_lossy(&reply.body)
+            );
+            if reply.status.is_client_error() {
+                assert_eq!(api.state(), before, "{name} as {caller:?} was refused but changed the store");
+            }
+        }
+    }
+    // The deposit landed, and the record revocation shows in its status.
+    let view =
+        api.call("GET", &format!("/v1/records/{}", api.record), Some(&api.token(Role::Auditor)), &[], Vec::new()).await;
+    assert_eq!(view.json()["status"]["status"], "revoked");
+}
+
+#[tokio::test]
+async fn bad_tokens_get_401_with_their_code() {
+    let api = Api::new();
+    let uri = "/v1/certificates";
+    let cases: Vec<(String, &str)> = vec![
+        (token_with(&api.idp, Role::Auditor, |c| c.exp = now_unix_ms() / 1000 - 60), "token_expired"),
+        (token_with(&api.idp, Role::Auditor, |c| c.nbf = Some(now_unix_ms() / 1000 + 600)), "token_not_yet_valid"),
+        (token_with(&api.idp, Role::Auditor, |c| c.aud = Audience::One("portal".into())), "wrong_audience"),
+        (token_with(&api.idp, Role::Auditor, |c| c.iss = "https://other.idp".into()), "wrong_issuer"),
+        (token_with(&key(71), Role::Auditor, |_| {}), "invalid_token"),
+        (token_with(&api.idp, Role::Officer, |c| c.agency = None), "invalid_claims"),
+        ("garbage".into(), "invalid_token"),
+    ];
+    for (token, code) in cases {
+        let reply = api.call("GET", uri, Some(&token), &[], Vec::new()).await;
+        assert_eq!((reply.status, reply.code().as_str()), (StatusCode::UNAUTHORIZED, code));
+    }
+    let reply = api.call("GET", uri, None, &[], Vec::new()).await;
+    assert_eq!((reply.status, reply.code().as_str()), (StatusCode::UNAUTHORIZED, "missing_token"));
+}
+
+#[tokio::test]
+async fn bad_inputs_get_their_documented_status_and_code_and_change_nothing() {
+    let api = Api::with(|config| config.document_size_bytes_max = 200_000);
+    let officer = api.token(Role::Officer);
+    let issuer = api.token(Role::Issuer);
+    let purpose: &[(&str, &str)] = &[("kho-purpose", PURPOSE)];
+    let id = api.record.to_hex();
+    let before = api.state();
+    let cases: Vec<(&str, String, &[(&str, &str)], u16, &str)> = vec![
+        ("GET", "/v1/records/xyz".into(), purpose, 400, "invalid_record_id"),
+        ("GET", format!("/v1/records/{}", "ab".repeat(32)), purpose, 404, "record_not_found"),
+        ("GET", "/v1/owners/12345/records".into(), purpose, 400, "invalid_owner_id"),
+        ("GET", format!("/v1/owners/{OWNER}/records?limit=0"), purpose, 400, "invalid_page_size"),
+        ("GET", format!("/v1/owners/{OWNER}/records?limit=5000"), purpose, 400, "invalid_page_size"),
+        ("GET", format!("/v1/owners/{OWNER}/records?cursor=zz"), purpose, 400, "invalid_cursor"),
+        ("GET", format!("/v1/owners/{OWNER}/records?colour=red"), purpose, 400, "invalid_query"),
+        ("GET", format!("/v1/owners/{OWNER}/records?status=lost"), purpose, 400, "invalid_query"),
+        ("GET", format!("/v1/records/{id}"), &[("kho-purpose", "not a code!")], 400, "invalid_purpose"),
+        ("GET", "/v1/nothing-here".into(), purpose, 404, "not_found"),
+        ("DELETE", format!("/v1/records/{id}"), purpose, 405, "method_not_allowed"),
+    ];
+    for (method, uri, headers, status, code) in cases {
+        let reply = api.call(method, &uri, Some(&officer), headers, Vec::new()).await;
+        assert_eq!((reply.status.as_u16(), reply.code().as_str()), (status, code), "{method} {uri}");
+        assert!(!reply.json()["error"]["message"].as_str().unwrap_or("").is_empty());
+    }
+    assert_eq!(api.state(), before, "rejected reads wrote nothing, not even an access entry");
+
+    // Deposits: each bad upload is refused with its code and leaves the store as it was.
+    let content = document(100_000, 5, false);
+    let good = sign(record_for(&content, OWNER, AGENCY), &api.issuer);
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let good_header = b64(&good);
+    let mut altered = content.clone();
+    altered[500] ^= 1;
+    let big = document(200_001, 6, false);
+    let big_header = b64(&sign(record_for(&big, OWNER, AGENCY), &api.issuer));
+    let other_agency = b64(&sign(record_for(&content, OWNER, OTHER_AGENCY), &api.other_issuer));
+    let mut bad_signature = good.clone();
+    let last = bad_signature.len() - 1;
+    bad_signature[last] ^= 1;
+    let bad_signature = b64(&bad_signature);
+    let untrusted = b64(&sign(record_for(&content, OWNER, AGENCY), &key(90)));
+    let deposits: Vec<(Option<&str>, Vec<u8>, u16, &str)> = vec![
+        (None, content.clone(), 400, "missing_record"),
+        (Some("%%%"), content.clone(), 400, "malformed_record"),
+        (Some(&bad_signature), content.clone(), 400, "bad_signature"),
+        (Some(&untrusted), content.clone(), 422, "key_not_certified"),
+        (Some(&good_header), content[..99_000].to_vec(), 400, "content_truncated"),
+        (Some(&good_header), [content.clone(), vec![0]].concat(), 413, "content_too_long"),
+        (Some(&good_header), altered, 422, "content_hash_mismatch"),
+        (Some(&big_header), big, 413, "document_too_large"),
+        (Some(&other_agency), content.clone(), 403, "other_agency"),
+    ];
+    for (record_header, body, status, code) in deposits {
+        let before = api.state();
+        let headers: Vec<(&str, &str)> = record_header.map(|h| ("kho-record", h)).into_iter().collect();
+        let reply = api.call("POST", "/v1/records", Some(&issuer), &headers, body).await;
+        assert_eq!((reply.status.as_u16(), reply.code().as_str()), (status, code));
+        assert_eq!(api.state(), before, "{code} changed the store");
+    }
+    // Statement bodies have their own limit.
+    let admin = api.token(Role::Admin);
+    let reply = api.call("POST", "/v1/certificates", Some(&admin), &[], vec![0; 64 * 1024 + 1]).await;
+    assert_eq!((reply.status.as_u16(), reply.code().as_str()), (413, "body_too_large"));
+    let reply = api.call("POST", "/v1/certificates", Some(&admin), &[], b"garbage".to_vec()).await;
+    assert_eq!((reply.status.as_u16(), reply.code().as_str()), (400, "malformed_certificate"));
+    // And the good deposit still goes through afterwards, once.
+    let reply = api.call("POST", "/v1/records", Some(&issuer), &[("kho-record", &good_header)], content.clone()).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let reply = api.call("POST", "/v1/records", Some(&issuer), &[("kho-record", &good_header)], content).await;
+    assert_eq!(reply.status, StatusCode::OK, "a repeated deposit returns the earlier receipt");
+}
+
+#[tokio::test]
+async fn content_has_etag_type_length_and_ranges() {
+    let api = Api::new();
+    let citizen = api.token(Role::Citizen);
+    let uri = format!("/v1/records/{}/content", api.record);
+    let whole = api.call("GET", &uri, Some(&citizen), &[], Vec::new()).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(whole.body, api.content);
+    let etag = whole.headers["etag"].to_str().expect("etag").to_owned();
+    assert_eq!(etag, format!("\"{}\"", Digest(*blake3::hash(&api.content).as_bytes())));
+    assert_eq!(whole.headers["content-type"], "application/pdf");
+    assert_eq!(whole.headers["content-length"], api.content.len().to_string().as_str());
+    assert_eq!(whole.headers["accept-ranges"], "bytes");
+
+    let part = api.call("GET", &uri, Some(&citizen), &[("range", "bytes=65530-65545")], Vec::new()).await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.body, &api.content[65530..65546]);
+    assert_eq!(part.headers["content-range"], format!("bytes 65530-65545/{}", api.content.len()).as_str());
+    let tail = api.call("GET", &uri, Some(&citizen), &[("range", "bytes=-10")], Vec::new()).await;
+    assert_eq!(tail.body, &api.content[api.content.len() - 10..]);
+
+    let beyond = api.call("GET", &uri, Some(&citizen), &[("range", "bytes=999999-")], Vec::new()).await;
+    assert_eq!((beyond.status.as_u16(), beyond.code().as_str()), (416, "range_not_satisfiable"));
+    assert_eq!(beyond.headers["content-range"], format!("bytes */{}", api.content.len()).as_str());
+
+    let cached = api.call("GET", &uri, Some(&citizen), &[("if-none-match", &etag)], Vec::new()).await;
+    assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
+    assert!(cached.body.is_empty());
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_checked_in_one_and_describes_every_route() {
+    let api = Api::new();
+    let served = api.call("GET", "/v1/openapi.json", None, &[], Vec::new()).await.json();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+    let checked_in: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("docs/openapi.json")).expect("json");
+    assert_eq!(served, checked_in, "docs/openapi.json is stale: run `cargo run -- openapi > docs/openapi.json`");
+    let routes = [
+        ("post", "/v1/records"),
+        ("get", "/v1/records/{id}"),
+        ("get", "/v1/records/{id}/content"),
+        ("post", "/v1/records/{id}/revocation"),
+        ("get", "/v1/owners/{owner}/records"),
+        ("get", "/v1/owners/{owner}/access-log"),
+        ("get", "/v1/certificates"),
+        ("post", "/v1/certificates"),
+        ("post", "/v1/certificates/{id}/revocation"),
+        ("get", "/v1/trust-anchors"),
+        ("get", "/v1/openapi.json"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+    ];
+    for (method, route) in routes {
+        assert!(served["paths"][route][method].is_object(), "{method} {route} is not described");
+    }
+    assert_eq!(
+        kho::http::openapi::operations().len(),
+        routes.len(),
+        "the document describes a route the test does not know"
+    );
+}
