@@ -188,6 +188,11 @@ impl Caller {
 
 /// Expected status per caller, in CALLERS order.
 type Row = [u16; 10];
+type Headers<'a> = &'a [(&'a str, &'a str)];
+/// A write: name, URI, body, headers, expected statuses.
+type Write<'a> = (&'a str, &'a str, Vec<u8>, Headers<'a>, Row);
+/// A bad read: method, URI, headers, status, code.
+type BadRead<'a> = (&'a str, String, Headers<'a>, u16, &'a str);
 
 #[tokio::test]
 async fn the_role_matrix_of_security_md_holds_for_every_endpoint() {
@@ -283,7 +288,7 @@ async fn only_issuers_and_admins_write_and_denied_writes_change_nothing() {
     .to_envelope();
     let record_uri = format!("/v1/records/{}/revocation", api.record);
     let certificate_uri = format!("/v1/certificates/{certificate_id}/revocation");
-    let writes: [(&str, &str, Vec<u8>, &[(&str, &str)], Row); 4] = [
+    let writes: [Write; 4] = [
         //                                                     anon own other off+p off  iss  iss2 aud  aud+p adm
         (
             "deposit",
@@ -352,7 +357,7 @@ async fn bad_inputs_get_their_documented_status_and_code_and_change_nothing() {
     let purpose: &[(&str, &str)] = &[("kho-purpose", PURPOSE)];
     let id = api.record.to_hex();
     let before = api.state();
-    let cases: Vec<(&str, String, &[(&str, &str)], u16, &str)> = vec![
+    let cases: Vec<BadRead> = vec![
         ("GET", "/v1/records/xyz".into(), purpose, 400, "invalid_record_id"),
         ("GET", format!("/v1/records/{}", "ab".repeat(32)), purpose, 404, "record_not_found"),
         ("GET", "/v1/owners/12345/records".into(), purpose, 400, "invalid_owner_id"),
