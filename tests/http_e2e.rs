@@ -1,0 +1,349 @@
+//! The real `kho serve` on a free loopback port, driven by a real HTTP client and by the `kho` CLI:
+//! the users' journey across a restart, and a SIGKILL in the middle of concurrent deposits and reads
+//! after which every acknowledged deposit and every served read's access entry is still there.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use kho::ids::{now_unix_ms, Digest, Title};
+use kho::statement::{RecordRevocation, Signed};
+
+const PURPOSE: &str = "H26.99-240301-0001";
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+/// Writes the keys, the certificate and the config a server needs into `dir`.
+fn prepare(dir: &Path) -> PathBuf {
+    let anchor = key(1);
+    kho::keys::write_public_key(&dir.join("anchor.pub.pem"), &anchor.public_key()).expect("anchor");
+    kho::keys::write_secret_key(&dir.join("issuer.pem"), &key(2)).expect("issuer key");
+    std::fs::write(dir.join("issuer.kho-cert"), current_certificate(&anchor, AGENCY, &key(2))).expect("certificate");
+    let config = dir.join("kho.toml");
+    let text = format!(
+        "data_dir = {:?}\nlisten = \"127.0.0.1:0\"\ntrust_anchors = [{:?}]\nshutdown_grace_seconds = 5\n[auth]\ndev_mode = true\n",
+        dir.join("data"),
+        dir.join("anchor.pub.pem")
+    );
+    std::fs::write(&config, text).expect("config");
+    config
+}
+
+impl Server {
+    fn start(config: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kho"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start kho serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines.next().expect("kho serve printed its address").expect("line");
+            if let Some(address) = line.strip_prefix("kho listening on ") {
+                break address.to_owned();
+            }
+        };
+        Server { child, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    fn stop(mut self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "kho serve exited with {status} after SIGTERM");
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "kho serve did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn kho(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kho")).args(args).env("KHO_CONFIG", config).output().expect("run kho")
+}
+
+fn token(config: &Path, role: &str, extra: &[&str]) -> String {
+    let output = kho(config, &[&["dev-token", "--role", role, "--subject", &format!("{role}-e2e")], extra].concat());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+fn text(output: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[test]
+fn deposit_fetch_see_the_access_revoke_and_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let config = prepare(d);
+    let server = Server::start(&config);
+    let admin = token(&config, "admin", &[]);
+    let issuer = token(&config, "issuer", &["--agency", AGENCY]);
+    let officer = token(&config, "officer", &["--agency", "000.00.00.H01"]);
+    let citizen = token(&config, "citizen", &["--owner", OWNER]);
+
+    let certificate = std::fs::read(d.join("issuer.kho-cert")).expect("certificate");
+    let response = agent()
+        .post(server.url("/v1/certificates"))
+        .header("Authorization", format!("Bearer {admin}"))
+        .send(&certificate[..])
+        .expect("add certificate");
+    assert_eq!(response.status().as_u16(), 201);
+
+    let content = document(300_000, 42, true);
+    std::fs::write(d.join("birth.pdf"), &content).expect("document");
+    let client = |token: &str| vec!["--server".to_owned(), server.base.clone(), "--token".to_owned(), token.to_owned()];
+    let deposit = kho(
+        &config,
+        &[
+            vec!["deposit", "--key"],
+            vec![d.join("issuer.pem").to_str().expect("path")],
+            vec!["--owner", OWNER, "--type", "GKS", "--title", "Giấy khai sinh", "--agency", AGENCY],
+            vec!["--procedure", "1.001193", "--dossier", "H26.22-240301-0001"],
+            client(&issuer).iter().map(String::as_str).collect(),
+            vec![d.join("birth.pdf").to_str().expect("path")],
+        ]
+        .concat(),
+    );
+    assert!(deposit.status.success(), "{}", text(&deposit));
+    let out = text(&deposit);
+    let id =
+        out.split("as record ").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("record id").to_owned();
+
+    // The officer without a purpose is denied (exit 4); with one, gets the verified document.
+    let got = d.join("got.pdf");
+    let get = |token: &str, purpose: Option<&str>| {
+        let mut args: Vec<String> = vec!["get".into(), id.clone(), "--out".into(), got.display().to_string()];
+        args.extend(client(token));
+        if let Some(purpose) = purpose {
+            args.extend(["--purpose".into(), purpose.into()]);
+        }
+        kho(&config, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let denied = get(&officer, None);
+    assert_eq!(denied.status.code(), Some(4), "{}", text(&denied));
+    assert!(text(&denied).contains("purpose_required"));
+    let allowed = get(&officer, Some(PURPOSE));
+    assert!(allowed.status.success(), "{}", text(&allowed));
+    assert_eq!(std::fs::read(&got).expect("downloaded"), content);
+
+    // The citizen sees both attempts, with the officer's purpose and the outcome.
+    let args: Vec<String> = [vec!["access-log".to_owned(), OWNER.to_owned()], client(&citizen)].concat();
+    let log = kho(&config, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let log = text(&log);
+    assert!(log.contains("read_content") && log.contains(PURPOSE) && log.contains("allowed"), "{log}");
+    assert!(log.contains("denied purpose_required"), "{log}");
+
+    // The issuer revokes; everyone sees the new status.
+    let revocation = Signed::sign(
+        RecordRevocation {
+            record: Digest::parse_hex("id", &id).expect("id"),
+            issuer_agency: code(AGENCY),
+            reason: Title::parse("issued in error").expect("reason"),
+            signed_at_ms: now_unix_ms(),
+        },
+        &key(2),
+    );
+    let response = agent()
+        .post(server.url(&format!("/v1/records/{id}/revocation")))
+        .header("Authorization", format!("Bearer {issuer}"))
+        .send(&revocation.to_envelope()[..])
+        .expect("revoke");
+    assert_eq!(response.status().as_u16(), 201);
+
+    // Restart: everything is still there.
+    server.stop();
+    let server = Server::start(&config);
+    let mut response = agent()
+        .get(server.url(&format!("/v1/records/{id}")))
+        .header("Authorization", format!("Bearer {citizen}"))
+        .call()
+        .expect("get record");
+    let view: serde_json::Value =
+        serde_json::from_str(&response.body_mut().read_to_string().expect("body")).expect("json");
+    assert_eq!(view["status"]["status"], "revoked");
+    let mut response = agent()
+        .get(server.url(&format!("/v1/records/{id}/content")))
+        .header("Authorization", format!("Bearer {citizen}"))
+        .call()
+        .expect("get content");
+    assert_eq!(response.body_mut().with_config().limit(1 << 20).read_to_vec().expect("content"), content);
+    let mut response = agent()
+        .get(server.url(&format!("/v1/owners/{OWNER}/access-log")))
+        .header("Authorization", format!("Bearer {citizen}"))
+        .call()
+        .expect("access log");
+    let log: serde_json::Value =
+        serde_json::from_str(&response.body_mut().read_to_string().expect("body")).expect("json");
+    assert!(log["entries"].as_array().expect("entries").len() >= 3, "{log}");
+    server.stop();
+}
+
+#[test]
+fn sigkill_during_deposits_and_reads_loses_no_acknowledged_deposit_or_access_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = prepare(dir.path());
+    let mut server = Server::start(&config);
+    let admin = token(&config, "admin", &[]);
+    let issuer = token(&config, "issuer", &["--agency", AGENCY]);
+    let officer = token(&config, "officer", &["--agency", "000.00.00.H01"]);
+    let citizen = token(&config, "citizen", &["--owner", OWNER]);
+    let certificate = std::fs::read(dir.path().join("issuer.kho-cert")).expect("certificate");
+    let status = agent()
+        .post(server.url("/v1/certificates"))
+        .header("Authorization", format!("Bearer {admin}"))
+        .send(&certificate[..])
+        .expect("add certificate")
+        .status();
+    assert_eq!(status.as_u16(), 201);
+
+    let acknowledged: Mutex<Vec<(Digest, Vec<u8>)>> = Mutex::new(Vec::new());
+    let served: Mutex<Vec<Digest>> = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for writer in 0..2u64 {
+            let (acknowledged, stop, issuer, base) = (&acknowledged, &stop, &issuer, server.base.clone());
+            scope.spawn(move || {
+                let issuer_key = key(2);
+                for n in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let content = document(2_000 + (n % 7) as usize * 40_000, writer * 1_000_000 + n, n % 2 == 0);
+                    let envelope = sign(record_for(&content, OWNER, AGENCY), &issuer_key);
+                    let result = agent()
+                        .post(format!("{base}/v1/records"))
+                        .header("Authorization", format!("Bearer {issuer}"))
+                        .header("Kho-Record", base64::engine::general_purpose::STANDARD.encode(&envelope))
+                        .send(&content[..]);
+                    match result {
+                        Ok(response) if response.status().as_u16() == 201 => {
+                            let id = Signed::<kho::statement::Record>::from_envelope(&envelope).expect("record").id();
+                            acknowledged.lock().expect("lock").push((id, content));
+                        }
+                        _ => return, // the server is gone
+                    }
+                }
+            });
+        }
+        let (acknowledged, served, stop, officer, base) =
+            (&acknowledged, &served, &stop, &officer, server.base.clone());
+        scope.spawn(move || {
+            for n in 0usize.. {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let target = {
+                    let done = acknowledged.lock().expect("lock");
+                    if done.is_empty() {
+                        None
+                    } else {
+                        Some(done[n % done.len()].clone())
+                    }
+                };
+                let Some((id, content)) = target else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let result = agent()
+                    .get(format!("{base}/v1/records/{id}/content"))
+                    .header("Authorization", format!("Bearer {officer}"))
+                    .header("Kho-Purpose", PURPOSE)
+                    .call();
+                let Ok(mut response) = result else { return };
+                if response.status().as_u16() != 200 {
+                    return;
+                }
+                match response.body_mut().with_config().limit(1 << 22).read_to_vec() {
+                    Ok(bytes) => {
+                        assert_eq!(bytes, content, "a served document must be exact");
+                        served.lock().expect("lock").push(id);
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        server.child.kill().expect("SIGKILL");
+        server.child.wait().expect("reap");
+        stop.store(true, Ordering::Relaxed);
+    });
+    let acknowledged = acknowledged.into_inner().expect("lock");
+    let served = served.into_inner().expect("lock");
+    eprintln!("killed after {} acknowledged deposits and {} served reads", acknowledged.len(), served.len());
+    assert!(
+        acknowledged.len() > 5 && !served.is_empty(),
+        "the load ran ({} deposits, {} reads)",
+        acknowledged.len(),
+        served.len()
+    );
+
+    let server = Server::start(&config);
+    let auditor = token(&config, "auditor", &[]);
+    for (id, content) in &acknowledged {
+        let mut response = agent()
+            .get(server.url(&format!("/v1/records/{id}/content")))
+            .header("Authorization", format!("Bearer {auditor}"))
+            .header("Kho-Purpose", PURPOSE)
+            .call()
+            .expect("get");
+        assert_eq!(response.status().as_u16(), 200, "acknowledged deposit {id} is lost");
+        assert_eq!(&response.body_mut().with_config().limit(1 << 22).read_to_vec().expect("body"), content);
+    }
+    // Every served read left an access entry before its first byte.
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut request = agent()
+            .get(server.url(&format!("/v1/owners/{OWNER}/access-log")))
+            .header("Authorization", format!("Bearer {citizen}"))
+            .query("limit", "1000");
+        if let Some(cursor) = &cursor {
+            request = request.query("cursor", cursor);
+        }
+        let mut response = request.call().expect("access log");
+        let page: serde_json::Value =
+            serde_json::from_str(&response.body_mut().read_to_string().expect("body")).expect("json");
+        entries.extend(page["entries"].as_array().expect("entries").clone());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    for id in &served {
+        let logged = entries
+            .iter()
+            .filter(|e| e["record"] == id.to_hex() && e["subject"] == "officer-e2e" && e["action"] == "read_content")
+            .count();
+        let reads = served.iter().filter(|s| *s == id).count();
+        assert!(logged >= reads, "{reads} served reads of {id} but {logged} access entries");
+    }
+    server.stop();
+}
