@@ -485,3 +485,17 @@ async fn the_served_openapi_document_is_the_checked_in_one_and_describes_every_r
         "the document describes a route the test does not know"
     );
 }
+
+/// Regression: an `owner` claim on a token of another role made that caller's reads of the owner's
+/// documents go unlogged, as if the owner were reading.
+#[tokio::test]
+async fn an_owner_claim_on_an_officer_token_does_not_hide_its_reads() {
+    let api = Api::new();
+    let officer = token_with(&api.idp, Role::Officer, |c| c.owner = Some(OWNER.into()));
+    let before = api.access_log().len();
+    let reply = api
+        .call("GET", &format!("/v1/records/{}", api.record), Some(&officer), &[("kho-purpose", PURPOSE)], Vec::new())
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(api.access_log().len(), before + 1);
+}
