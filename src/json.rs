@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::ids::format_unix_ms;
 use crate::statement::{PublicKey, Receipt, Record, Signed};
-use crate::vault::{AccessEvent, AccessOutcome, CertificateView, RecordView};
+use crate::vault::{AccessEvent, AccessOutcome, CertificateView, RecordView, Status};
 
 pub fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -60,10 +60,27 @@ pub fn receipt_json(receipt: &Signed<Receipt>) -> Value {
 pub fn record_view_json(view: &RecordView) -> Value {
     json!({
         "record": record_json(&view.record),
-        "status": view.status,
+        "status": status_json(&view.status),
         "receipt": receipt_json(&view.receipt),
         "envelope_base64": base64(&view.record.to_envelope()),
     })
+}
+
+/// `{"status": "valid" | "not_yet_valid" | "expired" | "revoked" | "superseded", ...}`: revoked adds
+/// the revocation id, reason and time; superseded adds the id of the replacing record.
+pub fn status_json(status: &Status) -> Value {
+    match status {
+        Status::Valid => json!({"status": "valid"}),
+        Status::NotYetValid => json!({"status": "not_yet_valid"}),
+        Status::Expired => json!({"status": "expired"}),
+        Status::Revoked { revocation, reason, revoked_at_ms } => json!({
+            "status": "revoked",
+            "revocation": revocation.to_hex(),
+            "reason": reason,
+            "revoked_at": format_unix_ms(*revoked_at_ms),
+        }),
+        Status::Superseded { by } => json!({"status": "superseded", "by": by.to_hex()}),
+    }
 }
 
 pub fn certificate_json(view: &CertificateView) -> Value {

@@ -295,9 +295,8 @@ impl From<StoreError> for ReadError {
     }
 }
 
-/// A record's current status, computed when it is read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+/// A record's current status, computed when it is read. (Its JSON shape is in `json::status_json`.)
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
     Valid,
     NotYetValid,

@@ -499,3 +499,27 @@ async fn an_owner_claim_on_an_officer_token_does_not_hide_its_reads() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(api.access_log().len(), before + 1);
 }
+
+#[tokio::test]
+async fn issuers_supersede_through_the_deposit_endpoint_once() {
+    let api = Api::new();
+    let issuer = api.token(Role::Issuer);
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let content = document(30_000, 31, true);
+    let mut newer = record_for(&content, OWNER, AGENCY);
+    newer.supersedes = Some(api.record);
+    let header = b64(&sign(newer.clone(), &api.issuer));
+    let reply = api.call("POST", "/v1/records", Some(&issuer), &[("kho-record", &header)], content.clone()).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    let new_id = reply.json()["record"]["id"].as_str().expect("id").to_owned();
+    let old =
+        api.call("GET", &format!("/v1/records/{}", api.record), Some(&api.token(Role::Citizen)), &[], Vec::new()).await;
+    assert_eq!(old.json()["status"], serde_json::json!({"status": "superseded", "by": new_id}));
+
+    newer.title = Title::parse("a second replacement").expect("title");
+    let before = api.state();
+    let header = b64(&sign(newer, &api.issuer));
+    let reply = api.call("POST", "/v1/records", Some(&issuer), &[("kho-record", &header)], content).await;
+    assert_eq!((reply.status.as_u16(), reply.code().as_str()), (409, "already_superseded"));
+    assert_eq!(api.state(), before);
+}
