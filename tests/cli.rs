@@ -178,3 +178,27 @@ fn demo_builds_a_vault_whose_documents_verify() {
     let output = kho(d, &["demo", "demo"]);
     assert_eq!(output.status.code(), Some(1), "a second demo in the same folder is refused");
 }
+
+#[test]
+fn bench_runs_deposits_and_reads_over_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scratch = dir.path().join("scratch");
+    let out = ok(
+        dir.path(),
+        &[
+            "bench",
+            "--documents",
+            "20",
+            "--reads",
+            "40",
+            "--size-bytes",
+            "10000",
+            "--concurrency",
+            "2",
+            "--dir",
+            scratch.to_str().expect("path"),
+        ],
+    );
+    assert!(out.contains("| deposit  |      20 |") && out.contains("| read     |      40 |"), "{out}");
+    assert!(!scratch.exists(), "the scratch directory is removed");
+}

@@ -7,6 +7,7 @@
 //! documents, the server rejected a deposit, a downloaded document did not verify); 4 the server
 //! refused the caller (401/403); 5 not found (404).
 
+mod bench;
 mod client;
 
 use std::fs::File;
@@ -115,6 +116,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Measure deposits and purpose-bound reads over HTTP against a scratch server.
+    Bench(bench::BenchArgs),
     /// Build a demo: keys, a certificate, signed documents and a vault in DIR, then show the records.
     Demo {
         /// Where to put the demo (created; must not hold a demo already).
@@ -324,6 +327,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Import(args) => import(args),
         Command::Demo { dir } => demo(&dir).map(|_| ExitCode::SUCCESS),
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => bench::bench(args),
         Command::DevToken(args) => {
             let config = crate::config::Config::load(args.config.as_deref())?;
             println!("{}", dev_token(&config, &args)?);

@@ -32,7 +32,7 @@ use crate::vault::{DepositError, ListFilter, RecordView, StatusKind, Vault, PAGE
 pub use access::{decide, Decision, Resource};
 pub use auth::{Authenticator, Principal, Role};
 pub use error::ApiError;
-pub use serve::{dev_token_key, serve, state, ServeError};
+pub use serve::{dev_token_key, serve, start_background, state, BackgroundServer, ServeError};
 
 /// The header that carries a deposit's signed record, base64 (standard alphabet) of its envelope.
 pub const RECORD_HEADER: &str = "kho-record";

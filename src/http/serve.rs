@@ -101,6 +101,46 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), S
     Ok(())
 }
 
+/// A server running on its own threads, stopped when dropped (for `kho bench` and tests).
+pub struct BackgroundServer {
+    pub address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Starts the service in the background on `config.listen` (port 0 picks a free port).
+pub fn start_background(config: &Config) -> Result<BackgroundServer, ServeError> {
+    let state = state(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.listen))
+        .map_err(|source| ServeError::Bind { address: config.listen, source })?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            });
+            if let Err(error) = server.await {
+                tracing::error!(%error, "background server failed");
+            }
+        });
+    });
+    Ok(BackgroundServer { address, stop: Some(stop), thread: Some(thread) })
+}
+
+impl Drop for BackgroundServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
