@@ -347,3 +347,75 @@ fn sigkill_during_deposits_and_reads_loses_no_acknowledged_deposit_or_access_ent
     }
     server.stop();
 }
+
+/// Sends `content` slowly, signalling once half of it has gone out.
+struct SlowReader {
+    content: Vec<u8>,
+    position: usize,
+    halfway: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl std::io::Read for SlowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.position >= self.content.len() {
+            return Ok(0);
+        }
+        if self.position >= self.content.len() / 2 {
+            if let Some(halfway) = self.halfway.take() {
+                let _ = halfway.send(());
+                std::thread::sleep(Duration::from_millis(500)); // SIGTERM lands now
+            }
+        }
+        let count = buf.len().min(16 * 1024).min(self.content.len() - self.position);
+        buf[..count].copy_from_slice(&self.content[self.position..self.position + count]);
+        self.position += count;
+        std::thread::sleep(Duration::from_millis(5));
+        Ok(count)
+    }
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_deposit_finish_and_keeps_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = prepare(dir.path());
+    let server = Server::start(&config);
+    let admin = token(&config, "admin", &[]);
+    let issuer = token(&config, "issuer", &["--agency", AGENCY]);
+    let certificate = std::fs::read(dir.path().join("issuer.kho-cert")).expect("certificate");
+    let status = agent()
+        .post(server.url("/v1/certificates"))
+        .header("Authorization", format!("Bearer {admin}"))
+        .send(&certificate[..])
+        .expect("add certificate")
+        .status();
+    assert_eq!(status.as_u16(), 201);
+
+    let content = document(600_000, 3, false);
+    let envelope = sign(record_for(&content, OWNER, AGENCY), &key(2));
+    let id = Signed::<kho::statement::Record>::from_envelope(&envelope).expect("record").id();
+    let (halfway_sender, halfway) = std::sync::mpsc::channel();
+    let url = server.url("/v1/records");
+    let upload = std::thread::spawn(move || {
+        let mut reader = SlowReader { content, position: 0, halfway: Some(halfway_sender) };
+        agent()
+            .post(url)
+            .header("Authorization", format!("Bearer {issuer}"))
+            .header("Kho-Record", base64::engine::general_purpose::STANDARD.encode(&envelope))
+            .send(ureq::SendBody::from_reader(&mut reader))
+            .map(|response| response.status().as_u16())
+    });
+    halfway.recv().expect("the upload reached halfway");
+    server.stop(); // SIGTERM mid-upload; returns once the server has exited
+    assert_eq!(upload.join().expect("upload thread").expect("response"), 201, "the in-flight deposit was acknowledged");
+
+    let server = Server::start(&config);
+    let citizen = token(&config, "citizen", &["--owner", OWNER]);
+    let status = agent()
+        .get(server.url(&format!("/v1/records/{id}")))
+        .header("Authorization", format!("Bearer {citizen}"))
+        .call()
+        .expect("get record")
+        .status();
+    assert_eq!(status.as_u16(), 200, "the acknowledged deposit survived the shutdown");
+    server.stop();
+}
