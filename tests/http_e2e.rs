@@ -203,6 +203,11 @@ fn deposit_fetch_see_the_access_revoke_and_restart() {
     let log: serde_json::Value =
         serde_json::from_str(&response.body_mut().read_to_string().expect("body")).expect("json");
     assert!(log["entries"].as_array().expect("entries").len() >= 3, "{log}");
+    let listed = kho(&config, &["ls", OWNER, "--server", &server.base, "--token", &citizen]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert!(text(&listed).contains(&id) && text(&listed).contains("revoked"), "{}", text(&listed));
+    let filtered = kho(&config, &["ls", OWNER, "--status", "valid", "--server", &server.base, "--token", &citizen]);
+    assert!(!text(&filtered).contains(&id), "{}", text(&filtered));
     server.stop();
 }
 

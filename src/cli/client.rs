@@ -157,18 +157,19 @@ pub(super) fn get(client: &ClientArgs, id: &str, out: Option<PathBuf>) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn ls(
+/// GETs every page of a listing at `path` (following `next_cursor`) and hands each page to `each`.
+fn each_page(
     client: &ClientArgs,
-    owner: &str,
-    document_type: Option<String>,
-    status: Option<String>,
+    path: &str,
+    query: &[(&str, Option<String>)],
+    mut each: impl FnMut(&serde_json::Value),
 ) -> anyhow::Result<ExitCode> {
     let mut cursor: Option<String> = None;
     loop {
-        let mut request = authorized(client, agent().get(url(client, &format!("/v1/owners/{owner}/records"))));
-        for (name, value) in [("type", &document_type), ("status", &status), ("cursor", &cursor)] {
+        let mut request = authorized(client, agent().get(url(client, path)));
+        for (name, value) in query.iter().chain([("cursor", cursor.clone())].iter()) {
             if let Some(value) = value {
-                request = request.query(name, value);
+                request = request.query(*name, value);
             }
         }
         let mut response = request.call().map_err(|e| unreachable(client, e))?;
@@ -176,6 +177,22 @@ pub(super) fn ls(
             return Ok(refused(response));
         }
         let page = json_body(&mut response)?;
+        each(&page);
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+pub(super) fn ls(
+    client: &ClientArgs,
+    owner: &str,
+    document_type: Option<String>,
+    status: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let query = [("type", document_type), ("status", status)];
+    each_page(client, &format!("/v1/owners/{owner}/records"), &query, |page| {
         for view in page["records"].as_array().into_iter().flatten() {
             let record = &view["record"];
             println!(
@@ -187,25 +204,11 @@ pub(super) fn ls(
                 record["title"].as_str().unwrap_or("?"),
             );
         }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return Ok(ExitCode::SUCCESS),
-        }
-    }
+    })
 }
 
 pub(super) fn access_log(client: &ClientArgs, owner: &str) -> anyhow::Result<ExitCode> {
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut request = authorized(client, agent().get(url(client, &format!("/v1/owners/{owner}/access-log"))));
-        if let Some(cursor) = &cursor {
-            request = request.query("cursor", cursor);
-        }
-        let mut response = request.call().map_err(|e| unreachable(client, e))?;
-        if !response.status().is_success() {
-            return Ok(refused(response));
-        }
-        let page = json_body(&mut response)?;
+    each_page(client, &format!("/v1/owners/{owner}/access-log"), &[], |page| {
         for entry in page["entries"].as_array().into_iter().flatten() {
             println!(
                 "{}  {:<8} {:<20} {:<14} {:<13} purpose {:<20} {} {}",
@@ -219,9 +222,5 @@ pub(super) fn access_log(client: &ClientArgs, owner: &str) -> anyhow::Result<Exi
                 entry["outcome"]["reason"].as_str().unwrap_or(""),
             );
         }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return Ok(ExitCode::SUCCESS),
-        }
-    }
+    })
 }
