@@ -10,10 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use kho::ids::{now_unix_ms, Code, Date, Digest, MediaType, OwnerId, Title};
+use kho::ids::{now_unix_ms, Code, OwnerId};
 use kho::statement::{KeyCertificate, Record, SecretKey, Signed};
 use kho::vault::{Vault, VaultConfig};
-use sha2::Digest as _;
 
 const AGENCY: &str = "000.00.00.H26";
 const CORPUS_CANDIDATES: &[&str] = &[
@@ -24,27 +23,8 @@ const CORPUS_CANDIDATES: &[&str] = &[
     "/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/share/doc/rust/html/embedded-book/assets/f3.jpg",
 ];
 
-/// Text-like bytes (compress well, like XML and text PDFs) or pseudo-random ones (like scans).
 fn synthetic(len: usize, compressible: bool, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let text =
-        b"<hoSo><maHoSo>H26.22-240301-0001</maHoSo><chuHoSo>Nguyen Van A</chuHoSo><ngay>2024-03-01</ngay></hoSo>\n";
-    (0..len)
-        .map(|i| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            if compressible {
-                if i % 61 == 0 {
-                    b'0' + (state % 10) as u8
-                } else {
-                    text[i % text.len()]
-                }
-            } else {
-                state as u8
-            }
-        })
-        .collect()
+    kho::sample::document(len, seed, compressible)
 }
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
@@ -89,24 +69,8 @@ fn bench_vault() -> Bench {
 }
 
 fn record(content: &[u8], nonce: i64) -> Record {
-    let code = |t: &str| Code::parse("code", t).expect("code");
-    Record {
-        owner: OwnerId::parse("001204012345").expect("owner"),
-        document_type: code("GKS"),
-        title: Title::parse("Giấy khai sinh").expect("title"),
-        issuer_agency: code(AGENCY),
-        issued_on: Date::parse("2024-03-01").expect("date"),
-        valid_from: Date::parse("2024-03-01").expect("date"),
-        valid_until: None,
-        procedure: code("1.001193"),
-        dossier: code("H26.22-240301-0001"),
-        blake3: Digest(*blake3::hash(content).as_bytes()),
-        sha256: Digest(sha2::Sha256::digest(content).into()),
-        size_bytes: content.len() as u64,
-        media_type: MediaType::parse("application/pdf").expect("media type"),
-        supersedes: None,
-        signed_at_ms: nonce,
-    }
+    let owner = OwnerId::parse("001204012345").expect("owner");
+    kho::sample::record(content, &owner, &Code::parse("agency", AGENCY).expect("code"), nonce)
 }
 
 const SIZES: [(&str, usize); 3] = [("16KiB", 16 << 10), ("256KiB", 256 << 10), ("4MiB", 4 << 20)];

@@ -30,6 +30,7 @@ pub mod http;
 pub mod ids;
 pub mod json;
 pub mod keys;
+pub mod sample;
 pub mod statement;
 pub mod store;
 pub mod vault;

@@ -90,6 +90,19 @@ fn token(config: &Path, role: &str, extra: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
 }
 
+/// As admin, adds the issuer certificate `prepare` wrote.
+fn certify_issuer(server: &Server, config: &Path) {
+    let admin = token(config, "admin", &[]);
+    let certificate = std::fs::read(config.with_file_name("issuer.kho-cert")).expect("certificate");
+    let status = agent()
+        .post(server.url("/v1/certificates"))
+        .header("Authorization", format!("Bearer {admin}"))
+        .send(&certificate[..])
+        .expect("add certificate")
+        .status();
+    assert_eq!(status.as_u16(), 201);
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).build().into()
 }
@@ -104,18 +117,10 @@ fn deposit_fetch_see_the_access_revoke_and_restart() {
     let d = dir.path();
     let config = prepare(d);
     let server = Server::start(&config);
-    let admin = token(&config, "admin", &[]);
+    certify_issuer(&server, &config);
     let issuer = token(&config, "issuer", &["--agency", AGENCY]);
     let officer = token(&config, "officer", &["--agency", "000.00.00.H01"]);
     let citizen = token(&config, "citizen", &["--owner", OWNER]);
-
-    let certificate = std::fs::read(d.join("issuer.kho-cert")).expect("certificate");
-    let response = agent()
-        .post(server.url("/v1/certificates"))
-        .header("Authorization", format!("Bearer {admin}"))
-        .send(&certificate[..])
-        .expect("add certificate");
-    assert_eq!(response.status().as_u16(), 201);
 
     let content = document(300_000, 42, true);
     std::fs::write(d.join("birth.pdf"), &content).expect("document");
@@ -216,18 +221,10 @@ fn sigkill_during_deposits_and_reads_loses_no_acknowledged_deposit_or_access_ent
     let dir = tempfile::tempdir().expect("tempdir");
     let config = prepare(dir.path());
     let mut server = Server::start(&config);
-    let admin = token(&config, "admin", &[]);
+    certify_issuer(&server, &config);
     let issuer = token(&config, "issuer", &["--agency", AGENCY]);
     let officer = token(&config, "officer", &["--agency", "000.00.00.H01"]);
     let citizen = token(&config, "citizen", &["--owner", OWNER]);
-    let certificate = std::fs::read(dir.path().join("issuer.kho-cert")).expect("certificate");
-    let status = agent()
-        .post(server.url("/v1/certificates"))
-        .header("Authorization", format!("Bearer {admin}"))
-        .send(&certificate[..])
-        .expect("add certificate")
-        .status();
-    assert_eq!(status.as_u16(), 201);
 
     let acknowledged: Mutex<Vec<(Digest, Vec<u8>)>> = Mutex::new(Vec::new());
     let served: Mutex<Vec<Digest>> = Mutex::new(Vec::new());
@@ -384,16 +381,8 @@ fn sigterm_lets_an_in_flight_deposit_finish_and_keeps_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = prepare(dir.path());
     let server = Server::start(&config);
-    let admin = token(&config, "admin", &[]);
+    certify_issuer(&server, &config);
     let issuer = token(&config, "issuer", &["--agency", AGENCY]);
-    let certificate = std::fs::read(dir.path().join("issuer.kho-cert")).expect("certificate");
-    let status = agent()
-        .post(server.url("/v1/certificates"))
-        .header("Authorization", format!("Bearer {admin}"))
-        .send(&certificate[..])
-        .expect("add certificate")
-        .status();
-    assert_eq!(status.as_u16(), 201);
 
     let content = document(600_000, 3, false);
     let envelope = sign(record_for(&content, OWNER, AGENCY), &key(2));

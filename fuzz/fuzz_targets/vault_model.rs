@@ -6,11 +6,10 @@
 use std::io::Read as _;
 
 use arbitrary::Arbitrary;
-use kho::ids::{Code, Date, Digest, MediaType, OwnerId, Title};
+use kho::ids::{Code, Digest, OwnerId, Title};
 use kho::statement::{KeyCertificate, Record, RecordRevocation, SecretKey, Signed};
 use kho::vault::{ListFilter, Status, Vault, VaultConfig};
 use libfuzzer_sys::fuzz_target;
-use sha2::Digest as _;
 
 const OWNERS: [&str; 3] = ["001204012345", "079198000123", "0101234567"];
 const AGENCY: &str = "000.00.00.H26";
@@ -36,34 +35,14 @@ struct ModelRecord {
 }
 
 fn content(seed: u8, len: u16) -> Vec<u8> {
-    let mut state = u64::from(seed) * 0x9e37_79b9 + 1;
-    (0..usize::from(len) * 4)
-        .map(|i| {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            if seed % 2 == 0 { b"KHO "[i % 4] } else { (state >> 33) as u8 }
-        })
-        .collect()
+    kho::sample::document(usize::from(len) * 4, u64::from(seed), seed % 2 == 0)
 }
 
 fn record(owner: usize, content: &[u8], supersedes: Option<Digest>, nonce: i64) -> Record {
-    let code = |t: &str| Code::parse("code", t).expect("code");
-    Record {
-        owner: OwnerId::parse(OWNERS[owner]).expect("owner"),
-        document_type: code("GKS"),
-        title: Title::parse("Giấy khai sinh").expect("title"),
-        issuer_agency: code(AGENCY),
-        issued_on: Date::parse("2024-03-01").expect("date"),
-        valid_from: Date::parse("2024-03-01").expect("date"),
-        valid_until: None,
-        procedure: code("1.001193"),
-        dossier: code("D1"),
-        blake3: Digest(*blake3::hash(content).as_bytes()),
-        sha256: Digest(sha2::Sha256::digest(content).into()),
-        size_bytes: content.len() as u64,
-        media_type: MediaType::parse("application/pdf").expect("media type"),
-        supersedes,
-        signed_at_ms: nonce,
-    }
+    let owner = OwnerId::parse(OWNERS[owner]).expect("owner");
+    let mut record = kho::sample::record(content, &owner, &Code::parse("agency", AGENCY).expect("code"), nonce);
+    record.supersedes = supersedes;
+    record
 }
 
 fn open(dir: &std::path::Path, anchor: &SecretKey) -> Vault {

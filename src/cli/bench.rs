@@ -14,12 +14,12 @@ use base64::Engine as _;
 use clap::Args;
 
 use crate::config::Config;
-use crate::ids::{now_unix_ms, Code, Date, Digest, MediaType, OwnerId, Title};
-use crate::statement::{KeyCertificate, Record, SecretKey, Signed};
+use crate::ids::{now_unix_ms, Code, Digest, OwnerId};
+use crate::statement::{KeyCertificate, SecretKey, Signed};
 
 const AGENCY: &str = "000.00.00.H26";
 const OWNER: &str = "001204012345";
-const PURPOSE: &str = "BENCH-0001";
+const PURPOSE: &str = "H26.22-240301-0001";
 
 #[derive(Args)]
 pub(super) struct BenchArgs {
@@ -38,44 +38,6 @@ pub(super) struct BenchArgs {
     /// Scratch directory for the server's data (removed afterwards); default under the temp dir.
     #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-/// Half the documents compress like text, half do not, like scans.
-fn document(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let text = b"<hoSo><maHoSo>H26.22-240301-0001</maHoSo><chuHoSo>Nguyen Van A</chuHoSo></hoSo>\n";
-    (0..len)
-        .map(|i| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            if seed % 2 == 0 && i % 53 != 0 {
-                text[i % text.len()]
-            } else {
-                state as u8
-            }
-        })
-        .collect()
-}
-
-fn record(content: &[u8], nonce: i64) -> anyhow::Result<Record> {
-    Ok(Record {
-        owner: OwnerId::parse(OWNER)?,
-        document_type: Code::parse("document type", "GKS")?,
-        title: Title::parse("Giấy khai sinh")?,
-        issuer_agency: Code::parse("agency", AGENCY)?,
-        issued_on: Date::parse("2024-03-01")?,
-        valid_from: Date::parse("2024-03-01")?,
-        valid_until: None,
-        procedure: Code::parse("procedure", "1.001193")?,
-        dossier: Code::parse("dossier", PURPOSE)?,
-        blake3: Digest(*blake3::hash(content).as_bytes()),
-        sha256: Digest::sha256(content),
-        size_bytes: content.len() as u64,
-        media_type: MediaType::parse("application/pdf")?,
-        supersedes: None,
-        signed_at_ms: nonce,
-    })
 }
 
 /// Runs `count` requests on `concurrency` threads; returns each one's latency.
@@ -205,10 +167,12 @@ fn bench_in(
     println!(
         "|----------|---------|-----------|--------------|--------------|---------|---------|---------|---------|"
     );
+    let (owner, agency) = (OwnerId::parse(OWNER)?, Code::parse("agency", AGENCY)?);
     let ids = Mutex::new(vec![Digest([0; 32]); documents]);
     let (elapsed, latencies) = run(documents, concurrency, |index| {
-        let content = document(size, index as u64);
-        let signed = Signed::sign(record(&content, now + index as i64)?, &issuer);
+        // Half the documents compress like text, half do not, like scans.
+        let content = crate::sample::document(size, index as u64, index % 2 == 0);
+        let signed = Signed::sign(crate::sample::record(&content, &owner, &agency, now + index as i64), &issuer);
         let response = agent
             .post(format!("{base}/v1/records"))
             .header("Authorization", format!("Bearer {issuer_token}"))

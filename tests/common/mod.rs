@@ -1,10 +1,9 @@
 //! Shared test fixtures: keys, certificates, records and documents built through the public API.
 #![allow(dead_code)]
 
-use kho::ids::{now_unix_ms, Code, Date, Digest, MediaType, OwnerId, Title};
+use kho::ids::{now_unix_ms, Code, Digest, OwnerId};
 use kho::statement::{KeyCertificate, Record, SecretKey, Signed};
 use kho::vault::{Vault, VaultConfig};
-use sha2::Digest as _;
 
 pub const AGENCY: &str = "000.00.00.H26";
 pub const OTHER_AGENCY: &str = "000.00.00.G01";
@@ -86,46 +85,10 @@ pub fn fixture() -> Fixture {
     fixture_with(|_| {})
 }
 
-/// Deterministic document bytes: `compressible` gives text-like bytes, otherwise pseudo-random.
-pub fn document(len: usize, seed: u64, compressible: bool) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let text = b"CONG HOA XA HOI CHU NGHIA VIET NAM - Doc lap - Tu do - Hanh phuc. Giay khai sinh so ";
-    (0..len)
-        .map(|i| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            if compressible {
-                if i % 97 == 0 {
-                    b'0' + (state % 10) as u8
-                } else {
-                    text[i % text.len()]
-                }
-            } else {
-                state as u8
-            }
-        })
-        .collect()
-}
+pub use kho::sample::document;
 
 pub fn record_for(content: &[u8], owner: &str, agency: &str) -> Record {
-    Record {
-        owner: OwnerId::parse(owner).expect("owner"),
-        document_type: code("GKS"),
-        title: Title::parse("Giấy khai sinh").expect("title"),
-        issuer_agency: code(agency),
-        issued_on: Date::parse("2024-03-01").expect("date"),
-        valid_from: Date::parse("2024-03-01").expect("date"),
-        valid_until: None,
-        procedure: code("1.001193"),
-        dossier: code("H26.22-240301-0001"),
-        blake3: Digest(*blake3::hash(content).as_bytes()),
-        sha256: Digest(sha2::Sha256::digest(content).into()),
-        size_bytes: content.len() as u64,
-        media_type: MediaType::parse("application/pdf").expect("media type"),
-        supersedes: None,
-        signed_at_ms: now_unix_ms(),
-    }
+    kho::sample::record(content, &OwnerId::parse(owner).expect("owner"), &code(agency), now_unix_ms())
 }
 
 pub fn sign(record: Record, key: &SecretKey) -> Vec<u8> {
