@@ -963,9 +963,7 @@ impl Vault {
         page_size: usize,
         keep: impl Fn(&RecordView) -> bool,
     ) -> Result<Page, QueryError> {
-        if page_size == 0 || page_size > PAGE_SIZE_MAX {
-            return Err(QueryError::InvalidPageSize { requested: page_size });
-        }
+        check_page(cursor, page_size)?;
         let after = cursor.map(|text| cursor_key(prefix, text)).transpose()?;
         let mut records = Vec::new();
         let mut last_key = None;
@@ -1023,9 +1021,7 @@ impl Vault {
         cursor: Option<&str>,
         page_size: usize,
     ) -> Result<AccessPage, QueryError> {
-        if page_size == 0 || page_size > PAGE_SIZE_MAX {
-            return Err(QueryError::InvalidPageSize { requested: page_size });
-        }
+        check_page(cursor, page_size)?;
         let prefix = key::access_prefix(owner);
         let after = cursor.map(|text| cursor_key(&prefix, text)).transpose()?;
         let mut entries: Vec<(u64, AccessEvent)> = Vec::new();
@@ -1072,11 +1068,26 @@ pub fn fuzz_decode_stored_values(bytes: &[u8]) {
     let _ = codec::decode::<AccessEvent>(bytes);
 }
 
-/// The index key a cursor stands for: the prefix and the 8-byte position the cursor encodes in hex.
-fn cursor_key(prefix: &[u8], cursor: &str) -> Result<Vec<u8>, QueryError> {
+/// Checks the paging arguments of any listing: a page size in 1..=[`PAGE_SIZE_MAX`] and, if given, a
+/// cursor of the shape this vault hands out. Edges call it to reject a bad request before doing anything
+/// else (such as recording an access).
+pub fn check_page(cursor: Option<&str>, page_size: usize) -> Result<(), QueryError> {
+    if page_size == 0 || page_size > PAGE_SIZE_MAX {
+        return Err(QueryError::InvalidPageSize { requested: page_size });
+    }
+    cursor.map(cursor_position).transpose().map(|_| ())
+}
+
+/// The 8-byte index position a cursor encodes in hex.
+fn cursor_position(cursor: &str) -> Result<[u8; 8], QueryError> {
     let mut position = [0u8; 8];
     hex::decode_to_slice(cursor, &mut position).map_err(|_| QueryError::InvalidCursor(cursor.to_owned()))?;
-    Ok([prefix, &position].concat())
+    Ok(position)
+}
+
+/// The index key a cursor stands for: the prefix and the cursor's position.
+fn cursor_key(prefix: &[u8], cursor: &str) -> Result<Vec<u8>, QueryError> {
+    Ok([prefix, &cursor_position(cursor)?].concat())
 }
 
 fn digest_suffix(key: &[u8]) -> Result<Digest, StorageError> {

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use crate::ids::{now_unix_ms, Code, Digest, OwnerId};
 use crate::json;
 use crate::statement::{CertificateRevocation, PublicKey, Record, RecordRevocation, Signed};
-use crate::vault::{DepositError, ListFilter, RecordView, StatusKind, Vault, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX};
+use crate::vault::{DepositError, ListFilter, RecordView, StatusKind, Vault, PAGE_SIZE_DEFAULT};
 
 pub use access::{decide, Decision, Resource};
 pub use auth::{Authenticator, Principal, Role};
@@ -492,32 +492,14 @@ async fn list_records(
     };
     let purpose = purpose(&headers)?;
     // Validate everything before the access decision, so a malformed request leaves no access entry.
-    let limit = page_size(query.limit)?;
-    check_cursor(query.cursor.as_deref())?;
+    let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
+    crate::vault::check_page(query.cursor.as_deref(), limit)?;
     guard(&state, &principal, Resource::OwnerRecords { owner: owner.clone() }, None, purpose).await?;
     let page = state.blocking(move |vault| vault.list_owner(&owner, &filter, query.cursor.as_deref(), limit)).await??;
     Ok(Json(json!({
         "records": page.records.iter().map(json::record_view_json).collect::<Vec<_>>(),
         "next_cursor": page.next_cursor,
     })))
-}
-
-fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(PAGE_SIZE_DEFAULT);
-    if limit == 0 || limit > PAGE_SIZE_MAX {
-        return Err(ApiError::bad_request("invalid_page_size", format!("limit must be 1 to {PAGE_SIZE_MAX}")));
-    }
-    Ok(limit)
-}
-
-/// Cursors are the 16 hex digits the vault hands out.
-fn check_cursor(cursor: Option<&str>) -> Result<(), ApiError> {
-    match cursor {
-        Some(text) if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            Err(ApiError::bad_request("invalid_cursor", format!("{text:?} is not a cursor this vault returned")))
-        }
-        _ => Ok(()),
-    }
 }
 
 #[derive(Deserialize)]
@@ -538,8 +520,7 @@ async fn access_log(
     if principal.role != Role::Citizen || principal.owner.as_ref() != Some(&owner) {
         return Err(ApiError::forbidden("not_your_store", "only the owner reads their access log"));
     }
-    let limit = page_size(query.limit)?;
-    check_cursor(query.cursor.as_deref())?;
+    let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
     let page = state.blocking(move |vault| vault.access_log(&owner, query.cursor.as_deref(), limit)).await??;
     Ok(Json(json!({
         "entries": page.entries.iter().map(|(sequence, event)| json::access_event_json(*sequence, event)).collect::<Vec<_>>(),
