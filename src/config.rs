@@ -13,6 +13,14 @@ pub const STATEMENT_BODY_SIZE_BYTES_MAX_DEFAULT: usize = 64 * 1024;
 pub const REQUEST_TIMEOUT_SECONDS_DEFAULT: u64 = 300;
 pub const CONCURRENCY_LIMIT_DEFAULT: usize = 256;
 pub const SHUTDOWN_GRACE_SECONDS_DEFAULT: u64 = 30;
+/// A connection waiting for a request's headers (silent, slow, or idle between kept-alive requests)
+/// is closed after this long.
+pub const HEADER_READ_TIMEOUT_SECONDS_DEFAULT: u64 = 15;
+/// A connection that moves no byte in either direction for this long is closed, mid-request included
+/// (a stalled upload, a download nobody reads).
+pub const IDLE_TIMEOUT_SECONDS_DEFAULT: u64 = 60;
+/// Open connections at most; further clients wait in the listen backlog until one closes.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
 pub const TOKEN_LEEWAY_SECONDS_DEFAULT: u64 = 30;
 /// The `iss` of tokens minted by `kho dev-token`, accepted only in dev mode.
 pub const DEV_TOKEN_ISSUER: &str = "kho-dev";
@@ -52,6 +60,13 @@ pub struct Config {
     pub concurrency_limit: usize,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish (`KHO_SHUTDOWN_GRACE_SECONDS`).
     pub shutdown_grace_seconds: u64,
+    /// Time allowed for a request's headers to arrive, counted from when the connection is ready for
+    /// one (`KHO_HEADER_READ_TIMEOUT_SECONDS`).
+    pub header_read_timeout_seconds: u64,
+    /// A connection with no traffic for this long is closed (`KHO_IDLE_TIMEOUT_SECONDS`).
+    pub idle_timeout_seconds: u64,
+    /// Connections open at once (`KHO_CONNECTIONS_MAX`).
+    pub connections_max: usize,
     pub auth: AuthConfig,
 }
 
@@ -81,6 +96,9 @@ impl Default for Config {
             request_timeout_seconds: REQUEST_TIMEOUT_SECONDS_DEFAULT,
             concurrency_limit: CONCURRENCY_LIMIT_DEFAULT,
             shutdown_grace_seconds: SHUTDOWN_GRACE_SECONDS_DEFAULT,
+            header_read_timeout_seconds: HEADER_READ_TIMEOUT_SECONDS_DEFAULT,
+            idle_timeout_seconds: IDLE_TIMEOUT_SECONDS_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
             auth: AuthConfig::default(),
         }
     }
@@ -152,6 +170,15 @@ impl Config {
         if let Some(v) = lookup("KHO_SHUTDOWN_GRACE_SECONDS") {
             self.shutdown_grace_seconds = parse_env("KHO_SHUTDOWN_GRACE_SECONDS", &v)?;
         }
+        if let Some(v) = lookup("KHO_HEADER_READ_TIMEOUT_SECONDS") {
+            self.header_read_timeout_seconds = parse_env("KHO_HEADER_READ_TIMEOUT_SECONDS", &v)?;
+        }
+        if let Some(v) = lookup("KHO_IDLE_TIMEOUT_SECONDS") {
+            self.idle_timeout_seconds = parse_env("KHO_IDLE_TIMEOUT_SECONDS", &v)?;
+        }
+        if let Some(v) = lookup("KHO_CONNECTIONS_MAX") {
+            self.connections_max = parse_env("KHO_CONNECTIONS_MAX", &v)?;
+        }
         if let Some(v) = lookup("KHO_AUTH_ISSUER") {
             self.auth.issuer = v;
         }
@@ -188,6 +215,9 @@ impl Config {
             ("statement_body_size_bytes_max", self.statement_body_size_bytes_max as u64),
             ("request_timeout_seconds", self.request_timeout_seconds),
             ("concurrency_limit", self.concurrency_limit as u64),
+            ("header_read_timeout_seconds", self.header_read_timeout_seconds),
+            ("idle_timeout_seconds", self.idle_timeout_seconds),
+            ("connections_max", self.connections_max as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be greater than 0")));

@@ -126,15 +126,43 @@ fn frame_checksum(upload_id: u64, index: u32, plain: &[u8]) -> [u8; 32] {
     *hasher.finalize().as_bytes()
 }
 
-fn encode_frame(
+/// The compressor and the decompressor that checks its every output.
+struct Codecs {
+    compressor: zstd::bulk::Compressor<'static>,
+    checker: zstd::bulk::Decompressor<'static>,
+}
+
+impl Codecs {
+    fn new(level: i32) -> io::Result<Codecs> {
+        Ok(Codecs { compressor: zstd::bulk::Compressor::new(level)?, checker: zstd::bulk::Decompressor::new()? })
+    }
+}
+
+/// Whether `compressed` is worth storing for `plain`: smaller, and it decompresses to exactly `plain`.
+/// A compressor bug must never reach the disk (restic once stored zstd output that did not decompress to
+/// its input); such a frame is stored raw instead, and the mismatch is reported.
+fn compressed_payload_is_sound(
     plain: &[u8],
-    upload_id: u64,
-    index: u32,
-    compressor: &mut zstd::bulk::Compressor<'static>,
-) -> io::Result<Vec<u8>> {
-    let compressed = compressor.compress(plain)?;
-    let (codec, payload) =
-        if compressed.len() < plain.len() { (CODEC_ZSTD, compressed.as_slice()) } else { (CODEC_RAW, plain) };
+    compressed: &[u8],
+    checker: &mut zstd::bulk::Decompressor<'static>,
+) -> bool {
+    if compressed.len() >= plain.len() {
+        return false;
+    }
+    let sound = checker.decompress(compressed, plain.len()).is_ok_and(|round_trip| round_trip == plain);
+    if !sound {
+        tracing::error!(plain_bytes = plain.len(), "zstd output does not decompress to its input; frame stored raw");
+    }
+    sound
+}
+
+fn encode_frame(plain: &[u8], upload_id: u64, index: u32, codecs: &mut Codecs) -> io::Result<Vec<u8>> {
+    let compressed = codecs.compressor.compress(plain)?;
+    let (codec, payload) = if compressed_payload_is_sound(plain, &compressed, &mut codecs.checker) {
+        (CODEC_ZSTD, compressed.as_slice())
+    } else {
+        (CODEC_RAW, plain)
+    };
     let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
     frame.push(FRAME_VERSION);
     frame.push(codec);
@@ -194,7 +222,7 @@ pub struct ContentWriter {
     size_bytes: u64,
     blake3: blake3::Hasher,
     sha256: sha2::Sha256,
-    compressor: zstd::bulk::Compressor<'static>,
+    codecs: Codecs,
 }
 
 /// Content fully written and synced but not yet visible: commit it with
@@ -221,7 +249,7 @@ impl ContentWriter {
             size_bytes: 0,
             blake3: blake3::Hasher::new(),
             sha256: sha2::Sha256::new(),
-            compressor: zstd::bulk::Compressor::new(config.zstd_level).map_err(ContentError::Compression)?,
+            codecs: Codecs::new(config.zstd_level).map_err(ContentError::Compression)?,
         })
     }
 
@@ -252,8 +280,8 @@ impl ContentWriter {
     fn seal_frame(&mut self) -> Result<(), ContentError> {
         let index = u32::try_from(self.frame_lengths.len())
             .map_err(|_| ContentError::TooLarge { limit_bytes: self.size_limit_bytes })?;
-        let frame = encode_frame(&self.buffer, self.upload_id, index, &mut self.compressor)
-            .map_err(ContentError::Compression)?;
+        let frame =
+            encode_frame(&self.buffer, self.upload_id, index, &mut self.codecs).map_err(ContentError::Compression)?;
         self.pack.append(&frame)?;
         // A frame is at most FRAME_SIZE_BYTES_MAX plus its header, far below 4 GiB.
         self.frame_lengths.push(u32::try_from(frame.len()).unwrap_or(u32::MAX));
@@ -567,10 +595,10 @@ mod tests {
 
     #[test]
     fn corrupt_frames_are_detected() {
-        let mut compressor = zstd::bulk::Compressor::new(3).expect("zstd");
+        let mut codecs = Codecs::new(3).expect("zstd");
         let mut decompressor = zstd::bulk::Decompressor::new().expect("zstd");
         let plain = b"hello hello hello hello hello hello".to_vec();
-        let frame = encode_frame(&plain, 1, 0, &mut compressor).expect("encode");
+        let frame = encode_frame(&plain, 1, 0, &mut codecs).expect("encode");
         assert_eq!(decode_frame(&frame, 1, 0, plain.len(), &mut decompressor), Ok(plain.clone()));
         assert_eq!(decode_frame(&frame, 1, 1, plain.len(), &mut decompressor), Err(FrameError::ChecksumMismatch));
         // Some zstd header bits do not change the output; what must never happen is wrong bytes.
@@ -585,5 +613,23 @@ mod tests {
         }
         assert!(rejected >= frame.len() - 4, "only {rejected} of {} flips were rejected", frame.len());
         assert_eq!(decode_frame(&frame[..10], 1, 0, plain.len(), &mut decompressor), Err(FrameError::Truncated));
+    }
+
+    #[test]
+    fn compressed_output_that_does_not_round_trip_is_never_stored() {
+        let mut codecs = Codecs::new(3).expect("zstd");
+        let plain = b"CONG HOA XA HOI CHU NGHIA VIET NAM ".repeat(100);
+        let good = codecs.compressor.compress(&plain).expect("compress");
+        assert!(compressed_payload_is_sound(&plain, &good, &mut codecs.checker));
+        // What a faulty compressor could return: valid zstd of other bytes, and bytes that are not zstd.
+        let mut other = plain.clone();
+        other[7] ^= 1;
+        let wrong = codecs.compressor.compress(&other).expect("compress");
+        assert!(!compressed_payload_is_sound(&plain, &wrong, &mut codecs.checker));
+        let mut garbled = good.clone();
+        let middle = garbled.len() / 2;
+        garbled[middle] ^= 0xff;
+        assert!(!compressed_payload_is_sound(&plain, &garbled, &mut codecs.checker));
+        assert!(!compressed_payload_is_sound(&plain, &garbled[..4], &mut codecs.checker));
     }
 }

@@ -1,10 +1,12 @@
 //! The real `kho serve` on a free loopback port, driven by a real HTTP client and by the `kho` CLI:
 //! the users' journey across a restart, and a SIGKILL in the middle of concurrent deposits and reads
-//! after which every acknowledged deposit and every served read's access entry is still there.
+//! after which every acknowledged deposit and every served read's access entry is still there. Raw
+//! sockets play the clients that misbehave: bodies that never end, slow and silent connections.
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,9 +43,15 @@ fn prepare(dir: &Path) -> PathBuf {
 
 impl Server {
     fn start(config: &Path) -> Server {
+        Server::start_with(config, &[])
+    }
+
+    /// Starts with `KHO_*` overrides of the config file.
+    fn start_with(config: &Path, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kho"))
             .args(["serve", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -62,6 +70,14 @@ impl Server {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// A raw TCP connection to the server, with TCP_NODELAY as HTTP clients set it.
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.base.trim_start_matches("http://")).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+        stream
     }
 
     /// SIGTERM, and wait for a clean exit.
@@ -411,5 +427,238 @@ fn sigterm_lets_an_in_flight_deposit_finish_and_keeps_it() {
         .expect("get record")
         .status();
     assert_eq!(status.as_u16(), 200, "the acknowledged deposit survived the shutdown");
+    server.stop();
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body: (status, body). `None` if the connection
+/// closed first.
+fn read_response(stream: &mut TcpStream) -> Option<(u16, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8(head).expect("ascii head");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+        .map_or(0, |v| v.parse().expect("length"));
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some((status, body))
+}
+
+/// Waits until the server closes `stream`; returns how long that took from `since`.
+fn wait_closed(stream: &mut TcpStream, since: Instant) -> Duration {
+    let mut sink = [0u8; 1024];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => return since.elapsed(),
+            Ok(_) => continue, // an error response before the close is fine
+        }
+    }
+}
+
+/// Regression: a deposit whose body never ended (Content-Length larger than what was sent, or a chunked
+/// body without its last chunk) was answered 408 with an empty body, yet committed with a receipt,
+/// because the upload worker took the dropped channel for the end of the body.
+#[test]
+fn a_deposit_whose_body_never_ends_is_answered_408_and_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = prepare(dir.path());
+    let server = Server::start_with(&config, &[("KHO_REQUEST_TIMEOUT_SECONDS", "2")]);
+    certify_issuer(&server, &config);
+    let issuer = token(&config, "issuer", &["--agency", AGENCY]);
+    let citizen = token(&config, "citizen", &["--owner", OWNER]);
+    let content = document(90_000, 77, true);
+    let envelope = sign(record_for(&content, OWNER, AGENCY), &key(2));
+    let id = Signed::<kho::statement::Record>::from_envelope(&envelope).expect("record").id();
+    let record_header = base64::engine::general_purpose::STANDARD.encode(&envelope);
+    let head = |framing: &str| {
+        format!(
+            "POST /v1/records HTTP/1.1\r\nHost: kho\r\nAuthorization: Bearer {issuer}\r\nKho-Record: {record_header}\r\n{framing}\r\n"
+        )
+    };
+    let record_status = || {
+        agent()
+            .get(server.url(&format!("/v1/records/{id}")))
+            .header("Authorization", format!("Bearer {citizen}"))
+            .call()
+            .expect("get record")
+            .status()
+            .as_u16()
+    };
+
+    // Every byte of the document, then a body that does not end.
+    let mut chunk_frame = format!("{:x}\r\n", content.len()).into_bytes();
+    chunk_frame.extend_from_slice(&content);
+    chunk_frame.extend_from_slice(b"\r\n");
+    let unended: [(String, Vec<u8>); 2] = [
+        (head(&format!("Content-Length: {}\r\n", content.len() + 100)), content.clone()),
+        (head("Transfer-Encoding: chunked\r\n"), chunk_frame),
+    ];
+    for (request_head, body) in unended {
+        let mut stream = server.connect();
+        let started = Instant::now();
+        stream.write_all(request_head.as_bytes()).expect("head");
+        stream.write_all(&body).expect("body");
+        let (status, answer) = read_response(&mut stream).expect("an answer before the close");
+        assert_eq!(status, 408, "{}", String::from_utf8_lossy(&answer));
+        let answer: serde_json::Value = serde_json::from_slice(&answer).expect("a JSON error");
+        assert_eq!(answer["error"]["code"], "request_timeout");
+        assert!(started.elapsed() >= Duration::from_millis(1900), "answered before the deadline");
+        assert_eq!(record_status(), 404, "a deposit answered 408 must leave nothing");
+    }
+
+    // A body that runs past the record's size is rejected too.
+    let mut stream = server.connect();
+    stream.write_all(head(&format!("Content-Length: {}\r\n", content.len() + 10)).as_bytes()).expect("head");
+    let mut longer = content.clone();
+    longer.extend_from_slice(&[0; 10]);
+    let _ = stream.write_all(&longer);
+    let (status, answer) = read_response(&mut stream).expect("an answer");
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(record_status(), 404);
+
+    // The same record, sent whole, is accepted as new: nothing of the failed attempts was kept.
+    let status = agent()
+        .post(server.url("/v1/records"))
+        .header("Authorization", format!("Bearer {issuer}"))
+        .header("Kho-Record", &record_header)
+        .send(&content[..])
+        .expect("deposit")
+        .status();
+    assert_eq!(status.as_u16(), 201);
+    assert_eq!(record_status(), 200);
+    server.stop();
+}
+
+/// Regression: 200 slowloris and 50 silent connections stayed open indefinitely. Headers must arrive
+/// within the header-read timeout, a connection that moves no bytes closes after the idle timeout, and
+/// past the connection cap new clients wait until a slot frees.
+#[test]
+fn slow_silent_and_idle_connections_are_closed_and_open_connections_are_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = prepare(dir.path());
+    let server = Server::start_with(
+        &config,
+        &[("KHO_HEADER_READ_TIMEOUT_SECONDS", "1"), ("KHO_IDLE_TIMEOUT_SECONDS", "2"), ("KHO_CONNECTIONS_MAX", "6")],
+    );
+    let admin = token(&config, "admin", &[]);
+    let opened = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    let slowloris: Vec<_> = (0..3)
+        .map(|_| {
+            let mut stream = server.connect();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: kho\r\n");
+                // One header line every 200 ms: never idle, never done.
+                for n in 0..50 {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if stream.write_all(format!("X-Slow-{n}: a\r\n").as_bytes()).is_err() {
+                        break;
+                    }
+                }
+                wait_closed(&mut stream, started)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Six connections are open: a seventh is answered only once a slot frees.
+    let mut seventh = server.connect();
+    let asked = Instant::now();
+    seventh.write_all(b"GET /healthz HTTP/1.1\r\nHost: kho\r\n\r\n").expect("request");
+    let (status, _) = read_response(&mut seventh).expect("answered eventually");
+    assert_eq!(status, 200);
+    let waited = asked.elapsed();
+    assert!(waited >= Duration::from_millis(500), "the seventh connection was served at once ({waited:?})");
+
+    for stream in &mut silent {
+        let closed = wait_closed(stream, opened);
+        assert!(closed >= Duration::from_millis(900) && closed < Duration::from_secs(5), "silent: {closed:?}");
+    }
+    for thread in slowloris {
+        let closed = thread.join().expect("slowloris thread");
+        assert!(closed < Duration::from_secs(5), "a slowloris connection stayed open {closed:?}");
+    }
+    // A kept-alive connection that sends no next request is closed too.
+    let idle_since = Instant::now();
+    let closed = wait_closed(&mut seventh, idle_since);
+    assert!(closed < Duration::from_secs(5), "an idle kept-alive connection stayed open {closed:?}");
+
+    // A stalled body (headers done, then silence) is cut by the idle timeout, long before the request's.
+    let mut stalled = server.connect();
+    let started = Instant::now();
+    let head = format!(
+        "POST /v1/certificates HTTP/1.1\r\nHost: kho\r\nAuthorization: Bearer {admin}\r\nContent-Length: 1000\r\n\r\n"
+    );
+    stalled.write_all(head.as_bytes()).expect("head");
+    stalled.write_all(&[0u8; 10]).expect("some body");
+    let closed = wait_closed(&mut stalled, started);
+    assert!(closed >= Duration::from_millis(1500) && closed < Duration::from_secs(6), "stalled: {closed:?}");
+
+    // The server still serves.
+    let mut fresh = server.connect();
+    fresh.write_all(b"GET /healthz HTTP/1.1\r\nHost: kho\r\n\r\n").expect("request");
+    assert_eq!(read_response(&mut fresh).map(|(status, _)| status), Some(200));
+    server.stop();
+}
+
+/// Regression: an officer's read of a 92-byte document took 42 ms at the median over a kept-alive
+/// connection, because the server never set TCP_NODELAY and the response's second write waited for the
+/// client's delayed ACK.
+#[test]
+fn a_small_read_over_a_kept_alive_connection_does_not_wait_for_a_delayed_ack() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = prepare(dir.path());
+    let server = Server::start(&config);
+    certify_issuer(&server, &config);
+    let issuer = token(&config, "issuer", &["--agency", AGENCY]);
+    let officer = token(&config, "officer", &["--agency", "000.00.00.H01"]);
+    let small = b"<ketqua><ma>H26.22-240301-0001</ma><trangthai>da cap</trangthai><ngay>2024-03-01</ngay></ketqua>";
+    let mut timings_by_size = Vec::new();
+    for content in [small[..92].to_vec(), document(65_536 + 92, 5, false)] {
+        let envelope = sign(record_for(&content, OWNER, AGENCY), &key(2));
+        let id = Signed::<kho::statement::Record>::from_envelope(&envelope).expect("record").id();
+        let status = agent()
+            .post(server.url("/v1/records"))
+            .header("Authorization", format!("Bearer {issuer}"))
+            .header("Kho-Record", base64::engine::general_purpose::STANDARD.encode(&envelope))
+            .send(&content[..])
+            .expect("deposit")
+            .status();
+        assert_eq!(status.as_u16(), 201);
+        let mut stream = server.connect();
+        let request = format!(
+            "GET /v1/records/{id}/content HTTP/1.1\r\nHost: kho\r\nAuthorization: Bearer {officer}\r\nKho-Purpose: {PURPOSE}\r\n\r\n"
+        );
+        let mut timings = Vec::new();
+        for _ in 0..21 {
+            let started = Instant::now();
+            stream.write_all(request.as_bytes()).expect("request");
+            let (status, body) = read_response(&mut stream).expect("response on the kept-alive connection");
+            timings.push(started.elapsed());
+            assert_eq!(status, 200);
+            assert!(body == content, "the document came back changed");
+        }
+        timings.sort();
+        eprintln!(
+            "{} bytes, logged reads over one connection: median {:?}, max {:?}",
+            content.len(),
+            timings[10],
+            timings[20]
+        );
+        timings_by_size.push(timings[10]);
+    }
+    // Each read also fsyncs its access entry; a delayed-ACK stall alone would be about 40 ms.
+    for median in timings_by_size {
+        assert!(median < Duration::from_millis(25), "median read took {median:?}");
+    }
     server.stop();
 }

@@ -41,6 +41,14 @@ pub const PURPOSE_HEADER: &str = "kho-purpose";
 /// Chunks in flight between the network and the vault during an upload or a download.
 const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
 
+/// What the network side of a deposit tells the vault side.
+enum BodyPiece {
+    Bytes(Bytes),
+    /// The body ended: the deposit may commit if its size and hashes match.
+    End,
+    Failed(String),
+}
+
 /// Limits of the service (see `config`).
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -85,8 +93,10 @@ impl AppState {
 /// The whole service.
 pub fn router(state: AppState) -> Router {
     let limits = state.0.limits.clone();
-    let api = Router::new()
-        .route("/v1/records", post(deposit))
+    // Every route but the deposit answers 408 when its handler overruns. A deposit applies the same
+    // deadline to its body only: once the body has ended, its commit is never cut off, so a 408 always
+    // means nothing was stored.
+    let timed = Router::new()
         .route("/v1/records/{id}", get(get_record))
         .route("/v1/records/{id}/content", get(get_content))
         .route("/v1/records/{id}/revocation", post(revoke_record))
@@ -98,6 +108,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi_document))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ));
+    let api = Router::new()
+        .route("/v1/records", post(deposit))
+        .merge(timed)
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint; see /v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -108,7 +125,6 @@ pub fn router(state: AppState) -> Router {
         })
         .with_state(state);
     api.layer(axum::middleware::from_fn(json_errors))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
         .layer(tower::limit::ConcurrencyLimitLayer::new(limits.concurrency_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
@@ -234,34 +250,57 @@ async fn deposit(
             format!("the record is issued by {}, not by the caller's agency", record.body().issuer_agency),
         ));
     }
-    // Content flows from the network to the vault through a small channel: never buffered whole.
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(STREAM_CHUNKS_IN_FLIGHT);
+    // Content flows from the network to the vault through a small channel: never buffered whole. The
+    // worker commits only when told the body ended; a body that stops short, fails, or misses its
+    // deadline drops the sender instead, and the deposit is rolled back.
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<BodyPiece>(STREAM_CHUNKS_IN_FLIGHT);
+    let deadline = tokio::time::Instant::now() + state.0.limits.request_timeout;
     let worker = state.blocking(move |vault| {
         let mut deposit = vault.begin_deposit(&envelope)?;
-        while let Some(chunk) = receiver.blocking_recv() {
-            match chunk {
-                Ok(bytes) => deposit.write(&bytes)?,
-                Err(reason) => {
+        loop {
+            match receiver.blocking_recv() {
+                Some(BodyPiece::Bytes(bytes)) => deposit.write(&bytes)?,
+                Some(BodyPiece::End) => return deposit.commit(),
+                Some(BodyPiece::Failed(reason)) => {
+                    return Err(DepositError::ContentRead(std::io::Error::other(reason)))
+                }
+                None => {
                     return Err(DepositError::ContentRead(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
-                        reason,
+                        "the request body did not end",
                     )))
                 }
             }
         }
-        deposit.commit()
     });
     let feeder = async move {
         let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let failed = chunk.is_err();
-            // The worker stops reading when it rejects the deposit; then there is nothing left to feed.
-            if sender.send(chunk.map_err(|e| e.to_string())).await.is_err() || failed {
-                break;
+        let fed = tokio::time::timeout_at(deadline, async move {
+            while let Some(chunk) = stream.next().await {
+                let piece = match chunk {
+                    Ok(bytes) => BodyPiece::Bytes(bytes),
+                    Err(error) => BodyPiece::Failed(error.to_string()),
+                };
+                let failed = matches!(piece, BodyPiece::Failed(_));
+                // The worker stops reading when it rejects the deposit; then there is nothing left to feed.
+                if sender.send(piece).await.is_err() || failed {
+                    return;
+                }
             }
-        }
+            let _ = sender.send(BodyPiece::End).await;
+        })
+        .await;
+        fed.is_err()
     };
-    let (accepted, ()) = tokio::join!(worker, feeder);
+    let (accepted, timed_out) = tokio::join!(worker, feeder);
+    if timed_out {
+        // The worker saw the channel close without an end, so nothing was stored.
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the document's body did not end in time; nothing was stored",
+        ));
+    }
     let accepted = accepted??;
     let status = if accepted.newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
     let view = load_record(&state, accepted.id).await?;

@@ -1,8 +1,25 @@
 //! Running the service: load the configuration's keys, open the vault, bind, serve until SIGTERM or
 //! SIGINT, then let in-flight requests finish (every acknowledged deposit is already durable).
+//!
+//! The accept loop is Kho's own rather than axum's `serve`, because a public service needs what that
+//! one leaves out: TCP_NODELAY on every connection (without it a small answer waits for the client's
+//! delayed ACK, about 40 ms), a deadline for a request's headers (slowloris, silent and idle
+//! connections), an idle timeout on connections that move no bytes, and a cap on open connections.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, DEV_TOKEN_ISSUER, DEV_TOKEN_KEY_FILE};
 use crate::keys::{self, KeyFileError};
@@ -66,27 +83,191 @@ pub fn state(config: &Config) -> Result<AppState, ServeError> {
     Ok(AppState::new(vault, auth, limits))
 }
 
+/// How connections are treated (see `config` for each value's meaning).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub connections_max: usize,
+}
+
+impl ConnectionLimits {
+    pub fn from_config(config: &Config) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(config.header_read_timeout_seconds),
+            idle_timeout: Duration::from_secs(config.idle_timeout_seconds),
+            connections_max: config.connections_max,
+        }
+    }
+}
+
+/// After a failed `accept` (out of file descriptors, say), wait this long before the next one rather
+/// than spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, lets every connection
+/// finish the request it is in and close, and returns once all have closed.
+async fn run(listener: TcpListener, app: Router, limits: ConnectionLimits, shutdown: impl Future<Output = ()>) {
+    let slots = Arc::new(Semaphore::new(limits.connections_max));
+    let (stop_sender, stop_receiver) = watch::channel(false);
+    let mut shutdown = pin!(shutdown);
+    loop {
+        // At the cap, stop accepting: new clients wait in the kernel's backlog until a slot frees.
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // the semaphore is never closed
+            },
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        tokio::spawn(serve_connection(stream, app.clone(), limits.clone(), stop_receiver.clone(), slot));
+    }
+    let _ = stop_sender.send(true);
+    // Every connection holds a slot until it has closed.
+    let all = u32::try_from(limits.connections_max).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(all).await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    app: Router,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Tracked { stream, activity: activity.clone() });
+    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        tower::ServiceExt::oneshot(app.clone(), request.map(Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let mut connection = pin!(builder.serve_connection(io, service));
+    let mut idle_check = tokio::time::interval((limits.idle_timeout / 4).max(Duration::from_millis(10)));
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.wait_for(|stop| *stop), if !stopping => {
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = idle_check.tick() => {
+                if activity.idle_for() >= limits.idle_timeout {
+                    tracing::debug!("closing a connection idle for {:?}", limits.idle_timeout);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last moved a byte.
+struct Activity {
+    opened: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { opened: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+    fn touch(&self) {
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        self.opened.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A TCP stream that notes every byte it moves.
+struct Tracked {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buffers: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, buffers);
+        if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// Serves until SIGTERM or SIGINT. `on_ready` is called with the bound address (useful with port 0).
 pub fn serve(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     let state = state(config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(config.listen)
+        let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind { address: config.listen, source })?;
         let address = listener.local_addr()?;
         tracing::info!(%address, data_dir = %config.data_dir.display(), "kho is serving");
         on_ready(address);
-        let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
-        let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
+        let (stop_sender, stop_receiver) = watch::channel(false);
+        let server = run(listener, router(state.clone()), ConnectionLimits::from_config(config), async move {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop_sender.send(true);
         });
         let mut stopped = stop_receiver.clone();
         tokio::select! {
-            result = server => result?,
+            () = server => {},
             // Connections that outlive the grace period are cut; what they had acknowledged is durable.
             _ = async { let _ = stopped.wait_for(|s| *s).await; tokio::time::sleep(grace).await } => {
                 tracing::warn!("grace period over; closing the remaining connections");
@@ -113,19 +294,15 @@ pub fn start_background(config: &Config) -> Result<BackgroundServer, ServeError>
     let state = state(config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(config.listen))
+        .block_on(TcpListener::bind(config.listen))
         .map_err(|source| ServeError::Bind { address: config.listen, source })?;
     let address = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = ConnectionLimits::from_config(config);
     let thread = std::thread::spawn(move || {
-        runtime.block_on(async move {
-            let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            });
-            if let Err(error) = server.await {
-                tracing::error!(%error, "background server failed");
-            }
-        });
+        runtime.block_on(run(listener, router(state), limits, async move {
+            let _ = stopped.await;
+        }));
     });
     Ok(BackgroundServer { address, stop: Some(stop), thread: Some(thread) })
 }
