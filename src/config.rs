@@ -67,6 +67,10 @@ pub struct Config {
     pub idle_timeout_seconds: u64,
     /// Connections open at once (`KHO_CONNECTIONS_MAX`).
     pub connections_max: usize,
+    /// Open a store whose catalog lost acknowledged batches, restoring them from its journal. Only the
+    /// command line sets it (`kho serve --recover`): it is a decision for one start, not a setting.
+    #[serde(skip)]
+    pub recover: bool,
     pub auth: AuthConfig,
 }
 
@@ -99,6 +103,7 @@ impl Default for Config {
             header_read_timeout_seconds: HEADER_READ_TIMEOUT_SECONDS_DEFAULT,
             idle_timeout_seconds: IDLE_TIMEOUT_SECONDS_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            recover: false,
             auth: AuthConfig::default(),
         }
     }

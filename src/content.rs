@@ -1,10 +1,9 @@
 //! Document content: streamed in, cut into independently compressed frames, read back verified.
 //!
 //! A [`ContentWriter`] hashes (BLAKE3 and SHA-256), frames and compresses bytes as they arrive and
-//! appends each frame to a pack file leased from the store; memory holds at most one frame. The
-//! content becomes visible only when the caller commits its [`Manifest`] in a catalog batch, after
-//! the pack was synced; a crash before that leaves bytes past the pack's committed extent, which the
-//! store cuts off at the next open.
+//! appends each frame to a new blob; memory holds at most one frame. The content becomes visible only
+//! when the caller commits its [`Manifest`] with the record, after the blob was made durable; what a
+//! crash leaves before that is never referenced (and the blob engine quarantines it at the next open).
 //!
 //! A [`ContentReader`] serves a byte range by decoding only the frames it touches. Each frame carries
 //! the BLAKE3 of its plain bytes bound to its position, checked after decompression, so a flipped bit
@@ -17,7 +16,7 @@ use sha2::Digest as _;
 
 use crate::codec;
 use crate::ids::Digest;
-use crate::store::{Batch, PackWriter, Store, StoreError};
+use crate::store::{BlobRef, NewContent, Store, StoreBlobWriter, StoreError};
 
 /// Plain bytes per frame. Chosen by `benches/vault.rs` (frame group, docs/BENCHMARKS.md): large
 /// enough that compression is within a few percent of bigger frames, small enough that a range read
@@ -33,8 +32,6 @@ pub const FRAME_VERSION: u8 = 1;
 const FRAME_HEADER_BYTES: usize = 1 + 1 + 4 + 32;
 const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
-
-const MANIFEST_PREFIX: &[u8] = b"m/";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -81,7 +78,7 @@ impl Default for ContentConfig {
     }
 }
 
-/// Where a document's frames are and what they must add up to. Stored at `m/<blake3>`.
+/// Where a document's frames are and what they must add up to. Stored in the catalog by content hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub size_bytes: u64,
@@ -89,9 +86,8 @@ pub struct Manifest {
     pub frame_size_bytes: u32,
     /// Binds each frame's checksum to this upload.
     pub upload_id: u64,
-    pub pack: u32,
-    /// Offset in the pack of the first frame; the frames follow one another.
-    pub offset: u64,
+    /// The blob holding the frames, one after another from its start (opaque: the blob engine's words).
+    pub blob: BlobRef,
     /// Stored (compressed, header included) length of each frame.
     pub frame_lengths: Vec<u32>,
 }
@@ -103,12 +99,8 @@ impl Manifest {
     }
 }
 
-pub fn manifest_key(blake3: &Digest) -> Vec<u8> {
-    [MANIFEST_PREFIX, &blake3.0].concat()
-}
-
 pub fn load_manifest(store: &Store, blake3: &Digest) -> Result<Option<Manifest>, ContentError> {
-    let Some(bytes) = store.get(&manifest_key(blake3))? else {
+    let Some(bytes) = store.manifest(blake3)? else {
         return Ok(None);
     };
     codec::decode(&bytes)
@@ -213,7 +205,7 @@ pub fn decode_frame(
 /// Streams one document into frames. Finish with [`ContentWriter::finish`]; dropping the writer or
 /// calling [`ContentWriter::abort`] discards what was written.
 pub struct ContentWriter {
-    pack: PackWriter,
+    blob: StoreBlobWriter,
     upload_id: u64,
     frame_size_bytes: u32,
     size_limit_bytes: u64,
@@ -230,7 +222,8 @@ pub struct ContentWriter {
 pub struct StagedContent {
     pub blake3: Digest,
     pub manifest: Manifest,
-    pack: PackWriter,
+    blob: StoreBlobWriter,
+    blob_state: Option<crate::store::EngineState>,
 }
 
 impl ContentWriter {
@@ -240,8 +233,9 @@ impl ContentWriter {
             "frame size must be between 1 and FRAME_SIZE_BYTES_MAX"
         );
         Ok(ContentWriter {
-            pack: store.lease_pack()?,
-            upload_id: store.generate_id()?,
+            blob: store.create_blob()?,
+            // Unique per upload with overwhelming probability; it only binds frames to their position.
+            upload_id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
             frame_size_bytes: config.frame_size_bytes,
             size_limit_bytes,
             buffer: Vec::with_capacity(config.frame_size_bytes as usize),
@@ -282,7 +276,7 @@ impl ContentWriter {
             .map_err(|_| ContentError::TooLarge { limit_bytes: self.size_limit_bytes })?;
         let frame =
             encode_frame(&self.buffer, self.upload_id, index, &mut self.codecs).map_err(ContentError::Compression)?;
-        self.pack.append(&frame)?;
+        self.blob.append(&frame)?;
         // A frame is at most FRAME_SIZE_BYTES_MAX plus its header, far below 4 GiB.
         self.frame_lengths.push(u32::try_from(frame.len()).unwrap_or(u32::MAX));
         self.buffer.clear();
@@ -294,7 +288,7 @@ impl ContentWriter {
         if !self.buffer.is_empty() {
             self.seal_frame()?;
         }
-        self.pack.sync()?;
+        let staged = self.blob.finish()?;
         Ok(StagedContent {
             blake3: Digest(*self.blake3.finalize().as_bytes()),
             manifest: Manifest {
@@ -302,36 +296,34 @@ impl ContentWriter {
                 sha256: Digest(self.sha256.finalize().into()),
                 frame_size_bytes: self.frame_size_bytes,
                 upload_id: self.upload_id,
-                pack: self.pack.pack_id(),
-                offset: self.pack.start(),
+                blob: staged.reference,
                 frame_lengths: self.frame_lengths,
             },
-            pack: self.pack,
+            blob: self.blob,
+            blob_state: staged.committed_state,
         })
     }
 
     /// Discards everything written so far.
     pub fn abort(self) -> Result<(), ContentError> {
-        Ok(self.pack.rollback()?)
+        Ok(self.blob.discard()?)
     }
 }
 
 impl StagedContent {
-    /// Adds the manifest and the pack's new committed extent to `batch`: once the batch commits, the
-    /// content is visible.
-    pub fn commit_into(&self, batch: &mut Batch) {
-        batch.insert(manifest_key(&self.blake3), codec::encode(&self.manifest));
-        batch.commit_pack_extent(self.manifest.pack, self.pack.end());
+    /// What the record's commit must carry to make this content visible.
+    pub fn new_content(&self) -> NewContent {
+        NewContent { blake3: self.blake3, manifest: codec::encode(&self.manifest), blob_state: self.blob_state.clone() }
     }
 
-    /// After the batch from [`StagedContent::commit_into`] committed: hands the pack back.
+    /// After the commit that carried [`StagedContent::new_content`]: hands the blob back.
     pub fn release(self) {
-        self.pack.release();
+        self.blob.release();
     }
 
     /// Drops the staged frames, for content that turned out to be stored already or was rejected.
     pub fn discard(self) -> Result<(), ContentError> {
-        Ok(self.pack.rollback()?)
+        Ok(self.blob.discard()?)
     }
 }
 
@@ -340,7 +332,7 @@ pub struct ContentReader {
     store: Store,
     blake3: Digest,
     manifest: Manifest,
-    /// Offset in the pack of each frame.
+    /// Offset in the blob of each frame.
     frame_offsets: Vec<u64>,
     position: u64,
     end: u64,
@@ -381,7 +373,7 @@ impl ContentReader {
         let frame_offsets = manifest
             .frame_lengths
             .iter()
-            .scan(manifest.offset, |next, &length| {
+            .scan(0u64, |next, &length| {
                 let offset = *next;
                 *next += u64::from(length);
                 Some(offset)
@@ -426,8 +418,8 @@ impl ContentReader {
         let index = u32::try_from(index).map_err(|_| self.corrupt("frame index overflow".into()))?;
         let stored = self
             .store
-            .read_frame(
-                self.manifest.pack,
+            .read_blob(
+                &self.manifest.blob,
                 self.frame_offsets[index as usize],
                 self.manifest.frame_lengths[index as usize],
             )
@@ -475,13 +467,11 @@ impl io::Read for ContentReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreConfig;
+    use crate::store::memory::Memory;
     use std::io::Read as _;
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), &StoreConfig::default()).expect("open");
-        (dir, store)
+    fn store() -> Store {
+        Store::new(Memory::new().engines())
     }
 
     fn write_content(store: &Store, data: &[u8], frame_size: u32) -> (Digest, Manifest) {
@@ -491,9 +481,6 @@ mod tests {
             writer.write(piece).expect("write");
         }
         let staged = writer.finish().expect("finish");
-        let mut batch = Batch::default();
-        staged.commit_into(&mut batch);
-        store.commit(batch).expect("commit");
         let result = (staged.blake3, staged.manifest.clone());
         staged.release();
         result
@@ -518,14 +505,12 @@ mod tests {
 
     #[test]
     fn whole_and_ranged_reads_return_exact_bytes() {
-        let (_dir, store) = store();
+        let store = store();
         let data = mixed_bytes(50_000);
-        let (blake3, staged_manifest) = write_content(&store, &data, 4096);
+        let (blake3, manifest) = write_content(&store, &data, 4096);
         assert_eq!(blake3, Digest(*blake3::hash(&data).as_bytes()));
-        assert_eq!(staged_manifest.sha256, Digest::sha256(&data));
-        assert_eq!(staged_manifest.frame_lengths.len(), 13);
-        let manifest = load_manifest(&store, &blake3).expect("load").expect("present");
-        assert_eq!(manifest, staged_manifest);
+        assert_eq!(manifest.sha256, Digest::sha256(&data));
+        assert_eq!(manifest.frame_lengths.len(), 13);
         let mut whole = Vec::new();
         ContentReader::open(&store, blake3, manifest.clone(), None)
             .expect("open")
@@ -548,7 +533,7 @@ mod tests {
 
     #[test]
     fn incompressible_frames_are_stored_raw_and_compressible_ones_shrink() {
-        let (_dir, store) = store();
+        let store = store();
         let text = b"CONG HOA XA HOI CHU NGHIA VIET NAM ".repeat(3000);
         let (_, manifest) = write_content(&store, &text, 65536);
         assert!(manifest.stored_bytes() < text.len() as u64 / 10);
@@ -561,7 +546,7 @@ mod tests {
 
     #[test]
     fn size_limit_is_enforced_while_streaming() {
-        let (_dir, store) = store();
+        let store = store();
         let mut writer = ContentWriter::begin(&store, &ContentConfig::default(), 10).expect("begin");
         writer.write(&[1; 10]).expect("at the limit");
         assert!(matches!(writer.write(&[1]), Err(ContentError::TooLarge { limit_bytes: 10 })));
@@ -569,13 +554,8 @@ mod tests {
 
     #[test]
     fn aborted_uploads_leave_nothing() {
-        let (dir, store) = store();
-        let pack_size = || {
-            std::fs::read_dir(dir.path().join("packs"))
-                .expect("packs")
-                .map(|e| e.expect("entry").metadata().expect("meta").len())
-                .sum::<u64>()
-        };
+        let store = store();
+        let pack_size = || store.size_on_disk().expect("size");
         write_content(&store, &[1; 5000], 1000);
         let committed = pack_size();
         let config = ContentConfig { frame_size_bytes: 100, zstd_level: 1 };

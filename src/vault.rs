@@ -5,13 +5,10 @@
 //! one atomic catalog batch followed by a durable group sync: when a call returns `Ok`, the statement,
 //! its content, its indexes and its receipt survive any crash; before that, none of it is durable.
 //!
-//! Catalog keys (all values through `codec` unless noted; docs/FORMAT.md has the full table):
-//! `r/<record id>` record entry, `s/<record id>` record state (revocation, superseded by),
-//! `o/<owner>\0<!sequence>` owner index (newest first), `h/<blake3>\0<sequence>` content index,
-//! `k/<certificate id>` certificate entry, `kr/<certificate id>` certificate revocation,
-//! `ka/<agency>\0<certificate id>` and `kf/<key fingerprint><certificate id>` certificate indexes,
-//! `q/<sequence>` receipt envelope (raw), `al/<owner>\0<!sequence>` access log, `meta/sequence` last
-//! sequence number (shared by statements and access events: one order of everything that happened).
+//! Storage is the store's business (`store`): the vault hands it one [`Commit`] per accepted statement
+//! or access event, with the next sequence number (shared by statements and access events: one order of
+//! everything that happened), and reads back typed entries; it never sees a key, a cursor's bytes or
+//! where content lives.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -20,14 +17,16 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::content::{self, ContentConfig, ContentError, ContentReader, ContentWriter, Manifest};
+use crate::content::{ContentConfig, ContentError, ContentReader, ContentWriter, Manifest};
 use crate::ids::{now_unix_ms, Code, Date, Digest, OwnerId};
 use crate::keys::{self, KeyFileError};
 use crate::statement::{
     CertificateRevocation, DecodeError, KeyCertificate, PublicKey, Receipt, Record, RecordRevocation, SecretKey,
     Signed, StatementBody,
 };
-use crate::store::{Batch, Store, StoreConfig, StoreError};
+use crate::store::{
+    self, Change, Commit, Cursor, EmbeddedConfig, Engines, RecordState, StatementEntry, Store, StoreError,
+};
 
 /// Default largest document accepted: 256 MiB.
 pub const DOCUMENT_SIZE_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
@@ -48,7 +47,8 @@ pub struct VaultConfig {
     pub trust_anchors: Vec<PublicKey>,
     pub document_size_bytes_max: u64,
     pub content: ContentConfig,
-    pub store: StoreConfig,
+    /// The embedded engine's settings (cache size, and the recovery flag).
+    pub store: EmbeddedConfig,
     /// The zone in which "today" is computed for validity windows.
     pub utc_offset_minutes: i16,
 }
@@ -60,7 +60,7 @@ impl VaultConfig {
             trust_anchors,
             document_size_bytes_max: DOCUMENT_SIZE_BYTES_MAX_DEFAULT,
             content: ContentConfig::default(),
-            store: StoreConfig::default(),
+            store: EmbeddedConfig::default(),
             utc_offset_minutes: UTC_OFFSET_MINUTES_DEFAULT,
         }
     }
@@ -414,66 +414,6 @@ pub struct AccessPage {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct StatementEntry {
-    envelope: Vec<u8>,
-    sequence: u64,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct RecordState {
-    revocation: Option<StatementEntry>,
-    superseded_by: Option<Digest>,
-}
-
-mod key {
-    use super::*;
-
-    pub(super) const SEQUENCE: &[u8] = b"meta/sequence";
-
-    pub(super) fn record(id: &Digest) -> Vec<u8> {
-        [b"r/".as_slice(), &id.0].concat()
-    }
-    pub(super) fn record_state(id: &Digest) -> Vec<u8> {
-        [b"s/".as_slice(), &id.0].concat()
-    }
-    pub(super) fn owner_prefix(owner: &OwnerId) -> Vec<u8> {
-        [b"o/".as_slice(), owner.as_str().as_bytes(), b"\0"].concat()
-    }
-    /// Inverted so that a forward scan yields newest first.
-    pub(super) fn owner_entry(owner: &OwnerId, sequence: u64) -> Vec<u8> {
-        [owner_prefix(owner).as_slice(), &(u64::MAX - sequence).to_be_bytes()].concat()
-    }
-    pub(super) fn content_prefix(blake3: &Digest) -> Vec<u8> {
-        [b"h/".as_slice(), &blake3.0, b"\0"].concat()
-    }
-    pub(super) fn content_entry(blake3: &Digest, sequence: u64) -> Vec<u8> {
-        [content_prefix(blake3).as_slice(), &sequence.to_be_bytes()].concat()
-    }
-    pub(super) fn certificate(id: &Digest) -> Vec<u8> {
-        [b"k/".as_slice(), &id.0].concat()
-    }
-    pub(super) const CERTIFICATE_PREFIX: &[u8] = b"k/";
-    pub(super) fn certificate_revocation(id: &Digest) -> Vec<u8> {
-        [b"kr/".as_slice(), &id.0].concat()
-    }
-    pub(super) fn agency_prefix(agency: &Code) -> Vec<u8> {
-        [b"ka/".as_slice(), agency.as_str().as_bytes(), b"\0"].concat()
-    }
-    pub(super) fn fingerprint_prefix(fingerprint: &Digest) -> Vec<u8> {
-        [b"kf/".as_slice(), &fingerprint.0].concat()
-    }
-    pub(super) fn access_prefix(owner: &OwnerId) -> Vec<u8> {
-        [b"al/".as_slice(), owner.as_str().as_bytes(), b"\0"].concat()
-    }
-    pub(super) fn access_entry(owner: &OwnerId, sequence: u64) -> Vec<u8> {
-        [access_prefix(owner).as_slice(), &(u64::MAX - sequence).to_be_bytes()].concat()
-    }
-    pub(super) fn receipt(sequence: u64) -> Vec<u8> {
-        [b"q/".as_slice(), &sequence.to_be_bytes()].concat()
-    }
-}
-
 /// The vault on one node.
 pub struct Vault {
     store: Store,
@@ -485,14 +425,27 @@ pub struct Vault {
 }
 
 impl Vault {
-    /// Opens (or creates) the vault in `config.data_dir`, creating its receipt key on first start; the
-    /// store removes whatever crashed uploads left behind.
+    /// Opens (or creates) the vault in `config.data_dir` on the embedded engine, creating its receipt key
+    /// on first start; the store sets aside whatever crashed uploads left behind.
     pub fn open(config: VaultConfig) -> Result<Vault, OpenError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir { path: dir.clone(), source })?;
+        let engines = store::embedded::open(&dir.join(STORE_DIRECTORY), &config.store).map_err(StorageError::from)?;
+        Vault::open_on(config, engines)
+    }
+
+    /// Opens the vault on given engines (the memory engine in tests, a fault injector around any engine).
+    /// The receipt key still lives in `config.data_dir`.
+    pub fn open_on(config: VaultConfig, engines: Engines) -> Result<Vault, OpenError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir { path: dir.clone(), source })?;
         let key = load_or_create_key(dir)?;
-        let store = Store::open(&dir.join(STORE_DIRECTORY), &config.store).map_err(StorageError::from)?;
-        Ok(Vault { store, key, config, commit_lock: Mutex::new(()) })
+        Ok(Vault { store: Store::new(engines), key, config, commit_lock: Mutex::new(()) })
+    }
+
+    /// What opening the store found and did (batches restored, bytes quarantined).
+    pub fn open_report(&self) -> &store::OpenReport {
+        self.store.open_report()
     }
 
     pub fn config(&self) -> &VaultConfig {
@@ -526,34 +479,25 @@ impl Vault {
         Date::at(now_ms, self.config.utc_offset_minutes)
     }
 
-    fn get_decoded<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        match self.store.get(key)? {
-            None => Ok(None),
-            Some(bytes) => codec::decode(&bytes).map(Some).map_err(|e| {
-                StorageError::Corrupt(format!("catalog value {}: {e}", String::from_utf8_lossy(&key[..2])))
-            }),
-        }
-    }
-
     fn next_sequence(&self) -> Result<u64, StorageError> {
-        Ok(self.get_decoded::<u64>(key::SEQUENCE)?.unwrap_or(0) + 1)
+        Ok(self.store.last_sequence()? + 1)
     }
 
-    /// Signs a receipt for `statement` and adds it and the new sequence number to `batch`.
-    fn receipt_into<T: StatementBody>(
+    /// Commits an accepted statement with the next sequence number and a receipt signed for it.
+    /// Called with the commit lock held; durable only after a later sync.
+    fn accept<T: StatementBody>(
         &self,
-        batch: &mut Batch,
         statement: &Signed<T>,
-        sequence: u64,
         accepted_at_ms: i64,
-    ) -> Signed<Receipt> {
+        change: Change,
+    ) -> Result<Signed<Receipt>, StorageError> {
+        let sequence = self.next_sequence()?;
         let receipt = Signed::sign(
             Receipt { statement: statement.id(), statement_kind: T::KIND, sequence, accepted_at_ms },
             &self.key,
         );
-        batch.insert(key::receipt(sequence), receipt.to_envelope());
-        batch.insert(key::SEQUENCE, codec::encode(&sequence));
-        receipt
+        self.store.commit(Commit { sequence, receipt: Some(receipt.to_envelope()), change })?;
+        Ok(receipt)
     }
 
     /// The answer to a statement accepted before: its earlier receipt, once that acceptance is durable
@@ -567,13 +511,15 @@ impl Vault {
     fn load_receipt(&self, sequence: u64) -> Result<Signed<Receipt>, StorageError> {
         let bytes = self
             .store
-            .get(&key::receipt(sequence))?
+            .receipt(sequence)?
             .ok_or_else(|| StorageError::Corrupt(format!("receipt {sequence} is missing")))?;
         Signed::from_envelope(&bytes).map_err(|e| StorageError::Corrupt(format!("receipt {sequence}: {e}")))
     }
 
-    fn load_statement<T: StatementBody>(&self, key: &[u8]) -> Result<Option<(Signed<T>, u64)>, StorageError> {
-        let Some(entry) = self.get_decoded::<StatementEntry>(key)? else {
+    fn decode_statement<T: StatementBody>(
+        entry: Option<StatementEntry>,
+    ) -> Result<Option<(Signed<T>, u64)>, StorageError> {
+        let Some(entry) = entry else {
             return Ok(None);
         };
         let statement = Signed::from_envelope(&entry.envelope)
@@ -601,9 +547,8 @@ impl Vault {
         let fingerprint = signer.fingerprint();
         let mut other_agency = None;
         let mut best_failure: Option<TrustError> = None;
-        for item in self.store.scan_prefix(&key::fingerprint_prefix(&fingerprint), None) {
-            let (entry_key, _) = item?;
-            let id = digest_suffix(&entry_key)?;
+        for id in self.store.certificates_of_key(&fingerprint) {
+            let id = id?;
             let view = self
                 .certificate(&id)?
                 .ok_or_else(|| StorageError::Corrupt(format!("certificate {id} indexed but missing")))?;
@@ -663,7 +608,7 @@ impl Vault {
         if let Some(certified_for) = other_agency {
             return Ok(Err(TrustError::KeyOfAnotherAgency { claimed: agency.clone(), certified_for, fingerprint }));
         }
-        let agency_known = self.store.scan_prefix(&key::agency_prefix(agency), None).next().is_some();
+        let agency_known = self.store.agency_has_certificates(agency)?;
         Ok(Err(if agency_known {
             TrustError::KeyNotCertified { agency: agency.clone(), fingerprint }
         } else {
@@ -679,23 +624,17 @@ impl Vault {
         self.anchor_check(certificate.signer())?;
         let id = certificate.id();
         let guard = self.lock();
-        if let Some((_, sequence)) = self.load_statement::<KeyCertificate>(&key::certificate(&id))? {
+        if let Some(entry) = self.store.certificate(&id)? {
             drop(guard);
-            return self.already_accepted(id, sequence).map_err(CertificateError::from);
+            return self.already_accepted(id, entry.sequence).map_err(CertificateError::from);
         }
-        let sequence = self.next_sequence()?;
-        let mut batch = Batch::default();
-        batch.insert(
-            key::certificate(&id),
-            codec::encode(&StatementEntry { envelope: certificate.to_envelope(), sequence }),
-        );
-        batch.insert([key::agency_prefix(&certificate.body().agency), id.0.to_vec()].concat(), Vec::new());
-        batch.insert(
-            [key::fingerprint_prefix(&certificate.body().subject.fingerprint()), id.0.to_vec()].concat(),
-            Vec::new(),
-        );
-        let receipt = self.receipt_into(&mut batch, &certificate, sequence, now_unix_ms());
-        self.store.commit(batch)?;
+        let change = Change::Certificate {
+            id,
+            agency: certificate.body().agency.clone(),
+            key_fingerprint: certificate.body().subject.fingerprint(),
+            envelope: certificate.to_envelope(),
+        };
+        let receipt = self.accept(&certificate, now_unix_ms(), change)?;
         drop(guard);
         self.store.sync()?;
         Ok(Accepted { id, receipt, newly_accepted: true })
@@ -708,11 +647,11 @@ impl Vault {
         let id = revocation.id();
         let target = revocation.body().certificate;
         let guard = self.lock();
-        if self.load_statement::<KeyCertificate>(&key::certificate(&target))?.is_none() {
+        if self.store.certificate(&target)?.is_none() {
             return Err(CertificateError::UnknownCertificate(target));
         }
         if let Some((existing, sequence)) =
-            self.load_statement::<CertificateRevocation>(&key::certificate_revocation(&target))?
+            Self::decode_statement::<CertificateRevocation>(self.store.certificate_revocation(&target)?)?
         {
             if existing.id() == id {
                 drop(guard);
@@ -720,24 +659,20 @@ impl Vault {
             }
             return Err(CertificateError::AlreadyRevoked(target));
         }
-        let sequence = self.next_sequence()?;
-        let mut batch = Batch::default();
-        batch.insert(
-            key::certificate_revocation(&target),
-            codec::encode(&StatementEntry { envelope: revocation.to_envelope(), sequence }),
-        );
-        let receipt = self.receipt_into(&mut batch, &revocation, sequence, now_unix_ms());
-        self.store.commit(batch)?;
+        let change = Change::CertificateRevocation { certificate: target, envelope: revocation.to_envelope() };
+        let receipt = self.accept(&revocation, now_unix_ms(), change)?;
         drop(guard);
         self.store.sync()?;
         Ok(Accepted { id, receipt, newly_accepted: true })
     }
 
     pub fn certificate(&self, id: &Digest) -> Result<Option<CertificateView>, StorageError> {
-        let Some((certificate, sequence)) = self.load_statement::<KeyCertificate>(&key::certificate(id))? else {
+        let Some((certificate, sequence)) = Self::decode_statement::<KeyCertificate>(self.store.certificate(id)?)?
+        else {
             return Ok(None);
         };
-        let revocation = match self.load_statement::<CertificateRevocation>(&key::certificate_revocation(id))? {
+        let revocation = match Self::decode_statement::<CertificateRevocation>(self.store.certificate_revocation(id)?)?
+        {
             None => None,
             Some((revocation, sequence)) => Some((revocation, self.load_receipt(sequence)?)),
         };
@@ -747,10 +682,8 @@ impl Vault {
     /// Every certificate, in id order.
     pub fn certificates(&self) -> Result<Vec<CertificateView>, StorageError> {
         let mut views = Vec::new();
-        for item in self.store.scan_prefix(key::CERTIFICATE_PREFIX, None) {
-            let (entry_key, _) = item?;
-            let id = digest_suffix(&entry_key)?;
-            views.extend(self.certificate(&id)?);
+        for id in self.store.certificate_ids() {
+            views.extend(self.certificate(&id?)?);
         }
         Ok(views)
     }
@@ -792,7 +725,7 @@ impl Vault {
 
     /// Whether a record with this id has been accepted.
     pub fn contains_record(&self, id: &Digest) -> Result<bool, StorageError> {
-        Ok(self.store.contains(&key::record(id))?)
+        Ok(self.store.contains_record(id)?)
     }
 
     /// The commit step of a deposit. Returns whether the staged content became the stored copy; when
@@ -800,22 +733,21 @@ impl Vault {
     fn commit_record(
         &self,
         record: &Signed<Record>,
-        staged: &content::StagedContent,
+        staged: &crate::content::StagedContent,
     ) -> Result<(Accepted, bool), DepositError> {
         let id = record.id();
         let body = record.body();
         let _guard = self.lock(); // held until the batch is committed
-        if let Some((_, sequence)) = self.load_statement::<Record>(&key::record(&id))? {
-            return Ok((Accepted { id, receipt: self.load_receipt(sequence)?, newly_accepted: false }, false));
+        if let Some(entry) = self.store.record(&id)? {
+            return Ok((Accepted { id, receipt: self.load_receipt(entry.sequence)?, newly_accepted: false }, false));
         }
         let accepted_at_ms = now_unix_ms();
         // The signer was checked when the deposit began; check again at the moment of acceptance, in
         // case its certificate was revoked or expired while the content streamed in.
         self.trust_check(record.signer(), &body.issuer_agency, accepted_at_ms)??;
-        let mut batch = Batch::default();
         if let Some(old) = body.supersedes {
-            let (old_record, _) =
-                self.load_statement::<Record>(&key::record(&old))?.ok_or(DepositError::SupersedesUnknown(old))?;
+            let (old_record, _) = Self::decode_statement::<Record>(self.store.record(&old)?)?
+                .ok_or(DepositError::SupersedesUnknown(old))?;
             let old_body = old_record.body();
             if old_body.issuer_agency != body.issuer_agency {
                 return Err(DepositError::SupersedesOtherAgency {
@@ -826,26 +758,24 @@ impl Vault {
             if old_body.owner != body.owner {
                 return Err(DepositError::SupersedesOtherOwner { record: old });
             }
-            let mut state = self.get_decoded::<RecordState>(&key::record_state(&old))?.unwrap_or_default();
+            let state = self.store.record_state(&old)?;
             if state.revocation.is_some() {
                 return Err(DepositError::SupersedesRevoked { record: old });
             }
             if let Some(by) = state.superseded_by {
                 return Err(DepositError::AlreadySuperseded { record: old, by });
             }
-            state.superseded_by = Some(id);
-            batch.insert(key::record_state(&old), codec::encode(&state));
         }
-        let content_exists = self.store.contains(&content::manifest_key(&staged.blake3))?;
-        let sequence = self.next_sequence()?;
-        batch.insert(key::record(&id), codec::encode(&StatementEntry { envelope: record.to_envelope(), sequence }));
-        batch.insert(key::owner_entry(&body.owner, sequence), id.0.to_vec());
-        batch.insert(key::content_entry(&body.blake3, sequence), id.0.to_vec());
-        if !content_exists {
-            staged.commit_into(&mut batch);
-        }
-        let receipt = self.receipt_into(&mut batch, record, sequence, accepted_at_ms);
-        self.store.commit(batch)?;
+        let content_exists = self.store.manifest(&staged.blake3)?.is_some();
+        let change = Change::Record {
+            id,
+            owner: body.owner.clone(),
+            blake3: body.blake3,
+            envelope: record.to_envelope(),
+            supersedes: body.supersedes,
+            content: (!content_exists).then(|| staged.new_content()),
+        };
+        let receipt = self.accept(record, accepted_at_ms, change)?;
         Ok((Accepted { id, receipt, newly_accepted: true }, !content_exists))
     }
 
@@ -857,8 +787,7 @@ impl Vault {
         let body = revocation.body();
         let id = revocation.id();
         let guard = self.lock();
-        let (record, _) = self
-            .load_statement::<Record>(&key::record(&body.record))?
+        let (record, _) = Self::decode_statement::<Record>(self.store.record(&body.record)?)?
             .ok_or(RevokeError::UnknownRecord(body.record))?;
         if record.body().issuer_agency != body.issuer_agency {
             return Err(RevokeError::NotIssuersRecord {
@@ -869,7 +798,7 @@ impl Vault {
         }
         let accepted_at_ms = now_unix_ms();
         self.trust_check(revocation.signer(), &body.issuer_agency, accepted_at_ms)??;
-        let mut state = self.get_decoded::<RecordState>(&key::record_state(&body.record))?.unwrap_or_default();
+        let state = self.store.record_state(&body.record)?;
         if let Some(existing) = &state.revocation {
             if Signed::<RecordRevocation>::from_envelope(&existing.envelope).is_ok_and(|e| e.id() == id) {
                 drop(guard);
@@ -877,12 +806,8 @@ impl Vault {
             }
             return Err(RevokeError::AlreadyRevoked { record: body.record });
         }
-        let sequence = self.next_sequence()?;
-        state.revocation = Some(StatementEntry { envelope: revocation.to_envelope(), sequence });
-        let mut batch = Batch::default();
-        batch.insert(key::record_state(&body.record), codec::encode(&state));
-        let receipt = self.receipt_into(&mut batch, &revocation, sequence, accepted_at_ms);
-        self.store.commit(batch)?;
+        let change = Change::RecordRevocation { record: body.record, envelope: revocation.to_envelope() };
+        let receipt = self.accept(&revocation, accepted_at_ms, change)?;
         drop(guard);
         self.store.sync()?;
         Ok(Accepted { id, receipt, newly_accepted: true })
@@ -892,7 +817,7 @@ impl Vault {
 
     /// A record with its receipt and current status.
     pub fn record(&self, id: &Digest) -> Result<Option<RecordView>, StorageError> {
-        let Some((record, sequence)) = self.load_statement::<Record>(&key::record(id))? else {
+        let Some((record, sequence)) = Self::decode_statement::<Record>(self.store.record(id)?)? else {
             return Ok(None);
         };
         let receipt = self.load_receipt(sequence)?;
@@ -904,7 +829,7 @@ impl Vault {
     }
 
     fn status(&self, record: &Signed<Record>, now_ms: i64) -> Result<Status, StorageError> {
-        let state = self.get_decoded::<RecordState>(&key::record_state(&record.id()))?.unwrap_or_default();
+        let state: RecordState = self.store.record_state(&record.id())?;
         if let Some(entry) = state.revocation {
             let revocation = Signed::<RecordRevocation>::from_envelope(&entry.envelope)
                 .map_err(|e| StorageError::Corrupt(format!("stored revocation: {e}")))?;
@@ -937,8 +862,8 @@ impl Vault {
         cursor: Option<&str>,
         page_size: usize,
     ) -> Result<Page, QueryError> {
-        let prefix = key::owner_prefix(owner);
-        self.list_index(&prefix, cursor, page_size, |view| {
+        let after = check_page(cursor, page_size)?;
+        self.page_of_records(self.store.owner_records(owner, after), page_size, |view| {
             filter.document_type.as_ref().is_none_or(|t| &view.record.body().document_type == t)
                 && filter.issuer_agency.as_ref().is_none_or(|a| &view.record.body().issuer_agency == a)
                 && filter.status.is_none_or(|s| view.status.kind() == s)
@@ -952,42 +877,34 @@ impl Vault {
         cursor: Option<&str>,
         page_size: usize,
     ) -> Result<Page, QueryError> {
-        self.list_index(&key::content_prefix(blake3), cursor, page_size, |_| true)
+        let after = check_page(cursor, page_size)?;
+        self.page_of_records(self.store.content_records(blake3, after), page_size, |_| true)
     }
 
-    /// Walks an index whose keys are `prefix` + 8 bytes and whose values are record ids.
-    fn list_index(
+    /// Collects up to `page_size` records that `keep` accepts from an index walk.
+    fn page_of_records(
         &self,
-        prefix: &[u8],
-        cursor: Option<&str>,
+        index: impl Iterator<Item = Result<(Cursor, Digest), StoreError>>,
         page_size: usize,
         keep: impl Fn(&RecordView) -> bool,
     ) -> Result<Page, QueryError> {
-        check_page(cursor, page_size)?;
-        let after = cursor.map(|text| cursor_key(prefix, text)).transpose()?;
         let mut records = Vec::new();
-        let mut last_key = None;
+        let mut last_cursor = None;
         let now_ms = now_unix_ms();
-        for item in self.store.scan_prefix(prefix, after.as_deref()) {
-            let (entry_key, value) = item?;
-            let id =
-                Digest(value.try_into().map_err(|_| StorageError::Corrupt("index entry is not a record id".into()))?);
-            let (record, sequence) = self
-                .load_statement::<Record>(&key::record(&id))?
+        for item in index {
+            let (cursor, id) = item?;
+            let (record, sequence) = Self::decode_statement::<Record>(self.store.record(&id)?)?
                 .ok_or_else(|| StorageError::Corrupt(format!("indexed record {id} is missing")))?;
             let status = self.status(&record, now_ms)?;
             let view = RecordView { record, receipt: self.load_receipt(sequence)?, status };
             if keep(&view) {
                 if records.len() == page_size {
                     // One more match exists: the page is full and there is a next one.
-                    return Ok(Page {
-                        records,
-                        next_cursor: last_key.map(|k: Vec<u8>| hex::encode(&k[prefix.len()..])),
-                    });
+                    return Ok(Page { records, next_cursor: last_cursor.map(|c: Cursor| c.to_string()) });
                 }
                 records.push(view);
             }
-            last_key = Some(entry_key);
+            last_cursor = Some(cursor);
         }
         Ok(Page { records, next_cursor: None })
     }
@@ -1005,10 +922,8 @@ impl Vault {
     pub fn record_access(&self, event: &AccessEvent) -> Result<u64, StorageError> {
         let guard = self.lock();
         let sequence = self.next_sequence()?;
-        let mut batch = Batch::default();
-        batch.insert(key::access_entry(&event.owner, sequence), codec::encode(event));
-        batch.insert(key::SEQUENCE, codec::encode(&sequence));
-        self.store.commit(batch)?;
+        let change = Change::Access { owner: event.owner.clone(), event: codec::encode(event) };
+        self.store.commit(Commit { sequence, receipt: None, change })?;
         drop(guard);
         self.store.sync()?;
         Ok(sequence)
@@ -1021,28 +936,24 @@ impl Vault {
         cursor: Option<&str>,
         page_size: usize,
     ) -> Result<AccessPage, QueryError> {
-        check_page(cursor, page_size)?;
-        let prefix = key::access_prefix(owner);
-        let after = cursor.map(|text| cursor_key(&prefix, text)).transpose()?;
+        let after = check_page(cursor, page_size)?;
         let mut entries: Vec<(u64, AccessEvent)> = Vec::new();
-        for item in self.store.scan_prefix(&prefix, after.as_deref()) {
-            let (entry_key, value) = item?;
+        let mut last_cursor = None;
+        for item in self.store.access_log(owner, after) {
+            let (cursor, sequence, value) = item?;
             if entries.len() == page_size {
-                let last_sequence: u64 = entries[page_size - 1].0;
-                let next_cursor = Some(hex::encode((u64::MAX - last_sequence).to_be_bytes()));
-                return Ok(AccessPage { entries, next_cursor });
+                return Ok(AccessPage { entries, next_cursor: last_cursor.map(|c: Cursor| c.to_string()) });
             }
-            let inverted = entry_key.get(prefix.len()..).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
-            let sequence = u64::MAX - inverted.ok_or_else(|| StorageError::Corrupt("access log key".into()))?;
             let event = codec::decode(&value).map_err(|e| StorageError::Corrupt(format!("access log entry: {e}")))?;
             entries.push((sequence, event));
+            last_cursor = Some(cursor);
         }
         Ok(AccessPage { entries, next_cursor: None })
     }
 
     /// The manifest of stored content, if the vault holds it.
     pub fn content_manifest(&self, blake3: &Digest) -> Result<Option<Manifest>, StorageError> {
-        Ok(content::load_manifest(&self.store, blake3)?)
+        Ok(crate::content::load_manifest(&self.store, blake3)?)
     }
 
     /// A verified reader of stored content, for the whole document or a byte range `start..end`.
@@ -1069,33 +980,13 @@ pub fn fuzz_decode_stored_values(bytes: &[u8]) {
 }
 
 /// Checks the paging arguments of any listing: a page size in 1..=[`PAGE_SIZE_MAX`] and, if given, a
-/// cursor of the shape this vault hands out. Edges call it to reject a bad request before doing anything
-/// else (such as recording an access).
-pub fn check_page(cursor: Option<&str>, page_size: usize) -> Result<(), QueryError> {
+/// cursor this vault could have handed out; returns the position the cursor stands for. Edges call it to
+/// reject a bad request before doing anything else (such as recording an access).
+pub fn check_page(cursor: Option<&str>, page_size: usize) -> Result<Option<Cursor>, QueryError> {
     if page_size == 0 || page_size > PAGE_SIZE_MAX {
         return Err(QueryError::InvalidPageSize { requested: page_size });
     }
-    cursor.map(cursor_position).transpose().map(|_| ())
-}
-
-/// The 8-byte index position a cursor encodes in hex.
-fn cursor_position(cursor: &str) -> Result<[u8; 8], QueryError> {
-    let mut position = [0u8; 8];
-    hex::decode_to_slice(cursor, &mut position).map_err(|_| QueryError::InvalidCursor(cursor.to_owned()))?;
-    Ok(position)
-}
-
-/// The index key a cursor stands for: the prefix and the cursor's position.
-fn cursor_key(prefix: &[u8], cursor: &str) -> Result<Vec<u8>, QueryError> {
-    Ok([prefix, &cursor_position(cursor)?].concat())
-}
-
-fn digest_suffix(key: &[u8]) -> Result<Digest, StorageError> {
-    key.len()
-        .checked_sub(32)
-        .and_then(|start| key[start..].try_into().ok())
-        .map(Digest)
-        .ok_or_else(|| StorageError::Corrupt("index key too short".into()))
+    cursor.map(|text| Cursor::parse(text).ok_or_else(|| QueryError::InvalidCursor(text.to_owned()))).transpose()
 }
 
 /// Loads the receipt key, or creates it (atomically) on first start, with its public half beside it.

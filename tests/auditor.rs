@@ -60,7 +60,7 @@ fn the_standalone_verifier_accepts_kho_statements_and_rejects_altered_documents(
     assert!(!ok, "a certificate from another anchor must not verify");
 
     // The committed fixtures verify too.
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/statements");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2/statements");
     let (ok, json) = run_verifier(
         &[&fixtures.join("record.kho-record"), &fixtures.join("certificate.kho-cert"), &fixtures.join("document.txt")],
         "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",

@@ -1,6 +1,6 @@
-//! Golden fixtures written by format version 1 (examples/write_fixtures.rs) must keep decoding, keep
-//! their ids, and be rebuilt byte for byte from their fields; the fixture vault must keep opening and
-//! serving its records and content.
+//! Golden fixtures (examples/write_fixtures.rs) of stored format version 2, whose signed statements are
+//! still encoding version 1: the statements must keep decoding, keep their ids, and be rebuilt byte for
+//! byte from their fields; the fixture vault must keep opening and serving its records and content.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ const SECOND_RECORD_ID: &str = "536db8db3145c71dc7f94c15c0eb04d36c6965414a239729
 const CERTIFICATE_ID: &str = "b14f8073fc1b6a8412439c0093a8f154339283c67286cecc01ccf10158bfff9e";
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2")
 }
 
 fn key(seed: u8) -> SecretKey {

@@ -234,6 +234,10 @@ struct ServeArgs {
     /// and curl commands for each role.
     #[arg(long)]
     demo: bool,
+    /// Open even if the catalog lacks batches that were acknowledged (its files were damaged or
+    /// replaced), restoring them from the catalog journal. Without it such a store refuses to open.
+    #[arg(long)]
+    recover: bool,
 }
 
 #[derive(Args)]
@@ -499,6 +503,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.auth.dev_mode = true;
         config.check()?;
     }
+    config.recover = args.recover;
     let demo_tokens = if args.demo { Some(demo_tokens(&config)?) } else { None };
     crate::http::serve(&config, |address| {
         println!("kho listening on http://{address}");

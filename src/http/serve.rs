@@ -58,7 +58,16 @@ pub fn state(config: &Config) -> Result<AppState, ServeError> {
     }
     let mut vault_config = VaultConfig::new(&config.data_dir, anchors);
     vault_config.document_size_bytes_max = config.document_size_bytes_max;
+    vault_config.store.recover = config.recover;
     let vault = Vault::open(vault_config)?;
+    let report = vault.open_report();
+    if report.batches_replayed > 0 || !report.quarantined.is_empty() {
+        tracing::warn!(
+            batches_replayed = report.batches_replayed,
+            quarantined = report.quarantined.len(),
+            "the store was repaired at open; see the warnings above"
+        );
+    }
     let keys: Vec<PublicKey> = config.auth.keys.iter().map(|p| keys::read_public_key(p)).collect::<Result<_, _>>()?;
     let dev_key = if config.auth.dev_mode {
         tracing::warn!(

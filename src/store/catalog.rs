@@ -1,0 +1,360 @@
+//! The catalog: what the vault keeps about statements, indexes, receipts and access events, with its
+//! key layout (docs/FORMAT.md section 3), its cursors and its sequence numbers, over any
+//! [`CatalogEngine`].
+//!
+//! Every accepted statement or access event is one [`Commit`]: the catalog checks that it carries the
+//! next sequence number (so two writers can never both take one), derives the index entries, and
+//! applies everything in one atomic batch. Values are the callers' encodings (through `codec`); the
+//! catalog owns only the keys and the two small value types it must read itself.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Batch, EngineState, Store, StoreError};
+use crate::codec;
+use crate::ids::{Code, Digest, OwnerId};
+
+/// A signed statement as stored: its envelope, and the sequence number it was accepted at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementEntry {
+    pub envelope: Vec<u8>,
+    pub sequence: u64,
+}
+
+/// What happened to a record after it was accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordState {
+    pub revocation: Option<StatementEntry>,
+    pub superseded_by: Option<Digest>,
+}
+
+/// One accepted statement or access event, with everything the catalog must index about it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Certificate {
+        id: Digest,
+        agency: Code,
+        key_fingerprint: Digest,
+        envelope: Vec<u8>,
+    },
+    CertificateRevocation {
+        certificate: Digest,
+        envelope: Vec<u8>,
+    },
+    Record {
+        id: Digest,
+        owner: OwnerId,
+        blake3: Digest,
+        envelope: Vec<u8>,
+        supersedes: Option<Digest>,
+        content: Option<NewContent>,
+    },
+    RecordRevocation {
+        record: Digest,
+        envelope: Vec<u8>,
+    },
+    Access {
+        owner: OwnerId,
+        event: Vec<u8>,
+    },
+}
+
+/// Content stored for the first time with a record: its manifest (encoded by `content`) and the blob
+/// engine's committed state.
+#[derive(Debug, Clone)]
+pub struct NewContent {
+    pub blake3: Digest,
+    pub manifest: Vec<u8>,
+    pub blob_state: Option<EngineState>,
+}
+
+/// A change with its sequence number and, for statements, the vault's receipt envelope.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub sequence: u64,
+    pub receipt: Option<Vec<u8>>,
+    pub change: Change,
+}
+
+/// A position in a listing, opaque to everyone above the catalog. Listings are ordered by sequence
+/// number, so a cursor is the sequence number of the last entry returned; its text form is versioned
+/// base64url so that it can change without breaking clients that only pass it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(u64);
+
+const CURSOR_VERSION: u8 = 1;
+
+impl Cursor {
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, text).ok()?;
+        match bytes.as_slice() {
+            [CURSOR_VERSION, rest @ ..] => rest.try_into().ok().map(u64::from_be_bytes).map(Cursor),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bytes = [&[CURSOR_VERSION][..], &self.0.to_be_bytes()].concat();
+        f.write_str(&base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes))
+    }
+}
+
+mod key {
+    use super::*;
+
+    pub(super) const SEQUENCE: &[u8] = b"meta/sequence";
+    pub(super) const CERTIFICATE_PREFIX: &[u8] = b"k/";
+    pub(super) const BLOB_STATE_PREFIX: &[u8] = b"b/";
+
+    pub(super) fn record(id: &Digest) -> Vec<u8> {
+        [b"r/".as_slice(), &id.0].concat()
+    }
+    pub(super) fn record_state(id: &Digest) -> Vec<u8> {
+        [b"s/".as_slice(), &id.0].concat()
+    }
+    pub(super) fn owner_prefix(owner: &OwnerId) -> Vec<u8> {
+        [b"o/".as_slice(), owner.as_str().as_bytes(), b"\0"].concat()
+    }
+    /// Inverted so that a forward scan yields newest first.
+    pub(super) fn owner_entry(owner: &OwnerId, sequence: u64) -> Vec<u8> {
+        [owner_prefix(owner).as_slice(), &(u64::MAX - sequence).to_be_bytes()].concat()
+    }
+    pub(super) fn content_prefix(blake3: &Digest) -> Vec<u8> {
+        [b"h/".as_slice(), &blake3.0, b"\0"].concat()
+    }
+    pub(super) fn content_entry(blake3: &Digest, sequence: u64) -> Vec<u8> {
+        [content_prefix(blake3).as_slice(), &sequence.to_be_bytes()].concat()
+    }
+    pub(super) fn manifest(blake3: &Digest) -> Vec<u8> {
+        [b"m/".as_slice(), &blake3.0].concat()
+    }
+    pub(super) fn certificate(id: &Digest) -> Vec<u8> {
+        [CERTIFICATE_PREFIX, &id.0].concat()
+    }
+    pub(super) fn certificate_revocation(id: &Digest) -> Vec<u8> {
+        [b"kr/".as_slice(), &id.0].concat()
+    }
+    pub(super) fn agency_prefix(agency: &Code) -> Vec<u8> {
+        [b"ka/".as_slice(), agency.as_str().as_bytes(), b"\0"].concat()
+    }
+    pub(super) fn fingerprint_prefix(fingerprint: &Digest) -> Vec<u8> {
+        [b"kf/".as_slice(), &fingerprint.0].concat()
+    }
+    pub(super) fn access_prefix(owner: &OwnerId) -> Vec<u8> {
+        [b"al/".as_slice(), owner.as_str().as_bytes(), b"\0"].concat()
+    }
+    pub(super) fn access_entry(owner: &OwnerId, sequence: u64) -> Vec<u8> {
+        [access_prefix(owner).as_slice(), &(u64::MAX - sequence).to_be_bytes()].concat()
+    }
+    pub(super) fn receipt(sequence: u64) -> Vec<u8> {
+        [b"q/".as_slice(), &sequence.to_be_bytes()].concat()
+    }
+    pub(super) fn blob_state(engine_key: &[u8]) -> Vec<u8> {
+        [BLOB_STATE_PREFIX, engine_key].concat()
+    }
+}
+
+fn corrupt(what: &str) -> impl FnOnce(codec::CodecError) -> StoreError + '_ {
+    move |error| StoreError::Corrupt(format!("{what}: {error}"))
+}
+
+/// The 8 bytes after `prefix` in an index key, as a big-endian number.
+fn key_suffix(key: &[u8], prefix_len: usize) -> Result<u64, StoreError> {
+    key.get(prefix_len..)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("index key has the wrong length".into()))
+}
+
+fn digest_value(value: Vec<u8>) -> Result<Digest, StoreError> {
+    value.try_into().map(Digest).map_err(|_| StoreError::Corrupt("index entry is not a digest".into()))
+}
+
+fn digest_suffix(key: &[u8]) -> Result<Digest, StoreError> {
+    key.len()
+        .checked_sub(32)
+        .and_then(|start| key[start..].try_into().ok())
+        .map(Digest)
+        .ok_or_else(|| StoreError::Corrupt("index key too short".into()))
+}
+
+impl Store {
+    fn get_value(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.catalog.get(key)
+    }
+
+    fn get_decoded<T: serde::de::DeserializeOwned>(&self, key: &[u8], what: &str) -> Result<Option<T>, StoreError> {
+        self.get_value(key)?.map(|bytes| codec::decode(&bytes).map_err(corrupt(what))).transpose()
+    }
+
+    /// The sequence number of the last commit (0 for an empty catalog).
+    pub fn last_sequence(&self) -> Result<u64, StoreError> {
+        Ok(self.get_decoded::<u64>(key::SEQUENCE, "sequence number")?.unwrap_or(0))
+    }
+
+    /// Applies `commit` atomically if it carries the next sequence number; durable after [`Store::sync`].
+    pub fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let last = self.last_sequence()?;
+        if commit.sequence != last + 1 {
+            return Err(StoreError::SequenceConflict { proposed: commit.sequence, last });
+        }
+        let sequence = commit.sequence;
+        let entry = |envelope: Vec<u8>| codec::encode(&StatementEntry { envelope, sequence });
+        let mut batch = Batch::default();
+        match commit.change {
+            Change::Certificate { id, agency, key_fingerprint, envelope } => {
+                batch.insert(key::certificate(&id), entry(envelope));
+                batch.insert([key::agency_prefix(&agency), id.0.to_vec()].concat(), Vec::new());
+                batch.insert([key::fingerprint_prefix(&key_fingerprint), id.0.to_vec()].concat(), Vec::new());
+            }
+            Change::CertificateRevocation { certificate, envelope } => {
+                batch.insert(key::certificate_revocation(&certificate), entry(envelope));
+            }
+            Change::Record { id, owner, blake3, envelope, supersedes, content } => {
+                if let Some(old) = supersedes {
+                    let mut state = self.record_state(&old)?;
+                    state.superseded_by = Some(id);
+                    batch.insert(key::record_state(&old), codec::encode(&state));
+                }
+                batch.insert(key::record(&id), entry(envelope));
+                batch.insert(key::owner_entry(&owner, sequence), id.0.to_vec());
+                batch.insert(key::content_entry(&blake3, sequence), id.0.to_vec());
+                if let Some(content) = content {
+                    batch.insert(key::manifest(&content.blake3), content.manifest);
+                    if let Some((engine_key, value)) = content.blob_state {
+                        batch.insert(key::blob_state(&engine_key), value);
+                    }
+                }
+            }
+            Change::RecordRevocation { record, envelope } => {
+                let mut state = self.record_state(&record)?;
+                state.revocation = Some(StatementEntry { envelope, sequence });
+                batch.insert(key::record_state(&record), codec::encode(&state));
+            }
+            Change::Access { owner, event } => {
+                batch.insert(key::access_entry(&owner, sequence), event);
+            }
+        }
+        if let Some(receipt) = commit.receipt {
+            batch.insert(key::receipt(sequence), receipt);
+        }
+        batch.insert(key::SEQUENCE, codec::encode(&sequence));
+        self.catalog.apply(batch)
+    }
+
+    pub fn record(&self, id: &Digest) -> Result<Option<StatementEntry>, StoreError> {
+        self.get_decoded(&key::record(id), "record entry")
+    }
+
+    pub fn contains_record(&self, id: &Digest) -> Result<bool, StoreError> {
+        Ok(self.get_value(&key::record(id))?.is_some())
+    }
+
+    /// A record's revocation and supersession; the default when nothing happened to it.
+    pub fn record_state(&self, id: &Digest) -> Result<RecordState, StoreError> {
+        Ok(self.get_decoded(&key::record_state(id), "record state")?.unwrap_or_default())
+    }
+
+    /// The receipt envelope of the statement accepted at `sequence`.
+    pub fn receipt(&self, sequence: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_value(&key::receipt(sequence))
+    }
+
+    pub fn certificate(&self, id: &Digest) -> Result<Option<StatementEntry>, StoreError> {
+        self.get_decoded(&key::certificate(id), "certificate entry")
+    }
+
+    pub fn certificate_revocation(&self, id: &Digest) -> Result<Option<StatementEntry>, StoreError> {
+        self.get_decoded(&key::certificate_revocation(id), "certificate revocation")
+    }
+
+    /// Every certificate id, in id order.
+    pub fn certificate_ids(&self) -> impl Iterator<Item = Result<Digest, StoreError>> + '_ {
+        self.catalog.scan(key::CERTIFICATE_PREFIX, None).map(|item| digest_suffix(&item?.0))
+    }
+
+    /// The certificates issued for the key with this fingerprint.
+    pub fn certificates_of_key(&self, fingerprint: &Digest) -> impl Iterator<Item = Result<Digest, StoreError>> + '_ {
+        self.catalog.scan(&key::fingerprint_prefix(fingerprint), None).map(|item| digest_suffix(&item?.0))
+    }
+
+    pub fn agency_has_certificates(&self, agency: &Code) -> Result<bool, StoreError> {
+        self.catalog.scan(&key::agency_prefix(agency), None).next().transpose().map(|first| first.is_some())
+    }
+
+    /// The stored manifest of content, as `content` encoded it.
+    pub fn manifest(&self, blake3: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_value(&key::manifest(blake3))
+    }
+
+    /// An owner's record ids, newest first, after `cursor`.
+    pub fn owner_records(
+        &self,
+        owner: &OwnerId,
+        after: Option<Cursor>,
+    ) -> impl Iterator<Item = Result<(Cursor, Digest), StoreError>> + '_ {
+        let prefix = key::owner_prefix(owner);
+        let start = after.map(|Cursor(sequence)| key::owner_entry(owner, sequence));
+        let length = prefix.len();
+        self.catalog.scan(&prefix, start.as_deref()).map(move |item| {
+            let (entry_key, value) = item?;
+            Ok((Cursor(u64::MAX - key_suffix(&entry_key, length)?), digest_value(value)?))
+        })
+    }
+
+    /// The ids of records that point to a content hash, oldest first, after `cursor`.
+    pub fn content_records(
+        &self,
+        blake3: &Digest,
+        after: Option<Cursor>,
+    ) -> impl Iterator<Item = Result<(Cursor, Digest), StoreError>> + '_ {
+        let prefix = key::content_prefix(blake3);
+        let start = after.map(|Cursor(sequence)| key::content_entry(blake3, sequence));
+        let length = prefix.len();
+        self.catalog.scan(&prefix, start.as_deref()).map(move |item| {
+            let (entry_key, value) = item?;
+            Ok((Cursor(key_suffix(&entry_key, length)?), digest_value(value)?))
+        })
+    }
+
+    /// An owner's access events (as the vault encoded them) with their sequence numbers, newest first.
+    pub fn access_log(
+        &self,
+        owner: &OwnerId,
+        after: Option<Cursor>,
+    ) -> impl Iterator<Item = Result<(Cursor, u64, Vec<u8>), StoreError>> + '_ {
+        let prefix = key::access_prefix(owner);
+        let start = after.map(|Cursor(sequence)| key::access_entry(owner, sequence));
+        let length = prefix.len();
+        self.catalog.scan(&prefix, start.as_deref()).map(move |item| {
+            let (entry_key, value) = item?;
+            let sequence = u64::MAX - key_suffix(&entry_key, length)?;
+            Ok((Cursor(sequence), sequence, value))
+        })
+    }
+
+    /// The blob engine's committed states, as kept by [`Change::Record`] commits.
+    pub(crate) fn blob_states(engine: &dyn super::CatalogEngine) -> Result<Vec<EngineState>, StoreError> {
+        engine
+            .scan(key::BLOB_STATE_PREFIX, None)
+            .map(|item| item.map(|(k, v)| (k[key::BLOB_STATE_PREFIX.len()..].to_vec(), v)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_foreign_text() {
+        for sequence in [0, 1, 42, u64::MAX] {
+            assert_eq!(Cursor::parse(&Cursor(sequence).to_string()), Some(Cursor(sequence)));
+        }
+        for text in ["", "zz", "0000000000000001", "AgAAAAAAAAAB", "AQAAAAAAAAA"] {
+            assert_eq!(Cursor::parse(text), None, "{text:?}");
+        }
+    }
+}

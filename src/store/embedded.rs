@@ -1,0 +1,555 @@
+//! The embedded engine, Kho's default: the catalog in sled, guarded by a journal, and blobs in pack
+//! files (`packs`). This is the only module that names sled.
+//!
+//! Why `sync` does more than `sled::Db::flush` (DESIGN.md section 4): sled 0.34's flush ends with
+//! `sync_file_range`, which does not reach stable storage on a power cut, and tree nodes larger than
+//! a quarter segment go to files under `blobs/` that sled never fsyncs. So `sync` flushes, then
+//! fdatasyncs the `db` file and every blob file written since the last sync, and fsyncs the `blobs`
+//! directory. Callers that arrive while a sync runs wait for the next one, which covers them all
+//! (group commit).
+//!
+//! Why a journal: sled treats a message whose checksum fails as a torn write and cuts its log there
+//! (`pagecache/iterator.rs`, "found a tear"), so one flipped byte in the `db` file silently drops every
+//! later write. So every batch is also appended to `catalog.journal` (numbered; the batch number is
+//! kept in sled too), the journal is fdatasynced in the same group commit, and after each sync a mark
+//! records the highest batch that sync made durable. At open, journal batches the catalog lacks are
+//! replayed. A few unacknowledged ones after a crash are replayed quietly; if the catalog lacks a
+//! batch that a mark says was durable (acknowledged), the catalog was damaged: the store refuses to
+//! open, naming the gap, unless the operator asks for recovery, which replays everything it lacks.
+//!
+//! Journal records (docs/FORMAT.md section 4): `length u32 | BLAKE3(body)[..16] | body`, body =
+//! `version u8 | kind u8 | number u64 | ...`, kind 1 a batch (`count u32`, then per operation
+//! `tag u8, key_len u32, key, [value_len u32, value]`), kind 2 a sync mark. All integers big-endian.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::packs::{quarantine_tail, sync_path, Packs};
+use super::{io_error, Batch, CatalogEngine, Engines, Entries, OpenReport, Store, StoreError};
+
+/// sled's segment size. Values above a quarter of it become separate blob files; catalog values are
+/// far smaller.
+pub const SEGMENT_SIZE_BYTES: usize = 512 * 1024;
+/// sled's page cache size.
+pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+/// The largest journal record read back; anything larger is damage, not a batch.
+pub const JOURNAL_RECORD_SIZE_BYTES_MAX: u32 = 64 * 1024 * 1024;
+const JOURNAL_FILE: &str = "catalog.journal";
+const JOURNAL_VERSION: u8 = 1;
+const JOURNAL_HEADER_BYTES: usize = 4 + 16;
+const KIND_BATCH: u8 = 1;
+const KIND_SYNCED: u8 = 2;
+/// The journal number of the last batch applied, kept inside sled with every batch.
+const BATCH_NUMBER_KEY: &[u8] = b"meta/journal-batch";
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    pub cache_capacity_bytes: u64,
+    /// Open even when the catalog lacks acknowledged batches, restoring them from the journal.
+    pub recover: bool,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig { cache_capacity_bytes: CACHE_CAPACITY_BYTES_DEFAULT, recover: false }
+    }
+}
+
+/// Opens (or creates) the embedded engine in `directory`: sled and its journal, then the packs.
+pub fn open(directory: &Path, config: &EmbeddedConfig) -> Result<Engines, StoreError> {
+    std::fs::create_dir_all(directory).map_err(io_error(directory))?;
+    let quarantine = directory.join("quarantine");
+    let mut report = OpenReport::default();
+    let db = match open_sled(directory, config) {
+        Ok(db) => db,
+        Err(error) if config.recover => {
+            // The catalog's files do not even open: keep them aside and rebuild from the journal.
+            let kept = quarantine.join(format!("catalog.at-{}", crate::ids::now_unix_ms()));
+            std::fs::create_dir_all(&kept).map_err(io_error(&kept))?;
+            for entry in std::fs::read_dir(directory).map_err(io_error(directory))? {
+                let path = entry.map_err(io_error(directory))?.path();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if ["conf", "db", "blobs"].contains(&name.as_str()) || name.starts_with("snap.") {
+                    std::fs::rename(&path, kept.join(&name)).map_err(io_error(&path))?;
+                }
+            }
+            sync_path(directory)?;
+            report.warnings.push(format!(
+                "the catalog did not open ({error}); its files were moved to {} and it is rebuilt from the journal",
+                kept.display()
+            ));
+            report.quarantined.push(kept);
+            open_sled(directory, config).map_err(engine_error)?
+        }
+        Err(error) => {
+            return Err(StoreError::Engine(format!(
+                "the catalog does not open: {error}. Nothing was changed. Start with the recovery flag \
+                 (`kho serve --recover`) to keep its files aside and rebuild it from the journal"
+            )))
+        }
+    };
+    let tree = db.open_tree("catalog").map_err(engine_error)?;
+    let journal_path = directory.join(JOURNAL_FILE);
+    let scanned = scan_journal(&journal_path, &quarantine, config.recover, &mut report)?;
+    let catalog_batch = batch_number(&tree)?;
+    replay(&tree, &scanned, catalog_batch, config.recover, &mut report)?;
+    let last_batch = batch_number(&tree)?.max(scanned.last_batch);
+    let journal_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&journal_path)
+        .map_err(io_error(&journal_path))?;
+    let engine = SledCatalog {
+        db,
+        tree,
+        directory: directory.to_owned(),
+        journal: Mutex::new(Journal { file: journal_file, length: scanned.valid_length, path: journal_path }),
+        last_batch: AtomicU64::new(last_batch),
+        group: GroupSync::default(),
+    };
+    // Make the files sled created (conf, db, blobs/), the journal, and their directory entries durable.
+    for name in ["conf", "db", JOURNAL_FILE] {
+        let path = directory.join(name);
+        if path.exists() {
+            sync_path(&path)?;
+        }
+    }
+    sync_path(directory)?;
+    engine.sync()?;
+    let states = Store::blob_states(&engine)?;
+    let blobs = Packs::open(&directory.join("packs"), &quarantine, &states, &mut report)?;
+    for warning in &report.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(Engines { catalog: Arc::new(engine), blobs: Arc::new(blobs), report })
+}
+
+fn open_sled(directory: &Path, config: &EmbeddedConfig) -> Result<sled::Db, sled::Error> {
+    sled::Config::new()
+        .path(directory)
+        .segment_size(SEGMENT_SIZE_BYTES)
+        .cache_capacity(config.cache_capacity_bytes)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+}
+
+fn engine_error(error: sled::Error) -> StoreError {
+    StoreError::Engine(error.to_string())
+}
+
+fn batch_number(tree: &sled::Tree) -> Result<u64, StoreError> {
+    match tree.get(BATCH_NUMBER_KEY).map_err(engine_error)? {
+        None => Ok(0),
+        Some(value) => value
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt("the catalog's journal batch number is malformed".into())),
+    }
+}
+
+struct SledCatalog {
+    db: sled::Db,
+    tree: sled::Tree,
+    directory: PathBuf,
+    journal: Mutex<Journal>,
+    last_batch: AtomicU64,
+    group: GroupSync,
+}
+
+struct Journal {
+    file: File,
+    length: u64,
+    path: PathBuf,
+}
+
+impl Journal {
+    fn append(&mut self, body: &[u8]) -> Result<(), StoreError> {
+        let record = encode_record(body);
+        self.file.write_all_at(&record, self.length).map_err(io_error(&self.path))?;
+        self.length += record.len() as u64;
+        Ok(())
+    }
+}
+
+fn encode_record(body: &[u8]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(JOURNAL_HEADER_BYTES + body.len());
+    record.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    record.extend_from_slice(&blake3::hash(body).as_bytes()[..16]);
+    record.extend_from_slice(body);
+    record
+}
+
+fn batch_body(number: u64, batch: &Batch) -> Vec<u8> {
+    let mut body = vec![JOURNAL_VERSION, KIND_BATCH];
+    body.extend_from_slice(&number.to_be_bytes());
+    body.extend_from_slice(&(batch.operations.len() as u32).to_be_bytes());
+    for (key, value) in &batch.operations {
+        body.push(u8::from(value.is_some()));
+        body.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        body.extend_from_slice(key);
+        if let Some(value) = value {
+            body.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            body.extend_from_slice(value);
+        }
+    }
+    body
+}
+
+fn sled_batch(number: u64, batch: &Batch) -> sled::Batch {
+    let mut sled_batch = sled::Batch::default();
+    for (key, value) in &batch.operations {
+        match value {
+            Some(value) => sled_batch.insert(key.as_slice(), value.as_slice()),
+            None => sled_batch.remove(key.as_slice()),
+        }
+    }
+    sled_batch.insert(BATCH_NUMBER_KEY, &number.to_be_bytes());
+    sled_batch
+}
+
+/// A journal record's body, decoded.
+enum JournalEntry {
+    Batch { number: u64, batch: Batch },
+    Synced { through: u64 },
+}
+
+/// Decodes a record body whose checksum already matched; `None` if it is not a valid body.
+pub(crate) fn decode_body(body: &[u8]) -> Option<(u64, Option<Batch>)> {
+    let mut reader = Reader(body);
+    if reader.take(1)? != [JOURNAL_VERSION] {
+        return None;
+    }
+    let kind = reader.take(1)?[0];
+    let number = u64::from_be_bytes(reader.take(8)?.try_into().ok()?);
+    match kind {
+        KIND_SYNCED if reader.0.is_empty() => Some((number, None)),
+        KIND_BATCH => {
+            let count = reader.u32()?;
+            let mut batch = Batch::default();
+            for _ in 0..count {
+                let tag = reader.take(1)?[0];
+                let key_length = reader.u32()? as usize;
+                let key = reader.take(key_length)?.to_vec();
+                let value = match tag {
+                    0 => None,
+                    1 => {
+                        let value_length = reader.u32()? as usize;
+                        Some(reader.take(value_length)?.to_vec())
+                    }
+                    _ => return None,
+                };
+                batch.operations.push((key, value));
+            }
+            reader.0.is_empty().then_some((number, Some(batch)))
+        }
+        _ => None,
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, count: usize) -> Option<&'a [u8]> {
+        if count > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(count);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// The record that starts at `offset`, if a whole valid one does: (entry, its length).
+fn record_at(file: &File, offset: u64, file_length: u64) -> Option<(JournalEntry, u64)> {
+    let mut header = [0u8; JOURNAL_HEADER_BYTES];
+    if offset + JOURNAL_HEADER_BYTES as u64 > file_length {
+        return None;
+    }
+    file.read_exact_at(&mut header, offset).ok()?;
+    let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+    let end = offset + JOURNAL_HEADER_BYTES as u64 + u64::from(length);
+    if length > JOURNAL_RECORD_SIZE_BYTES_MAX || end > file_length {
+        return None;
+    }
+    let mut body = vec![0u8; length as usize];
+    file.read_exact_at(&mut body, offset + JOURNAL_HEADER_BYTES as u64).ok()?;
+    if blake3::hash(&body).as_bytes()[..16] != header[4..] {
+        return None;
+    }
+    let entry = match decode_body(&body)? {
+        (number, Some(batch)) => JournalEntry::Batch { number, batch },
+        (through, None) => JournalEntry::Synced { through },
+    };
+    Some((entry, end - offset))
+}
+
+/// What the journal holds.
+#[derive(Default)]
+struct ScannedJournal {
+    batches: Vec<(u64, Batch)>,
+    last_batch: u64,
+    /// The highest batch a sync mark says was made durable (and so may have been acknowledged).
+    synced_through: u64,
+    /// Where the next record goes.
+    valid_length: u64,
+}
+
+/// Reads every record. A damaged stretch followed by valid records is reported (and, without the
+/// recovery flag, refused); a damaged tail (a crash mid-append) is quarantined, then cut.
+fn scan_journal(
+    path: &Path,
+    quarantine: &Path,
+    recover: bool,
+    report: &mut OpenReport,
+) -> Result<ScannedJournal, StoreError> {
+    let mut scanned = ScannedJournal::default();
+    let file = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(scanned),
+        Err(source) => return Err(StoreError::Io { path: path.to_owned(), source }),
+    };
+    let file_length = file.metadata().map_err(io_error(path))?.len();
+    let mut offset = 0;
+    while offset < file_length {
+        if let Some((entry, length)) = record_at(&file, offset, file_length) {
+            match entry {
+                JournalEntry::Batch { number, batch } => {
+                    scanned.last_batch = scanned.last_batch.max(number);
+                    scanned.batches.push((number, batch));
+                }
+                JournalEntry::Synced { through } => scanned.synced_through = scanned.synced_through.max(through),
+            }
+            offset += length;
+            scanned.valid_length = offset;
+            continue;
+        }
+        // Damage at `offset`: is there a valid record after it?
+        let next_valid = (offset + 1..file_length).find(|&at| record_at(&file, at, file_length).is_some());
+        match next_valid {
+            Some(next) if recover => {
+                report.warnings.push(format!(
+                    "journal {}: {} damaged bytes at offset {offset} were skipped",
+                    path.display(),
+                    next - offset
+                ));
+                offset = next;
+            }
+            Some(next) => {
+                return Err(StoreError::Corrupt(format!(
+                    "journal {} is damaged at offset {offset} ({} bytes before the next valid record); \
+                     start with the recovery flag to skip the damaged stretch",
+                    path.display(),
+                    next - offset
+                )))
+            }
+            None => {
+                let kept = quarantine_tail(path, &file, offset, quarantine)?;
+                file.set_len(offset).map_err(io_error(path))?;
+                file.sync_all().map_err(io_error(path))?;
+                report.warnings.push(format!(
+                    "journal {}: an incomplete last record ({} bytes, a crash mid-write) was moved to {}",
+                    path.display(),
+                    file_length - offset,
+                    kept.display()
+                ));
+                report.quarantined.push(kept);
+                break;
+            }
+        }
+    }
+    Ok(scanned)
+}
+
+/// Applies the journal's batches that the catalog lacks.
+fn replay(
+    tree: &sled::Tree,
+    scanned: &ScannedJournal,
+    catalog_batch: u64,
+    recover: bool,
+    report: &mut OpenReport,
+) -> Result<(), StoreError> {
+    if scanned.synced_through > catalog_batch && !recover {
+        return Err(StoreError::CatalogBehind {
+            catalog_batch,
+            acknowledged_batch: scanned.synced_through,
+            journal_batch: scanned.last_batch,
+        });
+    }
+    if scanned.last_batch < catalog_batch {
+        // sled made batches durable on its own before their journal records were: they were never
+        // acknowledged (acknowledgement waits for the journal), so nothing is missing that was promised.
+        report.warnings.push(format!(
+            "catalog batches {}..={catalog_batch} were never acknowledged and are not in the journal",
+            scanned.last_batch + 1
+        ));
+    }
+    let mut expected = catalog_batch + 1;
+    for (number, batch) in scanned.batches.iter().filter(|(number, _)| *number > catalog_batch) {
+        if *number != expected && scanned.synced_through >= expected {
+            let message = format!("journal batches {expected}..{number} are missing; they cannot be restored");
+            if !recover {
+                return Err(StoreError::Corrupt(message));
+            }
+            report.warnings.push(message);
+        }
+        tree.apply_batch(sled_batch(*number, batch)).map_err(engine_error)?;
+        report.batches_replayed += 1;
+        expected = number + 1;
+    }
+    if scanned.synced_through > catalog_batch {
+        report.warnings.push(format!(
+            "the catalog had lost acknowledged batches {}..={}; {} batches were restored from the journal",
+            catalog_batch + 1,
+            scanned.synced_through,
+            report.batches_replayed
+        ));
+    }
+    Ok(())
+}
+
+impl CatalogEngine for SledCatalog {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key).map_err(engine_error)?.map(|value| value.to_vec()))
+    }
+
+    fn scan<'a>(&'a self, prefix: &[u8], after: Option<&[u8]>) -> Entries<'a> {
+        let prefix = prefix.to_vec();
+        let iter = match after {
+            Some(after) => self.tree.range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => self.tree.range::<&[u8], _>(prefix.as_slice()..),
+        };
+        Box::new(
+            iter.take_while(move |item| match item {
+                Ok((key, _)) => key.starts_with(&prefix),
+                Err(_) => true,
+            })
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine_error)),
+        )
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        // Journal order is catalog order: both happen under the journal's lock.
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        let number = self.last_batch.load(Ordering::Acquire) + 1;
+        journal.append(&batch_body(number, &batch))?;
+        self.tree.apply_batch(sled_batch(number, &batch)).map_err(engine_error)?;
+        self.last_batch.store(number, Ordering::Release);
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.group.run(|| {
+            let through = self.last_batch.load(Ordering::Acquire);
+            self.db.flush().map_err(engine_error)?;
+            sync_path(&self.directory.join("db"))?;
+            sync_new_blobs(&self.directory.join("blobs"), &self.group.synced_blobs)?;
+            let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+            journal.file.sync_data().map_err(io_error(&journal.path))?;
+            // Evidence for the next open that everything up to `through` was durable; it becomes durable
+            // itself with the next sync, which is soon enough (see the module docs).
+            let mut mark = vec![JOURNAL_VERSION, KIND_SYNCED];
+            mark.extend_from_slice(&through.to_be_bytes());
+            journal.append(&mark)
+        })
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner()).length;
+        Ok(self.db.size_on_disk().map_err(engine_error)? + journal)
+    }
+}
+
+/// fdatasyncs blob files not synced before, then the directory that names them.
+fn sync_new_blobs(blobs: &Path, synced: &Mutex<HashSet<String>>) -> Result<(), StoreError> {
+    let entries = match std::fs::read_dir(blobs) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(StoreError::Io { path: blobs.to_owned(), source: error }),
+    };
+    let mut synced = synced.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut present = HashSet::new();
+    let mut any_new = false;
+    for entry in entries {
+        let entry = entry.map_err(io_error(blobs))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !synced.contains(&name) {
+            let path = entry.path();
+            match File::open(&path) {
+                Ok(file) => file.sync_data().map_err(io_error(&path))?,
+                // sled deletes blob files when it rewrites the node; nothing left to make durable.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(StoreError::Io { path, source: error }),
+            }
+            any_new = true;
+        }
+        present.insert(name);
+    }
+    if any_new {
+        sync_path(blobs)?;
+    }
+    *synced = present;
+    Ok(())
+}
+
+/// One sync at a time; callers that arrive while one runs share the next one. After a failure every
+/// later call fails too (the store is poisoned one level up as well).
+#[derive(Default)]
+struct GroupSync {
+    state: Mutex<SyncState>,
+    finished: Condvar,
+    failed: std::sync::atomic::AtomicBool,
+    synced_blobs: Mutex<HashSet<String>>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    started: u64,
+    completed: u64,
+    running: bool,
+}
+
+impl GroupSync {
+    fn run(&self, sync: impl Fn() -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let lock = || self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = lock();
+        // A sync already running may have started before our writes, so we need the next one.
+        let needed = state.started + 1;
+        loop {
+            if self.failed.load(Ordering::Acquire) {
+                return Err(StoreError::Poisoned);
+            }
+            if state.completed >= needed {
+                return Ok(());
+            }
+            if state.running {
+                state = self.finished.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
+            }
+            state.running = true;
+            state.started += 1;
+            let generation = state.started;
+            drop(state);
+            let result = sync();
+            if result.is_err() {
+                self.failed.store(true, Ordering::Release);
+            }
+            state = lock();
+            state.running = false;
+            state.completed = generation;
+            self.finished.notify_all();
+            if generation >= needed {
+                return result;
+            }
+        }
+    }
+}

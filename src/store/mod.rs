@@ -1,0 +1,265 @@
+//! The storage seam: a catalog of small values and a blob store for content frames, each behind a
+//! narrow trait, with the engines that implement them.
+//!
+//! Above this module nothing knows a key layout, a cursor's bytes or where content lives. The vault
+//! speaks to [`Store`]: typed catalog reads and one atomic [`Commit`] per accepted statement (see
+//! `catalog`), durable [`Store::sync`], and blobs written through a [`BlobWriter`] and read back through an
+//! opaque [`BlobRef`]. Underneath, an engine implements two traits:
+//!
+//! - [`CatalogEngine`]: ordered keys, atomic batches, a durable `sync` (group commit).
+//! - [`Blobs`]: append-only objects, durable when finished, invisible until their reference is committed.
+//!
+//! Engines: `embedded` (sled for the catalog, with a journal that lets a damaged catalog be rebuilt, and
+//! pack files for blobs; the default), `memory` (tests and fuzzing, with a model of what a crash keeps),
+//! and `fault` (wraps any engine and makes the N-th write, sync or read fail or tear).
+//!
+//! Rules every engine keeps: `sync` returns only when everything committed before it survives a power
+//! cut; a failed sync or blob flush poisons the store against further writes (the kernel may have
+//! dropped the dirty pages, so a retry proves nothing); and no engine deletes or shrinks stored data
+//! because its catalog says less than before: bytes it cannot account for are quarantined and reported.
+
+mod catalog;
+pub mod embedded;
+pub mod fault;
+pub mod memory;
+mod packs;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub use catalog::{Change, Commit, Cursor, NewContent, RecordState, StatementEntry};
+pub use embedded::{EmbeddedConfig, CACHE_CAPACITY_BYTES_DEFAULT};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("an earlier sync failed; the store refuses writes until it is reopened and checked")]
+    Poisoned,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("sequence {proposed} is not the next one (the catalog is at {last}): another writer committed first")]
+    SequenceConflict { proposed: u64, last: u64 },
+    #[error(
+        "the catalog is behind what was acknowledged: it ends at batch {catalog_batch}, but batches up to \
+         {acknowledged_batch} were made durable and acknowledged (the journal holds them up to {journal_batch}). \
+         The catalog's files were damaged or replaced. Nothing was changed. Start with the recovery flag \
+         (`kho serve --recover`) to restore the missing batches from the journal"
+    )]
+    CatalogBehind { catalog_batch: u64, acknowledged_batch: u64, journal_batch: u64 },
+    #[error("fault injected: {0}")]
+    Injected(&'static str),
+}
+
+pub(crate) fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_owned(), source }
+}
+
+/// Changes to the catalog applied all at once or not at all.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub(crate) operations: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.operations.push((key.into(), Some(value.into())));
+    }
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.operations.push((key.into(), None));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.operations.is_empty()
+    }
+    pub fn operations(&self) -> &[(Vec<u8>, Option<Vec<u8>>)] {
+        &self.operations
+    }
+}
+
+/// Key-value pairs in key order.
+pub type Entries<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + 'a>;
+
+/// An ordered key-value engine for the catalog. Keys and values are the catalog's business (`catalog`);
+/// an engine stores them, applies a batch atomically, and makes it durable on `sync`.
+pub trait CatalogEngine: Send + Sync {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Pairs whose key starts with `prefix`, in key order, strictly after `after` if given.
+    fn scan<'a>(&'a self, prefix: &[u8], after: Option<&[u8]>) -> Entries<'a>;
+    /// Applies `batch` atomically; durable only after a later `sync`.
+    fn apply(&self, batch: Batch) -> Result<(), StoreError>;
+    /// Returns once everything applied before the call is on stable storage.
+    fn sync(&self) -> Result<(), StoreError>;
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
+}
+
+/// Where a blob's bytes are, in the words of the engine that wrote it; nobody else reads inside it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BlobRef(pub Vec<u8>);
+
+/// A blob engine's own record of a committed blob (key, value), kept in the catalog for it.
+pub type EngineState = (Vec<u8>, Vec<u8>);
+
+/// A blob written in full and durable, not yet referenced by the catalog.
+pub struct StagedBlob {
+    pub reference: BlobRef,
+    /// What the engine needs kept, in the same catalog commit, to know the blob is committed (a pack
+    /// engine's committed extent); handed back to the engine when it opens.
+    pub committed_state: Option<EngineState>,
+}
+
+/// Append-only objects for content frames.
+pub trait Blobs: Send + Sync {
+    /// A writer for one new blob.
+    fn create(&self) -> Result<Box<dyn BlobWriter>, StoreError>;
+    /// `length` bytes at `offset` inside a blob; an error if the blob is shorter or unreadable.
+    fn read(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Vec<u8>, StoreError>;
+    /// Feeds every stored byte, in a fixed order, to `hasher` (for state digests).
+    fn digest_into(&self, hasher: &mut blake3::Hasher) -> Result<(), StoreError>;
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
+}
+
+/// One blob being written. Dropping it without [`BlobWriter::release`] discards what it wrote.
+pub trait BlobWriter: Send {
+    fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Makes everything appended durable; the blob stays invisible until its reference is committed.
+    fn finish(&mut self) -> Result<StagedBlob, StoreError>;
+    /// After the commit that references the blob: the writer's resources go back to the engine.
+    fn release(self: Box<Self>);
+    /// Drops the blob (rejected or duplicate content).
+    fn discard(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// What opening a store found and did, for the operator.
+#[derive(Debug, Default, Clone)]
+pub struct OpenReport {
+    /// Catalog batches restored from the journal (after a crash, the few never acknowledged; after
+    /// damage, with the recovery flag, everything the catalog had lost).
+    pub batches_replayed: u64,
+    /// Bytes past a committed extent that were moved aside into the quarantine directory.
+    pub quarantined: Vec<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+/// A catalog engine and a blob engine, opened together.
+pub struct Engines {
+    pub catalog: Arc<dyn CatalogEngine>,
+    pub blobs: Arc<dyn Blobs>,
+    pub report: OpenReport,
+}
+
+/// The store the vault uses; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    catalog: Arc<dyn CatalogEngine>,
+    blobs: Arc<dyn Blobs>,
+    poisoned: Arc<AtomicBool>,
+    report: Arc<OpenReport>,
+}
+
+impl Store {
+    pub fn new(engines: Engines) -> Store {
+        Store {
+            catalog: engines.catalog,
+            blobs: engines.blobs,
+            poisoned: Arc::new(AtomicBool::new(false)),
+            report: Arc::new(engines.report),
+        }
+    }
+
+    /// What opening found (replayed batches, quarantined bytes).
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// An error once a sync has failed: the store then refuses writes until reopened.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StoreError::Poisoned);
+        }
+        Ok(())
+    }
+
+    fn poison_on_error<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if result.is_err() {
+            self.poisoned.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Returns once everything committed before the call is on stable storage (group commit).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let result = self.catalog.sync();
+        self.poison_on_error(result)
+    }
+
+    /// A writer for a new blob of content frames.
+    pub fn create_blob(&self) -> Result<StoreBlobWriter, StoreError> {
+        self.check_writable()?;
+        Ok(StoreBlobWriter { store: self.clone(), writer: Some(self.blobs.create()?) })
+    }
+
+    pub fn read_blob(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Vec<u8>, StoreError> {
+        self.blobs.read(blob, offset, length)
+    }
+
+    /// BLAKE3 over every catalog pair and every blob byte, in order: two stores hold the same data
+    /// exactly when their digests match. A full scan, for tests and backup checks.
+    pub fn state_digest(&self) -> Result<[u8; 32], StoreError> {
+        let mut hasher = blake3::Hasher::new();
+        for item in self.catalog.scan(b"", None) {
+            let (key, value) = item?;
+            hasher.update(&(key.len() as u64).to_be_bytes());
+            hasher.update(&key);
+            hasher.update(&(value.len() as u64).to_be_bytes());
+            hasher.update(&value);
+        }
+        self.blobs.digest_into(&mut hasher)?;
+        Ok(*hasher.finalize().as_bytes())
+    }
+
+    /// Bytes the catalog and the blobs use on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.catalog.size_on_disk()? + self.blobs.size_on_disk()?)
+    }
+}
+
+/// A blob writer that poisons the store when its flush fails, like a failed catalog sync.
+pub struct StoreBlobWriter {
+    store: Store,
+    writer: Option<Box<dyn BlobWriter>>,
+}
+
+impl StoreBlobWriter {
+    fn writer(&mut self) -> &mut Box<dyn BlobWriter> {
+        self.writer.as_mut().expect("a blob writer is used until it is released or discarded")
+    }
+
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.store.check_writable()?;
+        self.writer().append(bytes)
+    }
+
+    pub fn finish(&mut self) -> Result<StagedBlob, StoreError> {
+        self.store.check_writable()?;
+        let result = self.writer().finish();
+        self.store.poison_on_error(result)
+    }
+
+    pub fn release(mut self) {
+        if let Some(writer) = self.writer.take() {
+            writer.release();
+        }
+    }
+
+    pub fn discard(mut self) -> Result<(), StoreError> {
+        match self.writer.take() {
+            Some(writer) => writer.discard(),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Blobs in append-only pack files: `packs/<id>.pack`, each leased to one writer at a time so a blob's
+//! frames are contiguous. A writer appends and fdatasyncs; the catalog commit that references the blob
+//! also records the pack's new committed extent, and that extent comes back here at open.
+//!
+//! At open, bytes past a pack's committed extent (what a crash mid-upload leaves, or what a damaged
+//! catalog no longer accounts for) are copied into `quarantine/`, made durable, and only then cut from
+//! the pack: nothing is ever deleted because the catalog says less than before.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::{io_error, BlobRef, BlobWriter, Blobs, EngineState, OpenReport, StagedBlob, StoreError};
+
+/// A pack stops taking new blobs once it is this large (a blob already started finishes).
+pub const PACK_SIZE_BYTES_TARGET: u64 = 1024 * 1024 * 1024;
+const BLOB_REF_BYTES: usize = 4 + 8 + 8;
+
+pub(crate) fn sync_path(path: &Path) -> Result<(), StoreError> {
+    File::open(path).and_then(|file| file.sync_all()).map_err(io_error(path))
+}
+
+/// Copies the bytes of `from` from `offset` to its end into a new file in `quarantine` and makes it durable.
+pub(crate) fn quarantine_tail(from: &Path, file: &File, offset: u64, quarantine: &Path) -> Result<PathBuf, StoreError> {
+    std::fs::create_dir_all(quarantine).map_err(io_error(quarantine))?;
+    let name = from.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let target = quarantine.join(format!("{name}.from-{offset}.at-{}", crate::ids::now_unix_ms()));
+    let length = file.metadata().map_err(io_error(from))?.len();
+    let mut position = offset;
+    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(&target).map_err(io_error(&target))?;
+    let mut buffer = vec![0u8; 1 << 20];
+    while position < length {
+        let count = buffer.len().min((length - position) as usize);
+        file.read_exact_at(&mut buffer[..count], position).map_err(io_error(from))?;
+        std::io::Write::write_all(&mut out, &buffer[..count]).map_err(io_error(&target))?;
+        position += count as u64;
+    }
+    out.sync_all().map_err(io_error(&target))?;
+    sync_path(quarantine)?;
+    Ok(target)
+}
+
+struct OpenPack {
+    id: u32,
+    file: File,
+    length: u64,
+}
+
+struct Pool {
+    directory: PathBuf,
+    idle: Mutex<Vec<OpenPack>>,
+    next_id: Mutex<u32>,
+}
+
+/// The pack-file blob engine.
+pub struct Packs {
+    pool: Arc<Pool>,
+}
+
+fn decode_reference(blob: &BlobRef) -> Result<(u32, u64, u64), StoreError> {
+    let bytes: &[u8; BLOB_REF_BYTES] =
+        blob.0.as_slice().try_into().map_err(|_| StoreError::Corrupt("not a pack blob reference".into()))?;
+    let (pack, rest) = bytes.split_at(4);
+    let (offset, length) = rest.split_at(8);
+    let number = |b: &[u8]| b.iter().fold(0u64, |n, &byte| n << 8 | u64::from(byte));
+    Ok((number(pack) as u32, number(offset), number(length)))
+}
+
+impl Pool {
+    fn path(&self, id: u32) -> PathBuf {
+        self.directory.join(format!("{id:08}.pack"))
+    }
+
+    fn create(&self) -> Result<OpenPack, StoreError> {
+        let mut next_id = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
+        let id = *next_id;
+        let path = self.path(id);
+        let file =
+            std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_error(&path))?;
+        // The new name must survive a crash before anything in it is committed.
+        sync_path(&self.directory)?;
+        *next_id = id + 1;
+        Ok(OpenPack { id, file, length: 0 })
+    }
+
+    fn give_back(&self, pack: OpenPack) {
+        if pack.length < PACK_SIZE_BYTES_TARGET {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(pack);
+        }
+    }
+}
+
+impl Packs {
+    /// Opens the packs in `directory` given the committed extents the catalog kept (see
+    /// [`StagedBlob::committed_state`]); quarantines whatever lies past them.
+    pub fn open(
+        directory: &Path,
+        quarantine: &Path,
+        committed_states: &[EngineState],
+        report: &mut OpenReport,
+    ) -> Result<Packs, StoreError> {
+        std::fs::create_dir_all(directory).map_err(io_error(directory))?;
+        let mut committed = HashMap::new();
+        for (key, value) in committed_states {
+            let id = key.as_slice().try_into().ok().map(u32::from_be_bytes);
+            let end = value.as_slice().try_into().ok().map(u64::from_be_bytes);
+            match (id, end) {
+                (Some(id), Some(end)) => committed.insert(id, end),
+                _ => return Err(StoreError::Corrupt("malformed pack extent in the catalog".into())),
+            };
+        }
+        let pool = Pool { directory: directory.to_owned(), idle: Mutex::new(Vec::new()), next_id: Mutex::new(0) };
+        let mut highest = None;
+        for entry in std::fs::read_dir(directory).map_err(io_error(directory))? {
+            let path = entry.map_err(io_error(directory))?.path();
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            highest = highest.max(Some(id));
+            let end = committed.get(&id).copied().unwrap_or(0);
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).map_err(io_error(&path))?;
+            let length = file.metadata().map_err(io_error(&path))?.len();
+            if length < end {
+                return Err(StoreError::Corrupt(format!(
+                    "pack {} is {length} bytes but the catalog committed {end}: committed content is missing",
+                    path.display()
+                )));
+            }
+            if length > end {
+                let kept = quarantine_tail(&path, &file, end, quarantine)?;
+                file.set_len(end).map_err(io_error(&path))?;
+                file.sync_all().map_err(io_error(&path))?;
+                report.warnings.push(format!(
+                    "{} bytes past the committed end of {} were moved to {}",
+                    length - end,
+                    path.display(),
+                    kept.display()
+                ));
+                report.quarantined.push(kept);
+            }
+            pool.give_back(OpenPack { id, file, length: end });
+        }
+        if let Some((id, end)) = committed.iter().find(|(id, end)| **end > 0 && !pool.path(**id).exists()) {
+            return Err(StoreError::Corrupt(format!(
+                "pack {} is missing but the catalog committed {end} bytes in it",
+                pool.path(*id).display()
+            )));
+        }
+        *pool.next_id.lock().unwrap_or_else(|p| p.into_inner()) =
+            highest.max(committed.keys().max().copied()).map_or(0, |id| id + 1);
+        Ok(Packs { pool: Arc::new(pool) })
+    }
+}
+
+impl Blobs for Packs {
+    fn create(&self) -> Result<Box<dyn BlobWriter>, StoreError> {
+        let idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let pack = match idle {
+            Some(pack) => pack,
+            None => self.pool.create()?,
+        };
+        Ok(Box::new(PackWriter { pool: self.pool.clone(), start: pack.length, pack: Some(pack) }))
+    }
+
+    fn read(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Vec<u8>, StoreError> {
+        let (pack, start, blob_length) = decode_reference(blob)?;
+        if offset.checked_add(u64::from(length)).is_none_or(|end| end > blob_length) {
+            return Err(StoreError::Corrupt(format!("read of {length} bytes at {offset} is outside its blob")));
+        }
+        let path = self.pool.path(pack);
+        let file = File::open(&path).map_err(io_error(&path))?;
+        let mut buffer = vec![0u8; length as usize];
+        file.read_exact_at(&mut buffer, start + offset).map_err(io_error(&path))?;
+        Ok(buffer)
+    }
+
+    fn digest_into(&self, hasher: &mut blake3::Hasher) -> Result<(), StoreError> {
+        let directory = &self.pool.directory;
+        let mut names: Vec<_> = std::fs::read_dir(directory)
+            .map_err(io_error(directory))?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(io_error(directory))?;
+        names.sort();
+        for path in names {
+            // An empty pack (created for an upload that was then rolled back) holds nothing.
+            if std::fs::metadata(&path).map_err(io_error(&path))?.len() == 0 {
+                continue;
+            }
+            hasher.update(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+            let mut file = File::open(&path).map_err(io_error(&path))?;
+            hasher.update_reader(&mut file).map_err(io_error(&path))?;
+        }
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        let directory = &self.pool.directory;
+        let mut total = 0;
+        for entry in std::fs::read_dir(directory).map_err(io_error(directory))? {
+            total += entry.and_then(|e| e.metadata()).map_err(io_error(directory))?.len();
+        }
+        Ok(total)
+    }
+}
+
+/// One blob's exclusive lease on a pack.
+struct PackWriter {
+    pool: Arc<Pool>,
+    pack: Option<OpenPack>,
+    /// The pack's length when leased: where this blob begins.
+    start: u64,
+}
+
+impl PackWriter {
+    fn open(&mut self) -> &mut OpenPack {
+        self.pack.as_mut().expect("a pack writer holds its pack until released")
+    }
+
+    fn rollback(&mut self) -> Result<(), StoreError> {
+        let Some(mut pack) = self.pack.take() else { return Ok(()) };
+        let path = self.pool.path(pack.id);
+        // Only bytes this writer appended and nobody committed are cut.
+        pack.file.set_len(self.start).map_err(io_error(&path))?;
+        pack.length = self.start;
+        self.pool.give_back(pack);
+        Ok(())
+    }
+}
+
+impl BlobWriter for PackWriter {
+    fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let pack = self.open();
+        let path = PathBuf::from(format!("pack {}", pack.id));
+        pack.file.write_all_at(bytes, pack.length).map_err(io_error(&path))?;
+        pack.length += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<StagedBlob, StoreError> {
+        let start = self.start;
+        let pool = self.pool.clone();
+        let pack = self.open();
+        pack.file.sync_data().map_err(io_error(&pool.path(pack.id)))?;
+        let reference =
+            [&pack.id.to_be_bytes()[..], &start.to_be_bytes(), &(pack.length - start).to_be_bytes()].concat();
+        Ok(StagedBlob {
+            reference: BlobRef(reference),
+            committed_state: Some((pack.id.to_be_bytes().to_vec(), pack.length.to_be_bytes().to_vec())),
+        })
+    }
+
+    fn release(mut self: Box<Self>) {
+        if let Some(pack) = self.pack.take() {
+            self.pool.give_back(pack);
+        }
+    }
+
+    fn discard(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.rollback()
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        // An abandoned blob: cut its bytes off. If even that fails, the pack is not reused in this
+        // process, and the next open quarantines what lies past its committed extent.
+        let _ = self.rollback();
+    }
+}
