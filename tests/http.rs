@@ -62,7 +62,7 @@ impl Api {
         let fixture = fixture_with(adjust);
         let content = document(150_000, 9, true);
         let record = deposit(&fixture, &content);
-        let Fixture { dir, anchor, issuer, other_issuer, vault } = fixture;
+        let Fixture { dir, anchor, issuer, other_issuer, vault, .. } = fixture;
         let idp = key(70);
         let auth = Authenticator {
             issuer: IDP.into(),

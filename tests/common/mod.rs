@@ -3,7 +3,47 @@
 
 use kho::ids::{now_unix_ms, Code, Digest, OwnerId};
 use kho::statement::{KeyCertificate, Record, SecretKey, Signed};
+use kho::store::{fault, memory::Memory};
 use kho::vault::{Vault, VaultConfig};
+
+/// The storage engine a test's vault runs on. The vault suite runs once per engine (see
+/// tests/vault.rs); everything else uses the embedded default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Embedded,
+    Memory,
+    /// The memory engine behind a fault injector that never fires: the wrapper must be invisible.
+    FaultWrapped,
+}
+
+thread_local! {
+    static ENGINE: std::cell::Cell<Engine> = const { std::cell::Cell::new(Engine::Embedded) };
+}
+
+/// Runs `test` with its fixtures on `engine` (tests run on their own threads).
+pub fn on_engine(engine: Engine, test: fn()) {
+    ENGINE.with(|current| current.set(engine));
+    test();
+}
+
+/// Opens a vault on the current thread's engine; `memory` holds the memory engine's state across
+/// reopens (a reopen sees only what was durable, as after a power cut).
+fn open_vault(config: VaultConfig, memory: &mut Option<Memory>) -> Vault {
+    let engine = ENGINE.with(std::cell::Cell::get);
+    if engine == Engine::Embedded {
+        return Vault::open(config).expect("open vault");
+    }
+    let state = match memory.take() {
+        Some(previous) => previous.crash(),
+        None => Memory::new(),
+    };
+    let mut engines = state.engines();
+    if engine == Engine::FaultWrapped {
+        engines = fault::wrap(engines, fault::Faults::never());
+    }
+    *memory = Some(state);
+    Vault::open_on(config, engines).expect("open vault on memory")
+}
 
 pub const AGENCY: &str = "000.00.00.H26";
 pub const OTHER_AGENCY: &str = "000.00.00.G01";
@@ -48,6 +88,8 @@ pub struct Fixture {
     /// Certified for [`OTHER_AGENCY`].
     pub other_issuer: SecretKey,
     pub vault: Vault,
+    /// The memory engine's state, when the test runs on it.
+    pub memory: Option<Memory>,
 }
 
 impl Fixture {
@@ -55,12 +97,12 @@ impl Fixture {
         VaultConfig::new(self.dir.path(), vec![self.anchor.public_key()])
     }
 
-    /// Drops the vault and opens it again from disk.
+    /// Drops the vault and opens it again from what is durable.
     pub fn reopen(self) -> Fixture {
-        let Fixture { dir, anchor, issuer, other_issuer, vault } = self;
+        let Fixture { dir, anchor, issuer, other_issuer, vault, mut memory } = self;
         drop(vault);
-        let vault = Vault::open(VaultConfig::new(dir.path(), vec![anchor.public_key()])).expect("reopen");
-        Fixture { dir, anchor, issuer, other_issuer, vault }
+        let vault = open_vault(VaultConfig::new(dir.path(), vec![anchor.public_key()]), &mut memory);
+        Fixture { dir, anchor, issuer, other_issuer, vault, memory }
     }
 
     pub fn state(&self) -> [u8; 32] {
@@ -73,12 +115,13 @@ pub fn fixture_with(adjust: impl FnOnce(&mut VaultConfig)) -> Fixture {
     let anchor = key(1);
     let mut config = VaultConfig::new(dir.path(), vec![anchor.public_key()]);
     adjust(&mut config);
-    let vault = Vault::open(config).expect("open vault");
+    let mut memory = None;
+    let vault = open_vault(config, &mut memory);
     let issuer = key(2);
     let other_issuer = key(3);
     vault.add_certificate(&current_certificate(&anchor, AGENCY, &issuer)).expect("certify issuer");
     vault.add_certificate(&current_certificate(&anchor, OTHER_AGENCY, &other_issuer)).expect("certify other");
-    Fixture { dir, anchor, issuer, other_issuer, vault }
+    Fixture { dir, anchor, issuer, other_issuer, vault, memory }
 }
 
 pub fn fixture() -> Fixture {
