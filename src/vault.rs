@@ -71,15 +71,25 @@ impl VaultConfig {
 #[non_exhaustive]
 pub enum StorageError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl From<StoreError> for StorageError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            // Damage the store found stays an integrity failure, whichever layer noticed it.
+            StoreError::Corrupt(reason) => StorageError::Corrupt(reason),
+            other => StorageError::Store(other),
+        }
+    }
 }
 
 impl From<ContentError> for StorageError {
     fn from(error: ContentError) -> Self {
         match error {
-            ContentError::Store(error) => StorageError::Store(error),
+            ContentError::Store(error) => error.into(),
             other => StorageError::Corrupt(other.to_string()),
         }
     }

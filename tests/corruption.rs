@@ -85,19 +85,6 @@ fn a_flipped_byte_in_a_frame_is_an_integrity_error_and_other_documents_still_rea
     drop(dir);
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let path = entry.expect("entry").path();
-        let target = to.join(path.file_name().expect("name"));
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).expect("copy");
-        }
-    }
-}
-
 /// Size and BLAKE3 of every pack file.
 fn packs_state(data: &Path) -> Vec<(PathBuf, u64, [u8; 32])> {
     let mut packs: Vec<_> = std::fs::read_dir(data.join("store/packs"))

@@ -2,9 +2,12 @@
 //! still encoding version 1: the statements must keep decoding, keep their ids, and be rebuilt byte for
 //! byte from their fields; the fixture vault must keep opening and serving its records and content.
 
+mod common;
+
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
+use common::copy_dir;
 use kho::ids::{Digest, OwnerId};
 use kho::statement::{
     CertificateRevocation, KeyCertificate, Receipt, Record, RecordRevocation, SecretKey, Signed, StatementBody,
@@ -57,19 +60,6 @@ fn version_1_statements_decode_and_re_encode_identically() {
     let document = std::fs::read(fixtures().join("statements/document.txt")).expect("document");
     assert_eq!(record.body().blake3, Digest(*blake3::hash(&document).as_bytes()));
     assert_eq!(record.body().size_bytes, document.len() as u64);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read fixture dir") {
-        let path = entry.expect("entry").path();
-        let target = to.join(path.file_name().expect("name"));
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).expect("copy");
-        }
-    }
 }
 
 #[test]

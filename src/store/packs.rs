@@ -232,9 +232,10 @@ impl PackWriter {
 
 impl BlobWriter for PackWriter {
     fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let pool = self.pool.clone();
         let pack = self.open();
-        let path = PathBuf::from(format!("pack {}", pack.id));
-        pack.file.write_all_at(bytes, pack.length).map_err(io_error(&path))?;
+        let id = pack.id;
+        pack.file.write_all_at(bytes, pack.length).map_err(|source| StoreError::Io { path: pool.path(id), source })?;
         pack.length += bytes.len() as u64;
         Ok(())
     }

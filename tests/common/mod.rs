@@ -1,5 +1,6 @@
 //! Shared test fixtures: keys, certificates, records and documents built through the public API.
-#![allow(dead_code)]
+// Each test binary uses a different part of this module.
+#![allow(dead_code, unused_imports)]
 
 use kho::ids::{now_unix_ms, Code, Digest, OwnerId};
 use kho::statement::{KeyCertificate, Record, SecretKey, Signed};
@@ -166,4 +167,18 @@ pub fn read_all(vault: &Vault, blake3: &Digest, range: Option<(u64, u64)>) -> Ve
         .read_to_end(&mut out)
         .expect("read content");
     out
+}
+
+/// Copies a folder tree (a fixture vault, or a store's files as a power cut would leave them).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
 }
