@@ -169,9 +169,65 @@ fn frame_choice(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the catalog journal costs per group commit: the same batch (the size of a deposit's catalog
+/// change) applied and made durable by sled alone (flush, then fdatasync of its `db` file, as Kho's
+/// sync does) and by the embedded engine (the same, plus the journal append, its fdatasync and the
+/// sync mark). One batch per sync is the worst case; with group commit, several batches share a sync.
+fn journal_cost(c: &mut Criterion) {
+    use kho::store::{embedded, Batch, EmbeddedConfig};
+    fn batch(n: u64) -> Batch {
+        let mut batch = Batch::default();
+        for (i, size) in [1200usize, 300, 120, 80, 40].into_iter().enumerate() {
+            let mut key = format!("bench/{i}/").into_bytes();
+            key.extend_from_slice(&n.to_be_bytes());
+            batch.insert(key, synthetic(size, false, n * 8 + i as u64));
+        }
+        batch
+    }
+    let mut group = c.benchmark_group("catalog_commit");
+    for per_sync in [1u64, 8] {
+        group.throughput(Throughput::Elements(per_sync));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new()
+            .path(dir.path().join("sled"))
+            .segment_size(embedded::SEGMENT_SIZE_BYTES)
+            .cache_capacity(kho::store::CACHE_CAPACITY_BYTES_DEFAULT)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .expect("sled");
+        let db_file = std::fs::File::open(dir.path().join("sled").join("db")).expect("db file");
+        let mut n = 0u64;
+        group.bench_function(BenchmarkId::new("sled_alone", per_sync), |b| {
+            b.iter(|| {
+                for _ in 0..per_sync {
+                    n += 1;
+                    let mut sled_batch = sled::Batch::default();
+                    for (key, value) in batch(n).operations() {
+                        sled_batch.insert(key.as_slice(), value.as_deref().expect("insert"));
+                    }
+                    db.apply_batch(sled_batch).expect("apply");
+                }
+                db.flush().expect("flush");
+                db_file.sync_all().expect("fsync");
+            })
+        });
+        let engines = embedded::open(&dir.path().join("kho"), &EmbeddedConfig::default()).expect("engine");
+        group.bench_function(BenchmarkId::new("with_journal", per_sync), |b| {
+            b.iter(|| {
+                for _ in 0..per_sync {
+                    n += 1;
+                    engines.catalog.apply(batch(n)).expect("apply");
+                }
+                engines.catalog.sync().expect("sync");
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = deposit_and_read, verification, frame_choice
+    targets = deposit_and_read, verification, frame_choice, journal_cost
 }
 criterion_main!(benches);

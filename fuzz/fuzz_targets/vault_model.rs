@@ -1,19 +1,47 @@
 //! Model-based: a sequence of deposits (good and tampered), reads, revocations, supersessions,
 //! listings and reopens runs against a real vault and a plain in-memory model; every answer must
 //! match the model.
+//!
+//! The vault runs on the memory engine wrapped in the fault injector, with a plan drawn from the
+//! input (or none): the N-th write, sync or read fails or tears. An operation may fail only once the
+//! fault has fired; then the operator restarts (a power cut: only what was durable survives), and an
+//! operation whose outcome the error left open is looked up. Every acknowledged operation must
+//! survive, and no read may ever return wrong bytes.
 #![no_main]
 
 use std::io::Read as _;
 
 use arbitrary::Arbitrary;
 use kho::ids::{Code, Digest, OwnerId, Title};
-use kho::store::memory::Memory;
 use kho::statement::{KeyCertificate, Record, RecordRevocation, SecretKey, Signed};
+use kho::store::fault::{self, Fault, Faults, Operation};
+use kho::store::memory::Memory;
 use kho::vault::{ListFilter, Status, Vault, VaultConfig};
 use libfuzzer_sys::fuzz_target;
 
 const OWNERS: [&str; 3] = ["001204012345", "079198000123", "0101234567"];
 const AGENCY: &str = "000.00.00.H26";
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    fault: Option<Plan>,
+    ops: Vec<Op>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Plan {
+    operation: u8,
+    after: u16,
+    tear: bool,
+}
+
+impl Plan {
+    fn faults(&self) -> std::sync::Arc<Faults> {
+        let operation = [Operation::Write, Operation::Sync, Operation::Read][usize::from(self.operation) % 3];
+        let fault = if self.tear { Fault::Tear } else { Fault::Fail };
+        Faults::new(operation, u64::from(self.after % 512) + 1, fault)
+    }
+}
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -46,20 +74,68 @@ fn record(owner: usize, content: &[u8], supersedes: Option<Digest>, nonce: i64) 
     record
 }
 
-/// The vault on the memory engine: no fsyncs, so thousands of operations a second; a reopen sees only
-/// what was durable, as after a power cut.
-fn open(dir: &std::path::Path, anchor: &SecretKey, memory: &Memory) -> Vault {
-    let mut config = VaultConfig::new(dir, vec![anchor.public_key()]);
-    config.content.frame_size_bytes = 4096;
-    Vault::open_on(config, memory.engines()).expect("open")
+/// An operation whose error left its outcome open: after the restart it either happened or not.
+enum Unsure {
+    Deposit { record: ModelRecord, supersedes: Option<usize> },
+    Revoke { index: usize },
 }
 
-fuzz_target!(|ops: Vec<Op>| {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let anchor = SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[1; 32]));
+/// The vault on the memory engine behind the fault injector: no fsyncs, so thousands of operations a
+/// second; a reopen sees only what was durable, as after a power cut.
+struct Harness {
+    dir: tempfile::TempDir,
+    anchor: SecretKey,
+    faults: std::sync::Arc<Faults>,
+    memory: Memory,
+}
+
+impl Harness {
+    fn open(&mut self) -> Vault {
+        loop {
+            let mut config = VaultConfig::new(self.dir.path(), vec![self.anchor.public_key()]);
+            config.content.frame_size_bytes = 4096;
+            match Vault::open_on(config, fault::wrap(self.memory.engines(), self.faults.clone())) {
+                Ok(vault) => return vault,
+                Err(error) => {
+                    assert!(self.faults.fired(), "open failed with no fault injected: {error}");
+                    self.memory = self.memory.crash();
+                }
+            }
+        }
+    }
+
+    /// A power cut and a restart. A fault fires once: after a restart, nothing may fail any more.
+    fn restart(&mut self, vault: Vault) -> Vault {
+        drop(vault);
+        self.memory = self.memory.crash();
+        let vault = self.open();
+        if self.faults.fired() {
+            self.faults = Faults::never();
+        }
+        vault
+    }
+
+    /// The result of an operation, or `None` when it failed: allowed only once the fault fired.
+    fn allow<T, E: std::fmt::Debug>(&self, result: Result<T, E>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                assert!(self.faults.fired(), "failed with no fault injected: {error:?}");
+                None
+            }
+        }
+    }
+}
+
+fuzz_target!(|input: Input| {
+    let mut harness = Harness {
+        dir: tempfile::tempdir().expect("tempdir"),
+        anchor: SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[1; 32])),
+        faults: input.fault.as_ref().map_or_else(Faults::never, Plan::faults),
+        memory: Memory::new(),
+    };
     let issuer = SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[2; 32]));
-    let mut memory = Memory::new();
-    let mut vault = open(dir.path(), &anchor, &memory);
+    let mut vault = harness.open();
     let certificate = KeyCertificate {
         agency: Code::parse("agency", AGENCY).expect("code"),
         subject: issuer.public_key(),
@@ -67,18 +143,29 @@ fuzz_target!(|ops: Vec<Op>| {
         valid_until_ms: i64::MAX,
         signed_at_ms: 0,
     };
-    vault.add_certificate(&Signed::sign(certificate, &anchor).to_envelope()).expect("certify");
+    let certificate = Signed::sign(certificate, &harness.anchor).to_envelope();
+    while harness.allow(vault.add_certificate(&certificate)).is_none() {
+        vault = harness.restart(vault);
+    }
     let mut model: Vec<ModelRecord> = Vec::new();
     let mut nonce = 0i64;
-    for op in ops.into_iter().take(200) {
+    for op in input.ops.into_iter().take(200) {
         nonce += 1;
+        // Set when an operation failed (after the fault fired): the operator restarts.
+        let mut unsure: Option<Option<Unsure>> = None;
         match op {
             Op::Deposit { owner, seed, len } => {
                 let owner = usize::from(owner) % OWNERS.len();
                 let bytes = content(seed, len);
-                let envelope = Signed::sign(record(owner, &bytes, None, nonce), &issuer).to_envelope();
-                let accepted = vault.deposit(&envelope, &bytes[..]).expect("good deposit");
-                model.push(ModelRecord { id: accepted.id, owner, content: bytes, revoked: false, superseded_by: None });
+                let signed = Signed::sign(record(owner, &bytes, None, nonce), &issuer);
+                let entry = ModelRecord { id: signed.id(), owner, content: bytes, revoked: false, superseded_by: None };
+                match harness.allow(vault.deposit(&signed.to_envelope(), &entry.content[..])) {
+                    Some(accepted) => {
+                        assert_eq!(accepted.id, entry.id);
+                        model.push(entry);
+                    }
+                    None => unsure = Some(Some(Unsure::Deposit { record: entry, supersedes: None })),
+                }
             }
             Op::DepositTampered { owner, seed, len, flip } => {
                 let owner = usize::from(owner) % OWNERS.len();
@@ -86,20 +173,24 @@ fuzz_target!(|ops: Vec<Op>| {
                 let envelope = Signed::sign(record(owner, &bytes, None, nonce), &issuer).to_envelope();
                 let at = usize::from(flip) % bytes.len();
                 bytes[at] ^= 1;
-                let before = vault.state_digest().expect("digest");
+                let before = vault.state_digest();
                 assert!(vault.deposit(&envelope, &bytes[..]).is_err());
-                assert_eq!(vault.state_digest().expect("digest"), before);
+                unchanged(&harness, before, vault.state_digest(), &mut unsure);
             }
             Op::DepositTruncated { seed, len } => {
                 let bytes = content(seed, len.max(1));
                 let envelope = Signed::sign(record(0, &bytes, None, nonce), &issuer).to_envelope();
-                let before = vault.state_digest().expect("digest");
+                let before = vault.state_digest();
                 assert!(vault.deposit(&envelope, &bytes[..bytes.len() - 1]).is_err());
-                assert_eq!(vault.state_digest().expect("digest"), before);
+                unchanged(&harness, before, vault.state_digest(), &mut unsure);
             }
             Op::Read { record: index, start, end } => {
                 let Some(entry) = model.get(usize::from(index) % model.len().max(1)) else { continue };
-                let view = vault.record(&entry.id).expect("read").expect("present");
+                let Some(view) = harness.allow(vault.record(&entry.id)) else {
+                    vault = harness.restart(vault);
+                    continue;
+                };
+                let view = view.expect("present");
                 let expected_status = match (entry.revoked, entry.superseded_by) {
                     (true, _) => "revoked",
                     (false, Some(_)) => "superseded",
@@ -116,10 +207,14 @@ fuzz_target!(|ops: Vec<Op>| {
                 match vault.open_content(&blake3, Some((start, end))) {
                     Ok(reader) => {
                         let mut bytes = Vec::new();
-                        reader.expect("present").read_to_end(&mut bytes).expect("verified read");
-                        assert_eq!(bytes, &entry.content[start as usize..end as usize]);
+                        // A torn read must be caught by the frame checks, never handed out.
+                        if harness.allow(reader.expect("present").read_to_end(&mut bytes)).is_some() {
+                            assert_eq!(bytes, &entry.content[start as usize..end as usize]);
+                        }
                     }
-                    Err(_) => assert!(start > end || end > entry.content.len() as u64),
+                    Err(error) => {
+                        assert!(start > end || end > entry.content.len() as u64 || harness.faults.fired(), "{error:?}")
+                    }
                 }
             }
             Op::Revoke { record: index } => {
@@ -132,36 +227,85 @@ fuzz_target!(|ops: Vec<Op>| {
                     signed_at_ms: nonce,
                 };
                 let result = vault.revoke(&Signed::sign(revocation, &issuer).to_envelope());
-                assert_eq!(result.is_ok(), !entry.revoked);
-                entry.revoked = true;
+                if entry.revoked {
+                    assert!(result.is_err());
+                } else if harness.allow(result).is_some() {
+                    entry.revoked = true;
+                } else {
+                    unsure = Some(Some(Unsure::Revoke { index: usize::from(index) % count }));
+                }
             }
             Op::Supersede { record: target, seed, len } => {
                 let index = usize::from(target) % model.len().max(1);
                 let Some(old) = model.get(index) else { continue };
                 let bytes = content(seed, len);
                 let owner = old.owner;
-                let envelope = Signed::sign(record(owner, &bytes, Some(old.id), nonce), &issuer).to_envelope();
-                let result = vault.deposit(&envelope, &bytes[..]);
-                let allowed = !old.revoked && old.superseded_by.is_none();
-                assert_eq!(result.is_ok(), allowed, "{result:?}");
-                if let Ok(accepted) = result {
-                    model[index].superseded_by = Some(accepted.id);
-                    model.push(ModelRecord { id: accepted.id, owner, content: bytes, revoked: false, superseded_by: None });
+                let signed = Signed::sign(record(owner, &bytes, Some(old.id), nonce), &issuer);
+                let entry = ModelRecord { id: signed.id(), owner, content: bytes, revoked: false, superseded_by: None };
+                let result = vault.deposit(&signed.to_envelope(), &entry.content[..]);
+                if old.revoked || old.superseded_by.is_some() {
+                    assert!(result.is_err(), "{result:?}");
+                } else if harness.allow(result).is_some() {
+                    model[index].superseded_by = Some(entry.id);
+                    model.push(entry);
+                } else {
+                    unsure = Some(Some(Unsure::Deposit { record: entry, supersedes: Some(index) }));
                 }
             }
             Op::List { owner } => {
                 let owner = usize::from(owner) % OWNERS.len();
-                let page = vault
-                    .list_owner(&OwnerId::parse(OWNERS[owner]).expect("owner"), &ListFilter::default(), None, 1000)
-                    .expect("list");
-                let expected: Vec<Digest> = model.iter().rev().filter(|r| r.owner == owner).map(|r| r.id).collect();
-                assert_eq!(page.records.iter().map(|v| v.id()).collect::<Vec<_>>(), expected);
+                let page = vault.list_owner(
+                    &OwnerId::parse(OWNERS[owner]).expect("owner"),
+                    &ListFilter::default(),
+                    None,
+                    1000,
+                );
+                match harness.allow(page) {
+                    Some(page) => {
+                        let expected: Vec<Digest> =
+                            model.iter().rev().filter(|r| r.owner == owner).map(|r| r.id).collect();
+                        assert_eq!(page.records.iter().map(|v| v.id()).collect::<Vec<_>>(), expected);
+                    }
+                    None => unsure = Some(None),
+                }
             }
-            Op::Reopen => {
-                drop(vault);
-                memory = memory.crash();
-                vault = open(dir.path(), &anchor, &memory);
+            Op::Reopen => unsure = Some(None),
+        }
+        let Some(unsure) = unsure else { continue };
+        vault = harness.restart(vault);
+        match unsure {
+            Some(Unsure::Deposit { record, supersedes }) => {
+                if vault.record(&record.id).expect("lookup after restart").is_some() {
+                    if let Some(index) = supersedes {
+                        model[index].superseded_by = Some(record.id);
+                    }
+                    model.push(record);
+                }
             }
+            Some(Unsure::Revoke { index }) => {
+                let view = vault.record(&model[index].id).expect("lookup after restart").expect("present");
+                model[index].revoked = matches!(view.status, Status::Revoked { .. });
+            }
+            None => {}
+        }
+        // Everything acknowledged survived the restart, with its bytes.
+        for entry in &model {
+            let view = vault.record(&entry.id).expect("lookup after restart");
+            assert!(view.is_some(), "acknowledged record {:?} lost", entry.id);
         }
     }
 });
+
+/// A rejected deposit changed nothing; if the fault fired on the way, the operator restarts instead.
+fn unchanged<E: std::fmt::Debug>(
+    harness: &Harness,
+    before: Result<[u8; 32], E>,
+    after: Result<[u8; 32], E>,
+    unsure: &mut Option<Option<Unsure>>,
+) {
+    if harness.faults.fired() {
+        *unsure = Some(None);
+        return;
+    }
+    assert_eq!(before.expect("digest"), after.expect("digest"));
+}
