@@ -30,6 +30,7 @@ pub mod http;
 pub mod ids;
 pub mod json;
 pub mod keys;
+pub mod log;
 pub mod sample;
 pub mod statement;
 pub mod store;

@@ -115,6 +115,11 @@ impl PublicKey {
         }
     }
 
+    /// Verifies a raw signature over `message` (signed notes; statements verify through [`Signed`]).
+    pub fn verify_raw(&self, message: &[u8], signature: &[u8]) -> Result<(), DecodeError> {
+        self.verify(message, signature)
+    }
+
     fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), DecodeError> {
         match self {
             PublicKey::Ed25519(key) => {
@@ -153,7 +158,8 @@ impl SecretKey {
         PublicKey::Ed25519(self.0.verifying_key())
     }
 
-    fn sign(&self, message: &[u8]) -> Vec<u8> {
+    /// A raw signature over `message` (signed notes; statements are signed through [`Signed::sign`]).
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> Vec<u8> {
         self.0.sign(message).to_bytes().to_vec()
     }
 }
@@ -251,7 +257,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
         std::str::from_utf8(self.bytes(field)?).map_err(|_| DecodeError::BadUtf8(field))
     }
-    fn code(&mut self, field: &'static str) -> Result<Code, DecodeError> {
+    pub(crate) fn code(&mut self, field: &'static str) -> Result<Code, DecodeError> {
         Ok(Code::parse(field, self.str(field)?)?)
     }
     fn date(&mut self, field: &'static str) -> Result<Date, DecodeError> {
@@ -523,7 +529,7 @@ impl<T: StatementBody> Signed<T> {
     pub fn sign(body: T, key: &SecretKey) -> Signed<T> {
         let signer = key.public_key();
         let signed_bytes = encode_signed_bytes(&body, &signer);
-        let signature = key.sign(&signed_bytes);
+        let signature = key.sign_raw(&signed_bytes);
         let id = Digest::sha256(&signed_bytes);
         Signed { body, signer, signed_bytes, signature, id }
     }
