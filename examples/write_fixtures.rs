@@ -1,4 +1,4 @@
-//! Writes the golden fixtures under tests/fixtures/v2: deterministic signed statements (fixed keys and
+//! Writes the golden fixtures under tests/fixtures/v3: deterministic signed statements (fixed keys and
 //! times; Ed25519 signatures are deterministic) and a small vault. Run once per format version:
 //! `cargo run --example write_fixtures`; tests/format_compat.rs checks that later builds still read them.
 
@@ -37,7 +37,7 @@ fn write<T: StatementBody>(dir: &Path, name: &str, statement: &Signed<T>) {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3");
     let statements = root.join("statements");
     std::fs::create_dir_all(&statements).expect("fixture folder");
     let (anchor, issuer, vault_key) = (key(1), key(2), key(3));
@@ -92,7 +92,7 @@ fn main() {
         &anchor,
     );
     let receipt = Signed::sign(
-        Receipt { statement: record.id(), statement_kind: Record::KIND, sequence: 2, accepted_at_ms: T0_MS + 1500 },
+        Receipt { statement: record.id(), statement_kind: Record::KIND, log_index: 1, accepted_at_ms: T0_MS + 1500 },
         &vault_key,
     );
     write(&statements, "certificate.kho-cert", &certificate);

@@ -9,7 +9,7 @@ use bincode::Options as _;
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The version byte in front of every stored value this build writes.
-pub const VALUE_VERSION: u8 = 2;
+pub const VALUE_VERSION: u8 = 3;
 /// Largest stored catalog value that is decoded; anything larger is corruption.
 pub const VALUE_SIZE_BYTES_MAX: u64 = 1024 * 1024;
 

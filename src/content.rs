@@ -471,7 +471,7 @@ mod tests {
     use std::io::Read as _;
 
     fn store() -> Store {
-        Store::new(Memory::new().engines())
+        Store::new(Memory::new().engines()).expect("store")
     }
 
     fn write_content(store: &Store, data: &[u8], frame_size: u32) -> (Digest, Manifest) {

@@ -49,7 +49,7 @@ pub fn receipt_json(receipt: &Signed<Receipt>) -> Value {
     json!({
         "statement": body.statement.to_hex(),
         "statement_kind": body.statement_kind,
-        "sequence": body.sequence,
+        "log_index": body.log_index,
         "accepted_at": format_unix_ms(body.accepted_at_ms),
         "signer": key_json(receipt.signer()),
         "envelope_base64": base64(&receipt.to_envelope()),
@@ -104,19 +104,22 @@ pub fn certificate_json(view: &CertificateView) -> Value {
     })
 }
 
-pub fn access_event_json(sequence: u64, event: &AccessEvent) -> Value {
+pub fn access_event_json(log_index: u64, event: &AccessEvent) -> Value {
     json!({
-        "sequence": sequence,
+        "log_index": log_index,
+        "id": event.id().to_hex(),
         "at": format_unix_ms(event.at_ms),
         "subject": event.subject,
         "role": event.role,
         "agency": event.agency.as_ref().map(|a| a.as_str()),
         "purpose": event.purpose.as_ref().map(|p| p.as_str()),
         "record": event.record.map(|r| r.to_hex()),
-        "action": event.action,
+        "action": event.action.as_str(),
         "outcome": match &event.outcome {
             AccessOutcome::Allowed => json!({"outcome": "allowed"}),
             AccessOutcome::Denied { reason } => json!({"outcome": "denied", "reason": reason}),
         },
+        "salt": hex::encode(event.salt.0),
+        "canonical_base64": base64(&event.encode()),
     })
 }

@@ -195,6 +195,10 @@ impl Writer {
     pub(crate) fn str(&mut self, value: &str) {
         self.bytes(value.as_bytes());
     }
+    /// Bytes of a fixed, known length, with no length in front.
+    pub(crate) fn raw(&mut self, value: &[u8]) {
+        self.0.extend_from_slice(value);
+    }
     pub(crate) fn date(&mut self, value: Date) {
         self.u32(value.to_yyyymmdd());
     }
@@ -482,12 +486,13 @@ impl Encoding for CertificateRevocation {
     }
 }
 
-/// Kho's own statement that it accepted a statement at a sequence number and time.
+/// Kho's own statement that it accepted a statement at a time, as entry `log_index` of its
+/// transparency log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     pub statement: Digest,
     pub statement_kind: u8,
-    pub sequence: u64,
+    pub log_index: u64,
     pub accepted_at_ms: i64,
 }
 
@@ -500,7 +505,7 @@ impl Encoding for Receipt {
     fn encode_body(&self, w: &mut Writer) {
         w.digest(&self.statement);
         w.u8(self.statement_kind);
-        w.u64(self.sequence);
+        w.u64(self.log_index);
         w.i64(self.accepted_at_ms);
     }
 
@@ -508,7 +513,7 @@ impl Encoding for Receipt {
         Ok(Receipt {
             statement: r.digest("statement")?,
             statement_kind: r.u8("statement kind")?,
-            sequence: r.u64("sequence")?,
+            log_index: r.u64("log index")?,
             accepted_at_ms: r.i64("accepted at")?,
         })
     }

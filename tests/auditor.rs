@@ -20,7 +20,8 @@ fn run_verifier(args: &[&Path], anchor_hex: &str) -> (bool, serde_json::Value) {
         .output()
         .expect("python3 is needed for the auditor test");
     let stdout = String::from_utf8(output.stdout).expect("utf-8");
-    let json_end = stdout.rfind("\n}\n").expect("JSON in the verifier's output") + 3;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let json_end = stdout.rfind("\n}\n").unwrap_or_else(|| panic!("no JSON from the verifier: {stdout}{stderr}")) + 3;
     (output.status.success(), serde_json::from_str(&stdout[..json_end]).expect("verifier JSON"))
 }
 
@@ -60,7 +61,7 @@ fn the_standalone_verifier_accepts_kho_statements_and_rejects_altered_documents(
     assert!(!ok, "a certificate from another anchor must not verify");
 
     // The committed fixtures verify too.
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2/statements");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3/statements");
     let (ok, json) = run_verifier(
         &[&fixtures.join("record.kho-record"), &fixtures.join("certificate.kho-cert"), &fixtures.join("document.txt")],
         "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",

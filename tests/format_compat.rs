@@ -1,4 +1,4 @@
-//! Golden fixtures (examples/write_fixtures.rs) of stored format version 2, whose signed statements are
+//! Golden fixtures (examples/write_fixtures.rs) of stored format version 3, whose signed statements are
 //! still encoding version 1: the statements must keep decoding, keep their ids, and be rebuilt byte for
 //! byte from their fields; the fixture vault must keep opening and serving its records and content.
 
@@ -19,7 +19,7 @@ const SECOND_RECORD_ID: &str = "536db8db3145c71dc7f94c15c0eb04d36c6965414a239729
 const CERTIFICATE_ID: &str = "b14f8073fc1b6a8412439c0093a8f154339283c67286cecc01ccf10158bfff9e";
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3")
 }
 
 fn key(seed: u8) -> SecretKey {
@@ -53,7 +53,7 @@ fn version_1_statements_decode_and_re_encode_identically() {
     );
     let receipt = check::<Receipt>(
         "receipt.kho-receipt",
-        "6f81c057f7595692839325a17bc62ddf57b24f40e6c924547df8878351d6560a",
+        "58ac0a1ff8d774d811b9ce004f54a504041192d55c15a8aab8466ccb7772a428",
         &vault,
     );
     assert_eq!(receipt.body().statement, record.id());

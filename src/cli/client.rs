@@ -78,10 +78,10 @@ pub(super) fn deposit(args: DepositArgs) -> anyhow::Result<ExitCode> {
     }
     let view = json_body(&mut response)?;
     println!(
-        "deposited {} as record {} (receipt #{}, {})",
+        "deposited {} as record {} (log entry #{}, {})",
         args.file.display(),
         record.id(),
-        view["receipt"]["sequence"],
+        view["receipt"]["log_index"],
         if response.status().as_u16() == 201 { "new" } else { "already there" }
     );
     Ok(ExitCode::SUCCESS)

@@ -445,12 +445,12 @@ fn demo(dir: &Path) -> anyhow::Result<()> {
         let body = view.record.body();
         let status = serde_json::to_value(view.status.kind()).unwrap_or_default();
         println!(
-            "  {}  {:<22} {:<14} {:<8} receipt #{}",
+            "  {}  {:<22} {:<14} {:<8} log entry #{}",
             view.id(),
             body.title.as_str(),
             body.issuer_agency.as_str(),
             status.as_str().unwrap_or("?"),
-            view.receipt.body().sequence
+            view.receipt.body().log_index
         );
     }
     let first = documents.join(DEMO_DOCUMENTS[0].0);
@@ -775,7 +775,7 @@ fn show(path: &Path) -> anyhow::Result<ExitCode> {
             let receipt = Signed::<Receipt>::from_envelope(&bytes)?;
             let body = receipt.body();
             serde_json::json!({"kind": "receipt", "id": receipt.id().to_hex(), "statement": body.statement.to_hex(),
-                "statement_kind": body.statement_kind, "sequence": body.sequence,
+                "statement_kind": body.statement_kind, "log_index": body.log_index,
                 "accepted_at": format_unix_ms(body.accepted_at_ms), "signer": key_json(receipt.signer())})
         }
         _ => bail!("{} is not a Kho statement", path.display()),

@@ -2,7 +2,7 @@
 //! that records each decision about a person's documents.
 
 use crate::ids::{now_unix_ms, Code, Digest, OwnerId};
-use crate::vault::{AccessAction, AccessEvent, AccessOutcome};
+use crate::vault::{AccessAction, AccessEvent, AccessOutcome, Salt};
 
 use super::auth::{Principal, Role};
 
@@ -90,6 +90,7 @@ pub fn event(
             Decision::Allow => AccessOutcome::Allowed,
             Decision::Deny { code, .. } => AccessOutcome::Denied { reason: (*code).to_owned() },
         },
+        salt: Salt::random(),
     }
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{Batch, EngineState, Store, StoreError};
 use crate::codec;
 use crate::ids::{Code, Digest, OwnerId};
+use crate::log::{Hash, HashSource};
 
 /// A signed statement as stored: its envelope, and the sequence number it was accepted at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,12 +68,36 @@ pub struct NewContent {
     pub blob_state: Option<EngineState>,
 }
 
-/// A change with its sequence number and, for statements, the vault's receipt envelope.
+/// A change with its sequence number (its index in the transparency log), its log leaf and the tree
+/// nodes that leaf completes, and, for statements, the vault's receipt envelope.
 #[derive(Debug, Clone)]
 pub struct Commit {
     pub sequence: u64,
     pub receipt: Option<Vec<u8>>,
     pub change: Change,
+    pub log: LogAppend,
+}
+
+/// What one commit adds to the transparency log.
+#[derive(Debug, Clone)]
+pub struct LogAppend {
+    /// The leaf's bytes (`log::Entry::encode`).
+    pub entry: Vec<u8>,
+    /// `(level, index, hash)` of every tree node the leaf completes (`log::tree::appended_nodes`).
+    pub nodes: Vec<(u8, u64, Hash)>,
+    /// The owner whose chain the leaf extends, with the chain's new length and head (the leaf hash).
+    pub owner_head: Option<(OwnerId, OwnerHead)>,
+}
+
+/// The newest link of an owner's chain in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OwnerHead {
+    /// How many entries the owner's chain holds.
+    pub length: u64,
+    /// The leaf hash of the newest one (zeros while the chain is empty).
+    pub head: Hash,
+    /// Its log index.
+    pub index: u64,
 }
 
 /// A position in a listing, opaque to everyone above the catalog. Listings are ordered by sequence
@@ -84,6 +109,11 @@ pub struct Cursor(u64);
 const CURSOR_VERSION: u8 = 1;
 
 impl Cursor {
+    /// The sequence number of the entry the cursor stands at.
+    pub fn sequence(self) -> u64 {
+        self.0
+    }
+
     pub fn parse(text: &str) -> Option<Cursor> {
         let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, text).ok()?;
         match bytes.as_slice() {
@@ -103,7 +133,10 @@ impl std::fmt::Display for Cursor {
 mod key {
     use super::*;
 
-    pub(super) const SEQUENCE: &[u8] = b"meta/sequence";
+    /// The number of log entries, which is the next sequence number.
+    pub(super) const LOG_SIZE: &[u8] = b"meta/log-size";
+    /// The tree size of the newest signed checkpoint.
+    pub(super) const LATEST_CHECKPOINT: &[u8] = b"meta/log-checkpoint";
     pub(super) const CERTIFICATE_PREFIX: &[u8] = b"k/";
     pub(super) const BLOB_STATE_PREFIX: &[u8] = b"b/";
 
@@ -150,6 +183,20 @@ mod key {
     pub(super) fn receipt(sequence: u64) -> Vec<u8> {
         [b"q/".as_slice(), &sequence.to_be_bytes()].concat()
     }
+    pub(super) fn log_entry(index: u64) -> Vec<u8> {
+        [b"le/".as_slice(), &index.to_be_bytes()].concat()
+    }
+    pub(super) const LOG_NODE_PREFIX: &[u8] = b"ln/";
+    /// Ordered by level, then index, so that one level's hashes (a tile) are one range.
+    pub(super) fn log_node(level: u8, index: u64) -> Vec<u8> {
+        [LOG_NODE_PREFIX, &[level], &index.to_be_bytes()].concat()
+    }
+    pub(super) fn owner_head(owner: &OwnerId) -> Vec<u8> {
+        [b"lo/".as_slice(), owner.as_str().as_bytes()].concat()
+    }
+    pub(super) fn checkpoint(size: u64) -> Vec<u8> {
+        [b"lc/".as_slice(), &size.to_be_bytes()].concat()
+    }
     pub(super) fn blob_state(engine_key: &[u8]) -> Vec<u8> {
         [BLOB_STATE_PREFIX, engine_key].concat()
     }
@@ -165,6 +212,22 @@ fn key_suffix(key: &[u8], prefix_len: usize) -> Result<u64, StoreError> {
         .and_then(|bytes| bytes.try_into().ok())
         .map(u64::from_be_bytes)
         .ok_or_else(|| StoreError::Corrupt("index key has the wrong length".into()))
+}
+
+fn hash_value(value: Vec<u8>) -> Result<Hash, StoreError> {
+    value.try_into().map_err(|_| StoreError::Corrupt("a log node is not a 32-byte hash".into()))
+}
+
+/// The log's stored tree nodes, read from the catalog (committed, durable or not: callers bound the
+/// tree size they ask about).
+impl HashSource for Store {
+    type Error = StoreError;
+    fn node(&self, level: u8, index: u64) -> Result<Hash, StoreError> {
+        let value = self
+            .get_value(&key::log_node(level, index))?
+            .ok_or_else(|| StoreError::Corrupt(format!("log node ({level}, {index}) is missing")))?;
+        hash_value(value)
+    }
 }
 
 fn digest_value(value: Vec<u8>) -> Result<Digest, StoreError> {
@@ -188,17 +251,18 @@ impl Store {
         self.get_value(key)?.map(|bytes| codec::decode(&bytes).map_err(corrupt(what))).transpose()
     }
 
-    /// The sequence number of the last commit (0 for an empty catalog).
-    pub fn last_sequence(&self) -> Result<u64, StoreError> {
-        Ok(self.get_decoded::<u64>(key::SEQUENCE, "sequence number")?.unwrap_or(0))
+    /// The number of entries in the log, committed (durable or not): the next sequence number.
+    pub fn log_size(&self) -> Result<u64, StoreError> {
+        Ok(self.get_decoded::<u64>(key::LOG_SIZE, "log size")?.unwrap_or(0))
     }
 
-    /// Applies `commit` atomically if it carries the next sequence number; durable after [`Store::sync`].
+    /// Applies `commit` atomically if it carries the next sequence number; durable (and visible to
+    /// readers through [`Store::durable_size`]) after [`Store::sync`].
     pub fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         self.check_writable()?;
-        let last = self.last_sequence()?;
-        if commit.sequence != last + 1 {
-            return Err(StoreError::SequenceConflict { proposed: commit.sequence, last });
+        let size = self.log_size()?;
+        if commit.sequence != size {
+            return Err(StoreError::SequenceConflict { proposed: commit.sequence, size });
         }
         let sequence = commit.sequence;
         let entry = |envelope: Vec<u8>| codec::encode(&StatementEntry { envelope, sequence });
@@ -240,8 +304,82 @@ impl Store {
         if let Some(receipt) = commit.receipt {
             batch.insert(key::receipt(sequence), receipt);
         }
-        batch.insert(key::SEQUENCE, codec::encode(&sequence));
+        batch.insert(key::log_entry(sequence), commit.log.entry);
+        for (level, index, hash) in commit.log.nodes {
+            batch.insert(key::log_node(level, index), hash.to_vec());
+        }
+        if let Some((owner, head)) = commit.log.owner_head {
+            batch.insert(key::owner_head(&owner), codec::encode(&(head.length, head.head, head.index)));
+        }
+        batch.insert(key::LOG_SIZE, codec::encode(&(sequence + 1)));
+        self.catalog.apply(batch)?;
+        self.committed(sequence + 1);
+        Ok(())
+    }
+
+    /// The leaf bytes of log entry `index`.
+    pub fn log_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_value(&key::log_entry(index))
+    }
+
+    /// Up to `count` stored node hashes of one tree level, from `start` on (a tile's hashes).
+    pub fn log_nodes(&self, level: u8, start: u64, count: u64) -> Result<Vec<Hash>, StoreError> {
+        let prefix = [key::LOG_NODE_PREFIX, &[level]].concat();
+        let first = key::log_node(level, start);
+        let mut hashes = Vec::new();
+        let mut items = match self.catalog.get(&first)? {
+            Some(value) => {
+                hashes.push(hash_value(value)?);
+                self.catalog.scan(&prefix, Some(&first))
+            }
+            None => return Ok(hashes),
+        };
+        while (hashes.len() as u64) < count {
+            let Some(item) = items.next() else { break };
+            let (node_key, value) = item?;
+            if key_suffix(&node_key, prefix.len())? != start + hashes.len() as u64 {
+                return Err(StoreError::Corrupt(format!(
+                    "log level {level} has a gap at {}",
+                    start + hashes.len() as u64
+                )));
+            }
+            hashes.push(hash_value(value)?);
+        }
+        Ok(hashes)
+    }
+
+    /// The newest link of an owner's chain (the default while the owner has no entries).
+    pub fn owner_head(&self, owner: &OwnerId) -> Result<OwnerHead, StoreError> {
+        let value = self.get_decoded::<(u64, Hash, u64)>(&key::owner_head(owner), "owner chain head")?;
+        Ok(value.map(|(length, head, index)| OwnerHead { length, head, index }).unwrap_or_default())
+    }
+
+    /// Keeps a signed checkpoint of the tree at `size` (past checkpoints stay); durable after a sync.
+    pub fn put_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let mut batch = Batch::default();
+        batch.insert(key::checkpoint(size), note.as_bytes());
+        batch.insert(key::LATEST_CHECKPOINT, codec::encode(&size));
         self.catalog.apply(batch)
+    }
+
+    /// The newest signed checkpoint and its tree size.
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let Some(size) = self.get_decoded::<u64>(key::LATEST_CHECKPOINT, "latest checkpoint")? else {
+            return Ok(None);
+        };
+        let note =
+            self.checkpoint(size)?.ok_or_else(|| StoreError::Corrupt(format!("checkpoint {size} is missing")))?;
+        Ok(Some((size, note)))
+    }
+
+    /// The signed checkpoint kept for tree size `size`, if one was signed at that size.
+    pub fn checkpoint(&self, size: u64) -> Result<Option<String>, StoreError> {
+        self.get_value(&key::checkpoint(size))?
+            .map(|bytes| {
+                String::from_utf8(bytes).map_err(|_| StoreError::Corrupt(format!("checkpoint {size} is not text")))
+            })
+            .transpose()
     }
 
     pub fn record(&self, id: &Digest) -> Result<Option<StatementEntry>, StoreError> {

@@ -25,10 +25,10 @@ pub mod memory;
 mod packs;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use catalog::{Change, Commit, Cursor, NewContent, RecordState, StatementEntry};
+pub use catalog::{Change, Commit, Cursor, LogAppend, NewContent, OwnerHead, RecordState, StatementEntry};
 pub use embedded::{EmbeddedConfig, CACHE_CAPACITY_BYTES_DEFAULT};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +42,8 @@ pub enum StoreError {
     Poisoned,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("sequence {proposed} is not the next one (the catalog is at {last}): another writer committed first")]
-    SequenceConflict { proposed: u64, last: u64 },
+    #[error("sequence {proposed} is not the next one (the log holds {size} entries): another writer committed first")]
+    SequenceConflict { proposed: u64, size: u64 },
     #[error(
         "the catalog is behind what was acknowledged: it ends at batch {catalog_batch}, but batches up to \
          {acknowledged_batch} were made durable and acknowledged (the journal holds them up to {journal_batch}). \
@@ -158,16 +158,42 @@ pub struct Store {
     blobs: Arc<dyn Blobs>,
     poisoned: Arc<AtomicBool>,
     report: Arc<OpenReport>,
+    /// How many log entries are committed, and how many of those a sync has made durable. Readers
+    /// see only the durable ones (durable before visible); the sequencer sees them all.
+    committed_size: Arc<AtomicU64>,
+    durable_size: Arc<AtomicU64>,
 }
 
 impl Store {
-    pub fn new(engines: Engines) -> Store {
-        Store {
+    /// The store over opened engines. Everything the catalog holds at open survived whatever came
+    /// before, so it is all durable.
+    pub fn new(engines: Engines) -> Result<Store, StoreError> {
+        let store = Store {
             catalog: engines.catalog,
             blobs: engines.blobs,
             poisoned: Arc::new(AtomicBool::new(false)),
             report: Arc::new(engines.report),
-        }
+            committed_size: Arc::new(AtomicU64::new(0)),
+            durable_size: Arc::new(AtomicU64::new(0)),
+        };
+        let size = store.log_size()?;
+        store.committed_size.store(size, Ordering::Release);
+        store.durable_size.store(size, Ordering::Release);
+        Ok(store)
+    }
+
+    /// How many log entries are durable: entries at this index or later are not visible yet.
+    pub fn durable_size(&self) -> u64 {
+        self.durable_size.load(Ordering::Acquire)
+    }
+
+    /// Whether the entry at `sequence` is durable, and so may be shown.
+    pub fn is_visible(&self, sequence: u64) -> bool {
+        sequence < self.durable_size()
+    }
+
+    fn committed(&self, size: u64) {
+        self.committed_size.fetch_max(size, Ordering::AcqRel);
     }
 
     /// What opening found (replayed batches, quarantined bytes).
@@ -193,8 +219,12 @@ impl Store {
     /// Returns once everything committed before the call is on stable storage (group commit).
     pub fn sync(&self) -> Result<(), StoreError> {
         self.check_writable()?;
+        // Everything committed before the sync starts is durable when it returns.
+        let committed = self.committed_size.load(Ordering::Acquire);
         let result = self.catalog.sync();
-        self.poison_on_error(result)
+        self.poison_on_error(result)?;
+        self.durable_size.fetch_max(committed, Ordering::AcqRel);
+        Ok(())
     }
 
     /// A writer for a new blob of content frames.

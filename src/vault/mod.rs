@@ -10,6 +10,12 @@
 //! everything that happened), and reads back typed entries; it never sees a key, a cursor's bytes or
 //! where content lives.
 
+mod access;
+mod sequencer;
+
+pub use access::{AccessAction, AccessEvent, AccessOutcome, AccessPage, Salt, ACCESS_EVENT_VERSION};
+use sequencer::{Acceptance, Decision};
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -24,9 +30,7 @@ use crate::statement::{
     CertificateRevocation, DecodeError, KeyCertificate, PublicKey, Receipt, Record, RecordRevocation, SecretKey,
     Signed, StatementBody,
 };
-use crate::store::{
-    self, Change, Commit, Cursor, EmbeddedConfig, Engines, RecordState, StatementEntry, Store, StoreError,
-};
+use crate::store::{self, Change, Cursor, EmbeddedConfig, Engines, RecordState, StatementEntry, Store, StoreError};
 
 /// Default largest document accepted: 256 MiB.
 pub const DOCUMENT_SIZE_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
@@ -384,46 +388,6 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
-/// What someone did with a person's documents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AccessAction {
-    ReadRecord,
-    ReadContent,
-    ListRecords,
-}
-
-/// Whether the access was allowed; denials are logged too. (Stored through `codec`, so no serde
-/// attributes that need a self-describing format.)
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AccessOutcome {
-    Allowed,
-    Denied { reason: String },
-}
-
-/// One entry of an owner's access log: who (subject, role, agency) did what, why, when, and how it
-/// ended. Recorded durably before any of the owner's data is sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessEvent {
-    pub at_ms: i64,
-    pub owner: OwnerId,
-    pub subject: String,
-    pub role: String,
-    pub agency: Option<Code>,
-    /// The dossier code the reader stated.
-    pub purpose: Option<Code>,
-    pub record: Option<Digest>,
-    pub action: AccessAction,
-    pub outcome: AccessOutcome,
-}
-
-/// A page of an owner's access log, newest first, with each entry's sequence number.
-#[derive(Debug, Clone)]
-pub struct AccessPage {
-    pub entries: Vec<(u64, AccessEvent)>,
-    pub next_cursor: Option<String>,
-}
-
 /// The vault on one node.
 pub struct Vault {
     store: Store,
@@ -450,7 +414,8 @@ impl Vault {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir { path: dir.clone(), source })?;
         let key = load_or_create_key(dir)?;
-        Ok(Vault { store: Store::new(engines), key, config, commit_lock: Mutex::new(()) })
+        let store = Store::new(engines).map_err(StorageError::from)?;
+        Ok(Vault { store, key, config, commit_lock: Mutex::new(()) })
     }
 
     /// What opening the store found and did (batches restored, bytes quarantined).
@@ -487,35 +452,6 @@ impl Vault {
 
     fn today(&self, now_ms: i64) -> Date {
         Date::at(now_ms, self.config.utc_offset_minutes)
-    }
-
-    fn next_sequence(&self) -> Result<u64, StorageError> {
-        Ok(self.store.last_sequence()? + 1)
-    }
-
-    /// Commits an accepted statement with the next sequence number and a receipt signed for it.
-    /// Called with the commit lock held; durable only after a later sync.
-    fn accept<T: StatementBody>(
-        &self,
-        statement: &Signed<T>,
-        accepted_at_ms: i64,
-        change: Change,
-    ) -> Result<Signed<Receipt>, StorageError> {
-        let sequence = self.next_sequence()?;
-        let receipt = Signed::sign(
-            Receipt { statement: statement.id(), statement_kind: T::KIND, sequence, accepted_at_ms },
-            &self.key,
-        );
-        self.store.commit(Commit { sequence, receipt: Some(receipt.to_envelope()), change })?;
-        Ok(receipt)
-    }
-
-    /// The answer to a statement accepted before: its earlier receipt, once that acceptance is durable
-    /// (the first caller may still be waiting for its sync).
-    fn already_accepted(&self, id: Digest, sequence: u64) -> Result<Accepted, StorageError> {
-        let receipt = self.load_receipt(sequence)?;
-        self.store.sync()?;
-        Ok(Accepted { id, receipt, newly_accepted: false })
     }
 
     fn load_receipt(&self, sequence: u64) -> Result<Signed<Receipt>, StorageError> {
@@ -633,21 +569,25 @@ impl Vault {
         let certificate = Signed::<KeyCertificate>::from_envelope(envelope)?;
         self.anchor_check(certificate.signer())?;
         let id = certificate.id();
-        let guard = self.lock();
-        if let Some(entry) = self.store.certificate(&id)? {
-            drop(guard);
-            return self.already_accepted(id, entry.sequence).map_err(CertificateError::from);
-        }
-        let change = Change::Certificate {
-            id,
-            agency: certificate.body().agency.clone(),
-            key_fingerprint: certificate.body().subject.fingerprint(),
-            envelope: certificate.to_envelope(),
-        };
-        let receipt = self.accept(&certificate, now_unix_ms(), change)?;
-        drop(guard);
-        self.store.sync()?;
-        Ok(Accepted { id, receipt, newly_accepted: true })
+        let sequenced = self.accept(|| {
+            if let Some(entry) = self.store.certificate(&id)? {
+                return Ok(Decision::Existing { id, sequence: entry.sequence });
+            }
+            Ok::<_, CertificateError>(Decision::Accept(Acceptance {
+                kind: KeyCertificate::KIND,
+                id,
+                owner: None,
+                accepted_at_ms: now_unix_ms(),
+                change: Change::Certificate {
+                    id,
+                    agency: certificate.body().agency.clone(),
+                    key_fingerprint: certificate.body().subject.fingerprint(),
+                    envelope: certificate.to_envelope(),
+                },
+                receipted: true,
+            }))
+        })?;
+        Ok(sequenced.accepted()?)
     }
 
     /// Accepts a trust anchor's revocation of a certificate; the key stops counting from now on.
@@ -656,33 +596,37 @@ impl Vault {
         self.anchor_check(revocation.signer())?;
         let id = revocation.id();
         let target = revocation.body().certificate;
-        let guard = self.lock();
-        if self.store.certificate(&target)?.is_none() {
-            return Err(CertificateError::UnknownCertificate(target));
-        }
-        if let Some((existing, sequence)) =
-            Self::decode_statement::<CertificateRevocation>(self.store.certificate_revocation(&target)?)?
-        {
-            if existing.id() == id {
-                drop(guard);
-                return self.already_accepted(id, sequence).map_err(CertificateError::from);
+        let sequenced = self.accept(|| {
+            if self.store.certificate(&target)?.is_none() {
+                return Err(CertificateError::UnknownCertificate(target));
             }
-            return Err(CertificateError::AlreadyRevoked(target));
-        }
-        let change = Change::CertificateRevocation { certificate: target, envelope: revocation.to_envelope() };
-        let receipt = self.accept(&revocation, now_unix_ms(), change)?;
-        drop(guard);
-        self.store.sync()?;
-        Ok(Accepted { id, receipt, newly_accepted: true })
+            if let Some((existing, sequence)) =
+                Self::decode_statement::<CertificateRevocation>(self.store.certificate_revocation(&target)?)?
+            {
+                if existing.id() == id {
+                    return Ok(Decision::Existing { id, sequence });
+                }
+                return Err(CertificateError::AlreadyRevoked(target));
+            }
+            Ok(Decision::Accept(Acceptance {
+                kind: CertificateRevocation::KIND,
+                id,
+                owner: None,
+                accepted_at_ms: now_unix_ms(),
+                change: Change::CertificateRevocation { certificate: target, envelope: revocation.to_envelope() },
+                receipted: true,
+            }))
+        })?;
+        Ok(sequenced.accepted()?)
     }
 
     pub fn certificate(&self, id: &Digest) -> Result<Option<CertificateView>, StorageError> {
-        let Some((certificate, sequence)) = Self::decode_statement::<KeyCertificate>(self.store.certificate(id)?)?
-        else {
+        let entry = self.visible(self.store.certificate(id)?);
+        let Some((certificate, sequence)) = Self::decode_statement::<KeyCertificate>(entry)? else {
             return Ok(None);
         };
-        let revocation = match Self::decode_statement::<CertificateRevocation>(self.store.certificate_revocation(id)?)?
-        {
+        let revocation = self.visible(self.store.certificate_revocation(id)?);
+        let revocation = match Self::decode_statement::<CertificateRevocation>(revocation)? {
             None => None,
             Some((revocation, sequence)) => Some((revocation, self.load_receipt(sequence)?)),
         };
@@ -735,58 +679,77 @@ impl Vault {
 
     /// Whether a record with this id has been accepted.
     pub fn contains_record(&self, id: &Digest) -> Result<bool, StorageError> {
-        Ok(self.store.contains_record(id)?)
+        Ok(self.visible(self.store.record(id)?).is_some())
     }
 
-    /// The commit step of a deposit. Returns whether the staged content became the stored copy; when
-    /// it did not (a duplicate record, content already stored, or an error), the caller discards it.
+    /// A stored statement entry, if readers may see it yet (durable before visible).
+    fn visible(&self, entry: Option<StatementEntry>) -> Option<StatementEntry> {
+        entry.filter(|entry| self.store.is_visible(entry.sequence))
+    }
+
+    /// The commit step of a deposit. Also says whether a commit naming the staged content as the
+    /// stored copy was attempted: then the caller keeps the bytes whatever the outcome (a commit that
+    /// failed midway may still have landed); otherwise (a duplicate record, content already stored, a
+    /// rejection) it discards them.
     fn commit_record(
         &self,
         record: &Signed<Record>,
         staged: &crate::content::StagedContent,
-    ) -> Result<(Accepted, bool), DepositError> {
+    ) -> (Result<Accepted, DepositError>, bool) {
         let id = record.id();
         let body = record.body();
-        let _guard = self.lock(); // held until the batch is committed
-        if let Some(entry) = self.store.record(&id)? {
-            return Ok((Accepted { id, receipt: self.load_receipt(entry.sequence)?, newly_accepted: false }, false));
+        let mut content_stored = false;
+        let sequenced = self.accept(|| {
+            if let Some(entry) = self.store.record(&id)? {
+                return Ok(Decision::Existing { id, sequence: entry.sequence });
+            }
+            let accepted_at_ms = now_unix_ms();
+            // The signer was checked when the deposit began; check again at the moment of acceptance, in
+            // case its certificate was revoked or expired while the content streamed in.
+            self.trust_check(record.signer(), &body.issuer_agency, accepted_at_ms)??;
+            if let Some(old) = body.supersedes {
+                self.check_supersession(body, old)?;
+            }
+            let content_exists = self.store.manifest(&staged.blake3)?.is_some();
+            content_stored = !content_exists;
+            Ok::<_, DepositError>(Decision::Accept(Acceptance {
+                kind: Record::KIND,
+                id,
+                owner: Some(body.owner.clone()),
+                accepted_at_ms,
+                change: Change::Record {
+                    id,
+                    owner: body.owner.clone(),
+                    blake3: body.blake3,
+                    envelope: record.to_envelope(),
+                    supersedes: body.supersedes,
+                    content: (!content_exists).then(|| staged.new_content()),
+                },
+                receipted: true,
+            }))
+        });
+        (sequenced.and_then(|sequenced| Ok(sequenced.accepted()?)), content_stored)
+    }
+
+    /// Whether `body` may supersede record `old`: same agency and owner, not revoked, not superseded.
+    fn check_supersession(&self, body: &Record, old: Digest) -> Result<(), DepositError> {
+        let (old_record, _) =
+            Self::decode_statement::<Record>(self.store.record(&old)?)?.ok_or(DepositError::SupersedesUnknown(old))?;
+        let old_body = old_record.body();
+        if old_body.issuer_agency != body.issuer_agency {
+            return Err(DepositError::SupersedesOtherAgency { record: old, agency: old_body.issuer_agency.clone() });
         }
-        let accepted_at_ms = now_unix_ms();
-        // The signer was checked when the deposit began; check again at the moment of acceptance, in
-        // case its certificate was revoked or expired while the content streamed in.
-        self.trust_check(record.signer(), &body.issuer_agency, accepted_at_ms)??;
-        if let Some(old) = body.supersedes {
-            let (old_record, _) = Self::decode_statement::<Record>(self.store.record(&old)?)?
-                .ok_or(DepositError::SupersedesUnknown(old))?;
-            let old_body = old_record.body();
-            if old_body.issuer_agency != body.issuer_agency {
-                return Err(DepositError::SupersedesOtherAgency {
-                    record: old,
-                    agency: old_body.issuer_agency.clone(),
-                });
-            }
-            if old_body.owner != body.owner {
-                return Err(DepositError::SupersedesOtherOwner { record: old });
-            }
-            let state = self.store.record_state(&old)?;
-            if state.revocation.is_some() {
-                return Err(DepositError::SupersedesRevoked { record: old });
-            }
-            if let Some(by) = state.superseded_by {
-                return Err(DepositError::AlreadySuperseded { record: old, by });
-            }
+        if old_body.owner != body.owner {
+            return Err(DepositError::SupersedesOtherOwner { record: old });
         }
-        let content_exists = self.store.manifest(&staged.blake3)?.is_some();
-        let change = Change::Record {
-            id,
-            owner: body.owner.clone(),
-            blake3: body.blake3,
-            envelope: record.to_envelope(),
-            supersedes: body.supersedes,
-            content: (!content_exists).then(|| staged.new_content()),
-        };
-        let receipt = self.accept(record, accepted_at_ms, change)?;
-        Ok((Accepted { id, receipt, newly_accepted: true }, !content_exists))
+        let state = self.store.record_state(&old)?;
+        if state.revocation.is_some() {
+            return Err(DepositError::SupersedesRevoked { record: old });
+        }
+        if let Some(by) = state.superseded_by {
+            return Err(DepositError::AlreadySuperseded { record: old, by });
+        }
+        Ok(())
     }
 
     // ----- revocation -----
@@ -796,38 +759,42 @@ impl Vault {
         let revocation = Signed::<RecordRevocation>::from_envelope(envelope)?;
         let body = revocation.body();
         let id = revocation.id();
-        let guard = self.lock();
-        let (record, _) = Self::decode_statement::<Record>(self.store.record(&body.record)?)?
-            .ok_or(RevokeError::UnknownRecord(body.record))?;
-        if record.body().issuer_agency != body.issuer_agency {
-            return Err(RevokeError::NotIssuersRecord {
-                record: body.record,
-                record_agency: record.body().issuer_agency.clone(),
-                revoking_agency: body.issuer_agency.clone(),
-            });
-        }
-        let accepted_at_ms = now_unix_ms();
-        self.trust_check(revocation.signer(), &body.issuer_agency, accepted_at_ms)??;
-        let state = self.store.record_state(&body.record)?;
-        if let Some(existing) = &state.revocation {
-            if Signed::<RecordRevocation>::from_envelope(&existing.envelope).is_ok_and(|e| e.id() == id) {
-                drop(guard);
-                return self.already_accepted(id, existing.sequence).map_err(RevokeError::from);
+        let sequenced = self.accept(|| {
+            let (record, _) = Self::decode_statement::<Record>(self.store.record(&body.record)?)?
+                .ok_or(RevokeError::UnknownRecord(body.record))?;
+            if record.body().issuer_agency != body.issuer_agency {
+                return Err(RevokeError::NotIssuersRecord {
+                    record: body.record,
+                    record_agency: record.body().issuer_agency.clone(),
+                    revoking_agency: body.issuer_agency.clone(),
+                });
             }
-            return Err(RevokeError::AlreadyRevoked { record: body.record });
-        }
-        let change = Change::RecordRevocation { record: body.record, envelope: revocation.to_envelope() };
-        let receipt = self.accept(&revocation, accepted_at_ms, change)?;
-        drop(guard);
-        self.store.sync()?;
-        Ok(Accepted { id, receipt, newly_accepted: true })
+            let accepted_at_ms = now_unix_ms();
+            self.trust_check(revocation.signer(), &body.issuer_agency, accepted_at_ms)??;
+            let state = self.store.record_state(&body.record)?;
+            if let Some(existing) = &state.revocation {
+                if Signed::<RecordRevocation>::from_envelope(&existing.envelope).is_ok_and(|e| e.id() == id) {
+                    return Ok(Decision::Existing { id, sequence: existing.sequence });
+                }
+                return Err(RevokeError::AlreadyRevoked { record: body.record });
+            }
+            Ok(Decision::Accept(Acceptance {
+                kind: RecordRevocation::KIND,
+                id,
+                owner: Some(record.body().owner.clone()),
+                accepted_at_ms,
+                change: Change::RecordRevocation { record: body.record, envelope: revocation.to_envelope() },
+                receipted: true,
+            }))
+        })?;
+        Ok(sequenced.accepted()?)
     }
 
     // ----- reads -----
 
     /// A record with its receipt and current status.
     pub fn record(&self, id: &Digest) -> Result<Option<RecordView>, StorageError> {
-        let Some((record, sequence)) = Self::decode_statement::<Record>(self.store.record(id)?)? else {
+        let Some((record, sequence)) = Self::decode_statement::<Record>(self.visible(self.store.record(id)?))? else {
             return Ok(None);
         };
         let receipt = self.load_receipt(sequence)?;
@@ -840,7 +807,7 @@ impl Vault {
 
     fn status(&self, record: &Signed<Record>, now_ms: i64) -> Result<Status, StorageError> {
         let state: RecordState = self.store.record_state(&record.id())?;
-        if let Some(entry) = state.revocation {
+        if let Some(entry) = self.visible(state.revocation) {
             let revocation = Signed::<RecordRevocation>::from_envelope(&entry.envelope)
                 .map_err(|e| StorageError::Corrupt(format!("stored revocation: {e}")))?;
             let receipt = self.load_receipt(entry.sequence)?;
@@ -851,7 +818,9 @@ impl Vault {
             });
         }
         if let Some(by) = state.superseded_by {
-            return Ok(Status::Superseded { by });
+            if self.visible(self.store.record(&by)?).is_some() {
+                return Ok(Status::Superseded { by });
+            }
         }
         let today = self.today(now_ms);
         let body = record.body();
@@ -903,6 +872,9 @@ impl Vault {
         let now_ms = now_unix_ms();
         for item in index {
             let (cursor, id) = item?;
+            if !self.store.is_visible(cursor.sequence()) {
+                continue;
+            }
             let (record, sequence) = Self::decode_statement::<Record>(self.store.record(&id)?)?
                 .ok_or_else(|| StorageError::Corrupt(format!("indexed record {id} is missing")))?;
             let status = self.status(&record, now_ms)?;
@@ -922,43 +894,7 @@ impl Vault {
     /// Whether the vault can serve: the catalog answers and no fsync has failed.
     pub fn check_ready(&self) -> Result<(), StorageError> {
         self.store.check_writable()?;
-        self.next_sequence().map(|_| ())
-    }
-
-    // ----- access log -----
-
-    /// Records an access to an owner's documents and returns once it is durable, with its sequence
-    /// number. Callers must not send any of the owner's data before this returns `Ok`.
-    pub fn record_access(&self, event: &AccessEvent) -> Result<u64, StorageError> {
-        let guard = self.lock();
-        let sequence = self.next_sequence()?;
-        let change = Change::Access { owner: event.owner.clone(), event: codec::encode(event) };
-        self.store.commit(Commit { sequence, receipt: None, change })?;
-        drop(guard);
-        self.store.sync()?;
-        Ok(sequence)
-    }
-
-    /// An owner's access log, newest first, one page at a time.
-    pub fn access_log(
-        &self,
-        owner: &OwnerId,
-        cursor: Option<&str>,
-        page_size: usize,
-    ) -> Result<AccessPage, QueryError> {
-        let after = check_page(cursor, page_size)?;
-        let mut entries: Vec<(u64, AccessEvent)> = Vec::new();
-        let mut last_cursor = None;
-        for item in self.store.access_log(owner, after) {
-            let (cursor, sequence, value) = item?;
-            if entries.len() == page_size {
-                return Ok(AccessPage { entries, next_cursor: last_cursor.map(|c: Cursor| c.to_string()) });
-            }
-            let event = codec::decode(&value).map_err(|e| StorageError::Corrupt(format!("access log entry: {e}")))?;
-            entries.push((sequence, event));
-            last_cursor = Some(cursor);
-        }
-        Ok(AccessPage { entries, next_cursor: None })
+        self.store.log_size().map(|_| ()).map_err(StorageError::from)
     }
 
     /// The manifest of stored content, if the vault holds it.
@@ -986,7 +922,8 @@ pub fn fuzz_decode_stored_values(bytes: &[u8]) {
     let _ = codec::decode::<RecordState>(bytes);
     let _ = codec::decode::<u64>(bytes);
     let _ = codec::decode::<Manifest>(bytes);
-    let _ = codec::decode::<AccessEvent>(bytes);
+    let _ = AccessEvent::decode(bytes);
+    let _ = crate::log::Entry::decode(bytes);
 }
 
 /// Checks the paging arguments of any listing: a page size in 1..=[`PAGE_SIZE_MAX`] and, if given, a
@@ -1056,15 +993,13 @@ impl Deposit<'_> {
             staged.discard().map_err(StorageError::from)?;
             return Err(error);
         }
-        let result = self.vault.commit_record(&self.record, &staged);
-        if matches!(result, Ok((_, true))) {
+        let (result, content_committed) = self.vault.commit_record(&self.record, &staged);
+        if content_committed {
             staged.release();
         } else {
             // Identical content is stored once, and rejected content not at all.
             staged.discard().map_err(StorageError::from)?;
         }
-        let (accepted, _) = result?;
-        self.vault.store.sync()?;
-        Ok(accepted)
+        result
     }
 }

@@ -1,0 +1,106 @@
+//! The one acceptance path. Every accepted statement (record, record revocation, key certificate,
+//! certificate revocation) and every access event goes through [`Vault::accept`]: under the commit
+//! lock the caller's `decide` checks the input against the catalog as it stands (committed entries
+//! included, durable or not, so two callers can never both accept the same thing); then the sequencer
+//! takes the next log index, builds the log leaf with the owner's chain link, computes the tree nodes
+//! the leaf completes, signs the receipt, and commits all of it with the change as one atomic batch.
+//! The lock is released, the group sync makes the batch durable, and only then do readers see it
+//! (`Store::durable_size`): nothing is readable, listed or signed into a checkpoint before it survives
+//! a power cut.
+
+use super::{Accepted, StorageError, Vault};
+use crate::ids::{Digest, OwnerId};
+use crate::log::{self, Entry, OwnerLink};
+use crate::statement::{Receipt, Signed};
+use crate::store::{Change, Commit, LogAppend, OwnerHead};
+
+/// What to accept.
+pub(super) struct Acceptance {
+    /// The statement kind (`StatementBody::KIND`) or [`log::KIND_ACCESS_EVENT`].
+    pub kind: u8,
+    /// The statement id, or the access event's id.
+    pub id: Digest,
+    /// The person whose chain the entry extends (records, their revocations, accesses to their data).
+    pub owner: Option<OwnerId>,
+    pub accepted_at_ms: i64,
+    pub change: Change,
+    /// Statements get a receipt; access events are answered with their log index alone.
+    pub receipted: bool,
+}
+
+/// What `decide` found. (Built once per call and moved straight into the sequencer, so the size
+/// difference between the variants costs nothing.)
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Decision {
+    Accept(Acceptance),
+    /// The same statement was accepted before, at this sequence number: answer with its receipt.
+    Existing {
+        id: Digest,
+        sequence: u64,
+    },
+}
+
+/// An accepted entry: its log index and, for a statement, its receipt.
+pub(super) struct Sequenced {
+    pub id: Digest,
+    pub index: u64,
+    pub receipt: Option<Signed<Receipt>>,
+    pub newly_accepted: bool,
+}
+
+impl Sequenced {
+    /// The answer to a statement (which always has a receipt).
+    pub fn accepted(self) -> Result<Accepted, StorageError> {
+        let receipt =
+            self.receipt.ok_or_else(|| StorageError::Corrupt(format!("log entry {} has no receipt", self.index)))?;
+        Ok(Accepted { id: self.id, receipt, newly_accepted: self.newly_accepted })
+    }
+}
+
+impl Vault {
+    /// Accepts what `decide` says, durably and in log order; see the module docs.
+    pub(super) fn accept<E: From<StorageError>>(
+        &self,
+        decide: impl FnOnce() -> Result<Decision, E>,
+    ) -> Result<Sequenced, E> {
+        let guard = self.lock();
+        let sequenced = match decide()? {
+            Decision::Accept(acceptance) => self.append(acceptance)?,
+            Decision::Existing { id, sequence } => {
+                Sequenced { id, index: sequence, receipt: Some(self.load_receipt(sequence)?), newly_accepted: false }
+            }
+        };
+        drop(guard);
+        // For an earlier acceptance too: its first caller may still be waiting for this sync.
+        self.store.sync().map_err(StorageError::from)?;
+        Ok(sequenced)
+    }
+
+    /// The sequencer's step, with the commit lock held.
+    fn append(&self, acceptance: Acceptance) -> Result<Sequenced, StorageError> {
+        let Acceptance { kind, id, owner, accepted_at_ms, change, receipted } = acceptance;
+        let index = self.store.log_size()?;
+        let link = match owner {
+            None => None,
+            Some(owner) => {
+                let head = self.store.owner_head(&owner)?;
+                Some(OwnerLink { owner, position: head.length + 1, previous: head.head })
+            }
+        };
+        let entry = Entry { kind, accepted_at_ms, id, owner: link };
+        let bytes = entry.encode();
+        let leaf = log::leaf_hash(&bytes);
+        let nodes = log::tree::appended_nodes(index, leaf, &self.store)?;
+        let owner_head = entry.owner.map(|link| (link.owner, OwnerHead { length: link.position, head: leaf, index }));
+        let receipt = receipted.then(|| {
+            Signed::sign(Receipt { statement: id, statement_kind: kind, log_index: index, accepted_at_ms }, &self.key)
+        });
+        self.store.commit(Commit {
+            sequence: index,
+            receipt: receipt.as_ref().map(Signed::to_envelope),
+            change,
+            log: LogAppend { entry: bytes, nodes, owner_head },
+        })?;
+        Ok(Sequenced { id, index, receipt, newly_accepted: true })
+    }
+}
