@@ -422,6 +422,95 @@ fn access_events_are_listed_newest_first_per_owner_and_survive_reopen() {
     assert!(rest.next_cursor.is_none());
 }
 
+fn every_statement_and_access_is_a_log_leaf_proven_by_signed_checkpoints() {
+    use kho::log::{self, checkpoint, Entry};
+    use kho::vault::{AccessAction, AccessEvent, AccessOutcome, Salt};
+    let f = fixture();
+    assert!(f.vault.latest_checkpoint().expect("read").is_none());
+    let owner = OwnerId::parse(OWNER).expect("owner");
+    let mut statements = Vec::new();
+    for i in 0..3 {
+        let content = document(1_000 + i, i as u64, true);
+        statements.push(
+            f.vault.deposit(&sign(record_for(&content, OWNER, AGENCY), &f.issuer), &content[..]).expect("deposit"),
+        );
+    }
+    let access = AccessEvent {
+        at_ms: now_unix_ms(),
+        owner: owner.clone(),
+        subject: "officer-1".into(),
+        role: "officer".into(),
+        agency: Some(code(AGENCY)),
+        purpose: Some(code("H26.99-0001")),
+        record: Some(statements[0].id),
+        action: AccessAction::ReadContent,
+        outcome: AccessOutcome::Allowed,
+        salt: Salt::random(),
+    };
+    let access_index = f.vault.record_access(&access).expect("access");
+    let first = f.vault.sign_checkpoint().expect("sign").expect("a checkpoint");
+    // Two certificates, three records, one access: six entries, all durable, all covered.
+    assert_eq!(first.checkpoint.size, 6);
+    assert_eq!(
+        checkpoint::open(&first.note, f.vault.log_origin(), &f.vault.public_key()),
+        Ok(first.checkpoint.clone())
+    );
+
+    // Each statement's leaf names it, at its receipt's index and time, and is proven in the checkpoint.
+    for accepted in &statements {
+        let receipt = accepted.receipt.body();
+        let proof = f.vault.inclusion_proof(receipt.log_index, None).expect("proof");
+        let bytes = f.vault.log_entry(receipt.log_index).expect("read").expect("entry");
+        let entry = Entry::decode(&bytes).expect("entry decodes");
+        assert_eq!((entry.kind, entry.id, entry.accepted_at_ms), (1, accepted.id, receipt.accepted_at_ms));
+        assert_eq!(log::leaf_hash(&bytes), proof.leaf_hash);
+        log::verify_inclusion(
+            proof.index,
+            first.checkpoint.size,
+            &proof.leaf_hash,
+            &proof.hashes,
+            &first.checkpoint.root,
+        )
+        .expect("inclusion verifies");
+    }
+    // The access event's leaf is rebuilt from the event alone (its canonical bytes and salt).
+    let entry = Entry::decode(&f.vault.log_entry(access_index).expect("read").expect("entry")).expect("decodes");
+    assert_eq!((entry.kind, entry.id), (log::KIND_ACCESS_EVENT, access.id()));
+
+    // The owner's chain: records and the access, linked leaf to leaf, numbered 1..=4.
+    let mut previous = [0u8; 32];
+    for (position, index) in [
+        statements[0].receipt.body().log_index,
+        statements[1].receipt.body().log_index,
+        statements[2].receipt.body().log_index,
+        access_index,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bytes = f.vault.log_entry(index).expect("read").expect("entry");
+        let link = Entry::decode(&bytes).expect("decodes").owner.expect("an owner's entry");
+        assert_eq!((link.owner.as_str(), link.position, link.previous), (OWNER, position as u64 + 1, previous));
+        previous = log::leaf_hash(&bytes);
+    }
+    let certificate = Entry::decode(&f.vault.log_entry(0).expect("read").expect("entry")).expect("decodes");
+    assert!(certificate.owner.is_none(), "a certificate belongs to no one's chain");
+
+    // Nothing new: no new checkpoint. More entries: a new one, consistent with the first.
+    assert_eq!(f.vault.sign_checkpoint().expect("sign").expect("checkpoint"), first);
+    let content = document(2_000, 9, false);
+    f.vault.deposit(&sign(record_for(&content, OTHER_OWNER, AGENCY), &f.issuer), &content[..]).expect("deposit");
+    let f = f.reopen();
+    let second = f.vault.sign_checkpoint().expect("sign").expect("checkpoint");
+    assert_eq!(second.checkpoint.size, 7);
+    let consistency = f.vault.consistency_proof(first.checkpoint.size, None).expect("proof");
+    log::verify_consistency(6, 7, &first.checkpoint.root, &second.checkpoint.root, &consistency.hashes)
+        .expect("consistent");
+    assert_eq!(f.vault.checkpoint_at(6).expect("read"), Some(first), "past checkpoints are kept");
+    assert!(matches!(f.vault.inclusion_proof(7, None), Err(kho::vault::ProofQueryError::NotCovered { .. })));
+    assert!(matches!(f.vault.inclusion_proof(0, Some(5)), Err(kho::vault::ProofQueryError::NoCheckpointAtSize(5))));
+}
+
 /// Every test above, on every engine.
 macro_rules! on_every_engine {
     ($($test:ident),* $(,)?) => {
@@ -456,6 +545,7 @@ on_every_engine!(
     everything_survives_reopen_and_the_vault_key_is_kept,
     concurrent_deposits_all_land_with_distinct_sequences,
     access_events_are_listed_newest_first_per_owner_and_survive_reopen,
+    every_statement_and_access_is_a_log_leaf_proven_by_signed_checkpoints,
 );
 
 // ----- faults injected into the storage engines -----

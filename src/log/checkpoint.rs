@@ -81,6 +81,14 @@ impl Checkpoint {
     }
 }
 
+/// Whether `name` can be a log origin and a note key name: 1 to [`ORIGIN_LENGTH_MAX`] characters,
+/// none of them whitespace, a control character or `+`.
+pub fn is_key_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= ORIGIN_LENGTH_MAX
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control() || c == '+')
+}
+
 /// The key id of an Ed25519 note key: SHA-256(name || 0x0A || 0x01 || public key)[..4].
 pub fn key_id(name: &str, key: &PublicKey) -> [u8; 4] {
     let hash: Hash = Sha256::new()

@@ -12,9 +12,11 @@
 
 mod access;
 mod sequencer;
+mod transparency;
 
 pub use access::{AccessAction, AccessEvent, AccessOutcome, AccessPage, Salt, ACCESS_EVENT_VERSION};
 use sequencer::{Acceptance, Decision};
+pub use transparency::{ConsistencyProof, InclusionProof, ProofQueryError, SignedCheckpoint};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -55,6 +57,9 @@ pub struct VaultConfig {
     pub store: EmbeddedConfig,
     /// The zone in which "today" is computed for validity windows.
     pub utc_offset_minutes: i16,
+    /// The transparency log's origin (first line of its checkpoints); `None` derives one from the
+    /// vault key, `kho/<first 16 hex digits of its fingerprint>`.
+    pub log_origin: Option<String>,
 }
 
 impl VaultConfig {
@@ -66,6 +71,7 @@ impl VaultConfig {
             content: ContentConfig::default(),
             store: EmbeddedConfig::default(),
             utc_offset_minutes: UTC_OFFSET_MINUTES_DEFAULT,
+            log_origin: None,
         }
     }
 }
@@ -108,6 +114,12 @@ pub enum OpenError {
     Key(#[from] KeyFileError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(
+        "log origin {0:?} is not usable: it must be 1 to {max} characters with no spaces, control characters or '+' \
+         (for example \"kho.example.gov.vn/log\")",
+        max = crate::log::checkpoint::ORIGIN_LENGTH_MAX
+    )]
+    BadLogOrigin(String),
 }
 
 /// Why a signer is not trusted for an agency at a moment.
@@ -396,6 +408,9 @@ pub struct Vault {
     /// Serializes the short commit step (sequence assignment, checks against the catalog, batch).
     /// Content streaming and the durable sync run outside it.
     commit_lock: Mutex<()>,
+    /// One checkpoint signed at a time.
+    checkpoint_lock: Mutex<()>,
+    origin: String,
 }
 
 impl Vault {
@@ -415,7 +430,12 @@ impl Vault {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir { path: dir.clone(), source })?;
         let key = load_or_create_key(dir)?;
         let store = Store::new(engines).map_err(StorageError::from)?;
-        Ok(Vault { store, key, config, commit_lock: Mutex::new(()) })
+        let origin = match &config.log_origin {
+            Some(origin) if crate::log::checkpoint::is_key_name(origin) => origin.clone(),
+            Some(origin) => return Err(OpenError::BadLogOrigin(origin.clone())),
+            None => format!("kho/{}", &key.public_key().fingerprint().to_hex()[..16]),
+        };
+        Ok(Vault { store, key, config, commit_lock: Mutex::new(()), checkpoint_lock: Mutex::new(()), origin })
     }
 
     /// What opening the store found and did (batches restored, bytes quarantined).
