@@ -22,6 +22,8 @@ pub const IDLE_TIMEOUT_SECONDS_DEFAULT: u64 = 60;
 /// Open connections at most; further clients wait in the listen backlog until one closes.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
 pub const TOKEN_LEEWAY_SECONDS_DEFAULT: u64 = 30;
+/// How often the server signs a checkpoint of the log when it has grown.
+pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 1000;
 /// The `iss` of tokens minted by `kho dev-token`, accepted only in dev mode.
 pub const DEV_TOKEN_ISSUER: &str = "kho-dev";
 /// The dev token key inside the data directory.
@@ -67,6 +69,11 @@ pub struct Config {
     pub idle_timeout_seconds: u64,
     /// Connections open at once (`KHO_CONNECTIONS_MAX`).
     pub connections_max: usize,
+    /// The log is checkpointed this often when it has grown (`KHO_CHECKPOINT_INTERVAL_MS`).
+    pub checkpoint_interval_ms: u64,
+    /// The transparency log's origin, the first line of its checkpoints (`KHO_LOG_ORIGIN`); unset, it
+    /// is derived from the vault key. Set it once, before the first entry: it names the log for ever.
+    pub log_origin: Option<String>,
     /// Open a store whose catalog lost acknowledged batches, restoring them from its journal. Only the
     /// command line sets it (`kho serve --recover`): it is a decision for one start, not a setting.
     #[serde(skip)]
@@ -103,6 +110,8 @@ impl Default for Config {
             header_read_timeout_seconds: HEADER_READ_TIMEOUT_SECONDS_DEFAULT,
             idle_timeout_seconds: IDLE_TIMEOUT_SECONDS_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS_DEFAULT,
+            log_origin: None,
             recover: false,
             auth: AuthConfig::default(),
         }
@@ -184,6 +193,12 @@ impl Config {
         if let Some(v) = lookup("KHO_CONNECTIONS_MAX") {
             self.connections_max = parse_env("KHO_CONNECTIONS_MAX", &v)?;
         }
+        if let Some(v) = lookup("KHO_CHECKPOINT_INTERVAL_MS") {
+            self.checkpoint_interval_ms = parse_env("KHO_CHECKPOINT_INTERVAL_MS", &v)?;
+        }
+        if let Some(v) = lookup("KHO_LOG_ORIGIN") {
+            self.log_origin = Some(v);
+        }
         if let Some(v) = lookup("KHO_AUTH_ISSUER") {
             self.auth.issuer = v;
         }
@@ -223,6 +238,7 @@ impl Config {
             ("header_read_timeout_seconds", self.header_read_timeout_seconds),
             ("idle_timeout_seconds", self.idle_timeout_seconds),
             ("connections_max", self.connections_max as u64),
+            ("checkpoint_interval_ms", self.checkpoint_interval_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be greater than 0")));

@@ -50,6 +50,7 @@ pub fn receipt_json(receipt: &Signed<Receipt>) -> Value {
         "statement": body.statement.to_hex(),
         "statement_kind": body.statement_kind,
         "log_index": body.log_index,
+        "inclusion_proof": format!("/v1/log/proof/inclusion?index={}", body.log_index),
         "accepted_at": format_unix_ms(body.accepted_at_ms),
         "signer": key_json(receipt.signer()),
         "envelope_base64": base64(&receipt.to_envelope()),

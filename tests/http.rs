@@ -453,6 +453,81 @@ async fn content_has_etag_type_length_and_ranges() {
     assert!(cached.body.is_empty());
 }
 
+/// The log as a tlog client sees it: the checkpoint verifies under the vault key, the hash tiles hold
+/// the leaf hashes, proofs verify against the served checkpoint, and entry bundles (which name people)
+/// go only to auditors who state a purpose.
+#[tokio::test]
+async fn the_log_is_served_as_checkpoint_tiles_and_proofs_and_entries_only_to_auditors_with_a_purpose() {
+    use kho::log::{self, checkpoint, Entry};
+    let api = Api::new();
+    let none = api.call("GET", "/v1/log/checkpoint", None, &[], Vec::new()).await;
+    assert_eq!((none.status.as_u16(), none.code().as_str()), (404, "no_checkpoint"));
+    let signed = api.state.vault().sign_checkpoint().expect("sign").expect("checkpoint");
+    let size = signed.checkpoint.size;
+    assert_eq!(size, 3, "two certificates and a record");
+
+    let note = api.call("GET", "/v1/log/checkpoint", None, &[], Vec::new()).await;
+    assert_eq!(note.status, StatusCode::OK);
+    let text = String::from_utf8(note.body.clone()).expect("text");
+    let opened = checkpoint::open(&text, api.state.vault().log_origin(), &api.state.vault().public_key());
+    assert_eq!(opened, Ok(signed.checkpoint.clone()));
+
+    let tile = api.call("GET", "/v1/log/tile/0/000.p/3", None, &[], Vec::new()).await;
+    assert_eq!((tile.status, tile.body.len()), (StatusCode::OK, 3 * 32));
+    for bad in ["/v1/log/tile/0/000", "/v1/log/tile/0/000.p/4", "/v1/log/tile/1/000.p/1", "/v1/log/tile/0/0"] {
+        let reply = api.call("GET", bad, None, &[], Vec::new()).await;
+        assert_eq!((reply.status.as_u16(), reply.code().as_str()), (404, "no_such_tile"), "{bad}");
+    }
+
+    let mut leaves = log::MemoryTree::new();
+    for i in 0..3 {
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&tile.body[i * 32..(i + 1) * 32]);
+        leaves.push(hash);
+    }
+    assert_eq!(leaves.root(size), signed.checkpoint.root, "the tiles rebuild the signed root");
+
+    let proof = api.call("GET", "/v1/log/proof/inclusion?index=2", None, &[], Vec::new()).await.json();
+    let hashes: Vec<[u8; 32]> = proof["hashes"]
+        .as_array()
+        .expect("hashes")
+        .iter()
+        .map(|h| hex::decode(h.as_str().expect("hex")).expect("hex").try_into().expect("32 bytes"))
+        .collect();
+    let leaf: [u8; 32] = hex::decode(proof["leaf_hash"].as_str().expect("leaf")).expect("hex").try_into().expect("32");
+    log::verify_inclusion(2, size, &leaf, &hashes, &signed.checkpoint.root).expect("the served proof verifies");
+    let beyond = api.call("GET", "/v1/log/proof/inclusion?index=3", None, &[], Vec::new()).await;
+    assert_eq!((beyond.status.as_u16(), beyond.code().as_str()), (404, "not_in_checkpoint"));
+    let malformed = api.call("GET", "/v1/log/proof/inclusion?index=x", None, &[], Vec::new()).await;
+    assert_eq!((malformed.status.as_u16(), malformed.code().as_str()), (400, "invalid_query"));
+    let consistency = api.call("GET", "/v1/log/proof/consistency?old=3", None, &[], Vec::new()).await;
+    assert_eq!(consistency.status, StatusCode::OK);
+
+    let entries = "/v1/log/tile/entries/000.p/3";
+    let anonymous = api.call("GET", entries, None, &[], Vec::new()).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    for role in [Role::Citizen, Role::Officer, Role::Issuer, Role::Admin] {
+        let reply = api.call("GET", entries, Some(&api.token(role)), &[("kho-purpose", PURPOSE)], Vec::new()).await;
+        assert_eq!((reply.status.as_u16(), reply.code().as_str()), (403, "forbidden"), "{role:?}");
+    }
+    let auditor = api.token(Role::Auditor);
+    let no_purpose = api.call("GET", entries, Some(&auditor), &[], Vec::new()).await;
+    assert_eq!((no_purpose.status.as_u16(), no_purpose.code().as_str()), (403, "purpose_required"));
+    let bundle = api.call("GET", entries, Some(&auditor), &[("kho-purpose", PURPOSE)], Vec::new()).await;
+    assert_eq!(bundle.status, StatusCode::OK);
+    let mut rest = bundle.body.as_slice();
+    let mut index = 0;
+    while !rest.is_empty() {
+        let length = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let bytes = &rest[2..2 + length];
+        Entry::decode(bytes).expect("an entry");
+        assert_eq!(&tile.body[index as usize * 32..(index as usize + 1) * 32], &log::leaf_hash(bytes)[..]);
+        rest = &rest[2 + length..];
+        index += 1;
+    }
+    assert_eq!(index, 3);
+}
+
 #[tokio::test]
 async fn the_served_openapi_document_is_the_checked_in_one_and_describes_every_route() {
     let api = Api::new();
@@ -472,6 +547,11 @@ async fn the_served_openapi_document_is_the_checked_in_one_and_describes_every_r
         ("post", "/v1/certificates"),
         ("post", "/v1/certificates/{id}/revocation"),
         ("get", "/v1/trust-anchors"),
+        ("get", "/v1/log/checkpoint"),
+        ("get", "/v1/log/tile/{level}/{rest}"),
+        ("get", "/v1/log/tile/entries/{rest}"),
+        ("get", "/v1/log/proof/inclusion"),
+        ("get", "/v1/log/proof/consistency"),
         ("get", "/v1/openapi.json"),
         ("get", "/healthz"),
         ("get", "/readyz"),

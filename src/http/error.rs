@@ -5,7 +5,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::vault::{CertificateError, DepositError, QueryError, ReadError, RevokeError, StorageError, TrustError};
+use crate::vault::{
+    CertificateError, DepositError, ProofQueryError, QueryError, ReadError, RevokeError, StorageError, TrustError,
+};
 
 use super::auth::AuthError;
 
@@ -132,6 +134,17 @@ impl From<QueryError> for ApiError {
             QueryError::InvalidCursor(_) => ApiError::bad_request("invalid_cursor", error.to_string()),
             QueryError::Storage(storage) => storage.into(),
         }
+    }
+}
+
+impl From<ProofQueryError> for ApiError {
+    fn from(error: ProofQueryError) -> Self {
+        let status = match error {
+            ProofQueryError::Storage(storage) => return storage.into(),
+            ProofQueryError::SizesOutOfOrder { .. } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::NOT_FOUND,
+        };
+        ApiError::new(status, error.code(), error.to_string())
     }
 }
 

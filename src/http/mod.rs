@@ -8,6 +8,7 @@
 pub mod access;
 pub mod auth;
 mod error;
+mod log;
 pub mod openapi;
 mod serve;
 
@@ -105,6 +106,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/certificates", get(list_certificates).post(add_certificate))
         .route("/v1/certificates/{id}/revocation", post(revoke_certificate))
         .route("/v1/trust-anchors", get(trust_anchors))
+        .route("/v1/log/checkpoint", get(log::checkpoint))
+        .route("/v1/log/tile/entries/{*rest}", get(log::entry_bundle))
+        .route("/v1/log/tile/{level}/{*rest}", get(log::hash_tile))
+        .route("/v1/log/proof/inclusion", get(log::inclusion))
+        .route("/v1/log/proof/consistency", get(log::consistency))
         .route("/v1/openapi.json", get(openapi_document))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

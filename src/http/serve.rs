@@ -58,6 +58,7 @@ pub fn state(config: &Config) -> Result<AppState, ServeError> {
     }
     let mut vault_config = VaultConfig::new(&config.data_dir, anchors);
     vault_config.document_size_bytes_max = config.document_size_bytes_max;
+    vault_config.log_origin = config.log_origin.clone();
     vault_config.store.recover = config.recover;
     let vault = Vault::open(vault_config)?;
     let report = vault.open_report();
@@ -268,6 +269,7 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), S
         let address = listener.local_addr()?;
         tracing::info!(%address, data_dir = %config.data_dir.display(), "kho is serving");
         on_ready(address);
+        tokio::spawn(checkpointer(state.clone(), Duration::from_millis(config.checkpoint_interval_ms)));
         let (stop_sender, stop_receiver) = watch::channel(false);
         let server = run(listener, router(state.clone()), ConnectionLimits::from_config(config), async move {
             shutdown_signal().await;
@@ -284,8 +286,12 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), S
         }
         Ok::<(), ServeError>(())
     })?;
-    // Wait for blocking vault work still running, then close the vault.
+    // Wait for blocking vault work still running, cover everything acknowledged with a last checkpoint,
+    // then close the vault.
     runtime.shutdown_timeout(grace);
+    if let Err(error) = state.vault().sign_checkpoint() {
+        tracing::error!(%error, "the last checkpoint could not be signed");
+    }
     drop(state);
     tracing::info!("stopped");
     Ok(())
@@ -298,6 +304,22 @@ pub struct BackgroundServer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Signs a checkpoint every `interval` when the log has grown, for as long as the runtime runs. A
+/// failure is logged and retried at the next tick (a poisoned store keeps failing, and says so).
+async fn checkpointer(state: AppState, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let vault_state = state.clone();
+        match tokio::task::spawn_blocking(move || vault_state.vault().sign_checkpoint()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "signing a checkpoint failed"),
+            Err(error) => tracing::error!(%error, "the checkpoint worker failed"),
+        }
+    }
+}
+
 /// Starts the service in the background on `config.listen` (port 0 picks a free port).
 pub fn start_background(config: &Config) -> Result<BackgroundServer, ServeError> {
     let state = state(config)?;
@@ -308,7 +330,9 @@ pub fn start_background(config: &Config) -> Result<BackgroundServer, ServeError>
     let address = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let limits = ConnectionLimits::from_config(config);
+    let interval = Duration::from_millis(config.checkpoint_interval_ms);
     let thread = std::thread::spawn(move || {
+        runtime.spawn(checkpointer(state.clone(), interval));
         runtime.block_on(run(listener, router(state), limits, async move {
             let _ = stopped.await;
         }));
