@@ -182,6 +182,41 @@ fn deposit_fetch_see_the_access_revoke_and_restart() {
     assert!(log.contains("read_content") && log.contains(PURPOSE) && log.contains("allowed"), "{log}");
     assert!(log.contains("denied purpose_required"), "{log}");
 
+    // The server checkpoints on its own: within seconds a signed checkpoint covers the deposit, and its
+    // inclusion proof verifies here against the vault key alone.
+    let index: u64 = out
+        .split("log entry #")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .expect("log index in the deposit's output");
+    let vault_key = d.join("data").join("vault-key.pub.pem");
+    let log_args = |extra: &[&str]| -> Vec<String> {
+        [
+            extra.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+            vec!["--server".into(), server.base.clone(), "--vault-key".into(), vault_key.display().to_string()],
+        ]
+        .concat()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let first_size = loop {
+        let checkpoint = kho(&config, &log_args(&["checkpoint"]).iter().map(String::as_str).collect::<Vec<_>>());
+        let size = text(&checkpoint).lines().nth(1).and_then(|line| line.parse::<u64>().ok());
+        if checkpoint.status.success() && size.is_some_and(|size| size > index) {
+            break size.expect("size");
+        }
+        assert!(std::time::Instant::now() < deadline, "no checkpoint covered entry {index}: {}", text(&checkpoint));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let index_text = index.to_string();
+    let proof =
+        kho(&config, &log_args(&["proof", "inclusion", &index_text]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(proof.status.success() && text(&proof).contains("verified: entry"), "{}", text(&proof));
+    let other_key = d.join("anchor.pub.pem");
+    let forged =
+        kho(&config, &["checkpoint", "--server", &server.base, "--vault-key", other_key.to_str().expect("path")]);
+    assert_eq!(forged.status.code(), Some(3), "a checkpoint checked under another key fails: {}", text(&forged));
+
     // The issuer revokes; everyone sees the new status.
     let revocation = Signed::sign(
         RecordRevocation {
@@ -229,6 +264,15 @@ fn deposit_fetch_see_the_access_revoke_and_restart() {
     assert!(text(&listed).contains(&id) && text(&listed).contains("revoked"), "{}", text(&listed));
     let filtered = kho(&config, &["ls", OWNER, "--status", "valid", "--server", &server.base, "--token", &citizen]);
     assert!(!text(&filtered).contains(&id), "{}", text(&filtered));
+
+    // After the restart the log still extends the checkpoint signed before it (the shutdown signed
+    // a last one covering the revocation).
+    let first_size = first_size.to_string();
+    let consistency = kho(
+        &config,
+        &["proof", "consistency", &first_size, "--server", &server.base, "--vault-key", vault_key.to_str().expect("p")],
+    );
+    assert!(consistency.status.success() && text(&consistency).contains("verified: log"), "{}", text(&consistency));
     server.stop();
 }
 

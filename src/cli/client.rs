@@ -35,7 +35,7 @@ fn unreachable(client: &ClientArgs, error: ureq::Error) -> anyhow::Error {
 }
 
 /// Turns an error response into a message on stderr and the matching exit code.
-fn refused(mut response: ureq::http::Response<ureq::Body>) -> ExitCode {
+pub(super) fn refused(mut response: ureq::http::Response<ureq::Body>) -> ExitCode {
     let status = response.status();
     let body = response.body_mut().read_to_string().unwrap_or_default();
     let (code, message) = serde_json::from_str::<serde_json::Value>(&body)

@@ -9,6 +9,7 @@
 
 mod bench;
 mod client;
+mod log;
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -116,6 +117,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Fetch the log's newest checkpoint from a server and verify its signature.
+    Checkpoint(log::LogClientArgs),
+    /// Fetch a proof from a server's log and verify it against a signed checkpoint.
+    #[command(subcommand)]
+    Proof(log::ProofCommand),
     /// Measure deposits and purpose-bound reads over HTTP against a scratch server.
     Bench(bench::BenchArgs),
     /// Build a demo: keys, a certificate, signed documents and a vault in DIR, then show the records.
@@ -345,6 +351,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Get { id, out, client } => client::get(&client, &id, out),
         Command::Ls { owner, document_type, status, client } => client::ls(&client, &owner, document_type, status),
         Command::AccessLog { owner, client } => client::access_log(&client, &owner),
+        Command::Checkpoint(client) => log::checkpoint(&client),
+        Command::Proof(command) => log::proof(command),
     }
 }
 
