@@ -26,6 +26,50 @@ pub fn document() -> Vec<u8> {
     "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM\nĐộc lập - Tự do - Hạnh phúc\nGIẤY KHAI SINH\n".repeat(40).into_bytes()
 }
 
+/// The log test vectors of docs/FORMAT.md section 5.6: a record's leaf, the CT reference tree's
+/// checkpoint signed by the vault key, written to `log-entry.bin` and `checkpoint.note`.
+fn log_vectors(record: &Signed<Record>, vault_key: &SecretKey, dir: &Path) {
+    use kho::log::{self, Checkpoint, Entry, OwnerLink};
+    let entry = Entry {
+        kind: Record::KIND,
+        accepted_at_ms: T0_MS + 1500,
+        id: record.id(),
+        owner: Some(OwnerLink { owner: record.body().owner.clone(), position: 1, previous: [0; 32] }),
+    };
+    let bytes = entry.encode();
+    std::fs::write(dir.join("log-entry.bin"), &bytes).expect("entry");
+    println!(
+        "log entry {}
+  leaf hash {}",
+        hex::encode(&bytes),
+        hex::encode(log::leaf_hash(&bytes))
+    );
+    let mut tree = log::MemoryTree::new();
+    let leaves: [&[u8]; 8] = [
+        b"",
+        b"\x00",
+        b"\x10",
+        b"\x20\x21",
+        b"\x30\x31",
+        b"\x40\x41\x42\x43",
+        b"\x50\x51\x52\x53\x54\x55\x56\x57",
+        b"\x60\x61\x62\x63\x64\x65\x66\x67\x68\x69\x6a\x6b\x6c\x6d\x6e\x6f",
+    ];
+    for leaf in leaves {
+        tree.push(log::leaf_hash(leaf));
+    }
+    let checkpoint = Checkpoint { origin: "kho.example/log".into(), size: 8, root: tree.root(8) };
+    let note = checkpoint.sign(vault_key);
+    std::fs::write(dir.join("checkpoint.note"), &note).expect("note");
+    println!(
+        "checkpoint note:\n{note}verifier key {}",
+        log::checkpoint::verifier_key("kho.example/log", &vault_key.public_key())
+    );
+    let hexes = |proof: Vec<log::Hash>| proof.iter().map(hex::encode).collect::<Vec<_>>().join(" ");
+    println!("inclusion 5 in 8: {}", hexes(tree.inclusion_proof(5, 8)));
+    println!("consistency 3 -> 8: {}", hexes(tree.consistency_proof(3, 8)));
+}
+
 fn write<T: StatementBody>(dir: &Path, name: &str, statement: &Signed<T>) {
     std::fs::write(dir.join(name), statement.to_envelope()).expect("write fixture");
     println!(
@@ -100,6 +144,7 @@ fn main() {
     write(&statements, "record-revocation.kho-revocation", &revocation);
     write(&statements, "certificate-revocation.kho-revocation", &certificate_revocation);
     write(&statements, "receipt.kho-receipt", &receipt);
+    log_vectors(&record, &vault_key, &statements);
     for (name, key) in [("anchor", &anchor), ("issuer", &issuer), ("vault", &vault_key)] {
         println!("{name} public key {}", hex::encode(key.public_key().raw_bytes()));
     }

@@ -68,3 +68,136 @@ fn the_standalone_verifier_accepts_kho_statements_and_rejects_altered_documents(
     );
     assert!(ok, "{json}");
 }
+
+/// Runs tests/auditor/verify_log.py on a JSON file of proofs; its exit status and summary.
+fn run_log_verifier(input: &serde_json::Value) -> (bool, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("proofs.json");
+    std::fs::write(&path, input.to_string()).expect("proofs");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auditor/verify_log.py");
+    let output = Command::new("python3").arg(script).arg(&path).output().expect("python3 for the auditor test");
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    let start = stdout.find("\n{").unwrap_or_else(|| panic!("no JSON from the log verifier: {stdout}")) + 1;
+    (output.status.success(), serde_json::from_str(&stdout[start..]).expect("verifier JSON"))
+}
+
+/// The log as an outsider checks it: the standalone verifier, written from docs/FORMAT.md, accepts the
+/// checkpoints, inclusion and consistency proofs this build produces and rebuilds every leaf from its
+/// fields; it and `kho::log` agree on every altered proof.
+#[test]
+fn the_standalone_verifier_checks_checkpoints_proofs_and_leaves_and_agrees_on_tampering() {
+    use kho::log::{self, Entry};
+    use kho::vault::{AccessAction, AccessEvent, AccessOutcome, Salt};
+    let f = fixture();
+    for i in 0..3 {
+        let content = document(2_000 + i, i as u64, true);
+        f.vault.deposit(&sign(record_for(&content, OWNER, AGENCY), &f.issuer), &content[..]).expect("deposit");
+    }
+    let old = f.vault.sign_checkpoint().expect("sign").expect("checkpoint");
+    f.vault
+        .record_access(&AccessEvent {
+            at_ms: kho::ids::now_unix_ms(),
+            owner: kho::ids::OwnerId::parse(OWNER).expect("owner"),
+            subject: "officer-7".into(),
+            role: "officer".into(),
+            agency: Some(code(AGENCY)),
+            purpose: Some(code("H26.99-0001")),
+            record: None,
+            action: AccessAction::ListRecords,
+            outcome: AccessOutcome::Allowed,
+            salt: Salt::random(),
+        })
+        .expect("access");
+    let content = document(9_000, 4, false);
+    f.vault.deposit(&sign(record_for(&content, OTHER_OWNER, AGENCY), &f.issuer), &content[..]).expect("deposit");
+    let new = f.vault.sign_checkpoint().expect("sign").expect("checkpoint");
+    let size = new.checkpoint.size;
+
+    let mut inclusions = Vec::new();
+    let mut entries = Vec::new();
+    for index in 0..size {
+        let proof = f.vault.inclusion_proof(index, None).expect("proof");
+        inclusions.push(serde_json::json!({
+            "index": index,
+            "leaf_hash": hex::encode(proof.leaf_hash),
+            "hashes": proof.hashes.iter().map(hex::encode).collect::<Vec<_>>(),
+        }));
+        let bytes = f.vault.log_entry(index).expect("read").expect("entry");
+        let entry = Entry::decode(&bytes).expect("entry");
+        let mut fields = serde_json::json!({
+            "index": index, "entry_hex": hex::encode(&bytes), "kind": entry.kind,
+            "accepted_at_ms": entry.accepted_at_ms, "id": entry.id.to_hex(),
+        });
+        if let Some(link) = entry.owner {
+            fields["owner"] = link.owner.as_str().into();
+            fields["position"] = link.position.into();
+            fields["previous"] = hex::encode(link.previous).into();
+        }
+        entries.push(fields);
+    }
+    let consistency = f.vault.consistency_proof(old.checkpoint.size, None).expect("consistency");
+    let input = serde_json::json!({
+        "vault_key_hex": hex::encode(f.vault.public_key().raw_bytes()),
+        "origin": f.vault.log_origin(),
+        "checkpoint_note": new.note,
+        "old_checkpoint_note": old.note,
+        "inclusions": inclusions,
+        "consistency": consistency.hashes.iter().map(hex::encode).collect::<Vec<_>>(),
+        "entries": entries,
+    });
+    let (ok, summary) = run_log_verifier(&input);
+    assert!(ok, "{summary}");
+    assert_eq!(summary["tree_size"], size);
+    assert_eq!(summary["root"], hex::encode(new.checkpoint.root));
+    assert_eq!(summary["checks"], 2 + 2 * size);
+
+    // Tampering: each altered input fails in Python and in Rust alike.
+    let mut altered_path = input.clone();
+    altered_path["inclusions"][2]["hashes"][0] = hex::encode([0u8; 32]).into();
+    let mut altered_consistency = input.clone();
+    altered_consistency["consistency"][0] = hex::encode([1u8; 32]).into();
+    let mut altered_note = input.clone();
+    altered_note["checkpoint_note"] = new.note.replacen(&format!("\n{size}\n"), &format!("\n{}\n", size + 1), 1).into();
+    let mut altered_entry = input.clone();
+    altered_entry["entries"][3]["accepted_at_ms"] = (entries[3]["accepted_at_ms"].as_i64().expect("ms") + 1).into();
+    for (what, altered) in [
+        ("an audit path hash", altered_path),
+        ("a consistency hash", altered_consistency),
+        ("the signed size", altered_note),
+        ("an entry's time", altered_entry),
+    ] {
+        let (ok, summary) = run_log_verifier(&altered);
+        assert!(!ok, "Python accepted {what}: {summary}");
+    }
+    let proof = f.vault.inclusion_proof(2, None).expect("proof");
+    let mut hashes = proof.hashes.clone();
+    hashes[0] = [0u8; 32];
+    assert!(log::verify_inclusion(2, size, &proof.leaf_hash, &hashes, &new.checkpoint.root).is_err());
+    let mut hashes = consistency.hashes.clone();
+    hashes[0] = [1u8; 32];
+    assert!(log::verify_consistency(old.checkpoint.size, size, &old.checkpoint.root, &new.checkpoint.root, &hashes)
+        .is_err());
+    let altered = new.note.replacen(&format!("\n{size}\n"), &format!("\n{}\n", size + 1), 1);
+    assert!(log::checkpoint::open(&altered, f.vault.log_origin(), &f.vault.public_key()).is_err());
+
+    // The test vectors of docs/FORMAT.md section 5.6: the reference tree's checkpoint signed by the vault
+    // key 03..03, and the audit path of its leaf 5.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3/statements");
+    let vector = serde_json::json!({
+        "vault_key_hex": "ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1",
+        "origin": "kho.example/log",
+        "checkpoint_note": std::fs::read_to_string(fixtures.join("checkpoint.note")).expect("note"),
+        "inclusions": [{
+            "index": 5,
+            "leaf_hash": hex::encode(log::leaf_hash(&[0x40, 0x41, 0x42, 0x43])),
+            "hashes": [
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        }],
+    });
+    let (ok, summary) = run_log_verifier(&vector);
+    assert!(ok, "{summary}");
+    assert_eq!(summary["root"], "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328");
+}

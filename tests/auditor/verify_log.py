@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Checks Kho's transparency log from docs/FORMAT.md section 5 alone, with Python's standard library:
+a checkpoint's signed note (C2SP tlog-checkpoint, Ed25519 note signature), an inclusion proof and a
+consistency proof (RFC 9162 section 2.1), and log entries rebuilt from their fields.
+
+usage: verify_log.py PROOFS.json
+PROOFS.json holds {"vault_key_hex", "origin", "checkpoint_note", "old_checkpoint_note",
+"inclusions": [{"index", "leaf_hash", "hashes"}], "consistency": [hex...],
+"entries": [{"index", "entry_hex", "kind", "accepted_at_ms", "id", "owner"?, "position"?, "previous"?}]}.
+Prints one line per check and a JSON summary; exits 1 if any check fails.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from verify_record import ed25519_verify  # noqa: E402  (the RFC 8032 reference verifier)
+
+
+def sha256(data):
+    return hashlib.sha256(data).digest()
+
+
+def leaf_hash(entry):
+    return sha256(b"\x00" + entry)
+
+
+def node_hash(left, right):
+    return sha256(b"\x01" + left + right)
+
+
+def key_id(name, public):
+    return sha256(name.encode() + b"\n" + b"\x01" + public)[:4]
+
+
+def open_checkpoint(note, origin, public):
+    """Returns (size, root) if `note` is a checkpoint of `origin` signed by `public`, else raises."""
+    text, sep, signatures = note.rpartition("\n\n")
+    if not sep:
+        raise ValueError("no blank line before the signatures")
+    text += "\n"
+    lines = text.split("\n")
+    if lines[0] != origin:
+        raise ValueError("origin %r, expected %r" % (lines[0], origin))
+    size = int(lines[1])
+    if str(size) != lines[1]:
+        raise ValueError("tree size not canonical")
+    root = base64.b64decode(lines[2], validate=True)
+    if len(root) != 32:
+        raise ValueError("root is not 32 bytes")
+    for line in signatures.rstrip("\n").split("\n"):
+        if not line.startswith("\u2014 "):
+            raise ValueError("malformed signature line")
+        name, _, encoded = line[2:].partition(" ")
+        blob = base64.b64decode(encoded, validate=True)
+        if name == origin and blob[:4] == key_id(origin, public) and ed25519_verify(public, text.encode(), blob[4:]):
+            return size, root
+    raise ValueError("no valid signature by the vault key")
+
+
+def verify_inclusion(index, size, leaf, proof, root):
+    """RFC 9162 section 2.1.3.2."""
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def verify_consistency(first, second, first_hash, second_hash, proof):
+    """RFC 9162 section 2.1.4.2 (first > 0)."""
+    if first == second:
+        return not proof and first_hash == second_hash
+    if first == 0 or first > second or not proof and first & (first - 1):
+        return False
+    if first & (first - 1) == 0:
+        proof = [first_hash] + proof
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = proof[0]
+    for c in proof[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == first_hash and sr == second_hash
+
+
+def build_entry(fields):
+    """The leaf bytes of docs/FORMAT.md section 5.1, from their fields."""
+    out = bytes([1, fields["kind"]]) + struct.pack(">q", fields["accepted_at_ms"]) + bytes.fromhex(fields["id"])
+    owner = fields.get("owner")
+    if owner is None:
+        return out + b"\x00"
+    owner = owner.encode()
+    return (out + b"\x01" + struct.pack(">I", len(owner)) + owner + struct.pack(">Q", fields["position"])
+            + bytes.fromhex(fields["previous"]))
+
+
+def main(argv):
+    if len(argv) != 2:
+        print(__doc__)
+        return 2
+    data = json.load(open(argv[1]))
+    public = bytes.fromhex(data["vault_key_hex"])
+    results = []
+
+    def check(name, ok):
+        results.append((name, bool(ok)))
+        print(("ok    " if ok else "FAIL  ") + name)
+
+    try:
+        size, root = open_checkpoint(data["checkpoint_note"], data["origin"], public)
+        check("checkpoint signature", True)
+    except (ValueError, KeyError) as error:
+        check("checkpoint signature (%s)" % error, False)
+        size, root = 0, b""
+    for proof in data.get("inclusions", []):
+        ok = verify_inclusion(proof["index"], size, bytes.fromhex(proof["leaf_hash"]),
+                              [bytes.fromhex(h) for h in proof["hashes"]], root)
+        check("inclusion of entry %d in tree %d" % (proof["index"], size), ok)
+    if "old_checkpoint_note" in data:
+        try:
+            old_size, old_root = open_checkpoint(data["old_checkpoint_note"], data["origin"], public)
+            ok = verify_consistency(old_size, size, old_root, root, [bytes.fromhex(h) for h in data["consistency"]])
+            check("consistency from tree %d to tree %d" % (old_size, size), ok)
+        except (ValueError, KeyError) as error:
+            check("old checkpoint (%s)" % error, False)
+    leaves = {p["index"]: p["leaf_hash"] for p in data.get("inclusions", [])}
+    for fields in data.get("entries", []):
+        rebuilt = build_entry(fields)
+        ok = rebuilt.hex() == fields["entry_hex"] and leaf_hash(rebuilt).hex() == leaves.get(fields["index"])
+        check("entry %d rebuilt from its fields matches its leaf" % fields["index"], ok)
+    print(json.dumps({"tree_size": size, "root": root.hex(), "checks": len(results),
+                      "failed": [name for name, ok in results if not ok]}, indent=1))
+    return 0 if all(ok for _, ok in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
