@@ -26,7 +26,7 @@ pub fn document() -> Vec<u8> {
     "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM\nĐộc lập - Tự do - Hạnh phúc\nGIẤY KHAI SINH\n".repeat(40).into_bytes()
 }
 
-/// The log test vectors of docs/FORMAT.md section 5.6: a record's leaf, the CT reference tree's
+/// The log test vectors of docs/FORMAT.md section 4.6: a record's leaf, the CT reference tree's
 /// checkpoint signed by the vault key, written to `log-entry.bin` and `checkpoint.note`.
 fn log_vectors(record: &Signed<Record>, vault_key: &SecretKey, dir: &Path) {
     use kho::log::{self, Checkpoint, Entry, OwnerLink};

@@ -180,7 +180,7 @@ fn the_standalone_verifier_checks_checkpoints_proofs_and_leaves_and_agrees_on_ta
     let altered = new.note.replacen(&format!("\n{size}\n"), &format!("\n{}\n", size + 1), 1);
     assert!(log::checkpoint::open(&altered, f.vault.log_origin(), &f.vault.public_key()).is_err());
 
-    // The test vectors of docs/FORMAT.md section 5.6: the reference tree's checkpoint signed by the vault
+    // The test vectors of docs/FORMAT.md section 4.6: the reference tree's checkpoint signed by the vault
     // key 03..03, and the audit path of its leaf 5.
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3/statements");
     let vector = serde_json::json!({

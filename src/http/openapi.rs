@@ -211,7 +211,8 @@ const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/v1/log/tile/entries/{rest}",
-        summary: "An entry bundle of the log (tlog-tiles): each leaf as a u16 length and its bytes (docs/FORMAT.md 5)",
+        summary:
+            "An entry bundle of the log (tlog-tiles): each leaf as a u16 length and its bytes (docs/FORMAT.md 4.1)",
         roles: "auditor (with purpose)",
         parameters: &[("rest", "path", "the tile index as x001/x234/067, then .p/<width> for a partial tile"), PURPOSE],
         body: None,

@@ -2,7 +2,7 @@
 //! leaves of one append-only Merkle tree (RFC 9162), with signed checkpoints (C2SP tlog-checkpoint),
 //! inclusion and consistency proofs, and the C2SP tlog-tiles layout for serving it.
 //!
-//! A leaf is an [`Entry`] (docs/FORMAT.md section 5): what was accepted (its kind and the SHA-256 id of
+//! A leaf is an [`Entry`] (docs/FORMAT.md section 4.1): what was accepted (its kind and the SHA-256 id of
 //! its canonical bytes), when, and, for entries about a person, the link that chains that person's
 //! entries. Leaves name statements by id rather than carrying them, so they stay small and a public
 //! leaf hash reveals nothing: the id of a signed statement, or of an access event with its random

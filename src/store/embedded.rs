@@ -17,7 +17,7 @@
 //! batch that a mark says was durable (acknowledged), the catalog was damaged: the store refuses to
 //! open, naming the gap, unless the operator asks for recovery, which replays everything it lacks.
 //!
-//! Journal records (docs/FORMAT.md section 4): `length u32 | BLAKE3(body)[..16] | body`, body =
+//! Journal records (docs/FORMAT.md section 3.3): `length u32 | BLAKE3(body)[..16] | body`, body =
 //! `version u8 | kind u8 | number u64 | ...`, kind 1 a batch (`count u32`, then per operation
 //! `tag u8, key_len u32, key, [value_len u32, value]`), kind 2 a sync mark. All integers big-endian.
 

@@ -3,7 +3,7 @@
 //! transparency log and a link of the owner's chain, and it is durable before any of the owner's data
 //! is sent.
 //!
-//! Events have a canonical encoding (docs/FORMAT.md section 5.3), so that anyone holding an event can
+//! Events have a canonical encoding (docs/FORMAT.md section 4.3), so that anyone holding an event can
 //! rebuild its log leaf; each carries a random salt, so that its public leaf hash cannot be confirmed
 //! by guessing who read what.
 

@@ -5,10 +5,11 @@
 //! one atomic catalog batch followed by a durable group sync: when a call returns `Ok`, the statement,
 //! its content, its indexes and its receipt survive any crash; before that, none of it is durable.
 //!
-//! Storage is the store's business (`store`): the vault hands it one [`Commit`] per accepted statement
-//! or access event, with the next sequence number (shared by statements and access events: one order of
-//! everything that happened), and reads back typed entries; it never sees a key, a cursor's bytes or
-//! where content lives.
+//! Every acceptance goes through one path (`sequencer`): the next log index (shared by statements and
+//! access events: one order of everything that happened), the log leaf, the receipt, one atomic commit,
+//! the sync, and only then visibility. `transparency` signs checkpoints and gives proofs and tiles;
+//! `access` keeps each person's access log. Storage is the store's business (`store`): the vault never
+//! sees a key, a cursor's bytes or where content lives.
 
 mod access;
 mod sequencer;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks Kho's transparency log from docs/FORMAT.md section 5 alone, with Python's standard library:
+"""Checks Kho's transparency log from docs/FORMAT.md section 4 alone, with Python's standard library:
 a checkpoint's signed note (C2SP tlog-checkpoint, Ed25519 note signature), an inclusion proof and a
 consistency proof (RFC 9162 section 2.1), and log entries rebuilt from their fields.
 
@@ -112,7 +112,7 @@ def verify_consistency(first, second, first_hash, second_hash, proof):
 
 
 def build_entry(fields):
-    """The leaf bytes of docs/FORMAT.md section 5.1, from their fields."""
+    """The leaf bytes of docs/FORMAT.md section 4.1, from their fields."""
     out = bytes([1, fields["kind"]]) + struct.pack(">q", fields["accepted_at_ms"]) + bytes.fromhex(fields["id"])
     owner = fields.get("owner")
     if owner is None:
