@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 
 use common::*;
 use kho::ids::{Digest, OwnerId};
+use kho::log;
 use kho::vault::{ListFilter, Status, Vault, VaultConfig, PAGE_SIZE_MAX};
 
 const DOCUMENTS_PER_ROUND: usize = 60;
@@ -56,6 +57,9 @@ fn import_command(folder: &Path, data: &Path, anchor: &Path) -> Command {
         "--jobs",
         "4",
         "--verbose",
+        // Checkpoints during the import, so that a kill lands between and around them.
+        "--checkpoint-interval-ms",
+        "5",
     ]);
     command
 }
@@ -108,6 +112,34 @@ fn check_vault(data: &Path, anchor: &kho::statement::SecretKey, acked: &HashMap<
     visible
 }
 
+/// The log after a kill: its root recomputed from the leaves is the root the vault's stored tree gives
+/// (a new checkpoint signs it), and every checkpoint signed before the kill is a prefix of it: no
+/// checkpoint ever covered an entry that the crash lost. Returns whether the killed import had signed a
+/// checkpoint of its own (so the kill came after one).
+fn check_log(data: &Path, anchor: &kho::statement::SecretKey, earlier: &mut Vec<(u64, [u8; 32])>) -> bool {
+    let vault = Vault::open(VaultConfig::new(data, vec![anchor.public_key()])).expect("reopen after kill");
+    let size = vault.log_size();
+    let mut tree = log::MemoryTree::new();
+    for index in 0..size {
+        tree.push(log::leaf_hash(&vault.log_entry(index).expect("read").expect("every durable entry is there")));
+    }
+    let latest = vault.latest_checkpoint().expect("read checkpoint");
+    let previous_size = earlier.last().map_or(0, |(size, _)| *size);
+    let import_signed = latest.as_ref().is_some_and(|latest| latest.checkpoint.size > previous_size);
+    if let Some(latest) = &latest {
+        earlier.push((latest.checkpoint.size, latest.checkpoint.root));
+    }
+    for (checkpoint_size, root) in earlier.iter() {
+        assert!(*checkpoint_size <= size, "a checkpoint of {checkpoint_size} entries survives a log of {size}");
+        assert_eq!(&tree.root(*checkpoint_size), root, "the recovered log contradicts checkpoint {checkpoint_size}");
+    }
+    let signed = vault.sign_checkpoint().expect("sign after reopen").expect("a checkpoint");
+    assert_eq!(signed.checkpoint.size, size);
+    assert_eq!(signed.checkpoint.root, tree.root(size), "the stored tree differs from the leaves");
+    earlier.push((signed.checkpoint.size, signed.checkpoint.root));
+    import_signed
+}
+
 #[test]
 fn sigkill_during_import_loses_nothing_acknowledged() {
     let iterations: usize = std::env::var("KHO_CRASH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
@@ -128,7 +160,8 @@ fn sigkill_during_import_loses_nothing_acknowledged() {
         .add_certificate(&current_certificate(&anchor, AGENCY, &issuer))
         .expect("certify issuer");
     let mut acked: HashMap<Digest, PathBuf> = HashMap::new();
-    let mut partial_rounds = 0;
+    let mut checkpoints = Vec::new();
+    let (mut partial_rounds, mut checkpointed_rounds) = (0, 0);
     for round in 0..iterations {
         let folder = work.path().join(format!("round-{round:03}"));
         write_round(&folder, round, &issuer, &mut rng);
@@ -165,11 +198,18 @@ fn sigkill_during_import_loses_nothing_acknowledged() {
         }
         eprintln!("round {round}: killed after acknowledgement {kill_after}; {} acknowledged", this_round.len());
         acked.extend(this_round);
+        checkpointed_rounds += usize::from(check_log(&data, &anchor, &mut checkpoints));
         let visible = check_vault(&data, &anchor, &acked);
         eprintln!("round {round}: {} acknowledged in total, {visible} visible", acked.len());
     }
     // A round where every document was acknowledged before the kill tested nothing.
     assert!(partial_rounds * 4 >= iterations * 3, "only {partial_rounds} of {iterations} rounds were cut mid-import");
+    eprintln!("{checkpointed_rounds} of {iterations} killed imports had signed checkpoints");
+    // And the kills came after checkpoints signed by the import itself, in most rounds.
+    assert!(
+        checkpointed_rounds * 2 >= iterations,
+        "the import signed a checkpoint in only {checkpointed_rounds} rounds"
+    );
 
     // Resume every round without interruption: everything ends up stored exactly once.
     let mut total = 0;

@@ -298,6 +298,10 @@ struct ImportArgs {
     /// Print "stored <record id> <file>" once each document is durable.
     #[arg(long, short)]
     verbose: bool,
+    /// Sign a checkpoint of the log this often while importing (and once at the end).
+    #[arg(long, default_value_t = crate::config::CHECKPOINT_INTERVAL_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_interval_ms: u64,
 }
 
 /// Runs the CLI with the process's arguments.
@@ -894,19 +898,38 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     );
     let next = std::sync::atomic::AtomicUsize::new(0);
     let outcomes = std::sync::Mutex::new(Vec::with_capacity(documents.len()));
+    let (done, stop_checkpoints) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|scope| {
-        for _ in 0..args.jobs {
-            scope.spawn(|| loop {
-                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((file, record)) = documents.get(index) else { break };
-                let outcome = import_one(&vault, file, record, &progress);
-                if let (true, Ok(Some(id))) = (args.verbose, &outcome) {
-                    progress.suspend(|| println!("stored {id} {}", file.display()));
+        // Checkpoints while the import runs, as the server signs them, so that what is imported is
+        // provable without waiting for the end.
+        let (checkpoint_vault, checkpoint_progress) = (&vault, &progress);
+        let interval = std::time::Duration::from_millis(args.checkpoint_interval_ms);
+        scope.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_checkpoints.recv_timeout(interval) {
+                if let Err(error) = checkpoint_vault.sign_checkpoint() {
+                    checkpoint_progress.suspend(|| eprintln!("warning: signing a checkpoint failed: {error}"));
                 }
-                outcomes.lock().unwrap_or_else(|p| p.into_inner()).push((file.clone(), outcome));
-            });
+            }
+        });
+        let workers: Vec<_> = (0..args.jobs)
+            .map(|_| {
+                scope.spawn(|| loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((file, record)) = documents.get(index) else { break };
+                    let outcome = import_one(&vault, file, record, &progress);
+                    if let (true, Ok(Some(id))) = (args.verbose, &outcome) {
+                        progress.suspend(|| println!("stored {id} {}", file.display()));
+                    }
+                    outcomes.lock().unwrap_or_else(|p| p.into_inner()).push((file.clone(), outcome));
+                })
+            })
+            .collect();
+        for worker in workers {
+            let _ = worker.join();
         }
+        drop(done);
     });
+    let checkpoint = vault.sign_checkpoint().context("signing the last checkpoint")?;
     let (mut imported, mut present) = (0usize, 0usize);
     let mut outcomes = outcomes.into_inner().unwrap_or_else(|p| p.into_inner());
     outcomes.sort_by(|a, b| a.0.cmp(&b.0));
@@ -922,6 +945,13 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         "certificates added: {certified}; documents imported: {imported}; already present (skipped): {present}; rejected: {}",
         rejected.len()
     );
+    if let Some(checkpoint) = checkpoint {
+        println!(
+            "log checkpoint: {} entries, root {}",
+            checkpoint.checkpoint.size,
+            hex::encode(checkpoint.checkpoint.root)
+        );
+    }
     for (path, reason) in &rejected {
         println!("rejected {}: {reason}", path.display());
     }

@@ -194,6 +194,11 @@ impl Vault {
         }
     }
 
+    /// How many log entries are durable (and so visible, and checkpointable).
+    pub fn log_size(&self) -> u64 {
+        self.store.durable_size()
+    }
+
     /// The leaf bytes of log entry `index`, once durable.
     pub fn log_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StorageError> {
         if !self.store.is_visible(index) {
