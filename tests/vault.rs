@@ -692,3 +692,64 @@ fn a_failed_or_torn_read_is_an_error_never_wrong_bytes() {
     }
     assert!(errors >= 12, "only {errors} of 24 injected read faults surfaced as errors");
 }
+
+// ----- a history rewritten behind the log's back -----
+
+/// An operator who rewrites history (here: restores a copy of the vault taken at one checkpoint and
+/// lets a different entry take the place of one already checkpointed) gets a log whose checkpoints no
+/// consistency proof can connect to the ones already handed out; the common prefix still verifies.
+#[test]
+fn a_rewritten_history_is_caught_by_consistency_proofs() {
+    use kho::log;
+    let (anchor, issuer) = (key(1), key(2));
+    let honest_dir = tempfile::tempdir().expect("tempdir");
+    let forked_dir = tempfile::tempdir().expect("tempdir");
+    let open = |dir: &std::path::Path| Vault::open(VaultConfig::new(dir, vec![anchor.public_key()])).expect("open");
+    let deposit = |vault: &Vault, seed: u64| {
+        let content = document(3_000, seed, true);
+        vault.deposit(&sign(record_for(&content, OWNER, AGENCY), &issuer), &content[..]).expect("deposit");
+    };
+    let honest = open(honest_dir.path());
+    honest.add_certificate(&current_certificate(&anchor, AGENCY, &issuer)).expect("certify");
+    for seed in 0..3 {
+        deposit(&honest, seed);
+    }
+    let common = honest.sign_checkpoint().expect("sign").expect("checkpoint");
+    drop(honest);
+    copy_dir(honest_dir.path(), forked_dir.path());
+
+    // The honest history goes on with one record; the rewritten one puts another in its place.
+    let honest = open(honest_dir.path());
+    deposit(&honest, 100);
+    let handed_out = honest.sign_checkpoint().expect("sign").expect("checkpoint");
+    let forked = open(forked_dir.path());
+    deposit(&forked, 200);
+    let same_size = forked.sign_checkpoint().expect("sign").expect("checkpoint");
+    deposit(&forked, 201);
+    let rewritten = forked.sign_checkpoint().expect("sign").expect("checkpoint");
+    assert_eq!(forked.public_key(), honest.public_key(), "the same vault key signs both histories");
+    // Two signed checkpoints of one size with different roots are themselves the evidence of a split view.
+    assert_eq!(same_size.checkpoint.size, handed_out.checkpoint.size);
+    assert_ne!(same_size.checkpoint.root, handed_out.checkpoint.root);
+
+    // An auditor holding the honest checkpoint asks the rewritten log to prove it extends it: it cannot.
+    let proof = forked.consistency_proof(handed_out.checkpoint.size, None).expect("a proof between its sizes");
+    let verdict = log::verify_consistency(
+        handed_out.checkpoint.size,
+        rewritten.checkpoint.size,
+        &handed_out.checkpoint.root,
+        &rewritten.checkpoint.root,
+        &proof.hashes,
+    );
+    assert_eq!(verdict, Err(log::ProofError::RootMismatch), "a rewritten entry must break consistency");
+    // What both share is still provably common.
+    let shared = forked.consistency_proof(common.checkpoint.size, None).expect("proof");
+    log::verify_consistency(
+        common.checkpoint.size,
+        rewritten.checkpoint.size,
+        &common.checkpoint.root,
+        &rewritten.checkpoint.root,
+        &shared.hashes,
+    )
+    .expect("the common prefix verifies");
+}
