@@ -225,9 +225,78 @@ fn journal_cost(c: &mut Criterion) {
     group.finish();
 }
 
+/// The transparency log: a durable append (an access event: leaf, tree nodes, owner chain, one batch and
+/// a group sync), alone and from 8 threads sharing syncs; signing a checkpoint after one new entry; and
+/// making an inclusion and a consistency proof in a log of 20,000 entries.
+fn log_operations(c: &mut Criterion) {
+    use kho::vault::{AccessAction, AccessEvent, AccessOutcome, Salt};
+    let bench = bench_vault();
+    let owner = OwnerId::parse("001204012345").expect("owner");
+    let event = || AccessEvent {
+        at_ms: now_unix_ms(),
+        owner: owner.clone(),
+        subject: "officer-bench".into(),
+        role: "officer".into(),
+        agency: Some(Code::parse("agency", AGENCY).expect("code")),
+        purpose: Some(Code::parse("purpose", "H26.99-0001").expect("code")),
+        record: None,
+        action: AccessAction::ReadRecord,
+        outcome: AccessOutcome::Allowed,
+        salt: Salt::random(),
+    };
+    let mut group = c.benchmark_group("log");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("append_durable", |b| b.iter(|| bench.vault.record_access(&event()).expect("append")));
+    group.throughput(Throughput::Elements(8 * 16));
+    group.bench_function("append_durable_8_threads", |b| {
+        b.iter(|| {
+            std::thread::scope(|scope| {
+                for _ in 0..8 {
+                    scope.spawn(|| {
+                        for _ in 0..16 {
+                            bench.vault.record_access(&event()).expect("append");
+                        }
+                    });
+                }
+            })
+        })
+    });
+    let early = bench.vault.sign_checkpoint().expect("sign").expect("checkpoint").checkpoint.size;
+    while bench.vault.log_size() < 20_000 {
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..250 {
+                        bench.vault.record_access(&event()).expect("append");
+                    }
+                });
+            }
+        });
+    }
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("sign_checkpoint_after_one_entry", |b| {
+        b.iter(|| {
+            bench.vault.record_access(&event()).expect("append");
+            bench.vault.sign_checkpoint().expect("sign").expect("checkpoint")
+        })
+    });
+    let size = bench.vault.sign_checkpoint().expect("sign").expect("checkpoint").checkpoint.size;
+    let mut index = 0u64;
+    group.bench_function(BenchmarkId::new("inclusion_proof", size), |b| {
+        b.iter(|| {
+            index = (index + 7919) % size;
+            bench.vault.inclusion_proof(index, None).expect("proof")
+        })
+    });
+    group.bench_function(BenchmarkId::new("consistency_proof", format!("{early}_to_{size}")), |b| {
+        b.iter(|| bench.vault.consistency_proof(early, None).expect("proof"))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = deposit_and_read, verification, frame_choice, journal_cost
+    targets = deposit_and_read, verification, frame_choice, journal_cost, log_operations
 }
 criterion_main!(benches);

@@ -1,0 +1,36 @@
+//! Arbitrary input to every parser of the transparency log's untrusted bytes (entries, access events,
+//! signed notes, checkpoints, tile paths) and to both proof verifiers: never a panic; whatever decodes
+//! re-encodes canonically.
+#![no_main]
+
+use kho::log::checkpoint::{self, Note};
+use kho::log::{verify_consistency, verify_inclusion, Checkpoint, Entry, Tile};
+use kho::statement::SecretKey;
+use kho::vault::AccessEvent;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|input: (&[u8], u64, u64, Vec<[u8; 32]>)| {
+    let (bytes, first, second, hashes) = input;
+    if let Ok(entry) = Entry::decode(bytes) {
+        assert_eq!(entry.encode(), bytes);
+    }
+    if let Ok(event) = AccessEvent::decode(bytes) {
+        assert_eq!(event.encode(), bytes);
+    }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let key = SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[3; 32])).public_key();
+        if let Ok(note) = Note::parse(text) {
+            let _ = note.signed_by("kho.example/log", &key);
+        }
+        if let Ok(parsed) = Checkpoint::parse(text) {
+            assert_eq!(Checkpoint::parse(&parsed.text()), Ok(parsed));
+        }
+        if let Some(tile) = Tile::parse(text) {
+            assert_eq!(tile.path(), format!("tile/{text}"));
+        }
+        let _ = checkpoint::open(text, "kho.example/log", &key);
+    }
+    let (leaf, root) = ([0u8; 32], [1u8; 32]);
+    let _ = verify_inclusion(first, second, &leaf, &hashes, &root);
+    let _ = verify_consistency(first, second, &leaf, &root, &hashes);
+});
