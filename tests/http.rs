@@ -356,7 +356,6 @@ async fn bad_inputs_get_their_documented_status_and_code_and_change_nothing() {
     let issuer = api.token(Role::Issuer);
     let purpose: &[(&str, &str)] = &[("kho-purpose", PURPOSE)];
     let id = api.record.to_hex();
-    let before = api.state();
     let cases: Vec<BadRead> = vec![
         ("GET", "/v1/records/xyz".into(), purpose, 400, "invalid_record_id"),
         ("GET", format!("/v1/records/{}", "ab".repeat(32)), purpose, 404, "record_not_found"),
@@ -370,12 +369,28 @@ async fn bad_inputs_get_their_documented_status_and_code_and_change_nothing() {
         ("GET", "/v1/nothing-here".into(), purpose, 404, "not_found"),
         ("DELETE", format!("/v1/records/{id}"), purpose, 405, "method_not_allowed"),
     ];
+    // A malformed request that names a valid owner or an existing record is an attempt at that
+    // person's data: it is in their access log, denied with its error code. Only requests naming no valid
+    // owner or record cannot be attributed, and write nothing.
+    let unattributable =
+        ["invalid_record_id", "record_not_found", "invalid_owner_id", "not_found", "method_not_allowed"];
     for (method, uri, headers, status, code) in cases {
+        let (state, logged) = (api.state(), api.access_log().len());
         let reply = api.call(method, &uri, Some(&officer), headers, Vec::new()).await;
         assert_eq!((reply.status.as_u16(), reply.code().as_str()), (status, code), "{method} {uri}");
         assert!(!reply.json()["error"]["message"].as_str().unwrap_or("").is_empty());
+        if unattributable.contains(&code) {
+            assert_eq!(api.state(), state, "{method} {uri} names no one and must write nothing");
+        } else {
+            let log = api.access_log();
+            assert_eq!(log.len(), logged + 1, "{method} {uri} is an attempt at {OWNER}'s data");
+            assert!(
+                matches!(&log[0].1.outcome, kho::vault::AccessOutcome::Denied { reason } if reason == code),
+                "{method} {uri}: {:?}",
+                log[0].1
+            );
+        }
     }
-    assert_eq!(api.state(), before, "rejected reads wrote nothing, not even an access entry");
 
     // Deposits: each bad upload is refused with its code and leaves the store as it was.
     let content = document(100_000, 5, false);
@@ -564,6 +579,42 @@ async fn the_served_openapi_document_is_the_checked_in_one_and_describes_every_r
         routes.len(),
         "the document describes a route the test does not know"
     );
+}
+
+/// Regression: a bad `Kho-Purpose` (or any other malformed part of a request about a known person)
+/// left no access entry, so the owner never saw the attempt; an attempt at someone else's access log
+/// was not logged either. And a subject that hides or reorders text must not reach anyone's log.
+#[tokio::test]
+async fn every_attributable_attempt_is_logged_and_deceptive_subjects_are_refused_at_sign_in() {
+    let api = Api::new();
+    let officer = api.token(Role::Officer);
+    let uri = format!("/v1/records/{}/content", api.record);
+    let before = api.access_log().len();
+    let reply = api.call("GET", &uri, Some(&officer), &[("kho-purpose", "not a code!")], Vec::new()).await;
+    assert_eq!((reply.status.as_u16(), reply.code().as_str()), (400, "invalid_purpose"));
+    let log = api.access_log();
+    assert_eq!(log.len(), before + 1);
+    assert_eq!(log[0].1.action, kho::vault::AccessAction::ReadContent);
+    assert!(matches!(&log[0].1.outcome, kho::vault::AccessOutcome::Denied { reason } if reason == "invalid_purpose"));
+
+    let other_citizen = token_with(&api.idp, Role::Citizen, |c| c.owner = Some(OTHER_OWNER.into()));
+    for token in [&officer, &api.token(Role::Auditor), &other_citizen] {
+        let reply = api.call("GET", &format!("/v1/owners/{OWNER}/access-log"), Some(token), &[], Vec::new()).await;
+        assert_eq!((reply.status.as_u16(), reply.code().as_str()), (403, "not_your_store"));
+    }
+    let log = api.access_log();
+    assert_eq!(log.len(), before + 4);
+    assert!(log[..3].iter().all(|(_, e)| e.action == kho::vault::AccessAction::ReadAccessLog));
+
+    for subject in ["alice\u{202E}gnp.exe", "bob\u{200B}", "carol\u{2066}x\u{2069}", "dan\u{FEFF}", "eve\u{0007}"] {
+        let token = token_with(&api.idp, Role::Officer, |c| c.sub = subject.into());
+        let reply = api.call("GET", &uri, Some(&token), &[("kho-purpose", PURPOSE)], Vec::new()).await;
+        assert_eq!((reply.status.as_u16(), reply.code().as_str()), (401, "invalid_claims"), "{subject:?}");
+    }
+    assert_eq!(api.access_log().len(), before + 4, "a refused sign-in writes nothing into anyone's log");
+    let accented = token_with(&api.idp, Role::Officer, |c| c.sub = "Nguyễn Văn An".into());
+    let reply = api.call("GET", &uri, Some(&accented), &[("kho-purpose", PURPOSE)], Vec::new()).await;
+    assert_eq!(reply.status, StatusCode::OK, "Vietnamese names are fine");
 }
 
 /// Regression: an `owner` claim on a token of another role made that caller's reads of the owner's

@@ -15,14 +15,17 @@ pub enum Resource {
     Content { owner: OwnerId, issuer_agency: Code },
     /// The list of an owner's records.
     OwnerRecords { owner: OwnerId },
+    /// An owner's access log.
+    AccessLog { owner: OwnerId },
 }
 
 impl Resource {
     pub fn owner(&self) -> &OwnerId {
         match self {
-            Resource::Record { owner, .. } | Resource::Content { owner, .. } | Resource::OwnerRecords { owner } => {
-                owner
-            }
+            Resource::Record { owner, .. }
+            | Resource::Content { owner, .. }
+            | Resource::OwnerRecords { owner }
+            | Resource::AccessLog { owner } => owner,
         }
     }
 
@@ -31,6 +34,7 @@ impl Resource {
             Resource::Record { .. } => AccessAction::ReadRecord,
             Resource::Content { .. } => AccessAction::ReadContent,
             Resource::OwnerRecords { .. } => AccessAction::ListRecords,
+            Resource::AccessLog { .. } => AccessAction::ReadAccessLog,
         }
     }
 }
@@ -54,6 +58,7 @@ pub fn decide(principal: &Principal, resource: &Resource, purpose: Option<&Code>
     match (principal.role, resource) {
         (Role::Citizen, _) if principal.owner.as_ref() == Some(resource.owner()) => Decision::Allow,
         (Role::Citizen, _) => deny("not_your_store", "citizens see only their own store"),
+        (_, Resource::AccessLog { .. }) => deny("not_your_store", "only the owner reads their access log"),
         (Role::Officer, _) => with_purpose(),
         (Role::Auditor, Resource::Content { .. }) => with_purpose(),
         (Role::Auditor, _) => Decision::Allow,

@@ -187,12 +187,27 @@ impl Authenticator {
     }
 }
 
+/// Characters that change how text around them shows without showing themselves: zero-width
+/// characters, bidirectional embeddings, overrides and isolates, and other invisible format characters.
+fn is_invisible_or_bidi(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}')
+}
+
 /// Checks the claims that give the caller's identity, by role.
 fn principal(claims: Claims, dev: bool) -> Result<Principal, AuthError> {
     let invalid = |m: String| AuthError::InvalidClaims(m);
-    if claims.sub.is_empty() || claims.sub.len() > SUBJECT_LENGTH_BYTES_MAX || claims.sub.chars().any(char::is_control)
+    // The subject is written into people's access logs: nothing that could hide or reorder text there.
+    if claims.sub.is_empty()
+        || claims.sub.len() > SUBJECT_LENGTH_BYTES_MAX
+        || claims.sub.chars().any(|c| c.is_control() || is_invisible_or_bidi(c))
     {
-        return Err(invalid(format!("sub must be 1 to {SUBJECT_LENGTH_BYTES_MAX} printable characters")));
+        return Err(invalid(format!(
+            "sub must be 1 to {SUBJECT_LENGTH_BYTES_MAX} bytes of visible characters (no control, zero-width or \
+             bidirectional-override characters)"
+        )));
     }
     let agency =
         claims.agency.as_deref().map(|a| Code::parse("agency", a)).transpose().map_err(|e| invalid(e.to_string()))?;

@@ -207,25 +207,42 @@ async fn statement_body(state: &AppState, body: Body) -> Result<Bytes, ApiError>
 }
 
 /// Applies the access decision, recording it first (durably) when the reader is not the owner.
-async fn guard(
+/// Decides an attempt at a person's data and records it in their access log before answering (the
+/// owner's own reads excepted). `purpose` and `request` are what the rest of the request parsed to: a
+/// malformed request that names a known person is an attempt too, logged as denied with its error code
+/// and answered with that error; only a request that names no valid owner or record cannot be
+/// attributed, and never reaches here.
+async fn guard<T>(
     state: &AppState,
     principal: &Principal,
     resource: Resource,
     record: Option<Digest>,
-    purpose: Option<Code>,
-) -> Result<(), ApiError> {
-    let decision = decide(principal, &resource, purpose.as_ref());
+    purpose: Result<Option<Code>, ApiError>,
+    request: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let (purpose, outcome) = match (purpose, request) {
+        (Ok(purpose), Ok(request)) => {
+            let outcome = match decide(principal, &resource, purpose.as_ref()) {
+                Decision::Allow => Ok(request),
+                Decision::Deny { code, message } => Err(ApiError::forbidden(code, message)),
+            };
+            (purpose, outcome)
+        }
+        (Ok(purpose), Err(error)) => (purpose, Err(error)),
+        (Err(error), _) => (None, Err(error)),
+    };
     let owner = resource.owner().clone();
     // Only the owner's own reads go unlogged; an `owner` claim on any other role does not count.
     let is_owner = principal.role == Role::Citizen && principal.owner.as_ref() == Some(&owner);
     if !is_owner {
+        let decision = match &outcome {
+            Ok(_) => Decision::Allow,
+            Err(error) => Decision::Deny { code: error.code, message: String::new() },
+        };
         let event = access::event(principal, owner, record, resource.action(), purpose, &decision);
         state.blocking(move |vault| vault.record_access(&event)).await??;
     }
-    match decision {
-        Decision::Allow => Ok(()),
-        Decision::Deny { code, message } => Err(ApiError::forbidden(code, message)),
-    }
+    outcome
 }
 
 async fn load_record(state: &AppState, id: Digest) -> Result<RecordView, ApiError> {
@@ -347,11 +364,10 @@ async fn get_record(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_record_id(&id)?;
-    let purpose = purpose(&headers)?;
     let view = load_record(&state, id).await?;
     let body = view.record.body();
     let resource = Resource::Record { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
-    guard(&state, &principal, resource, Some(id), purpose).await?;
+    guard(&state, &principal, resource, Some(id), purpose(&headers), Ok(())).await?;
     Ok(Json(json::record_view_json(&view)))
 }
 
@@ -393,11 +409,10 @@ async fn get_content(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_record_id(&id)?;
-    let purpose = purpose(&headers)?;
     let view = load_record(&state, id).await?;
     let body = view.record.body();
     let resource = Resource::Content { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
-    guard(&state, &principal, resource, Some(id), purpose).await?;
+    guard(&state, &principal, resource, Some(id), purpose(&headers), Ok(())).await?;
 
     let size = body.size_bytes;
     let blake3 = body.blake3;
@@ -519,27 +534,24 @@ async fn list_records(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let owner = parse_owner(&owner)?;
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let filter = ListFilter {
-        document_type: query
-            .document_type
-            .as_deref()
-            .map(|t| Code::parse("type", t))
-            .transpose()
-            .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?,
-        issuer_agency: query
-            .issuer
-            .as_deref()
-            .map(|t| Code::parse("issuer", t))
-            .transpose()
-            .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?,
-        status: query.status,
-    };
-    let purpose = purpose(&headers)?;
-    // Validate everything before the access decision, so a malformed request leaves no access entry.
-    let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
-    crate::vault::check_page(query.cursor.as_deref(), limit)?;
-    guard(&state, &principal, Resource::OwnerRecords { owner: owner.clone() }, None, purpose).await?;
+    let request = (|| {
+        let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+        let code = |field: &'static str, text: Option<&str>| {
+            text.map(|t| Code::parse(field, t))
+                .transpose()
+                .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))
+        };
+        let filter = ListFilter {
+            document_type: code("type", query.document_type.as_deref())?,
+            issuer_agency: code("issuer", query.issuer.as_deref())?,
+            status: query.status,
+        };
+        let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
+        crate::vault::check_page(query.cursor.as_deref(), limit)?;
+        Ok::<_, ApiError>((query, filter, limit))
+    })();
+    let resource = Resource::OwnerRecords { owner: owner.clone() };
+    let (query, filter, limit) = guard(&state, &principal, resource, None, purpose(&headers), request).await?;
     let page = state.blocking(move |vault| vault.list_owner(&owner, &filter, query.cursor.as_deref(), limit)).await??;
     Ok(Json(json!({
         "records": page.records.iter().map(json::record_view_json).collect::<Vec<_>>(),
@@ -558,13 +570,17 @@ async fn access_log(
     State(state): State<AppState>,
     principal: Principal,
     Path(owner): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let owner = parse_owner(&owner)?;
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    if principal.role != Role::Citizen || principal.owner.as_ref() != Some(&owner) {
-        return Err(ApiError::forbidden("not_your_store", "only the owner reads their access log"));
-    }
+    let request = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text())).and_then(|Query(query)| {
+        let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
+        crate::vault::check_page(query.cursor.as_deref(), limit)?;
+        Ok(query)
+    });
+    let resource = Resource::AccessLog { owner: owner.clone() };
+    let query = guard(&state, &principal, resource, None, purpose(&headers), request).await?;
     let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
     let page = state.blocking(move |vault| vault.access_log(&owner, query.cursor.as_deref(), limit)).await??;
     Ok(Json(json!({

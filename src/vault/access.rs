@@ -25,6 +25,7 @@ pub enum AccessAction {
     ReadRecord,
     ReadContent,
     ListRecords,
+    ReadAccessLog,
 }
 
 impl AccessAction {
@@ -33,6 +34,7 @@ impl AccessAction {
             AccessAction::ReadRecord => "read_record",
             AccessAction::ReadContent => "read_content",
             AccessAction::ListRecords => "list_records",
+            AccessAction::ReadAccessLog => "read_access_log",
         }
     }
 
@@ -41,6 +43,7 @@ impl AccessAction {
             AccessAction::ReadRecord => 1,
             AccessAction::ReadContent => 2,
             AccessAction::ListRecords => 3,
+            AccessAction::ReadAccessLog => 4,
         }
     }
 
@@ -49,6 +52,7 @@ impl AccessAction {
             1 => AccessAction::ReadRecord,
             2 => AccessAction::ReadContent,
             3 => AccessAction::ListRecords,
+            4 => AccessAction::ReadAccessLog,
             other => return Err(DecodeError::BadOptionFlag { field: "action", flag: other }),
         })
     }
