@@ -169,6 +169,7 @@ fn bench_in(
     );
     let (owner, agency) = (OwnerId::parse(OWNER)?, Code::parse("agency", AGENCY)?);
     let ids = Mutex::new(vec![Digest([0; 32]); documents]);
+    let last_index = std::sync::atomic::AtomicU64::new(0);
     let (elapsed, latencies) = run(documents, concurrency, |index| {
         // Half the documents compress like text, half do not, like scans.
         let content = crate::sample::document(size, index as u64, index % 2 == 0);
@@ -179,10 +180,15 @@ fn bench_in(
             .header(crate::http::RECORD_HEADER, base64::engine::general_purpose::STANDARD.encode(signed.to_envelope()))
             .send(&content[..])?;
         anyhow::ensure!(response.status().as_u16() == 201, "deposit refused: {}", response.status());
+        let mut response = response;
+        let view: serde_json::Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
+        let log_index = view["receipt"]["log_index"].as_u64().unwrap_or(0);
+        last_index.fetch_max(log_index, std::sync::atomic::Ordering::Relaxed);
         ids.lock().unwrap_or_else(|p| p.into_inner())[index] = signed.id();
         Ok(())
     })?;
     report("deposit", size, elapsed, &latencies);
+    let checkpoint_delay = checkpoint_delay(&agent, &base, last_index.into_inner())?;
     let ids = ids.into_inner().unwrap_or_else(|p| p.into_inner());
     let (elapsed, latencies) = run(reads, concurrency, |index| {
         let id = ids[(index * 7919) % ids.len()];
@@ -198,6 +204,10 @@ fn bench_in(
     })?;
     report("read", size, elapsed, &latencies);
     drop(server);
+    println!(
+        "the first signed checkpoint covering the last deposit came {} ms after its acknowledgement",
+        checkpoint_delay.as_millis()
+    );
     let on_disk: u64 = walk_size(&config.data_dir);
     println!(
         "bytes on disk after the run: {on_disk} for {} bytes deposited ({:.2}), access log entries included",
@@ -205,6 +215,24 @@ fn bench_in(
         on_disk as f64 / (documents * size) as f64
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long after now the server's signed checkpoint covers log entry `index`, polling every 5 ms.
+fn checkpoint_delay(agent: &ureq::Agent, base: &str, index: u64) -> anyhow::Result<Duration> {
+    const POLL: Duration = Duration::from_millis(5);
+    const GIVE_UP: Duration = Duration::from_secs(60);
+    let started = std::time::Instant::now();
+    loop {
+        let mut response = agent.get(format!("{base}/v1/log/checkpoint")).call()?;
+        if response.status().is_success() {
+            let note = response.body_mut().read_to_string()?;
+            if note.lines().nth(1).and_then(|size| size.parse::<u64>().ok()).is_some_and(|size| size > index) {
+                return Ok(started.elapsed());
+            }
+        }
+        anyhow::ensure!(started.elapsed() < GIVE_UP, "no checkpoint covered entry {index} within {GIVE_UP:?}");
+        std::thread::sleep(POLL);
+    }
 }
 
 fn walk_size(path: &std::path::Path) -> u64 {
