@@ -45,14 +45,42 @@ impl Plan {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Deposit { owner: u8, seed: u8, len: u16 },
-    DepositTampered { owner: u8, seed: u8, len: u16, flip: u16 },
-    DepositTruncated { seed: u8, len: u16 },
-    Read { record: u8, start: u16, end: u16 },
-    Revoke { record: u8 },
-    Supersede { record: u8, seed: u8, len: u16 },
-    List { owner: u8 },
+    Deposit {
+        owner: u8,
+        seed: u8,
+        len: u16,
+    },
+    DepositTampered {
+        owner: u8,
+        seed: u8,
+        len: u16,
+        flip: u16,
+    },
+    DepositTruncated {
+        seed: u8,
+        len: u16,
+    },
+    Read {
+        record: u8,
+        start: u16,
+        end: u16,
+    },
+    Revoke {
+        record: u8,
+    },
+    Supersede {
+        record: u8,
+        seed: u8,
+        len: u16,
+    },
+    List {
+        owner: u8,
+    },
     Reopen,
+    /// Sign a checkpoint and check it: it verifies, proves a leaf, and extends every earlier one.
+    Checkpoint {
+        leaf: u16,
+    },
 }
 
 struct ModelRecord {
@@ -148,6 +176,8 @@ fuzz_target!(|input: Input| {
         vault = harness.restart(vault);
     }
     let mut model: Vec<ModelRecord> = Vec::new();
+    // Every checkpoint signed so far, as (size, root): each later log must extend all of them.
+    let mut checkpoints: Vec<(u64, kho::log::Hash)> = Vec::new();
     let mut nonce = 0i64;
     for op in input.ops.into_iter().take(200) {
         nonce += 1;
@@ -270,6 +300,17 @@ fuzz_target!(|input: Input| {
                 }
             }
             Op::Reopen => unsure = Some(None),
+            Op::Checkpoint { leaf } => match harness.allow(vault.sign_checkpoint()) {
+                Some(signed) => {
+                    let signed = signed.expect("the certificate at least is in the log");
+                    // A read the fault breaks midway ends the check: the restart checks the log again.
+                    if harness.allow(check_checkpoint(&vault, &signed, u64::from(leaf), &checkpoints)).is_none() {
+                        unsure = Some(None);
+                    }
+                    checkpoints.push((signed.checkpoint.size, signed.checkpoint.root));
+                }
+                None => unsure = Some(None),
+            },
         }
         let Some(unsure) = unsure else { continue };
         vault = harness.restart(vault);
@@ -288,6 +329,12 @@ fuzz_target!(|input: Input| {
             }
             None => {}
         }
+        // No checkpoint ever covered an entry the restart lost, and the log still extends each one.
+        let tree = tree_of(&vault, vault.log_size()).expect("no fault fires after a restart");
+        for (size, root) in &checkpoints {
+            assert!(*size <= tree.size(), "checkpoint {size} covers entries lost by the restart");
+            assert_eq!(&tree.root(*size), root, "the log after the restart contradicts checkpoint {size}");
+        }
         // Everything acknowledged survived the restart, with its bytes.
         for entry in &model {
             let view = vault.record(&entry.id).expect("lookup after restart");
@@ -295,6 +342,45 @@ fuzz_target!(|input: Input| {
         }
     }
 });
+
+/// A fresh checkpoint verifies under the vault key, proves one of its leaves, and is consistent with
+/// every checkpoint signed before it. An error is a failed read (only once a fault has fired).
+fn check_checkpoint(
+    vault: &Vault,
+    signed: &kho::vault::SignedCheckpoint,
+    leaf: u64,
+    earlier: &[(u64, kho::log::Hash)],
+) -> Result<(), String> {
+    use kho::log;
+    let checkpoint = &signed.checkpoint;
+    assert_eq!(log::checkpoint::open(&signed.note, vault.log_origin(), &vault.public_key()).as_ref(), Ok(checkpoint));
+    let index = leaf % checkpoint.size;
+    let proof = vault.inclusion_proof(index, None).map_err(|e| e.to_string())?;
+    let bytes = vault.log_entry(index).map_err(|e| e.to_string())?.expect("entry");
+    assert_eq!(log::leaf_hash(&bytes), proof.leaf_hash);
+    log::verify_inclusion(index, checkpoint.size, &proof.leaf_hash, &proof.hashes, &checkpoint.root)
+        .expect("inclusion verifies");
+    let tree = tree_of(vault, checkpoint.size)?;
+    assert_eq!(tree.root(checkpoint.size), checkpoint.root, "the signed root is the root of the leaves");
+    for (size, root) in earlier {
+        let hashes = tree.consistency_proof(*size, checkpoint.size);
+        log::verify_consistency(*size, checkpoint.size, root, &checkpoint.root, &hashes)
+            .unwrap_or_else(|e| panic!("checkpoint {} does not extend checkpoint {size}: {e}", checkpoint.size));
+        // The vault's own proof is the same (when no injected fault gets in its way).
+        let proof = vault.consistency_proof(*size, None).map_err(|e| e.to_string())?;
+        assert_eq!(proof.hashes, hashes);
+    }
+    Ok(())
+}
+
+/// The tree of the vault's first `size` leaves, rebuilt from their bytes.
+fn tree_of(vault: &Vault, size: u64) -> Result<kho::log::MemoryTree, String> {
+    let mut tree = kho::log::MemoryTree::new();
+    for index in 0..size {
+        tree.push(kho::log::leaf_hash(&vault.log_entry(index).map_err(|e| e.to_string())?.expect("entry")));
+    }
+    Ok(tree)
+}
 
 /// A rejected deposit changed nothing; if the fault fired on the way, the operator restarts instead.
 fn unchanged<E: std::fmt::Debug>(
