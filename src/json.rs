@@ -68,17 +68,20 @@ pub fn record_view_json(view: &RecordView) -> Value {
 }
 
 /// `{"status": "valid" | "not_yet_valid" | "expired" | "revoked" | "superseded", ...}`: revoked adds
-/// the revocation id, reason and time; superseded adds the id of the replacing record.
+/// the revocation id, reason and time, and the signed revocation and its receipt verbatim; superseded
+/// adds the id of the replacing record.
 pub fn status_json(status: &Status) -> Value {
     match status {
         Status::Valid => json!({"status": "valid"}),
         Status::NotYetValid => json!({"status": "not_yet_valid"}),
         Status::Expired => json!({"status": "expired"}),
-        Status::Revoked { revocation, reason, revoked_at_ms } => json!({
+        Status::Revoked { revocation, reason, revoked_at_ms, envelope, receipt_envelope } => json!({
             "status": "revoked",
             "revocation": revocation.to_hex(),
             "reason": reason,
             "revoked_at": format_unix_ms(*revoked_at_ms),
+            "revocation_envelope_base64": base64(envelope),
+            "revocation_receipt_envelope_base64": base64(receipt_envelope),
         }),
         Status::Superseded { by } => json!({"status": "superseded", "by": by.to_hex()}),
     }
@@ -100,6 +103,8 @@ pub fn certificate_json(view: &CertificateView) -> Value {
             "id": revocation.id().to_hex(),
             "reason": revocation.body().reason.as_str(),
             "revoked_at": format_unix_ms(receipt.body().accepted_at_ms),
+            "envelope_base64": base64(&revocation.to_envelope()),
+            "receipt": receipt_json(receipt),
         })),
         "envelope_base64": base64(&certificate.to_envelope()),
     })

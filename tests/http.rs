@@ -326,6 +326,31 @@ async fn only_issuers_and_admins_write_and_denied_writes_change_nothing() {
     let view =
         api.call("GET", &format!("/v1/records/{}", api.record), Some(&api.token(Role::Auditor)), &[], Vec::new()).await;
     assert_eq!(view.json()["status"]["status"], "revoked");
+    // The revocations themselves come back verbatim with their receipts, so a reader checks them.
+    let b64 = |value: &Value| {
+        base64::engine::general_purpose::STANDARD.decode(value.as_str().expect("base64 text")).expect("base64")
+    };
+    let status = &view.json()["status"];
+    let revocation = Signed::<RecordRevocation>::from_envelope(&b64(&status["revocation_envelope_base64"]))
+        .expect("the signed revocation");
+    assert_eq!(revocation.id().to_hex(), status["revocation"]);
+    assert_eq!(revocation.body().record, api.record);
+    let receipt = Signed::<kho::statement::Receipt>::from_envelope(&b64(&status["revocation_receipt_envelope_base64"]))
+        .expect("its receipt");
+    assert_eq!((receipt.body().statement, receipt.signer()), (revocation.id(), &api.state.vault().public_key()));
+    let certificates = api.call("GET", "/v1/certificates", Some(&api.token(Role::Auditor)), &[], Vec::new()).await;
+    let revoked: Vec<Value> = certificates.json()["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .filter(|c| !c["revoked"].is_null())
+        .map(|c| c["revoked"].clone())
+        .collect();
+    assert_eq!(revoked.len(), 1);
+    let revocation = Signed::<CertificateRevocation>::from_envelope(&b64(&revoked[0]["envelope_base64"]))
+        .expect("the signed certificate revocation");
+    assert_eq!(revocation.body().certificate, certificate_id);
+    assert_eq!(revoked[0]["receipt"]["statement"], revocation.id().to_hex());
 }
 
 #[tokio::test]

@@ -328,8 +328,17 @@ pub enum Status {
     Valid,
     NotYetValid,
     Expired,
-    Revoked { revocation: Digest, reason: String, revoked_at_ms: i64 },
-    Superseded { by: Digest },
+    /// With the signed revocation and Kho's receipt for it, verbatim, so that a reader can check both.
+    Revoked {
+        revocation: Digest,
+        reason: String,
+        revoked_at_ms: i64,
+        envelope: Vec<u8>,
+        receipt_envelope: Vec<u8>,
+    },
+    Superseded {
+        by: Digest,
+    },
 }
 
 /// The status names a listing can filter by.
@@ -836,6 +845,8 @@ impl Vault {
                 revocation: revocation.id(),
                 reason: revocation.body().reason.to_string(),
                 revoked_at_ms: receipt.body().accepted_at_ms,
+                envelope: entry.envelope,
+                receipt_envelope: receipt.to_envelope(),
             });
         }
         if let Some(by) = state.superseded_by {
