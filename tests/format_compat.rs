@@ -95,4 +95,21 @@ fn version_1_vault_keeps_opening_and_serving() {
     }
     let certificates = vault.certificates().expect("certificates");
     assert_eq!(certificates.iter().map(|c| c.certificate.id().to_hex()).collect::<Vec<_>>(), vec![CERTIFICATE_ID]);
+
+    // The log: certificate, two records and the revocation, each leaf naming its statement, in order;
+    // the stored tree's root (signed now) is the root of those leaves.
+    let ids = [CERTIFICATE_ID, RECORD_ID, SECOND_RECORD_ID];
+    let mut tree = kho::log::MemoryTree::new();
+    for index in 0..vault.log_size() {
+        let bytes = vault.log_entry(index).expect("read").expect("entry");
+        let entry = kho::log::Entry::decode(&bytes).expect("a version 1 entry");
+        if let Some(id) = ids.get(index as usize) {
+            assert_eq!(entry.id.to_hex(), *id, "entry {index}");
+        }
+        tree.push(kho::log::leaf_hash(&bytes));
+    }
+    assert_eq!(tree.size(), 4);
+    assert_eq!(first.receipt.body().log_index, 1);
+    let signed = vault.sign_checkpoint().expect("sign").expect("checkpoint");
+    assert_eq!(signed.checkpoint.root, tree.root(4));
 }
