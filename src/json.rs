@@ -111,9 +111,10 @@ pub fn certificate_json(view: &CertificateView) -> Value {
 }
 
 pub fn access_event_json(log_index: u64, event: &AccessEvent) -> Value {
+    let canonical = event.encode();
     json!({
         "log_index": log_index,
-        "id": event.id().to_hex(),
+        "id": crate::ids::Digest::sha256(&canonical).to_hex(),
         "at": format_unix_ms(event.at_ms),
         "subject": event.subject,
         "role": event.role,
@@ -126,6 +127,6 @@ pub fn access_event_json(log_index: u64, event: &AccessEvent) -> Value {
             AccessOutcome::Denied { reason } => json!({"outcome": "denied", "reason": reason}),
         },
         "salt": hex::encode(event.salt.0),
-        "canonical_base64": base64(&event.encode()),
+        "canonical_base64": base64(&canonical),
     })
 }

@@ -71,16 +71,27 @@ fn open_note(client: &LogClientArgs, key: &PublicKey, note: &str) -> Result<Chec
     })
 }
 
+fn parse_hash(value: &serde_json::Value) -> anyhow::Result<Hash> {
+    let bytes = hex::decode(value.as_str().context("a hash is not text")?).context("a hash is not hex")?;
+    Hash::try_from(bytes).map_err(|_| anyhow::anyhow!("a hash is not 32 bytes"))
+}
+
 fn parse_hashes(value: &serde_json::Value) -> anyhow::Result<Vec<Hash>> {
-    value
-        .as_array()
-        .context("no hashes in the proof")?
-        .iter()
-        .map(|h| {
-            let bytes = hex::decode(h.as_str().context("a hash is not text")?).context("a hash is not hex")?;
-            Hash::try_from(bytes).map_err(|_| anyhow::anyhow!("a hash is not 32 bytes"))
-        })
-        .collect()
+    value.as_array().context("no hashes in the proof")?.iter().map(parse_hash).collect()
+}
+
+/// The vault key, and a proof's JSON from the server (or the exit code of its refusal).
+fn fetch_proof(
+    client: &LogClientArgs,
+    query: &str,
+) -> anyhow::Result<Result<(PublicKey, serde_json::Value), ExitCode>> {
+    let key = keys::read_public_key(&client.vault_key)?;
+    let text = match fetch(client, query)? {
+        Ok(text) => text,
+        Err(code) => return Ok(Err(code)),
+    };
+    let proof = serde_json::from_str(&text).context("the server's answer is not JSON")?;
+    Ok(Ok((key, proof)))
 }
 
 pub(super) fn checkpoint(client: &LogClientArgs) -> anyhow::Result<ExitCode> {
@@ -107,24 +118,19 @@ pub(super) fn checkpoint(client: &LogClientArgs) -> anyhow::Result<ExitCode> {
 pub(super) fn proof(command: ProofCommand) -> anyhow::Result<ExitCode> {
     match command {
         ProofCommand::Inclusion { index, size, client } => {
-            let key = keys::read_public_key(&client.vault_key)?;
             let query = match size {
                 Some(size) => format!("/v1/log/proof/inclusion?index={index}&size={size}"),
                 None => format!("/v1/log/proof/inclusion?index={index}"),
             };
-            let text = match fetch(&client, &query)? {
-                Ok(text) => text,
+            let (key, proof) = match fetch_proof(&client, &query)? {
+                Ok(answer) => answer,
                 Err(code) => return Ok(code),
             };
-            let proof: serde_json::Value = serde_json::from_str(&text).context("the server's answer is not JSON")?;
             let checkpoint = match open_note(&client, &key, proof["checkpoint"]["note"].as_str().unwrap_or_default()) {
                 Ok(checkpoint) => checkpoint,
                 Err(code) => return Ok(code),
             };
-            let leaf = hex::decode(proof["leaf_hash"].as_str().unwrap_or_default())
-                .ok()
-                .and_then(|bytes| Hash::try_from(bytes).ok())
-                .context("no leaf hash in the proof")?;
+            let leaf = parse_hash(&proof["leaf_hash"]).context("no leaf hash in the proof")?;
             let hashes = parse_hashes(&proof["hashes"])?;
             if let Err(error) = log::verify_inclusion(index, checkpoint.size, &leaf, &hashes, &checkpoint.root) {
                 eprintln!("error: the inclusion proof fails: {error}");
@@ -140,16 +146,14 @@ pub(super) fn proof(command: ProofCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ProofCommand::Consistency { old, new, client } => {
-            let key = keys::read_public_key(&client.vault_key)?;
             let query = match new {
                 Some(new) => format!("/v1/log/proof/consistency?old={old}&new={new}"),
                 None => format!("/v1/log/proof/consistency?old={old}"),
             };
-            let text = match fetch(&client, &query)? {
-                Ok(text) => text,
+            let (key, proof) = match fetch_proof(&client, &query)? {
+                Ok(answer) => answer,
                 Err(code) => return Ok(code),
             };
-            let proof: serde_json::Value = serde_json::from_str(&text).context("the server's answer is not JSON")?;
             let mut checkpoints = Vec::new();
             for side in ["old", "new"] {
                 match open_note(&client, &key, proof[side]["note"].as_str().unwrap_or_default()) {

@@ -577,11 +577,10 @@ async fn access_log(
     let request = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text())).and_then(|Query(query)| {
         let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
         crate::vault::check_page(query.cursor.as_deref(), limit)?;
-        Ok(query)
+        Ok((query, limit))
     });
     let resource = Resource::AccessLog { owner: owner.clone() };
-    let query = guard(&state, &principal, resource, None, purpose(&headers), request).await?;
-    let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
+    let (query, limit) = guard(&state, &principal, resource, None, purpose(&headers), request).await?;
     let page = state.blocking(move |vault| vault.access_log(&owner, query.cursor.as_deref(), limit)).await??;
     Ok(Json(json!({
         "entries": page.entries.iter().map(|(sequence, event)| json::access_event_json(*sequence, event)).collect::<Vec<_>>(),

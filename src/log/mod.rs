@@ -89,10 +89,6 @@ impl Entry {
         reader.finish()?;
         Ok(Entry { kind, accepted_at_ms, id, owner })
     }
-
-    pub fn leaf_hash(&self) -> Hash {
-        leaf_hash(&self.encode())
-    }
 }
 
 /// A tile's name in the C2SP tlog-tiles layout.

@@ -163,13 +163,14 @@ impl Vault {
     /// Callers must not send any of the owner's data before this returns `Ok`.
     pub fn record_access(&self, event: &AccessEvent) -> Result<u64, StorageError> {
         let bytes = event.encode();
-        let sequenced = self.accept(|| {
+        let id = Digest::sha256(&bytes);
+        let sequenced = self.accept(move || {
             Ok::<_, StorageError>(Decision::Accept(Acceptance {
                 kind: KIND_ACCESS_EVENT,
-                id: Digest::sha256(&bytes),
+                id,
                 owner: Some(event.owner.clone()),
                 accepted_at_ms: event.at_ms,
-                change: Change::Access { owner: event.owner.clone(), event: bytes.clone() },
+                change: Change::Access { owner: event.owner.clone(), event: bytes },
                 receipted: false,
             }))
         })?;
