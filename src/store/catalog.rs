@@ -486,6 +486,27 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// Sequence numbers come from the catalog: a commit that does not carry the next one (a second
+    /// writer that read the same size, or a stale one) is refused, whatever process made it.
+    #[test]
+    fn a_commit_without_the_next_sequence_number_is_refused() {
+        let store = Store::new(crate::store::memory::Memory::new().engines()).expect("store");
+        let commit = |sequence: u64| Commit {
+            sequence,
+            receipt: None,
+            change: Change::Access {
+                owner: OwnerId::parse("001204012345").expect("owner"),
+                event: vec![sequence as u8],
+            },
+            log: LogAppend { entry: vec![1], nodes: Vec::new(), owner_head: None },
+        };
+        assert!(matches!(store.commit(commit(1)), Err(StoreError::SequenceConflict { proposed: 1, size: 0 })));
+        store.commit(commit(0)).expect("the next one");
+        assert!(matches!(store.commit(commit(0)), Err(StoreError::SequenceConflict { proposed: 0, size: 1 })));
+        store.commit(commit(1)).expect("the next one");
+        assert_eq!(store.log_size().expect("size"), 2);
+    }
+
     #[test]
     fn cursors_round_trip_and_reject_foreign_text() {
         for sequence in [0, 1, 42, u64::MAX] {
