@@ -110,6 +110,22 @@ fn version_1_vault_keeps_opening_and_serving() {
     }
     assert_eq!(tree.size(), 4);
     assert_eq!(first.receipt.body().log_index, 1);
+    // Signing commits the owner map first, built from the old leaves alone: a vault written before
+    // owner maps existed gets one, and its owners' chains verify complete.
     let signed = vault.sign_checkpoint().expect("sign").expect("checkpoint");
-    assert_eq!(signed.checkpoint.root, tree.root(4));
+    assert_eq!(signed.checkpoint.size, 5);
+    let mut rebuild = kho::log::chain::Rebuild::new();
+    for index in 0..5 {
+        rebuild.push(&vault.log_entry(index).expect("read").expect("entry")).expect("chains and map check out");
+    }
+    let commitment = vault.log_entry(4).expect("read").expect("entry");
+    assert_eq!(kho::log::Entry::decode(&commitment).expect("entry").kind, kho::log::KIND_OWNER_MAP);
+    tree.push(kho::log::leaf_hash(&commitment));
+    assert_eq!(signed.checkpoint.root, tree.root(5));
+    let evidence = vault.completeness(&owner).expect("completeness");
+    let chain = vault.owner_chain(&owner, None, 10).expect("chain");
+    let complete = kho::log::chain::verify_completeness(&owner, &evidence.evidence(), &chain.entries)
+        .expect("the owner's chain is complete");
+    assert_eq!(complete.head.map(|head| head.length), Some(3), "two records and a revocation");
+    assert_eq!(complete.entries.len(), 3);
 }

@@ -504,7 +504,7 @@ async fn the_log_is_served_as_checkpoint_tiles_and_proofs_and_entries_only_to_au
     assert_eq!((none.status.as_u16(), none.code().as_str()), (404, "no_checkpoint"));
     let signed = api.state.vault().sign_checkpoint().expect("sign").expect("checkpoint");
     let size = signed.checkpoint.size;
-    assert_eq!(size, 3, "two certificates and a record");
+    assert_eq!(size, 4, "two certificates, a record, and the owner-map commitment signed before it");
 
     let note = api.call("GET", "/v1/log/checkpoint", None, &[], Vec::new()).await;
     assert_eq!(note.status, StatusCode::OK);
@@ -512,15 +512,15 @@ async fn the_log_is_served_as_checkpoint_tiles_and_proofs_and_entries_only_to_au
     let opened = checkpoint::open(&text, api.state.vault().log_origin(), &api.state.vault().public_key());
     assert_eq!(opened, Ok(signed.checkpoint.clone()));
 
-    let tile = api.call("GET", "/v1/log/tile/0/000.p/3", None, &[], Vec::new()).await;
-    assert_eq!((tile.status, tile.body.len()), (StatusCode::OK, 3 * 32));
-    for bad in ["/v1/log/tile/0/000", "/v1/log/tile/0/000.p/4", "/v1/log/tile/1/000.p/1", "/v1/log/tile/0/0"] {
+    let tile = api.call("GET", "/v1/log/tile/0/000.p/4", None, &[], Vec::new()).await;
+    assert_eq!((tile.status, tile.body.len()), (StatusCode::OK, 4 * 32));
+    for bad in ["/v1/log/tile/0/000", "/v1/log/tile/0/000.p/5", "/v1/log/tile/1/000.p/1", "/v1/log/tile/0/0"] {
         let reply = api.call("GET", bad, None, &[], Vec::new()).await;
         assert_eq!((reply.status.as_u16(), reply.code().as_str()), (404, "no_such_tile"), "{bad}");
     }
 
     let mut leaves = log::MemoryTree::new();
-    for i in 0..3 {
+    for i in 0..4 {
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&tile.body[i * 32..(i + 1) * 32]);
         leaves.push(hash);
@@ -536,14 +536,14 @@ async fn the_log_is_served_as_checkpoint_tiles_and_proofs_and_entries_only_to_au
         .collect();
     let leaf: [u8; 32] = hex::decode(proof["leaf_hash"].as_str().expect("leaf")).expect("hex").try_into().expect("32");
     log::verify_inclusion(2, size, &leaf, &hashes, &signed.checkpoint.root).expect("the served proof verifies");
-    let beyond = api.call("GET", "/v1/log/proof/inclusion?index=3", None, &[], Vec::new()).await;
+    let beyond = api.call("GET", "/v1/log/proof/inclusion?index=4", None, &[], Vec::new()).await;
     assert_eq!((beyond.status.as_u16(), beyond.code().as_str()), (404, "not_in_checkpoint"));
     let malformed = api.call("GET", "/v1/log/proof/inclusion?index=x", None, &[], Vec::new()).await;
     assert_eq!((malformed.status.as_u16(), malformed.code().as_str()), (400, "invalid_query"));
-    let consistency = api.call("GET", "/v1/log/proof/consistency?old=3", None, &[], Vec::new()).await;
+    let consistency = api.call("GET", "/v1/log/proof/consistency?old=4", None, &[], Vec::new()).await;
     assert_eq!(consistency.status, StatusCode::OK);
 
-    let entries = "/v1/log/tile/entries/000.p/3";
+    let entries = "/v1/log/tile/entries/000.p/4";
     let anonymous = api.call("GET", entries, None, &[], Vec::new()).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     for role in [Role::Citizen, Role::Officer, Role::Issuer, Role::Admin] {
@@ -565,7 +565,7 @@ async fn the_log_is_served_as_checkpoint_tiles_and_proofs_and_entries_only_to_au
         rest = &rest[2 + length..];
         index += 1;
     }
-    assert_eq!(index, 3);
+    assert_eq!(index, 4);
 }
 
 #[tokio::test]

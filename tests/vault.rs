@@ -449,8 +449,9 @@ fn every_statement_and_access_is_a_log_leaf_proven_by_signed_checkpoints() {
     };
     let access_index = f.vault.record_access(&access).expect("access");
     let first = f.vault.sign_checkpoint().expect("sign").expect("a checkpoint");
-    // Two certificates, three records, one access: six entries, all durable, all covered.
-    assert_eq!(first.checkpoint.size, 6);
+    // Two certificates, three records, one access: six entries, all durable, all covered, then the
+    // owner-map commitment over them that signing appends first.
+    assert_eq!(first.checkpoint.size, 7);
     assert_eq!(
         checkpoint::open(&first.note, f.vault.log_origin(), &f.vault.public_key()),
         Ok(first.checkpoint.clone())
@@ -502,13 +503,74 @@ fn every_statement_and_access_is_a_log_leaf_proven_by_signed_checkpoints() {
     f.vault.deposit(&sign(record_for(&content, OTHER_OWNER, AGENCY), &f.issuer), &content[..]).expect("deposit");
     let f = f.reopen();
     let second = f.vault.sign_checkpoint().expect("sign").expect("checkpoint");
-    assert_eq!(second.checkpoint.size, 7);
+    assert_eq!(second.checkpoint.size, 9);
     let consistency = f.vault.consistency_proof(first.checkpoint.size, None).expect("proof");
-    log::verify_consistency(6, 7, &first.checkpoint.root, &second.checkpoint.root, &consistency.hashes)
+    log::verify_consistency(7, 9, &first.checkpoint.root, &second.checkpoint.root, &consistency.hashes)
         .expect("consistent");
-    assert_eq!(f.vault.checkpoint_at(6).expect("read"), Some(first), "past checkpoints are kept");
-    assert!(matches!(f.vault.inclusion_proof(7, None), Err(kho::vault::ProofQueryError::NotCovered { .. })));
+    assert_eq!(f.vault.checkpoint_at(7).expect("read"), Some(first), "past checkpoints are kept");
+    assert!(matches!(f.vault.inclusion_proof(9, None), Err(kho::vault::ProofQueryError::NotCovered { .. })));
     assert!(matches!(f.vault.inclusion_proof(0, Some(5)), Err(kho::vault::ProofQueryError::NoCheckpointAtSize(5))));
+}
+
+/// An owner's chain (records, a revocation, accesses) is proven complete up to the newest owner-map
+/// commitment: the evidence verifies for the whole chain, and fails for the chain with any entry left
+/// out; an entry after the commitment is covered by the next one; an owner with no entries is proven
+/// to have none.
+fn an_owners_chain_is_proven_complete_up_to_the_newest_commitment() {
+    use kho::log::chain::{verify_completeness, ChainError};
+    use kho::vault::{AccessAction, AccessEvent, AccessOutcome, Salt};
+    let f = fixture();
+    let owner = OwnerId::parse(OWNER).expect("owner");
+    let other = OwnerId::parse(OTHER_OWNER).expect("owner");
+    assert!(matches!(f.vault.completeness(&owner), Err(kho::vault::ProofQueryError::NoCheckpoint)));
+    let access = |outcome: AccessOutcome| AccessEvent {
+        at_ms: now_unix_ms(),
+        owner: owner.clone(),
+        subject: "officer-1".into(),
+        role: "officer".into(),
+        agency: Some(code(AGENCY)),
+        purpose: Some(code("H26.99-0001")),
+        record: None,
+        action: AccessAction::ListRecords,
+        outcome,
+        salt: Salt::random(),
+    };
+    let content = document(1_000, 1, true);
+    let record = f.vault.deposit(&sign(record_for(&content, OWNER, AGENCY), &f.issuer), &content[..]).expect("deposit");
+    f.vault.record_access(&access(AccessOutcome::Allowed)).expect("access");
+    f.vault.revoke(&revocation(record.id, AGENCY, &f.issuer)).expect("revoke");
+    f.vault.record_access(&access(AccessOutcome::Denied { reason: "purpose_required".into() })).expect("access");
+    f.vault.sign_checkpoint().expect("sign");
+    let late = f.vault.record_access(&access(AccessOutcome::Allowed)).expect("access after the commitment");
+
+    let evidence = f.vault.completeness(&owner).expect("evidence");
+    let chain = f.vault.owner_chain(&owner, None, 100).expect("chain").entries;
+    assert!(chain.iter().all(|(index, _)| *index < late), "only covered entries are listed");
+    let complete = verify_completeness(&owner, &evidence.evidence(), &chain).expect("complete");
+    assert_eq!((complete.head.map(|h| h.length), complete.entries.len()), (Some(4), 4));
+    // Paging from the head down gives the same chain.
+    let first_page = f.vault.owner_chain(&owner, None, 3).expect("page");
+    let second_page = f.vault.owner_chain(&owner, first_page.next_before, 3).expect("page");
+    assert_eq!([first_page.entries, second_page.entries].concat(), chain);
+    for left_out in 0..chain.len() {
+        let partial = [&chain[..left_out], &chain[left_out + 1..]].concat();
+        assert!(verify_completeness(&owner, &evidence.evidence(), &partial).is_err(), "without entry {left_out}");
+    }
+    assert!(matches!(
+        verify_completeness(&other, &evidence.evidence(), &chain),
+        Err(ChainError::ExtraEntries { .. } | ChainError::ChainMismatch { .. })
+    ));
+    let nobody = f.vault.completeness(&other).expect("evidence for an owner with no entries");
+    assert_eq!(verify_completeness(&other, &nobody.evidence(), &[]).expect("complete").head, None);
+
+    // The next checkpoint commits the late access too.
+    let f = f.reopen();
+    f.vault.sign_checkpoint().expect("sign");
+    let evidence = f.vault.completeness(&owner).expect("evidence");
+    let chain = f.vault.owner_chain(&owner, None, 100).expect("chain").entries;
+    assert_eq!(chain[0].0, late);
+    let complete = verify_completeness(&owner, &evidence.evidence(), &chain).expect("complete");
+    assert_eq!(complete.head.map(|h| h.length), Some(5));
 }
 
 /// Every test above, on every engine.
@@ -546,6 +608,7 @@ on_every_engine!(
     concurrent_deposits_all_land_with_distinct_sequences,
     access_events_are_listed_newest_first_per_owner_and_survive_reopen,
     every_statement_and_access_is_a_log_leaf_proven_by_signed_checkpoints,
+    an_owners_chain_is_proven_complete_up_to_the_newest_commitment,
 );
 
 // ----- faults injected into the storage engines -----

@@ -8,9 +8,12 @@
 //! leaf hash reveals nothing: the id of a signed statement, or of an access event with its random
 //! salt, cannot be guessed.
 
+pub mod chain;
 pub mod checkpoint;
+pub mod map;
 pub mod tree;
 
+pub use chain::ChainHead;
 pub use checkpoint::{Checkpoint, NoteError};
 pub use tree::{
     consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash, root, verify_consistency, verify_inclusion,
@@ -27,6 +30,9 @@ pub const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
 pub const ENTRY_VERSION: u8 = 1;
 /// The kind byte of an access event (statement kinds are their own `StatementBody::KIND`, 1 to 4).
 pub const KIND_ACCESS_EVENT: u8 = 6;
+/// The kind byte of an owner-map commitment: its id is the root of the owner map (see [`map`]) over
+/// every entry before it in the log.
+pub const KIND_OWNER_MAP: u8 = 7;
 
 /// Where an entry stands in its owner's chain: the owner's entries (records, their revocations and
 /// supersessions, and every access to their data) are linked leaf to leaf, so the newest one commits to
@@ -75,7 +81,7 @@ impl Entry {
             return Err(DecodeError::UnsupportedVersion(version));
         }
         let kind = reader.u8("entry kind")?;
-        if !matches!(kind, 1..=4 | KIND_ACCESS_EVENT) {
+        if !matches!(kind, 1..=4 | KIND_ACCESS_EVENT | KIND_OWNER_MAP) {
             return Err(DecodeError::WrongKind { expected: "log entry", found: kind });
         }
         let accepted_at_ms = reader.i64("accepted_at_ms")?;
@@ -87,6 +93,9 @@ impl Entry {
             Ok(OwnerLink { owner, position, previous })
         })?;
         reader.finish()?;
+        if kind == KIND_OWNER_MAP && owner.is_some() {
+            return Err(DecodeError::WrongKind { expected: "an owner-map commitment without an owner", found: kind });
+        }
         Ok(Entry { kind, accepted_at_ms, id, owner })
     }
 }

@@ -26,7 +26,7 @@ pub fn empty_root() -> Hash {
     Sha256::digest([]).into()
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ProofError {
     #[error("leaf {index} is not in a tree of size {size}")]

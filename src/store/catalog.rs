@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::{Batch, EngineState, Store, StoreError};
 use crate::codec;
 use crate::ids::{Code, Digest, OwnerId};
-use crate::log::{Hash, HashSource};
+use crate::log::map::{self, Key, MapInconsistency, MapSource, MapWrites};
+use crate::log::{ChainHead, Hash, HashSource};
 
 /// A signed statement as stored: its envelope, and the sequence number it was accepted at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +58,12 @@ pub enum Change {
         owner: OwnerId,
         event: Vec<u8>,
     },
+    /// An owner-map commitment: the map's new leaves and subtree hashes, and the log index of every
+    /// entry it covers that extends an owner's chain (the chain index the owner pages through).
+    OwnerMap {
+        writes: MapWrites,
+        chain: Vec<(OwnerId, u64)>,
+    },
 }
 
 /// Content stored for the first time with a record: its manifest (encoded by `content`) and the blob
@@ -86,18 +93,7 @@ pub struct LogAppend {
     /// `(level, index, hash)` of every tree node the leaf completes (`log::tree::appended_nodes`).
     pub nodes: Vec<(u8, u64, Hash)>,
     /// The owner whose chain the leaf extends, with the chain's new length and head (the leaf hash).
-    pub owner_head: Option<(OwnerId, OwnerHead)>,
-}
-
-/// The newest link of an owner's chain in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct OwnerHead {
-    /// How many entries the owner's chain holds.
-    pub length: u64,
-    /// The leaf hash of the newest one (zeros while the chain is empty).
-    pub head: Hash,
-    /// Its log index.
-    pub index: u64,
+    pub owner_head: Option<(OwnerId, ChainHead)>,
 }
 
 /// A position in a listing, opaque to everyone above the catalog. Listings are ordered by sequence
@@ -191,6 +187,22 @@ mod key {
     pub(super) fn log_node(level: u8, index: u64) -> Vec<u8> {
         [LOG_NODE_PREFIX, &[level], &index.to_be_bytes()].concat()
     }
+    /// The owner map's newest commitment.
+    pub(super) const OWNER_MAP: &[u8] = b"meta/owner-map";
+    pub(super) const MAP_LEAF_PREFIX: &[u8] = b"mk/";
+    pub(super) fn map_leaf(map_key: &Key) -> Vec<u8> {
+        [MAP_LEAF_PREFIX, map_key].concat()
+    }
+    pub(super) fn map_node(depth: u8, prefix: &Key) -> Vec<u8> {
+        [b"mn/".as_slice(), &[depth], prefix].concat()
+    }
+    pub(super) fn chain_prefix(owner: &OwnerId) -> Vec<u8> {
+        [b"oc/".as_slice(), owner.as_str().as_bytes(), b"\0"].concat()
+    }
+    /// Inverted so that a forward scan yields newest first.
+    pub(super) fn chain_entry(owner: &OwnerId, index: u64) -> Vec<u8> {
+        [chain_prefix(owner).as_slice(), &(u64::MAX - index).to_be_bytes()].concat()
+    }
     pub(super) fn owner_head(owner: &OwnerId) -> Vec<u8> {
         [b"lo/".as_slice(), owner.as_str().as_bytes()].concat()
     }
@@ -227,6 +239,50 @@ impl HashSource for Store {
             .get_value(&key::log_node(level, index))?
             .ok_or_else(|| StoreError::Corrupt(format!("log node ({level}, {index}) is missing")))?;
         hash_value(value)
+    }
+}
+
+impl From<MapInconsistency> for StoreError {
+    fn from(error: MapInconsistency) -> StoreError {
+        StoreError::Corrupt(error.to_string())
+    }
+}
+
+/// The committed owner map, read from the catalog.
+impl MapSource for Store {
+    type Error = StoreError;
+
+    fn node(&self, depth: usize, prefix: &Key) -> Result<Option<Hash>, StoreError> {
+        let Ok(depth) = u8::try_from(depth) else {
+            return Ok(None);
+        };
+        self.get_value(&key::map_node(depth, prefix))?.map(hash_value).transpose()
+    }
+
+    fn leaves(&self, depth: usize, prefix: &Key, limit: usize) -> Result<Vec<(Key, Vec<u8>)>, StoreError> {
+        // Keys sharing the first `depth` bits are one range: scan from the prefix, stop at the first
+        // key outside it.
+        let scan_prefix = [key::MAP_LEAF_PREFIX, &prefix[..depth / 8]].concat();
+        // The prefix itself (all later bits zero) may be a key: the scan starts strictly after it.
+        let start = key::map_leaf(prefix);
+        let mut leaves = Vec::new();
+        if let Some(value) = self.get_value(&start)? {
+            leaves.push((*prefix, value));
+        }
+        for item in self.catalog.scan(&scan_prefix, Some(&start)) {
+            if leaves.len() >= limit {
+                break;
+            }
+            let (leaf_key, value) = item?;
+            let map_key: Key = leaf_key[key::MAP_LEAF_PREFIX.len()..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("an owner map key is not 32 bytes".into()))?;
+            if !map::has_prefix(&map_key, depth, prefix) {
+                break;
+            }
+            leaves.push((map_key, value));
+        }
+        Ok(leaves)
     }
 }
 
@@ -300,6 +356,19 @@ impl Store {
             Change::Access { owner, event } => {
                 batch.insert(key::access_entry(&owner, sequence), event);
             }
+            Change::OwnerMap { writes, chain } => {
+                let root = map::root(&map::Overlay { base: self, writes: &writes })?;
+                for (map_key, value) in writes.leaves {
+                    batch.insert(key::map_leaf(&map_key), value);
+                }
+                for ((depth, prefix), hash) in writes.nodes {
+                    batch.insert(key::map_node(depth, &prefix), hash.to_vec());
+                }
+                for (owner, index) in chain {
+                    batch.insert(key::chain_entry(&owner, index), Vec::new());
+                }
+                batch.insert(key::OWNER_MAP, codec::encode(&(sequence, root)));
+            }
         }
         if let Some(receipt) = commit.receipt {
             batch.insert(key::receipt(sequence), receipt);
@@ -349,9 +418,36 @@ impl Store {
     }
 
     /// The newest link of an owner's chain (the default while the owner has no entries).
-    pub fn owner_head(&self, owner: &OwnerId) -> Result<OwnerHead, StoreError> {
+    pub fn owner_head(&self, owner: &OwnerId) -> Result<ChainHead, StoreError> {
         let value = self.get_decoded::<(u64, Hash, u64)>(&key::owner_head(owner), "owner chain head")?;
-        Ok(value.map(|(length, head, index)| OwnerHead { length, head, index }).unwrap_or_default())
+        Ok(value.map(|(length, head, index)| ChainHead { length, head, index }).unwrap_or_default())
+    }
+
+    /// The newest owner-map commitment: its log index (it covers every entry before it) and the map's
+    /// root; `None` before the first.
+    pub fn owner_map_commitment(&self) -> Result<Option<(u64, Hash)>, StoreError> {
+        self.get_decoded(key::OWNER_MAP, "owner map commitment")
+    }
+
+    /// An owner's value in the committed owner map.
+    pub fn owner_map_value(&self, owner: &OwnerId) -> Result<Option<ChainHead>, StoreError> {
+        self.get_value(&key::map_leaf(&map::owner_key(owner)))?
+            .map(|value| ChainHead::decode(&value).map_err(|e| StoreError::Corrupt(format!("owner map value: {e}"))))
+            .transpose()
+    }
+
+    /// The log indexes of an owner's chain entries covered by the owner map, newest first, below
+    /// `before` (all of them when `None`).
+    pub fn owner_chain(
+        &self,
+        owner: &OwnerId,
+        before: Option<u64>,
+    ) -> impl Iterator<Item = Result<u64, StoreError>> + '_ {
+        let prefix = key::chain_prefix(owner);
+        // Keys are inverted, so the entries below `before` are the keys strictly after its key.
+        let start = before.map(|before| key::chain_entry(owner, before));
+        let length = prefix.len();
+        self.catalog.scan(&prefix, start.as_deref()).map(move |item| Ok(u64::MAX - key_suffix(&item?.0, length)?))
     }
 
     /// Keeps a signed checkpoint of the tree at `size` (past checkpoints stay); durable after a sync.

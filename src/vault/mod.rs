@@ -12,10 +12,12 @@
 //! sees a key, a cursor's bytes or where content lives.
 
 mod access;
+mod completeness;
 mod sequencer;
 mod transparency;
 
 pub use access::{AccessAction, AccessEvent, AccessOutcome, AccessPage, Salt, ACCESS_EVENT_VERSION};
+pub use completeness::{ChainPage, Completeness};
 use sequencer::{Acceptance, Decision};
 pub use transparency::{ConsistencyProof, InclusionProof, ProofQueryError, SignedCheckpoint};
 

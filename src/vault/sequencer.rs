@@ -10,9 +10,9 @@
 
 use super::{Accepted, StorageError, Vault};
 use crate::ids::{Digest, OwnerId};
-use crate::log::{self, Entry, OwnerLink};
+use crate::log::{self, ChainHead, Entry, OwnerLink};
 use crate::statement::{Receipt, Signed};
-use crate::store::{Change, Commit, LogAppend, OwnerHead};
+use crate::store::{Change, Commit, LogAppend};
 
 /// What to accept.
 pub(super) struct Acceptance {
@@ -91,7 +91,7 @@ impl Vault {
         let bytes = entry.encode();
         let leaf = log::leaf_hash(&bytes);
         let nodes = log::tree::appended_nodes(index, leaf, &self.store)?;
-        let owner_head = entry.owner.map(|link| (link.owner, OwnerHead { length: link.position, head: leaf, index }));
+        let owner_head = entry.owner.map(|link| (link.owner, ChainHead { length: link.position, head: leaf, index }));
         let receipt = receipted.then(|| {
             Signed::sign(Receipt { statement: id, statement_kind: kind, log_index: index, accepted_at_ms }, &self.key)
         });

@@ -94,9 +94,12 @@ impl Vault {
     }
 
     /// Signs a checkpoint of everything durable, if the log grew since the last one; returns the
-    /// newest checkpoint either way. The server calls this about once a second.
+    /// newest checkpoint either way. The server calls this about once a second. First it commits the
+    /// owner map over the entries so far (`completeness`), so every checkpoint that covers new entries
+    /// also covers a commitment to every owner's chain head.
     pub fn sign_checkpoint(&self) -> Result<Option<SignedCheckpoint>, StorageError> {
         let _guard = self.checkpoint_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.commit_owner_map()?;
         let latest = self.latest_checkpoint()?;
         let size = self.store.durable_size();
         if size == 0 || latest.as_ref().is_some_and(|latest| latest.checkpoint.size >= size) {

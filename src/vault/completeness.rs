@@ -1,0 +1,193 @@
+//! Completeness for the owner: the owner map (`log::map`) committed into the log, and the evidence that
+//! an owner's list of entries is whole up to a commitment.
+//!
+//! Before each checkpoint the vault appends an owner-map commitment (kind 7) whose id is the root of
+//! the map from every owner to the head of their chain, over every entry before it. The map is
+//! derived from the log's leaves alone (any auditor holding the entries can rebuild it and compare
+//! roots). The bulk of the update is computed outside the commit lock; only the entries accepted
+//! meanwhile are added under it, so deposits wait for a few map paths, not for the whole update.
+//!
+//! An owner then checks their list against the signed checkpoint: the commitment's inclusion proof,
+//! the map proof of their chain head, and their chain walked back from that head link by link. A
+//! missing, extra or altered entry breaks a link or the count.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::sequencer::{Acceptance, Decision};
+use super::{ProofQueryError, SignedCheckpoint, StorageError, Vault};
+use crate::ids::{now_unix_ms, Digest, OwnerId};
+use crate::log::map::{self, MapProof, MapWrites, Overlay};
+use crate::log::{self, ChainHead, Entry, Hash, KIND_OWNER_MAP};
+use crate::store::Change;
+
+/// What an owner needs to check that the entries of their chain they were given are all of them, up to
+/// an owner-map commitment inside a signed checkpoint.
+#[derive(Debug, Clone)]
+pub struct Completeness {
+    pub checkpoint: SignedCheckpoint,
+    /// The commitment's log index: it covers entries `0..commitment_index`.
+    pub commitment_index: u64,
+    /// The commitment's leaf bytes (its id is the map root) and its inclusion proof in the checkpoint.
+    pub commitment_entry: Vec<u8>,
+    pub commitment_proof: Vec<Hash>,
+    /// The owner's chain head in the map (`None`: no entries yet) and its proof against the root.
+    pub head: Option<ChainHead>,
+    pub map_proof: MapProof,
+}
+
+impl Completeness {
+    /// The evidence in the form the owner's check takes it.
+    pub fn evidence(&self) -> log::chain::CompletenessEvidence<'_> {
+        log::chain::CompletenessEvidence {
+            checkpoint: &self.checkpoint.checkpoint,
+            commitment_index: self.commitment_index,
+            commitment_entry: &self.commitment_entry,
+            commitment_proof: &self.commitment_proof,
+            map_proof: &self.map_proof,
+        }
+    }
+}
+
+/// A page of an owner's chain entries covered by the owner map, newest first.
+#[derive(Debug, Clone)]
+pub struct ChainPage {
+    /// `(log index, leaf bytes)`.
+    pub entries: Vec<(u64, Vec<u8>)>,
+    /// Pass as `before` for the next page; `None` after the chain's first entry.
+    pub next_before: Option<u64>,
+}
+
+/// Owner chains as they stand after some entries: the running heads of the owners touched so far.
+struct ChainWalk<'a> {
+    vault: &'a Vault,
+    heads: HashMap<OwnerId, ChainHead>,
+    chain: Vec<(OwnerId, u64)>,
+}
+
+impl ChainWalk<'_> {
+    /// Follows entries `from..to`, checking that each owner link extends its owner's chain.
+    fn follow(&mut self, from: u64, to: u64) -> Result<(), StorageError> {
+        for index in from..to {
+            let bytes = self
+                .vault
+                .store
+                .log_entry(index)?
+                .ok_or_else(|| StorageError::Corrupt(format!("log entry {index} is missing")))?;
+            let entry = Entry::decode(&bytes)
+                .map_err(|e| StorageError::Corrupt(format!("log entry {index} does not decode: {e}")))?;
+            let Some(link) = entry.owner else { continue };
+            let current = match self.heads.get(&link.owner) {
+                Some(head) => *head,
+                None => self.vault.store.owner_map_value(&link.owner)?.unwrap_or_default(),
+            };
+            let next = current.extended(&link, index, log::leaf_hash(&bytes)).ok_or_else(|| {
+                StorageError::Corrupt(format!(
+                    "log entry {index} does not extend its owner's chain (position {}, chain length {})",
+                    link.position, current.length
+                ))
+            })?;
+            self.chain.push((link.owner.clone(), index));
+            self.heads.insert(link.owner, next);
+        }
+        Ok(())
+    }
+
+    /// The map updates for the owners touched since the last call.
+    fn updates(&mut self, touched_from: usize) -> BTreeMap<map::Key, Vec<u8>> {
+        self.chain[touched_from..]
+            .iter()
+            .filter_map(|(owner, _)| self.heads.get(owner).map(|head| (map::owner_key(owner), head.encode())))
+            .collect()
+    }
+}
+
+impl Vault {
+    /// Appends an owner-map commitment covering every entry before it, if any entry arrived since the
+    /// last one. Called with the checkpoint lock held (the map has one writer).
+    pub(super) fn commit_owner_map(&self) -> Result<(), StorageError> {
+        let covered = self.store.owner_map_commitment()?.map(|(index, _)| index);
+        let from = covered.unwrap_or(0);
+        let size = self.store.log_size()?;
+        // The previous commitment itself extends no chain.
+        if size == 0 || covered.is_some_and(|index| size <= index + 1) {
+            return Ok(());
+        }
+        let mut walk = ChainWalk { vault: self, heads: HashMap::new(), chain: Vec::new() };
+        walk.follow(from, size)?;
+        let (_, first) = map::update(&self.store, &walk.updates(0))?;
+        self.accept(|| {
+            // Under the commit lock: add what was accepted while the bulk was computed.
+            let now = self.store.log_size()?;
+            let touched = walk.chain.len();
+            walk.follow(size, now)?;
+            let (root, later) = map::update(&Overlay { base: &self.store, writes: &first }, &walk.updates(touched))?;
+            let mut writes: MapWrites = first;
+            writes.extend(later);
+            Ok::<_, StorageError>(Decision::Accept(Acceptance {
+                kind: KIND_OWNER_MAP,
+                id: Digest(root),
+                owner: None,
+                accepted_at_ms: now_unix_ms(),
+                change: Change::OwnerMap { writes, chain: std::mem::take(&mut walk.chain) },
+                receipted: false,
+            }))
+        })?;
+        Ok(())
+    }
+
+    /// The evidence that `owner`'s chain, as [`Vault::owner_chain`] pages it, is complete up to the
+    /// newest owner-map commitment inside the newest checkpoint.
+    pub fn completeness(&self, owner: &OwnerId) -> Result<Completeness, ProofQueryError> {
+        // The checkpoint lock keeps the map and the newest checkpoint from moving while we read them;
+        // each commitment is followed by its checkpoint under the same lock.
+        let _guard = self.checkpoint_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let checkpoint = self.latest_checkpoint()?.ok_or(ProofQueryError::NoCheckpoint)?;
+        let Some((commitment_index, root)) = self.store.owner_map_commitment().map_err(StorageError::from)? else {
+            return Err(ProofQueryError::NoCheckpoint);
+        };
+        let size = checkpoint.checkpoint.size;
+        if commitment_index >= size {
+            return Err(StorageError::Corrupt(format!(
+                "owner-map commitment {commitment_index} is not in the newest checkpoint ({size})"
+            ))
+            .into());
+        }
+        let commitment_entry = self
+            .store
+            .log_entry(commitment_index)
+            .map_err(StorageError::from)?
+            .ok_or_else(|| StorageError::Corrupt(format!("log entry {commitment_index} is missing")))?;
+        let commitment_proof = log::inclusion_proof(commitment_index, size, &self.store).map_err(StorageError::from)?;
+        let map_proof = map::prove(&self.store, &map::owner_key(owner)).map_err(StorageError::from)?;
+        let head = map::verify(&root, &map::owner_key(owner), &map_proof)
+            .map_err(|e| StorageError::Corrupt(format!("the stored owner map does not prove its own root: {e}")))?
+            .map(|value| ChainHead::decode(&value))
+            .transpose()
+            .map_err(|e| StorageError::Corrupt(format!("owner map value: {e}")))?;
+        Ok(Completeness { checkpoint, commitment_index, commitment_entry, commitment_proof, head, map_proof })
+    }
+
+    /// A page of `owner`'s chain entries covered by the owner map, newest first, with log index below
+    /// `before` (from the newest when `None`).
+    pub fn owner_chain(
+        &self,
+        owner: &OwnerId,
+        before: Option<u64>,
+        page_size: usize,
+    ) -> Result<ChainPage, StorageError> {
+        let mut entries = Vec::new();
+        for index in self.store.owner_chain(owner, before).take(page_size) {
+            let index = index?;
+            let bytes = self
+                .store
+                .log_entry(index)?
+                .ok_or_else(|| StorageError::Corrupt(format!("log entry {index} is missing")))?;
+            entries.push((index, bytes));
+        }
+        let next_before = match entries.last() {
+            Some((index, _)) if entries.len() == page_size => Some(*index),
+            _ => None,
+        };
+        Ok(ChainPage { entries, next_before })
+    }
+}
