@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::ids::format_unix_ms;
 use crate::statement::{PublicKey, Receipt, Record, Signed};
-use crate::vault::{AccessEvent, AccessOutcome, CertificateView, RecordView, Status};
+use crate::vault::{AccessEvent, AccessOutcome, CertificateView, ChainPage, Completeness, RecordView, Status};
 
 pub fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -128,5 +128,50 @@ pub fn access_event_json(log_index: u64, event: &AccessEvent) -> Value {
         },
         "salt": hex::encode(event.salt.0),
         "canonical_base64": base64(&canonical),
+    })
+}
+
+/// The evidence that an owner's chain is complete up to an owner-map commitment (docs/FORMAT.md 4.4).
+pub fn completeness_json(owner: &crate::ids::OwnerId, completeness: &Completeness) -> Value {
+    let hexes = |hashes: &[crate::log::Hash]| hashes.iter().map(hex::encode).collect::<Vec<_>>();
+    let commitment_at = crate::log::Entry::decode(&completeness.commitment_entry).map(|e| e.accepted_at_ms).ok();
+    json!({
+        "checkpoint": completeness.checkpoint.note,
+        "complete_through": {
+            "log_index": completeness.commitment_index,
+            "at": commitment_at.map(format_unix_ms),
+        },
+        "commitment": {
+            "log_index": completeness.commitment_index,
+            "entry_base64": base64(&completeness.commitment_entry),
+            "inclusion_proof": hexes(&completeness.commitment_proof),
+        },
+        "owner_map": {
+            "key": hex::encode(crate::log::map::owner_key(owner)),
+            "head": completeness.head.map(|head| json!({
+                "length": head.length,
+                "log_index": head.index,
+                "leaf_hash": hex::encode(head.head),
+            })),
+            "proof": {
+                "siblings": hexes(&completeness.map_proof.siblings),
+                "leaf": completeness.map_proof.leaf.as_ref().map(|(key, value)| json!({
+                    "key": hex::encode(key),
+                    "value_base64": base64(value),
+                })),
+            },
+        },
+        "chain": completeness.head.map(|head| format!("/v1/owners/{owner}/log-entries?before={}", head.index + 1)),
+    })
+}
+
+/// A page of an owner's chain entries, newest first.
+pub fn chain_page_json(page: &ChainPage) -> Value {
+    json!({
+        "entries": page.entries.iter().map(|(index, bytes)| json!({
+            "log_index": index,
+            "entry_base64": base64(bytes),
+        })).collect::<Vec<_>>(),
+        "next_before": page.next_before,
     })
 }

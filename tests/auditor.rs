@@ -136,6 +136,23 @@ fn the_standalone_verifier_checks_checkpoints_proofs_and_leaves_and_agrees_on_ta
         entries.push(fields);
     }
     let consistency = f.vault.consistency_proof(old.checkpoint.size, None).expect("consistency");
+    let map_proofs: Vec<serde_json::Value> = [OWNER, OTHER_OWNER, "001204099999"]
+        .into_iter()
+        .map(|owner| {
+            let completeness =
+                f.vault.completeness(&kho::ids::OwnerId::parse(owner).expect("owner")).expect("completeness");
+            let commitment = Entry::decode(&completeness.commitment_entry).expect("commitment");
+            serde_json::json!({
+                "owner": owner,
+                "root": commitment.id.to_hex(),
+                "siblings": completeness.map_proof.siblings.iter().map(hex::encode).collect::<Vec<_>>(),
+                "leaf": completeness.map_proof.leaf.as_ref().map(|(key, value)| serde_json::json!({
+                    "key": hex::encode(key), "value": hex::encode(value),
+                })),
+                "value": completeness.head.map(|head| hex::encode(head.encode())),
+            })
+        })
+        .collect();
     let input = serde_json::json!({
         "vault_key_hex": hex::encode(f.vault.public_key().raw_bytes()),
         "origin": f.vault.log_origin(),
@@ -144,12 +161,15 @@ fn the_standalone_verifier_checks_checkpoints_proofs_and_leaves_and_agrees_on_ta
         "inclusions": inclusions,
         "consistency": consistency.hashes.iter().map(hex::encode).collect::<Vec<_>>(),
         "entries": entries,
+        "map_proofs": map_proofs,
     });
     let (ok, summary) = run_log_verifier(&input);
     assert!(ok, "{summary}");
     assert_eq!(summary["tree_size"], size);
     assert_eq!(summary["root"], hex::encode(new.checkpoint.root));
-    assert_eq!(summary["checks"], 2 + 2 * size);
+    // Signature, consistency, an inclusion and a rebuilt leaf per entry, the two owner-map commitments
+    // (one per checkpoint) replayed, and three map proofs (two owners present, one absent).
+    assert_eq!(summary["checks"], 2 + 2 * size + 2 + 3);
 
     // Tampering: each altered input fails in Python and in Rust alike.
     let mut altered_path = input.clone();
@@ -160,6 +180,28 @@ fn the_standalone_verifier_checks_checkpoints_proofs_and_leaves_and_agrees_on_ta
     altered_note["checkpoint_note"] = new.note.replacen(&format!("\n{size}\n"), &format!("\n{}\n", size + 1), 1).into();
     let mut altered_entry = input.clone();
     altered_entry["entries"][3]["accepted_at_ms"] = (entries[3]["accepted_at_ms"].as_i64().expect("ms") + 1).into();
+    let mut altered_map_proof = input.clone();
+    altered_map_proof["map_proofs"][0]["value"] = altered_map_proof["map_proofs"][1]["value"].clone();
+    let mut hidden_owner = input.clone();
+    hidden_owner["map_proofs"][0]["leaf"] = serde_json::Value::Null;
+    hidden_owner["map_proofs"][0]["value"] = serde_json::Value::Null;
+    // An entry dropped and the rest renumbered (no inclusion proofs, so only the replay can notice).
+    let mut dropped_entry = input.clone();
+    dropped_entry["inclusions"] = serde_json::json!([]);
+    dropped_entry["entries"].as_array_mut().expect("entries").remove(4);
+    dropped_entry["entries"].as_array_mut().expect("entries").iter_mut().skip(4).for_each(|fields| {
+        fields["index"] = (fields["index"].as_u64().expect("index") - 1).into();
+    });
+    for (what, altered, failing) in [
+        ("a map proof claiming another owner's head", altered_map_proof, "owner map proof for"),
+        ("a map proof hiding an owner", hidden_owner, "owner map proof for"),
+        ("a log with an entry dropped", dropped_entry, "extends its owner's chain"),
+    ] {
+        let (ok, summary) = run_log_verifier(&altered);
+        assert!(!ok, "Python accepted {what}: {summary}");
+        let failed = summary["failed"].as_array().expect("failed").iter().filter_map(|name| name.as_str());
+        assert!(failed.clone().any(|name| name.contains(failing)), "{what}: {summary}");
+    }
     for (what, altered) in [
         ("an audit path hash", altered_path),
         ("a consistency hash", altered_consistency),
@@ -183,6 +225,8 @@ fn the_standalone_verifier_checks_checkpoints_proofs_and_leaves_and_agrees_on_ta
     // The test vectors of docs/FORMAT.md section 4.6: the reference tree's checkpoint signed by the vault
     // key 03..03, and the audit path of its leaf 5.
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3/statements");
+    const HEAD: &str =
+        "00000000000000010000000000000001731be7e9c4ea5f5e61555a00bf5e3e17367940916a5f8bbd8559bb9438e1a523";
     let vector = serde_json::json!({
         "vault_key_hex": "ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1",
         "origin": "kho.example/log",
@@ -196,8 +240,20 @@ fn the_standalone_verifier_checks_checkpoints_proofs_and_leaves_and_agrees_on_ta
                 "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
             ],
         }],
+        // The owner map of two owners and the first one's proof.
+        "map_proofs": [{
+            "owner": "001204012345",
+            "root": "02e1cd62390c59e4f6749f29d95d6f3bec02857a404bf0fac2809a4d541dd325",
+            "siblings": [
+                "0000000000000000000000000000000000000000000000000000000000000000",
+                "42d7f2f138ee74c7418d822b2f764e02f6046dc0348a99c5fddd64242630adde",
+            ],
+            "leaf": {"key": "3b1927a2fa2da9281d095598b612c46c040b614d3eeaa4dd3d78e6a7b4a96209", "value": HEAD},
+            "value": HEAD,
+        }],
     });
     let (ok, summary) = run_log_verifier(&vector);
     assert!(ok, "{summary}");
+    assert_eq!(summary["checks"], 3, "{summary}");
     assert_eq!(summary["root"], "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328");
 }

@@ -238,12 +238,17 @@ async fn the_role_matrix_of_security_md_holds_for_every_endpoint() {
         && e.action == kho::vault::AccessAction::ReadContent));
 
     // Metadata everyone authenticated may read; the access log only its owner.
-    let everyone: [(&str, String, Row); 3] = [
+    let everyone: [(&str, String, Row); 4] = [
         ("GET certificates", "/v1/certificates".into(), [401, 200, 200, 200, 200, 200, 200, 200, 200, 200]),
         ("GET trust anchors", "/v1/trust-anchors".into(), [401, 200, 200, 200, 200, 200, 200, 200, 200, 200]),
         (
             "GET access log",
             format!("/v1/owners/{OWNER}/access-log"),
+            [401, 200, 403, 403, 403, 403, 403, 403, 403, 403],
+        ),
+        (
+            "GET owner's log entries",
+            format!("/v1/owners/{OWNER}/log-entries"),
             [401, 200, 403, 403, 403, 403, 403, 403, 403, 403],
         ),
     ];
@@ -583,6 +588,7 @@ async fn the_served_openapi_document_is_the_checked_in_one_and_describes_every_r
         ("post", "/v1/records/{id}/revocation"),
         ("get", "/v1/owners/{owner}/records"),
         ("get", "/v1/owners/{owner}/access-log"),
+        ("get", "/v1/owners/{owner}/log-entries"),
         ("get", "/v1/certificates"),
         ("post", "/v1/certificates"),
         ("post", "/v1/certificates/{id}/revocation"),

@@ -217,6 +217,31 @@ fn deposit_fetch_see_the_access_revoke_and_restart() {
         kho(&config, &["checkpoint", "--server", &server.base, "--vault-key", other_key.to_str().expect("path")]);
     assert_eq!(forged.status.code(), Some(3), "a checkpoint checked under another key fails: {}", text(&forged));
 
+    // The citizen checks that their access log is complete: once a checkpoint covers the officer's
+    // three attempts (denied; then the record and its content), the owner's chain (the deposit and
+    // the accesses) walks back from the head the owner map commits to, and the access events in it
+    // are exactly the three listed.
+    let verify_args = |key: &std::path::Path| -> Vec<String> {
+        [
+            vec!["access-log".to_owned(), OWNER.to_owned(), "--verify".into(), "--vault-key".into()],
+            vec![key.display().to_string()],
+            client(&citizen),
+        ]
+        .concat()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let verified = kho(&config, &verify_args(&vault_key).iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(verified.status.success(), "{}", text(&verified));
+        if text(&verified).contains("access events 3, all listed; records and status changes 1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the accesses were never covered: {}", text(&verified));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let forged = kho(&config, &verify_args(&other_key).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(forged.status.code(), Some(3), "checked under another key: {}", text(&forged));
+
     // The issuer revokes; everyone sees the new status.
     let revocation = Signed::sign(
         RecordRevocation {

@@ -1,10 +1,12 @@
 //! Arbitrary input to every parser of the transparency log's untrusted bytes (entries, access events,
-//! signed notes, checkpoints, tile paths) and to both proof verifiers: never a panic; whatever decodes
+//! signed notes, checkpoints, tile paths, owner-map values) and to the three proof verifiers (inclusion,
+//! consistency, owner map): never a panic; whatever decodes
 //! re-encodes canonically.
 #![no_main]
 
 use kho::log::checkpoint::{self, Note};
-use kho::log::{verify_consistency, verify_inclusion, Checkpoint, Entry, Tile};
+use kho::log::map::{self, MapProof};
+use kho::log::{verify_consistency, verify_inclusion, ChainHead, Checkpoint, Entry, Tile};
 use kho::statement::SecretKey;
 use kho::vault::AccessEvent;
 use libfuzzer_sys::fuzz_target;
@@ -13,6 +15,9 @@ fuzz_target!(|input: (&[u8], u64, u64, Vec<[u8; 32]>)| {
     let (bytes, first, second, hashes) = input;
     if let Ok(entry) = Entry::decode(bytes) {
         assert_eq!(entry.encode(), bytes);
+    }
+    if let Ok(head) = ChainHead::decode(bytes) {
+        assert_eq!(head.encode(), bytes);
     }
     if let Ok(event) = AccessEvent::decode(bytes) {
         assert_eq!(event.encode(), bytes);
@@ -33,4 +38,7 @@ fuzz_target!(|input: (&[u8], u64, u64, Vec<[u8; 32]>)| {
     let (leaf, root) = ([0u8; 32], [1u8; 32]);
     let _ = verify_inclusion(first, second, &leaf, &hashes, &root);
     let _ = verify_consistency(first, second, &leaf, &root, &hashes);
+    let key = hashes.first().copied().unwrap_or_default();
+    let leaf = (first % 3 == 0).then(|| (hashes.last().copied().unwrap_or_default(), bytes.to_vec()));
+    let _ = map::verify(&root, &key, &MapProof { siblings: hashes, leaf });
 });

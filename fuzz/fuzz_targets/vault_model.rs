@@ -374,10 +374,15 @@ fn check_checkpoint(
 }
 
 /// The tree of the vault's first `size` leaves, rebuilt from their bytes.
+/// The tree of the first `size` leaves, replaying them as an auditor does: every owner link extends
+/// its chain and every owner-map commitment is the map of the entries before it.
 fn tree_of(vault: &Vault, size: u64) -> Result<kho::log::MemoryTree, String> {
     let mut tree = kho::log::MemoryTree::new();
+    let mut rebuild = kho::log::chain::Rebuild::new();
     for index in 0..size {
-        tree.push(kho::log::leaf_hash(&vault.log_entry(index).map_err(|e| e.to_string())?.expect("entry")));
+        let bytes = vault.log_entry(index).map_err(|e| e.to_string())?.expect("entry");
+        rebuild.push(&bytes).unwrap_or_else(|e| panic!("the log's owner chains or map: {e}"));
+        tree.push(kho::log::leaf_hash(&bytes));
     }
     Ok(tree)
 }

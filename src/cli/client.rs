@@ -209,18 +209,164 @@ pub(super) fn ls(
 
 pub(super) fn access_log(client: &ClientArgs, owner: &str) -> anyhow::Result<ExitCode> {
     each_page(client, &format!("/v1/owners/{owner}/access-log"), &[], |page| {
-        for entry in page["entries"].as_array().into_iter().flatten() {
-            println!(
-                "{}  {:<8} {:<20} {:<14} {:<13} purpose {:<20} {} {}",
-                entry["at"].as_str().unwrap_or("?"),
-                entry["role"].as_str().unwrap_or("?"),
-                entry["subject"].as_str().unwrap_or("?"),
-                entry["agency"].as_str().unwrap_or("-"),
-                entry["action"].as_str().unwrap_or("?"),
-                entry["purpose"].as_str().unwrap_or("-"),
-                entry["outcome"]["outcome"].as_str().unwrap_or("?"),
-                entry["outcome"]["reason"].as_str().unwrap_or(""),
-            );
-        }
+        page["entries"].as_array().into_iter().flatten().for_each(print_access_entry);
     })
+}
+
+fn print_access_entry(entry: &serde_json::Value) {
+    println!(
+        "{}  {:<8} {:<20} {:<14} {:<13} purpose {:<20} {} {}",
+        entry["at"].as_str().unwrap_or("?"),
+        entry["role"].as_str().unwrap_or("?"),
+        entry["subject"].as_str().unwrap_or("?"),
+        entry["agency"].as_str().unwrap_or("-"),
+        entry["action"].as_str().unwrap_or("?"),
+        entry["purpose"].as_str().unwrap_or("-"),
+        entry["outcome"]["outcome"].as_str().unwrap_or("?"),
+        entry["outcome"]["reason"].as_str().unwrap_or(""),
+    );
+}
+
+/// `kho access-log --verify`: prints the access log, then checks it is complete (docs/FORMAT.md 4.4):
+/// the checkpoint verifies under the vault key, the owner-map commitment is in it, the map proves the
+/// owner's chain head, the owner's chain walks back from that head link by link, and the access events
+/// in the chain below the commitment are exactly the ones listed, each listed as its canonical bytes
+/// say.
+pub(super) fn verify_access_log(
+    client: &ClientArgs,
+    owner: &str,
+    vault_key: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let key = keys::read_public_key(vault_key)?;
+    let owner_id = crate::ids::OwnerId::parse(owner)?;
+    let mut listed = Vec::new();
+    let mut completeness = serde_json::Value::Null;
+    let code = each_page(client, &format!("/v1/owners/{owner}/access-log"), &[], |page| {
+        listed.extend(page["entries"].as_array().into_iter().flatten().cloned());
+        if completeness.is_null() {
+            completeness = page["completeness"].clone();
+        }
+    })?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    listed.iter().for_each(print_access_entry);
+    if completeness.is_null() {
+        eprintln!("error: the server has signed no checkpoint yet; try again in a second");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let evidence = parse_completeness(&completeness, &key)?;
+    let evidence = match evidence {
+        Ok(evidence) => evidence,
+        Err(message) => return Ok(invalid(&message)),
+    };
+    let mut chain = Vec::new();
+    let mut before = completeness["owner_map"]["head"]["log_index"].as_u64().map(|index| index + 1);
+    while let Some(next) = before {
+        let request = authorized(client, agent().get(url(client, &format!("/v1/owners/{owner}/log-entries"))))
+            .query("before", next.to_string());
+        let mut response = request.call().map_err(|e| unreachable(client, e))?;
+        if !response.status().is_success() {
+            return Ok(refused(response));
+        }
+        let page = json_body(&mut response)?;
+        for entry in page["entries"].as_array().into_iter().flatten() {
+            let index = entry["log_index"].as_u64().context("a chain entry without a log index")?;
+            chain.push((index, base64_field(&entry["entry_base64"])?));
+        }
+        before = page["next_before"].as_u64();
+    }
+    let (checkpoint, commitment_entry, commitment_proof, map_proof, commitment_index) = &evidence;
+    let evidence = crate::log::chain::CompletenessEvidence {
+        checkpoint,
+        commitment_index: *commitment_index,
+        commitment_entry,
+        commitment_proof,
+        map_proof,
+    };
+    let complete = match crate::log::chain::verify_completeness(&owner_id, &evidence, &chain) {
+        Ok(complete) => complete,
+        Err(error) => return Ok(invalid(&format!("the owner's chain is not complete: {error}"))),
+    };
+    // The chain's access events, by log index and id, against the listed ones below the commitment.
+    let in_chain: std::collections::BTreeMap<u64, Digest> = complete
+        .entries
+        .iter()
+        .filter(|(_, entry)| entry.kind == crate::log::KIND_ACCESS_EVENT)
+        .map(|(index, entry)| (*index, entry.id))
+        .collect();
+    let mut shown = std::collections::BTreeMap::new();
+    let mut newer = 0;
+    for entry in &listed {
+        let index = entry["log_index"].as_u64().context("an access entry without a log index")?;
+        let canonical = base64_field(&entry["canonical_base64"])?;
+        let event = match crate::vault::AccessEvent::decode(&canonical) {
+            Ok(event) if crate::json::access_event_json(index, &event) == *entry => event,
+            _ => return Ok(invalid(&format!("access entry {index} is not what its canonical bytes say"))),
+        };
+        if index < *commitment_index {
+            shown.insert(index, event.id());
+        } else {
+            newer += 1;
+        }
+    }
+    if in_chain != shown {
+        let hidden = in_chain.keys().filter(|index| !shown.contains_key(index)).count();
+        let extra = shown.keys().filter(|index| !in_chain.contains_key(index)).count();
+        return Ok(invalid(&format!(
+            "the access log is not the one the log commits to: {hidden} committed access events are not listed, \
+             {extra} listed ones are not in the owner's chain (or differ)"
+        )));
+    }
+    let through = completeness["complete_through"]["at"].as_str().unwrap_or("?");
+    eprintln!(
+        "verified: complete through log entry {commitment_index} ({through}): access events {}, all listed; records \
+         and status changes {}; checkpoint of {} entries signed by {}{}",
+        in_chain.len(),
+        complete.entries.len() - in_chain.len(),
+        checkpoint.size,
+        crate::log::checkpoint::verifier_key(&checkpoint.origin, &key),
+        if newer > 0 { format!("; {newer} newer access events are not covered yet") } else { String::new() },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn invalid(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_INVALID)
+}
+
+fn base64_field(value: &serde_json::Value) -> anyhow::Result<Vec<u8>> {
+    let text = value.as_str().context("a base64 field is missing")?;
+    base64::engine::general_purpose::STANDARD.decode(text).context("a base64 field does not decode")
+}
+
+type Evidence = (crate::log::Checkpoint, Vec<u8>, Vec<crate::log::Hash>, crate::log::map::MapProof, u64);
+
+/// The completeness evidence of an access-log answer, its checkpoint's signature checked; the inner
+/// error says what does not verify.
+fn parse_completeness(
+    value: &serde_json::Value,
+    key: &crate::statement::PublicKey,
+) -> anyhow::Result<Result<Evidence, String>> {
+    let note = value["checkpoint"].as_str().context("no checkpoint in the completeness evidence")?;
+    let origin = note.lines().next().unwrap_or_default();
+    let checkpoint = match crate::log::checkpoint::open(note, origin, key) {
+        Ok(checkpoint) => checkpoint,
+        Err(error) => return Ok(Err(format!("the checkpoint does not verify under the vault key: {error}"))),
+    };
+    let hashes = |value: &serde_json::Value| -> anyhow::Result<Vec<crate::log::Hash>> {
+        value.as_array().context("hashes are missing")?.iter().map(super::log::parse_hash).collect()
+    };
+    let commitment = &value["commitment"];
+    let commitment_index = commitment["log_index"].as_u64().context("no commitment index")?;
+    let commitment_entry = base64_field(&commitment["entry_base64"])?;
+    let commitment_proof = hashes(&commitment["inclusion_proof"])?;
+    let proof = &value["owner_map"]["proof"];
+    let leaf = match &proof["leaf"] {
+        serde_json::Value::Null => None,
+        leaf => Some((super::log::parse_hash(&leaf["key"])?, base64_field(&leaf["value_base64"])?)),
+    };
+    let map_proof = crate::log::map::MapProof { siblings: hashes(&proof["siblings"])?, leaf };
+    Ok(Ok((checkpoint, commitment_entry, commitment_proof, map_proof, commitment_index)))
 }

@@ -71,7 +71,7 @@ fn open_note(client: &LogClientArgs, key: &PublicKey, note: &str) -> Result<Chec
     })
 }
 
-fn parse_hash(value: &serde_json::Value) -> anyhow::Result<Hash> {
+pub(super) fn parse_hash(value: &serde_json::Value) -> anyhow::Result<Hash> {
     let bytes = hex::decode(value.as_str().context("a hash is not text")?).context("a hash is not hex")?;
     Hash::try_from(bytes).map_err(|_| anyhow::anyhow!("a hash is not 32 bytes"))
 }

@@ -114,6 +114,13 @@ enum Command {
     /// Show who read an owner's documents (the owner's own token).
     AccessLog {
         owner: String,
+        /// Also check that the list is complete: every access to the owner's data up to the newest
+        /// owner-map commitment in a checkpoint signed by the vault key, and nothing else.
+        #[arg(long, requires = "vault_key")]
+        verify: bool,
+        /// The vault's public key (PEM), obtained out of band; needed by --verify.
+        #[arg(long)]
+        vault_key: Option<PathBuf>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -354,7 +361,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Deposit(args) => client::deposit(*args),
         Command::Get { id, out, client } => client::get(&client, &id, out),
         Command::Ls { owner, document_type, status, client } => client::ls(&client, &owner, document_type, status),
-        Command::AccessLog { owner, client } => client::access_log(&client, &owner),
+        Command::AccessLog { owner, verify: false, client, .. } => client::access_log(&client, &owner),
+        Command::AccessLog { owner, vault_key, client, .. } => {
+            let vault_key = vault_key.context("--verify needs --vault-key")?;
+            client::verify_access_log(&client, &owner, &vault_key)
+        }
         Command::Checkpoint(client) => log::checkpoint(&client),
         Command::Proof(command) => log::proof(command),
     }

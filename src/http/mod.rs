@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use crate::ids::{now_unix_ms, Code, Digest, OwnerId};
 use crate::json;
 use crate::statement::{CertificateRevocation, PublicKey, Record, RecordRevocation, Signed};
-use crate::vault::{DepositError, ListFilter, RecordView, StatusKind, Vault, PAGE_SIZE_DEFAULT};
+use crate::vault::{DepositError, ListFilter, ProofQueryError, RecordView, StatusKind, Vault, PAGE_SIZE_DEFAULT};
 
 pub use access::{decide, Decision, Resource};
 pub use auth::{Authenticator, Principal, Role};
@@ -103,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/records/{id}/revocation", post(revoke_record))
         .route("/v1/owners/{owner}/records", get(list_records))
         .route("/v1/owners/{owner}/access-log", get(access_log))
+        .route("/v1/owners/{owner}/log-entries", get(owner_log_entries))
         .route("/v1/certificates", get(list_certificates).post(add_certificate))
         .route("/v1/certificates/{id}/revocation", post(revoke_certificate))
         .route("/v1/trust-anchors", get(trust_anchors))
@@ -581,11 +582,50 @@ async fn access_log(
     });
     let resource = Resource::AccessLog { owner: owner.clone() };
     let (query, limit) = guard(&state, &principal, resource, None, purpose(&headers), request).await?;
-    let page = state.blocking(move |vault| vault.access_log(&owner, query.cursor.as_deref(), limit)).await??;
+    let (page, completeness) = state
+        .blocking(move |vault| {
+            let page = vault.access_log(&owner, query.cursor.as_deref(), limit)?;
+            let completeness = match vault.completeness(&owner) {
+                Ok(completeness) => Some(json::completeness_json(&owner, &completeness)),
+                Err(ProofQueryError::NoCheckpoint) => None,
+                Err(error) => return Err(ApiError::from(error)),
+            };
+            Ok::<_, ApiError>((page, completeness))
+        })
+        .await??;
     Ok(Json(json!({
         "entries": page.entries.iter().map(|(sequence, event)| json::access_event_json(*sequence, event)).collect::<Vec<_>>(),
         "next_cursor": page.next_cursor,
+        "completeness": completeness,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChainQuery {
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// The owner's chain entries covered by the owner map (leaf bytes), newest first: what the owner
+/// walks to check the access log's completeness. Same readers as the access log.
+async fn owner_log_entries(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(owner): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<ChainQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let owner = parse_owner(&owner)?;
+    let request = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text())).and_then(|Query(query)| {
+        let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
+        crate::vault::check_page(None, limit)?;
+        Ok((query.before, limit))
+    });
+    let resource = Resource::AccessLog { owner: owner.clone() };
+    let (before, limit) = guard(&state, &principal, resource, None, purpose(&headers), request).await?;
+    let page = state.blocking(move |vault| vault.owner_chain(&owner, before, limit)).await??;
+    Ok(Json(json::chain_page_json(&page)))
 }
 
 // ----- certificates and trust -----

@@ -128,8 +128,32 @@ const OPERATIONS: &[Operation] = &[
         ],
         body: None,
         responses: &[
-            ("200", "a page of access events and next_cursor"),
+            (
+                "200",
+                "a page of access events, next_cursor, and completeness: the newest checkpoint, the owner-map \
+                 commitment with its inclusion proof, and the owner's chain head with its map proof (null before \
+                 the first checkpoint); see docs/FORMAT.md 4.4",
+            ),
             ("400", "malformed owner, cursor or limit"),
+            UNAUTHENTICATED,
+            ("403", "not the owner"),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/owners/{owner}/log-entries",
+        summary: "The owner's chain in the log (records, status changes, accesses) as leaf bytes, newest first, \
+                  up to the newest owner-map commitment: what proves the access log complete",
+        roles: "citizen (own)",
+        parameters: &[
+            OWNER,
+            ("before", "query", "only entries with a log index below this (next_before of the previous page)"),
+            ("limit", "query", "page size, 1 to 1000, default 50"),
+        ],
+        body: None,
+        responses: &[
+            ("200", "entries (log_index, entry_base64) and next_before"),
+            ("400", "malformed owner, before or limit"),
             UNAUTHENTICATED,
             ("403", "not the owner"),
         ],

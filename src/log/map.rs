@@ -376,6 +376,35 @@ mod tests {
         }
     }
 
+    /// The vector of docs/FORMAT.md section 4.6, computed there independently.
+    #[test]
+    fn the_documented_vector() {
+        use crate::log::ChainHead;
+        let hex = |h: &[u8]| hex::encode(h);
+        let first = owner_key(&OwnerId::parse("001204012345").expect("owner"));
+        let second = owner_key(&OwnerId::parse("079088001234").expect("owner"));
+        assert_eq!(hex(&first), "3b1927a2fa2da9281d095598b612c46c040b614d3eeaa4dd3d78e6a7b4a96209");
+        let mut head = [0; 32];
+        head.copy_from_slice(
+            &hex::decode("731be7e9c4ea5f5e61555a00bf5e3e17367940916a5f8bbd8559bb9438e1a523").expect("hex"),
+        );
+        let first_value = ChainHead { length: 1, index: 1, head }.encode();
+        let second_value = ChainHead { length: 3, index: 7, head: [0; 32] }.encode();
+        assert_eq!(
+            hex(&leaf_hash(&first, &first_value)),
+            "db1fd86256d9ef27adca9fa06f8c61fc83314836f6ffc3dca08213312eb0ecfe"
+        );
+        let both = BTreeMap::from([(first, first_value), (second, second_value)]);
+        let root = root_of(&both);
+        assert_eq!(hex(&root), "02e1cd62390c59e4f6749f29d95d6f3bec02857a404bf0fac2809a4d541dd325");
+        let mut map = Memory(MapWrites::default());
+        assert_eq!(map.apply(&both), root);
+        let proof = prove(&map.source(), &first).expect("prove");
+        assert_eq!(proof.siblings.len(), 2);
+        assert_eq!(hex(&proof.siblings[0]), hex(&EMPTY));
+        assert_eq!(hex(&proof.siblings[1]), "42d7f2f138ee74c7418d822b2f764e02f6046dc0348a99c5fddd64242630adde");
+    }
+
     #[test]
     fn an_update_reads_and_writes_only_the_paths_it_changes() {
         let mut map = Memory(MapWrites::default());

@@ -6,7 +6,11 @@ consistency proof (RFC 9162 section 2.1), and log entries rebuilt from their fie
 usage: verify_log.py PROOFS.json
 PROOFS.json holds {"vault_key_hex", "origin", "checkpoint_note", "old_checkpoint_note",
 "inclusions": [{"index", "leaf_hash", "hashes"}], "consistency": [hex...],
-"entries": [{"index", "entry_hex", "kind", "accepted_at_ms", "id", "owner"?, "position"?, "previous"?}]}.
+"entries": [{"index", "entry_hex", "kind", "accepted_at_ms", "id", "owner"?, "position"?, "previous"?}],
+"map_proofs": [{"owner", "root", "siblings": [hex...], "leaf": {"key", "value"} or null, "value": hex or null}]}.
+When the entries start at index 0, it also replays them: every owner link must extend its owner's
+chain, and every owner-map commitment (kind 7) must be the root of the owner map rebuilt so far
+(docs/FORMAT.md section 4.4).
 Prints one line per check and a JSON summary; exits 1 if any check fails.
 """
 
@@ -122,6 +126,64 @@ def build_entry(fields):
             + bytes.fromhex(fields["previous"]))
 
 
+def map_leaf_hash(key, value):
+    return sha256(b"\x02" + key + value)
+
+
+def map_node_hash(left, right):
+    return sha256(b"\x03" + left + right)
+
+
+def bit(key, depth):
+    return (key[depth // 8] >> (7 - depth % 8)) & 1
+
+
+def map_root(leaves, depth=0):
+    """The owner map's root from its (key, value) pairs sorted by key (section 4.4)."""
+    if not leaves:
+        return bytes(32)
+    if len(leaves) == 1:
+        return map_leaf_hash(*leaves[0])
+    split = next((i for i, (key, _) in enumerate(leaves) if bit(key, depth)), len(leaves))
+    return map_node_hash(map_root(leaves[:split], depth + 1), map_root(leaves[split:], depth + 1))
+
+
+def verify_map_proof(root, key, siblings, leaf):
+    """The key's value if the proof shows it present, None if absent; raises ValueError if it fails."""
+    depth = len(siblings)
+    if leaf is None:
+        current = bytes(32)
+    else:
+        leaf_key, value = leaf
+        if any(bit(leaf_key, d) != bit(key, d) for d in range(depth)):
+            raise ValueError("the proof's leaf is off the key's path")
+        current = map_leaf_hash(leaf_key, value)
+    for d in reversed(range(depth)):
+        current = map_node_hash(siblings[d], current) if bit(key, d) else map_node_hash(current, siblings[d])
+    if current != root:
+        raise ValueError("the proof does not lead to the root")
+    return leaf[1] if leaf is not None and leaf[0] == key else None
+
+
+def replay(entries, check):
+    """Rebuilds owner chains and the owner map from entries 0.. and checks each link and commitment."""
+    heads = {}
+    for fields in entries:
+        entry = bytes.fromhex(fields["entry_hex"])
+        index = fields["index"]
+        if fields.get("owner") is not None:
+            key = sha256(fields["owner"].encode())
+            length, _, head = heads.get(key, (0, 0, bytes(32)))
+            ok = fields["position"] == length + 1 and bytes.fromhex(fields["previous"]) == head
+            if not ok:
+                check("entry %d extends its owner's chain" % index, False)
+            heads[key] = (fields["position"], index, leaf_hash(entry))
+        if fields["kind"] == 7:
+            leaves = sorted((key, struct.pack(">QQ", n, i) + h) for key, (n, i, h) in heads.items())
+            check("owner-map commitment %d is the map of the entries before it" % index,
+                  map_root(leaves).hex() == fields["id"])
+
+
 def main(argv):
     if len(argv) != 2:
         print(__doc__)
@@ -156,6 +218,18 @@ def main(argv):
         rebuilt = build_entry(fields)
         ok = rebuilt.hex() == fields["entry_hex"] and leaf_hash(rebuilt).hex() == leaves.get(fields["index"])
         check("entry %d rebuilt from its fields matches its leaf" % fields["index"], ok)
+    entries = sorted(data.get("entries", []), key=lambda fields: fields["index"])
+    if entries and [e["index"] for e in entries] == list(range(len(entries))):
+        replay(entries, check)
+    for proof in data.get("map_proofs", []):
+        leaf = proof["leaf"] and (bytes.fromhex(proof["leaf"]["key"]), bytes.fromhex(proof["leaf"]["value"]))
+        try:
+            value = verify_map_proof(bytes.fromhex(proof["root"]), sha256(proof["owner"].encode()),
+                                     [bytes.fromhex(h) for h in proof["siblings"]], leaf)
+            ok = (value.hex() if value is not None else None) == proof["value"]
+        except ValueError:
+            ok = False
+        check("owner map proof for %s" % proof["owner"], ok)
     print(json.dumps({"tree_size": size, "root": root.hex(), "checks": len(results),
                       "failed": [name for name, ok in results if not ok]}, indent=1))
     return 0 if all(ok for _, ok in results) else 1
