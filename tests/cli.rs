@@ -4,6 +4,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use kho::ids::{now_unix_ms, Title};
+use kho::statement::{Receipt, Signed};
+use kho::vault::{Vault, VaultConfig};
+
 fn kho(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kho")).current_dir(dir).args(args).output().expect("run kho")
 }
@@ -61,20 +65,80 @@ fn keys_certificates_signing_and_offline_verification() {
     let out = ok(d, &[SIGN, &["birth.pdf"]].concat());
     assert!(out.contains("record ") && out.contains("birth.pdf.kho-record"), "{out}");
 
-    let verify = ["verify", "birth.pdf", "--certificate", "issuer.kho-cert", "--anchor", "anchor.pub.pem"];
-    let out = ok(d, &verify);
-    assert!(out.contains("VERIFIED"), "{out}");
+    // Offline verification needs the vault's receipt: before the record is accepted there is none.
+    let verify =
+        ["verify", "birth.pdf", "--certificate", "issuer.kho-cert", "--anchor", "anchor.pub.pem", "--vault-key"];
+    let verify = [&verify[..], &["vault/vault-key.pub.pem"]].concat();
+    let output = kho(d, &["keygen", "vault-stand-in"]);
+    assert!(output.status.success());
+    let unaccepted = [&verify[..verify.len() - 1], &["vault-stand-in.pub.pem"]].concat();
+    let output = kho(d, &unaccepted);
+    assert_eq!(output.status.code(), Some(3), "no receipt, no verdict: {}", text(&output));
+    assert!(text(&output).contains("birth.pdf.kho-receipt"), "{}", text(&output));
 
-    // An altered document, a certificate checked against another anchor: exit 3 with the reason.
+    // Imported into a vault, the receipt is kept beside the document and the record verifies.
+    std::fs::write(
+        d.join("import.json"),
+        r#"{"certificates": ["issuer.kho-cert"], "documents": [{"file": "birth.pdf"}]}"#,
+    )
+    .expect("manifest");
+    ok(d, &["import", "import.json", "--data-dir", "vault", "--anchor", "anchor.pub.pem"]);
+    let out = ok(d, &verify);
+    assert!(out.contains("VERIFIED") && out.contains("when the vault accepted the record"), "{out}");
+
+    // An altered document, a certificate checked against another anchor, a receipt checked against
+    // another key: exit 3 with the reason.
     std::fs::write(d.join("birth.pdf"), b"%PDF-1.7 a birth certificatE").expect("alter");
     let output = kho(d, &verify);
     assert_eq!(output.status.code(), Some(3));
     assert!(text(&output).contains("FAIL BLAKE3"), "{}", text(&output));
     std::fs::write(d.join("birth.pdf"), b"%PDF-1.7 a birth certificate").expect("restore");
     ok(d, &["keygen", "stranger"]);
-    let output = kho(d, &["verify", "birth.pdf", "--certificate", "issuer.kho-cert", "--anchor", "stranger.pub.pem"]);
+    let stranger_anchor: Vec<&str> =
+        verify.iter().map(|arg| if *arg == "anchor.pub.pem" { "stranger.pub.pem" } else { arg }).collect();
+    let output = kho(d, &stranger_anchor);
     assert_eq!(output.status.code(), Some(3));
     assert!(text(&output).contains("FAIL certificate"), "{}", text(&output));
+    let output = kho(d, &unaccepted);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(text(&output).contains("FAIL the receipt is signed by the vault key"), "{}", text(&output));
+
+    // The rule is the vault's: the key must be unrevoked when the vault accepted the record. A
+    // revocation accepted after the record leaves it valid; one accepted before it (shown here by a
+    // receipt the vault key signs for a later time) fails, whatever the record's own signed_at says.
+    let (revocation, revocation_receipt) = {
+        let anchor = kho::keys::read_secret_key(&d.join("anchor.pem")).expect("anchor");
+        let vault = Vault::open(VaultConfig::new(d.join("vault"), vec![anchor.public_key()])).expect("vault");
+        let certificate = vault.certificates().expect("certificates").remove(0).certificate;
+        let revocation = Signed::sign(
+            kho::statement::CertificateRevocation {
+                certificate: certificate.id(),
+                reason: Title::parse("key compromised").expect("reason"),
+                signed_at_ms: now_unix_ms(),
+            },
+            &anchor,
+        );
+        let accepted = vault.revoke_certificate(&revocation.to_envelope()).expect("revoke");
+        (revocation, accepted.receipt)
+    };
+    std::fs::write(d.join("revocation.kho-revocation"), revocation.to_envelope()).expect("revocation");
+    std::fs::write(d.join("revocation.kho-receipt"), revocation_receipt.to_envelope()).expect("receipt");
+    let with_revocation = [
+        &verify[..],
+        &["--certificate-revocation", "revocation.kho-revocation", "--revocation-receipt", "revocation.kho-receipt"],
+    ]
+    .concat();
+    let out = ok(d, &with_revocation);
+    assert!(out.contains("after the vault accepted the record") && out.contains("VERIFIED"), "{out}");
+    let vault_key = kho::keys::read_secret_key(&d.join("vault/vault-key.pem")).expect("vault key");
+    let original = Signed::<Receipt>::from_envelope(&std::fs::read(d.join("birth.pdf.kho-receipt")).expect("receipt"))
+        .expect("receipt");
+    let late = Receipt { accepted_at_ms: revocation_receipt.body().accepted_at_ms + 1, ..original.body().clone() };
+    std::fs::write(d.join("birth.pdf.kho-receipt"), Signed::sign(late, &vault_key).to_envelope()).expect("late");
+    let output = kho(d, &with_revocation);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert!(text(&output).contains("FAIL the certificate was revoked at"), "{}", text(&output));
+    assert!(text(&output).contains("before the vault accepted the record"), "{}", text(&output));
 
     let shown = ok(d, &["show", "birth.pdf.kho-record"]);
     let json: serde_json::Value = serde_json::from_str(&shown).expect("show prints JSON");
@@ -170,6 +234,8 @@ fn demo_builds_a_vault_whose_documents_verify() {
             "demo/issuer-0.kho-cert",
             "--anchor",
             "demo/anchor.pub.pem",
+            "--vault-key",
+            "demo/data/vault-key.pub.pem",
         ],
     );
     assert!(out.contains("VERIFIED"), "{out}");

@@ -174,6 +174,24 @@ fn deposit_fetch_see_the_access_revoke_and_restart() {
     let allowed = get(&officer, Some(PURPOSE));
     assert!(allowed.status.success(), "{}", text(&allowed));
     assert_eq!(std::fs::read(&got).expect("downloaded"), content);
+    // The record and receipt are kept beside it, and the download verifies offline by the vault's rule.
+    let vault_public = d.join("data").join("vault-key.pub.pem");
+    let path = |p: &std::path::Path| p.display().to_string();
+    let verified = kho(
+        &config,
+        &[
+            "verify",
+            &path(&got),
+            "--certificate",
+            &path(&d.join("issuer.kho-cert")),
+            "--anchor",
+            &path(&d.join("anchor.pub.pem")),
+            "--vault-key",
+            &path(&vault_public),
+        ],
+    );
+    assert!(verified.status.success() && text(&verified).contains("VERIFIED"), "{}", text(&verified));
+    assert!(d.join("birth.pdf.kho-receipt").is_file(), "kho deposit keeps the receipt beside the document");
 
     // The citizen sees both attempts, with the officer's purpose and the outcome.
     let args: Vec<String> = [vec!["access-log".to_owned(), OWNER.to_owned()], client(&citizen)].concat();

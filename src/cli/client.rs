@@ -77,14 +77,35 @@ pub(super) fn deposit(args: DepositArgs) -> anyhow::Result<ExitCode> {
         return Ok(refused(response));
     }
     let view = json_body(&mut response)?;
+    let receipt = match verified_receipt(&view, record.id()) {
+        Ok(receipt) => receipt,
+        Err(code) => return Ok(code),
+    };
+    let receipt_path = super::with_suffix(&args.file, super::RECEIPT_SUFFIX);
+    std::fs::write(&receipt_path, receipt.to_envelope()).with_context(|| {
+        format!("the deposit is stored, but its receipt cannot be kept in {}", receipt_path.display())
+    })?;
     println!(
-        "deposited {} as record {} (log entry #{}, {})",
+        "deposited {} as record {} (log entry #{}, {}); receipt in {}",
         args.file.display(),
         record.id(),
         view["receipt"]["log_index"],
-        if response.status().as_u16() == 201 { "new" } else { "already there" }
+        if response.status().as_u16() == 201 { "new" } else { "already there" },
+        receipt_path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The receipt in a record view, checked to be a signed receipt for record `id`.
+fn verified_receipt(view: &serde_json::Value, id: Digest) -> Result<Signed<Receipt>, ExitCode> {
+    let envelope = base64_field(&view["receipt"]["envelope_base64"]).unwrap_or_default();
+    match Signed::<Receipt>::from_envelope(&envelope) {
+        Ok(receipt) if receipt.body().statement == id => Ok(receipt),
+        _ => {
+            eprintln!("error: the receipt from the server does not verify for this record");
+            Err(ExitCode::from(EXIT_INVALID))
+        }
+    }
 }
 
 pub(super) fn get(client: &ClientArgs, id: &str, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -96,11 +117,8 @@ pub(super) fn get(client: &ClientArgs, id: &str, out: Option<PathBuf>) -> anyhow
         return Ok(refused(response));
     }
     let view = json_body(&mut response)?;
-    let decode = |field: &serde_json::Value| {
-        base64::engine::general_purpose::STANDARD.decode(field.as_str().unwrap_or_default()).unwrap_or_default()
-    };
     // Verify locally: the record's signature and id, and the receipt's signature and subject.
-    let record = match Signed::<Record>::from_envelope(&decode(&view["envelope_base64"])) {
+    let record = match Signed::<Record>::from_envelope(&base64_field(&view["envelope_base64"]).unwrap_or_default()) {
         Ok(record) if record.id() == id => record,
         Ok(_) => anyhow::bail!("the server returned another record than {id}"),
         Err(error) => {
@@ -108,13 +126,10 @@ pub(super) fn get(client: &ClientArgs, id: &str, out: Option<PathBuf>) -> anyhow
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };
-    match Signed::<Receipt>::from_envelope(&decode(&view["receipt"]["envelope_base64"])) {
-        Ok(receipt) if receipt.body().statement == id => {}
-        _ => {
-            eprintln!("error: the receipt from the server does not verify for this record");
-            return Ok(ExitCode::from(EXIT_INVALID));
-        }
-    }
+    let receipt = match verified_receipt(&view, id) {
+        Ok(receipt) => receipt,
+        Err(code) => return Ok(code),
+    };
     let out = out.unwrap_or_else(|| PathBuf::from(id.to_hex()));
     let mut response = authorized(client, agent().get(url(client, &format!("/v1/records/{id}/content"))))
         .call()
@@ -146,6 +161,10 @@ pub(super) fn get(client: &ClientArgs, id: &str, out: Option<PathBuf>) -> anyhow
         eprintln!("error: the downloaded document does not match its signed record; nothing was kept");
         return Ok(ExitCode::from(EXIT_INVALID));
     }
+    // The evidence beside the document, for `kho verify` later and elsewhere.
+    std::fs::write(super::with_suffix(&out, super::RECORD_SUFFIX), record.to_envelope())
+        .and_then(|()| std::fs::write(super::with_suffix(&out, super::RECEIPT_SUFFIX), receipt.to_envelope()))
+        .with_context(|| format!("cannot keep the record and receipt beside {}", out.display()))?;
     println!(
         "{}: {} ({}), issued by {}, status {}; signature, receipt and content verified",
         out.display(),

@@ -35,6 +35,8 @@ pub const EXIT_NOT_FOUND: u8 = 5;
 /// File name suffixes the tools write and `import` looks for.
 pub const RECORD_SUFFIX: &str = ".kho-record";
 pub const CERTIFICATE_SUFFIX: &str = ".kho-cert";
+/// The vault's receipt for a record, kept beside its document by `import`, `deposit`, `get` and `demo`.
+pub const RECEIPT_SUFFIX: &str = ".kho-receipt";
 
 #[derive(Parser)]
 #[command(name = "kho", version, about = "Kho: the e-data warehouse storage engine")]
@@ -281,12 +283,25 @@ struct VerifyArgs {
     /// Its record; default FILE.kho-record.
     #[arg(long)]
     record: Option<PathBuf>,
+    /// The vault's receipt for the record; default FILE.kho-receipt. The key must have been certified,
+    /// and not revoked, when the vault accepted the record (the receipt's time), as the vault checks.
+    #[arg(long)]
+    receipt: Option<PathBuf>,
     /// The issuer's key certificate.
     #[arg(long)]
     certificate: PathBuf,
     /// The trust anchor's public key.
     #[arg(long)]
     anchor: PathBuf,
+    /// The vault's public key (PEM), which signs receipts (`vault-key.pub.pem` in its data folder).
+    #[arg(long)]
+    vault_key: PathBuf,
+    /// The certificate's revocation, if it was revoked (`GET /v1/certificates` gives it).
+    #[arg(long, requires = "revocation_receipt")]
+    certificate_revocation: Option<PathBuf>,
+    /// The vault's receipt for that revocation: it counts from the time the vault accepted it.
+    #[arg(long, requires = "certificate_revocation")]
+    revocation_receipt: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -452,7 +467,9 @@ fn demo(dir: &Path) -> anyhow::Result<()> {
         };
         let signed = Signed::sign(record, &issuers[issuer]);
         std::fs::write(with_suffix(&path, RECORD_SUFFIX), signed.to_envelope())?;
-        ids.push(vault.deposit(&signed.to_envelope(), content)?.id);
+        let accepted = vault.deposit(&signed.to_envelope(), content)?;
+        std::fs::write(with_suffix(&path, RECEIPT_SUFFIX), accepted.receipt.to_envelope())?;
+        ids.push(accepted.id);
     }
     // The residence confirmation is withdrawn by its issuer.
     let revocation = RecordRevocation {
@@ -479,10 +496,11 @@ fn demo(dir: &Path) -> anyhow::Result<()> {
     let first = documents.join(DEMO_DOCUMENTS[0].0);
     println!("\nTry:");
     println!(
-        "  kho verify {} --certificate {} --anchor {}",
+        "  kho verify {} --certificate {} --anchor {} --vault-key {}",
         first.display(),
         dir.join("issuer-0.kho-cert").display(),
-        dir.join("anchor.pub.pem").display()
+        dir.join("anchor.pub.pem").display(),
+        dir.join("data").join(crate::vault::VAULT_PUBLIC_KEY_FILE).display()
     );
     println!("  kho show {}", with_suffix(&first, RECORD_SUFFIX).display());
     println!(
@@ -712,16 +730,47 @@ struct Check {
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let record_path = args.record.unwrap_or_else(|| with_suffix(&args.file, RECORD_SUFFIX));
+    let record_path = args.record.clone().unwrap_or_else(|| with_suffix(&args.file, RECORD_SUFFIX));
+    let receipt_path = args.receipt.clone().unwrap_or_else(|| with_suffix(&args.file, RECEIPT_SUFFIX));
+    let anchor = keys::read_public_key(&args.anchor)?;
+    let vault_key = keys::read_public_key(&args.vault_key)?;
     let mut checks = Vec::new();
     let mut check = |passed: bool, what: String| checks.push(Check { passed, what });
-    let anchor = keys::read_public_key(&args.anchor)?;
-    match (read_statement::<Record>(&record_path), read_statement::<KeyCertificate>(&args.certificate)) {
-        (Err(error), _) | (_, Err(error)) => check(false, format!("{error:#}")),
-        (Ok(record), Ok(certificate)) => {
+    let statements = (|| {
+        let revocation = match (&args.certificate_revocation, &args.revocation_receipt) {
+            (Some(revocation), Some(receipt)) => Some((
+                read_statement::<CertificateRevocation>(revocation)?,
+                read_statement::<statement::Receipt>(receipt)?,
+            )),
+            _ => None,
+        };
+        anyhow::Ok((
+            read_statement::<Record>(&record_path)?,
+            read_statement::<statement::Receipt>(&receipt_path)?,
+            read_statement::<KeyCertificate>(&args.certificate)?,
+            revocation,
+        ))
+    })();
+    match statements {
+        Err(error) => check(false, format!("{error:#}")),
+        Ok((record, receipt, certificate, revocation)) => {
             let body = record.body();
             let cert = certificate.body();
+            let accepted_at = receipt.body().accepted_at_ms;
             check(true, format!("record {} is signed by key {}", record.id(), record.signer().fingerprint()));
+            check(
+                receipt.signer() == &vault_key,
+                format!("the receipt is signed by the vault key {}", vault_key.fingerprint()),
+            );
+            check(
+                receipt.body().statement == record.id()
+                    && receipt.body().statement_kind == <Record as statement::StatementBody>::KIND,
+                format!(
+                    "the receipt is for this record: accepted at {}, log entry #{}",
+                    format_unix_ms(accepted_at),
+                    receipt.body().log_index
+                ),
+            );
             check(
                 certificate.signer() == &anchor,
                 format!("certificate {} is signed by the trust anchor {}", certificate.id(), anchor.fingerprint()),
@@ -732,14 +781,36 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 format!("the certificate's agency {} is the record's issuer {}", cert.agency, body.issuer_agency),
             );
             check(
-                (cert.valid_from_ms..=cert.valid_until_ms).contains(&body.signed_at_ms),
+                (cert.valid_from_ms..=cert.valid_until_ms).contains(&accepted_at),
                 format!(
-                    "the key was certified when the record was signed ({}; certificate valid {} to {})",
-                    format_unix_ms(body.signed_at_ms),
+                    "the key was certified when the vault accepted the record ({}; certificate valid {} to {})",
+                    format_unix_ms(accepted_at),
                     format_unix_ms(cert.valid_from_ms),
                     format_unix_ms(cert.valid_until_ms)
                 ),
             );
+            if let Some((revocation, revocation_receipt)) = revocation {
+                let revoked_at = revocation_receipt.body().accepted_at_ms;
+                check(
+                    revocation.signer() == &anchor && revocation.body().certificate == certificate.id(),
+                    "the revocation is of this certificate, signed by the trust anchor".into(),
+                );
+                check(
+                    revocation_receipt.signer() == &vault_key
+                        && revocation_receipt.body().statement == revocation.id()
+                        && revocation_receipt.body().statement_kind
+                            == <CertificateRevocation as statement::StatementBody>::KIND,
+                    "the revocation's receipt is the vault's, for this revocation".into(),
+                );
+                check(
+                    revoked_at > accepted_at,
+                    format!(
+                        "the certificate was revoked at {}, {} the vault accepted the record",
+                        format_unix_ms(revoked_at),
+                        if revoked_at > accepted_at { "after" } else { "before" }
+                    ),
+                );
+            }
             match hash_file(&args.file) {
                 Err(error) => check(false, format!("{error:#}")),
                 Ok((blake3, sha256, size)) => {
@@ -757,7 +828,11 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         println!("{} {}", if item.passed { "ok  " } else { "FAIL" }, item.what);
     }
     if checks.iter().all(|c| c.passed) {
-        println!("VERIFIED: {} is the document the record describes, signed by a certified key", args.file.display());
+        println!(
+            "VERIFIED: {} is the document the record describes, signed by a key certified and unrevoked when the \
+             vault accepted it",
+            args.file.display()
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         println!("NOT VERIFIED: see the FAIL lines above");
@@ -841,7 +916,10 @@ fn import_plan(source: &Path) -> anyhow::Result<ImportPlan> {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if name.ends_with(CERTIFICATE_SUFFIX) {
                 certificates.push(path);
-            } else if path.is_file() && !name.ends_with(RECORD_SUFFIX) && !name.starts_with('.') {
+            } else if path.is_file()
+                && ![RECORD_SUFFIX, RECEIPT_SUFFIX].iter().any(|suffix| name.ends_with(suffix))
+                && !name.starts_with('.')
+            {
                 let record = with_suffix(&path, RECORD_SUFFIX);
                 documents.push((path, record));
             }
@@ -863,7 +941,17 @@ fn import_plan(source: &Path) -> anyhow::Result<ImportPlan> {
     Ok(ImportPlan { certificates: manifest.certificates.into_iter().map(|c| base.join(c)).collect(), documents })
 }
 
+/// Keeps the vault's receipt beside a document (FILE.kho-receipt), for `kho verify`. A folder that cannot
+/// take it gets a warning: the document is stored either way.
+fn keep_receipt(file: &Path, receipt: &Signed<statement::Receipt>, progress: &indicatif::ProgressBar) {
+    let path = with_suffix(file, RECEIPT_SUFFIX);
+    if let Err(error) = std::fs::write(&path, receipt.to_envelope()) {
+        progress.suspend(|| eprintln!("warning: cannot keep the receipt in {}: {error}", path.display()));
+    }
+}
+
 /// Imports one document: `Ok(Some(record id))` once it is durable, `Ok(None)` if it was already there.
+/// Either way its receipt is kept beside it.
 fn import_one(
     vault: &Vault,
     file: &Path,
@@ -874,14 +962,16 @@ fn import_one(
         std::fs::read(record_path).map_err(|e| format!("cannot read record {}: {e}", record_path.display()))?;
     let record =
         Signed::<Record>::from_envelope(&envelope).map_err(|e| format!("invalid record (malformed_record): {e}"))?;
-    if vault.contains_record(&record.id()).map_err(|e| e.to_string())? {
+    if let Some(view) = vault.record(&record.id()).map_err(|e| e.to_string())? {
         progress.inc(record.body().size_bytes);
+        keep_receipt(file, &view.receipt, progress);
         return Ok(None);
     }
     let content = File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
     let accepted = vault
         .deposit(&envelope, progress.wrap_read(BufReader::new(content)))
         .map_err(|e| format!("{e} ({})", e.code()))?;
+    keep_receipt(file, &accepted.receipt, progress);
     Ok(accepted.newly_accepted.then_some(accepted.id))
 }
 
