@@ -10,13 +10,15 @@ use std::process::Command;
 use common::*;
 use kho::ids::{Date, Digest};
 
-fn run_verifier(args: &[&Path], anchor_hex: &str) -> (bool, serde_json::Value) {
+/// Runs tests/auditor/verify_record.py: `files` are the record, receipt and certificate, then the
+/// document and the revocation options if any; `keys` the anchor and vault keys in hex.
+fn run_verifier(files: &[&Path], keys: [&str; 2], extra: &[&Path]) -> (bool, serde_json::Value) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auditor/verify_record.py");
     let output = Command::new("python3")
         .arg(script)
-        .args(&args[..2])
-        .arg(anchor_hex)
-        .args(&args[2..])
+        .args(files)
+        .args(keys)
+        .args(extra)
         .output()
         .expect("python3 is needed for the auditor test");
     let stdout = String::from_utf8(output.stdout).expect("utf-8");
@@ -25,25 +27,38 @@ fn run_verifier(args: &[&Path], anchor_hex: &str) -> (bool, serde_json::Value) {
     (output.status.success(), serde_json::from_str(&stdout[..json_end]).expect("verifier JSON"))
 }
 
+/// The standalone verifier applies the vault's rule: the certificate valid and unrevoked when the vault
+/// accepted the record (the receipt's time), a revocation counting from its own receipt's time.
 #[test]
 fn the_standalone_verifier_accepts_kho_statements_and_rejects_altered_documents() {
+    use kho::statement::{CertificateRevocation, Receipt, Signed};
     let dir = tempfile::tempdir().expect("tempdir");
     let (anchor, issuer) = (kho::statement::SecretKey::generate(), kho::statement::SecretKey::generate());
+    let vault_key = kho::statement::SecretKey::generate();
     let content = document(70_000, 5, true);
     let mut record = record_for(&content, OWNER, AGENCY);
     record.valid_until = Some(Date::parse("2034-02-28").expect("date"));
     record.supersedes = Some(Digest([0xab; 32]));
-    let signed = kho::statement::Signed::sign(record.clone(), &issuer);
-    let files = [dir.path().join("r"), dir.path().join("c"), dir.path().join("d"), dir.path().join("altered")];
-    std::fs::write(&files[0], signed.to_envelope()).expect("record");
-    std::fs::write(&files[1], current_certificate(&anchor, AGENCY, &issuer)).expect("certificate");
-    std::fs::write(&files[2], &content).expect("document");
+    let signed = Signed::sign(record.clone(), &issuer);
+    let accepted_at_ms = kho::ids::now_unix_ms();
+    let receipt = |statement: Digest, kind: u8, at: i64| {
+        Signed::sign(Receipt { statement, statement_kind: kind, log_index: 7, accepted_at_ms: at }, &vault_key)
+            .to_envelope()
+    };
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(path("r"), signed.to_envelope()).expect("record");
+    std::fs::write(path("q"), receipt(signed.id(), 1, accepted_at_ms)).expect("receipt");
+    std::fs::write(path("c"), current_certificate(&anchor, AGENCY, &issuer)).expect("certificate");
+    std::fs::write(path("d"), &content).expect("document");
     let mut altered = content.clone();
     altered[12_345] ^= 0x20;
-    std::fs::write(&files[3], &altered).expect("altered document");
+    std::fs::write(path("altered"), &altered).expect("altered document");
     let anchor_hex = hex::encode(anchor.public_key().raw_bytes());
+    let vault_hex = hex::encode(vault_key.public_key().raw_bytes());
+    let (record_file, receipt_file, certificate_file) = (path("r"), path("q"), path("c"));
+    let files = [record_file.as_path(), receipt_file.as_path(), certificate_file.as_path()];
 
-    let (ok, json) = run_verifier(&[&files[0], &files[1], &files[2]], &anchor_hex);
+    let (ok, json) = run_verifier(&files, [&anchor_hex, &vault_hex], &[&path("d")]);
     assert!(ok, "{json}");
     let decoded = &json["record"];
     assert_eq!(decoded["id"], signed.id().to_hex());
@@ -54,17 +69,59 @@ fn the_standalone_verifier_accepts_kho_statements_and_rejects_altered_documents(
     assert_eq!(decoded["blake3"], record.blake3.to_hex());
     assert_eq!(decoded["size_bytes"], content.len());
     assert_eq!(decoded["signed_at_ms"], record.signed_at_ms);
+    assert_eq!(json["receipt"]["accepted_at_ms"], accepted_at_ms);
 
-    let (ok, _) = run_verifier(&[&files[0], &files[1], &files[3]], &anchor_hex);
+    let (ok, _) = run_verifier(&files, [&anchor_hex, &vault_hex], &[&path("altered")]);
     assert!(!ok, "an altered document must not verify");
-    let (ok, _) = run_verifier(&[&files[0], &files[1], &files[2]], &hex::encode([7u8; 32]));
+    let (ok, _) = run_verifier(&files, [&hex::encode([7u8; 32]), &vault_hex], &[&path("d")]);
     assert!(!ok, "a certificate from another anchor must not verify");
+    let (ok, _) = run_verifier(&files, [&anchor_hex, &anchor_hex], &[&path("d")]);
+    assert!(!ok, "a receipt checked under another vault key must not verify");
+    std::fs::write(path("q2"), receipt(Digest([1; 32]), 1, accepted_at_ms)).expect("receipt");
+    let other_receipt = path("q2");
+    let (ok, _) = run_verifier(&[files[0], &other_receipt, files[2]], [&anchor_hex, &vault_hex], &[&path("d")]);
+    assert!(!ok, "another record's receipt must not verify");
 
-    // The committed fixtures verify too.
+    // A certificate revoked after the record was accepted leaves it valid; before, it fails (as in
+    // `kho verify` and in the vault).
+    let certificate_id = Signed::<kho::statement::KeyCertificate>::from_envelope(
+        &std::fs::read(&certificate_file).expect("certificate"),
+    )
+    .expect("certificate")
+    .id();
+    let revocation = Signed::sign(
+        CertificateRevocation {
+            certificate: certificate_id,
+            reason: kho::ids::Title::parse("key compromised").expect("reason"),
+            signed_at_ms: accepted_at_ms,
+        },
+        &anchor,
+    );
+    std::fs::write(path("rev"), revocation.to_envelope()).expect("revocation");
+    for (revoked_at, expected) in [(accepted_at_ms + 1, true), (accepted_at_ms, false), (accepted_at_ms - 60_000, false)]
+    {
+        std::fs::write(path("revq"), receipt(revocation.id(), 4, revoked_at)).expect("revocation receipt");
+        let (ok, json) = run_verifier(
+            &files,
+            [&anchor_hex, &vault_hex],
+            &[&path("d"), Path::new("--revocation"), &path("rev"), &path("revq")],
+        );
+        assert_eq!(ok, expected, "revoked at {revoked_at}, accepted at {accepted_at_ms}: {json}");
+    }
+
+    // The committed fixtures verify too (the vault key of FORMAT.md 1.6 signed the receipt).
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3/statements");
     let (ok, json) = run_verifier(
-        &[&fixtures.join("record.kho-record"), &fixtures.join("certificate.kho-cert"), &fixtures.join("document.txt")],
-        "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
+        &[
+            &fixtures.join("record.kho-record"),
+            &fixtures.join("receipt.kho-receipt"),
+            &fixtures.join("certificate.kho-cert"),
+        ],
+        [
+            "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
+            "ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1",
+        ],
+        &[&fixtures.join("document.txt")],
     );
     assert!(ok, "{json}");
 }

@@ -4,8 +4,11 @@
 Written from docs/FORMAT.md alone, with only the Python standard library: the Ed25519 verification
 below follows RFC 8032 section 6 (reference implementation), SHA-256 comes from hashlib.
 
-usage: verify_record.py RECORD CERTIFICATE ANCHOR_PUBLIC_KEY_HEX [DOCUMENT]
-Prints the decoded statements as JSON and one line per check; exits 1 if any check fails.
+usage: verify_record.py RECORD RECEIPT CERTIFICATE ANCHOR_KEY_HEX VAULT_KEY_HEX [DOCUMENT]
+                        [--revocation CERTIFICATE_REVOCATION REVOCATION_RECEIPT]
+The rule is the vault's (docs/FORMAT.md section 1.5): the certificate must be valid, and not revoked,
+at the moment the vault accepted the record (its receipt's time), a revocation counting from its own
+receipt's time. Prints the decoded statements as JSON and one line per check; exits 1 if any fails.
 """
 import hashlib
 import json
@@ -157,8 +160,12 @@ def parse(envelope):
         if r.u16() != 1:
             raise ValueError("certificate subject is not Ed25519")
         out.update(subject=r.bytes().hex(), valid_from_ms=r.i64(), valid_until_ms=r.i64(), signed_at_ms=r.i64())
+    elif kind == 4:
+        out.update(certificate=r.hex32(), reason=r.str(), signed_at_ms=r.i64())
+    elif kind == 5:
+        out.update(statement=r.hex32(), statement_kind=r.u8(), log_index=r.u64(), accepted_at_ms=r.i64())
     else:
-        raise ValueError("this verifier reads records and key certificates")
+        raise ValueError("this verifier reads records, key certificates, their revocations and receipts")
     if r.at != len(signed):
         raise ValueError("trailing bytes after the last field")
     out["id"] = hashlib.sha256(signed).hexdigest()
@@ -167,26 +174,55 @@ def parse(envelope):
 
 
 def main(argv):
-    if len(argv) not in (4, 5):
+    args = argv[1:]
+    revocation = None
+    if "--revocation" in args:
+        at = args.index("--revocation")
+        revocation = args[at + 1:at + 3]
+        args = args[:at] + args[at + 3:]
+        if len(revocation) != 2:
+            print(__doc__)
+            return 2
+    if len(args) not in (5, 6):
         print(__doc__)
         return 2
-    record = parse(open(argv[1], "rb").read())
-    certificate = parse(open(argv[2], "rb").read())
-    anchor = argv[3].lower()
-    print(json.dumps({"record": record, "certificate": certificate}, indent=2, ensure_ascii=False))
+    read = lambda path: parse(open(path, "rb").read())  # noqa: E731
+    record, receipt, certificate = read(args[0]), read(args[1]), read(args[2])
+    anchor, vault_key = args[3].lower(), args[4].lower()
+    statements = {"record": record, "receipt": receipt, "certificate": certificate}
+    accepted_at = receipt.get("accepted_at_ms")
     checks = [
         (record["kind"] == "record", "the first file is a record"),
         (record["signature_valid"], "the record's signature verifies under its signer key"),
-        (certificate["kind"] == "key certificate", "the second file is a key certificate"),
+        (receipt["kind"] == "receipt" and receipt["signature_valid"], "the second file is a signed receipt"),
+        (receipt["signer"] == vault_key, "the receipt is signed by the given vault key"),
+        (receipt.get("statement") == record["id"] and receipt.get("statement_kind") == 1,
+         "the receipt is for this record"),
+        (certificate["kind"] == "key certificate", "the third file is a key certificate"),
         (certificate["signer"] == anchor, "the certificate is signed by the given trust anchor"),
         (certificate["signature_valid"], "the certificate's signature verifies"),
         (certificate["subject"] == record["signer"], "the certificate is for the record's signer"),
         (certificate["agency"] == record["issuer_agency"], "the certificate's agency is the record's issuer"),
-        (certificate["valid_from_ms"] <= record["signed_at_ms"] <= certificate["valid_until_ms"],
-         "the key was certified when the record was signed"),
+        (accepted_at is not None and certificate["valid_from_ms"] <= accepted_at <= certificate["valid_until_ms"],
+         "the key was certified when the vault accepted the record"),
     ]
-    if len(argv) == 5:
-        content = open(argv[4], "rb").read()
+    if revocation is not None:
+        revoked, revoked_receipt = read(revocation[0]), read(revocation[1])
+        statements.update(revocation=revoked, revocation_receipt=revoked_receipt)
+        checks += [
+            (revoked["kind"] == "certificate revocation" and revoked["signature_valid"]
+             and revoked["signer"] == anchor and revoked.get("certificate") == certificate["id"],
+             "the revocation is of this certificate, signed by the trust anchor"),
+            (revoked_receipt["kind"] == "receipt" and revoked_receipt["signature_valid"]
+             and revoked_receipt["signer"] == vault_key and revoked_receipt.get("statement") == revoked["id"]
+             and revoked_receipt.get("statement_kind") == 4,
+             "the revocation's receipt is the vault's, for this revocation"),
+            (accepted_at is not None and revoked_receipt.get("accepted_at_ms", 0) > accepted_at,
+             "the certificate was revoked after the vault accepted the record"),
+        ]
+    print(json.dumps(statements, indent=2, ensure_ascii=False))
+    if len(args) == 6:
+        content = open(args[5], "rb").read()
         checks.append((len(content) == record["size_bytes"], "the document's size matches"))
         checks.append((hashlib.sha256(content).hexdigest() == record["sha256"], "the document's SHA-256 matches"))
     for passed, what in checks:
