@@ -98,7 +98,8 @@ fn the_standalone_verifier_accepts_kho_statements_and_rejects_altered_documents(
         &anchor,
     );
     std::fs::write(path("rev"), revocation.to_envelope()).expect("revocation");
-    for (revoked_at, expected) in [(accepted_at_ms + 1, true), (accepted_at_ms, false), (accepted_at_ms - 60_000, false)]
+    for (revoked_at, expected) in
+        [(accepted_at_ms + 1, true), (accepted_at_ms, false), (accepted_at_ms - 60_000, false)]
     {
         std::fs::write(path("revq"), receipt(revocation.id(), 4, revoked_at)).expect("revocation receipt");
         let (ok, json) = run_verifier(
