@@ -1,4 +1,4 @@
-//! Signed statements: records, revocations, issuer key certificates and receipts, in the canonical
+//! Signed statements: records, revocations, issuer and vault key certificates and receipts, in the canonical
 //! byte encoding of docs/FORMAT.md.
 //!
 //! The signed bytes are the one thing an outsider must rebuild, so they are written by hand here, not
@@ -445,6 +445,56 @@ impl Encoding for KeyCertificate {
         let subject = PublicKey::from_raw(algorithm, r.bytes("subject key")?)?;
         let certificate = KeyCertificate {
             agency,
+            subject,
+            valid_from_ms: r.i64("valid from")?,
+            valid_until_ms: r.i64("valid until")?,
+            signed_at_ms: r.i64("signed at")?,
+        };
+        if certificate.valid_until_ms <= certificate.valid_from_ms {
+            return Err(FieldError::new("valid until", "the certificate's validity window is empty").into());
+        }
+        Ok(certificate)
+    }
+}
+
+/// A trust anchor certifies the vault's own key, the key that signs its receipts and checkpoints, under
+/// the log's origin: those then verify from the trust anchors alone. (Statement kind 8: kinds 6 and 7
+/// name log entries that are not statements.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultKeyCertificate {
+    /// The log origin the vault signs checkpoints under (`log::checkpoint::is_key_name`).
+    pub origin: String,
+    pub subject: PublicKey,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: i64,
+    pub signed_at_ms: i64,
+}
+
+impl StatementBody for VaultKeyCertificate {
+    const KIND: u8 = 8;
+    const NAME: &'static str = "vault key certificate";
+}
+
+impl Encoding for VaultKeyCertificate {
+    fn encode_body(&self, w: &mut Writer) {
+        w.str(&self.origin);
+        w.u16(self.subject.algorithm().id());
+        w.bytes(self.subject.raw_bytes());
+        w.i64(self.valid_from_ms);
+        w.i64(self.valid_until_ms);
+        w.i64(self.signed_at_ms);
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let origin = r.str("origin")?;
+        if !crate::log::checkpoint::is_key_name(origin) {
+            return Err(FieldError::new("origin", "not a usable log origin").into());
+        }
+        let origin = origin.to_owned();
+        let algorithm = r.u16("subject algorithm")?;
+        let subject = PublicKey::from_raw(algorithm, r.bytes("subject key")?)?;
+        let certificate = VaultKeyCertificate {
+            origin,
             subject,
             valid_from_ms: r.i64("valid from")?,
             valid_until_ms: r.i64("valid until")?,

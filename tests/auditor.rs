@@ -110,6 +110,29 @@ fn the_standalone_verifier_accepts_kho_statements_and_rejects_altered_documents(
         assert_eq!(ok, expected, "revoked at {revoked_at}, accepted at {accepted_at_ms}: {json}");
     }
 
+    // With a vault key certificate instead of the vault key: the receipt verifies from the anchor alone,
+    // and not with a certificate another key signed or one that starts after the receipt.
+    for (signer, valid_from_ms, expected) in [
+        (&anchor, accepted_at_ms - 1_000, true),
+        (&issuer, accepted_at_ms - 1_000, false),
+        (&anchor, accepted_at_ms + 1, false),
+    ] {
+        let certificate = Signed::sign(
+            kho::statement::VaultKeyCertificate {
+                origin: "kho.example/log".into(),
+                subject: vault_key.public_key(),
+                valid_from_ms,
+                valid_until_ms: valid_from_ms + 86_400_000,
+                signed_at_ms: valid_from_ms,
+            },
+            signer,
+        );
+        std::fs::write(path("vc"), certificate.to_envelope()).expect("vault certificate");
+        let option = format!("--vault-certificate={}", path("vc").display());
+        let (ok, json) = run_verifier(&files, [&anchor_hex, &option], &[&path("d")]);
+        assert_eq!(ok, expected, "vault certificate from {valid_from_ms}: {json}");
+    }
+
     // The committed fixtures verify too (the vault key of FORMAT.md 1.6 signed the receipt).
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3/statements");
     let (ok, json) = run_verifier(

@@ -139,6 +139,25 @@ fn keys_certificates_signing_and_offline_verification() {
     assert_eq!(output.status.code(), Some(3), "{}", text(&output));
     assert!(text(&output).contains("FAIL the certificate was revoked at"), "{}", text(&output));
     assert!(text(&output).contains("before the vault accepted the record"), "{}", text(&output));
+    std::fs::write(d.join("birth.pdf.kho-receipt"), original.to_envelope()).expect("restore the receipt");
+
+    // The anchor certifies the vault key: the receipt then verifies from the anchor alone. A vault
+    // certificate from another key is refused by kho verify, and by the vault itself at open.
+    ok(d, &["certify-vault", "--anchor-key", "anchor.pem", "--data-dir", "vault"]);
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(d, &["show", "vault/vault-key.kho-cert"])).expect("show prints JSON");
+    assert_eq!(shown["kind"], "vault key certificate");
+    let by_certificate = [&verify[..verify.len() - 2], &["--vault-certificate", "vault/vault-key.kho-cert"]].concat();
+    let out = ok(d, &by_certificate);
+    assert!(out.contains("the vault key certificate") && out.contains("VERIFIED"), "{out}");
+    ok(d, &["import", "import.json", "--data-dir", "vault", "--anchor", "anchor.pub.pem"]);
+    ok(d, &["certify-vault", "--anchor-key", "stranger.pem", "--data-dir", "vault"]);
+    let output = kho(d, &by_certificate);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert!(text(&output).contains("FAIL the vault key certificate"), "{}", text(&output));
+    let output = kho(d, &["import", "import.json", "--data-dir", "vault", "--anchor", "anchor.pub.pem"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("not signed by a configured trust anchor"), "{}", text(&output));
 
     let shown = ok(d, &["show", "birth.pdf.kho-record"]);
     let json: serde_json::Value = serde_json::from_str(&shown).expect("show prints JSON");
@@ -234,8 +253,8 @@ fn demo_builds_a_vault_whose_documents_verify() {
             "demo/issuer-0.kho-cert",
             "--anchor",
             "demo/anchor.pub.pem",
-            "--vault-key",
-            "demo/data/vault-key.pub.pem",
+            "--vault-certificate",
+            "demo/data/vault-key.kho-cert",
         ],
     );
     assert!(out.contains("VERIFIED"), "{out}");

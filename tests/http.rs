@@ -507,6 +507,8 @@ async fn the_log_is_served_as_checkpoint_tiles_and_proofs_and_entries_only_to_au
     let api = Api::new();
     let none = api.call("GET", "/v1/log/checkpoint", None, &[], Vec::new()).await;
     assert_eq!((none.status.as_u16(), none.code().as_str()), (404, "no_checkpoint"));
+    let uncertified = api.call("GET", "/v1/vault-certificate", None, &[], Vec::new()).await;
+    assert_eq!((uncertified.status.as_u16(), uncertified.code().as_str()), (404, "no_vault_certificate"));
     let signed = api.state.vault().sign_checkpoint().expect("sign").expect("checkpoint");
     let size = signed.checkpoint.size;
     assert_eq!(size, 4, "two certificates, a record, and the owner-map commitment signed before it");
@@ -593,6 +595,7 @@ async fn the_served_openapi_document_is_the_checked_in_one_and_describes_every_r
         ("post", "/v1/certificates"),
         ("post", "/v1/certificates/{id}/revocation"),
         ("get", "/v1/trust-anchors"),
+        ("get", "/v1/vault-certificate"),
         ("get", "/v1/log/checkpoint"),
         ("get", "/v1/log/tile/{level}/{rest}"),
         ("get", "/v1/log/tile/entries/{rest}"),

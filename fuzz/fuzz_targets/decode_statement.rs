@@ -2,7 +2,10 @@
 //! canonical (its envelope is exactly the input).
 #![no_main]
 
-use kho::statement::{CertificateRevocation, KeyCertificate, Receipt, Record, RecordRevocation, Signed, StatementBody};
+use kho::statement::{
+    CertificateRevocation, KeyCertificate, Receipt, Record, RecordRevocation, Signed, StatementBody,
+    VaultKeyCertificate,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn check<T: StatementBody>(data: &[u8]) {
@@ -15,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
     check::<Record>(data);
     check::<RecordRevocation>(data);
     check::<KeyCertificate>(data);
+    check::<VaultKeyCertificate>(data);
     check::<CertificateRevocation>(data);
     check::<Receipt>(data);
     let _ = kho::statement::peek_kind(data);

@@ -54,6 +54,9 @@ enum Command {
     },
     /// As a trust anchor, certify an agency's public key.
     Certify(CertifyArgs),
+    /// As a trust anchor, certify a vault's own key (receipts and checkpoints then verify from the
+    /// anchor alone); written into the vault's data folder, served from the next start.
+    CertifyVault(CertifyVaultArgs),
     /// As a trust anchor, revoke a certificate.
     RevokeCertificate {
         #[arg(long)]
@@ -160,6 +163,26 @@ struct CertifyArgs {
     valid_days: u32,
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Args)]
+struct CertifyVaultArgs {
+    /// The anchor's secret key.
+    #[arg(long)]
+    anchor_key: PathBuf,
+    /// The vault's data directory (its vault-key.pub.pem is certified; the certificate goes there).
+    #[arg(long, env = "KHO_DATA_DIR", default_value = "kho-data")]
+    data_dir: PathBuf,
+    /// The vault's log origin, if configured (`log_origin`); default the one derived from its key.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Start of validity (YYYY-MM-DD or RFC 3339); default when the vault key was made (its public key
+    /// file's time), so that the receipts it signed since are covered.
+    #[arg(long)]
+    valid_from: Option<String>,
+    /// Days of validity.
+    #[arg(long, default_value_t = 3650)]
+    valid_days: u32,
 }
 
 /// The fields of a record an agency signs.
@@ -294,8 +317,12 @@ struct VerifyArgs {
     #[arg(long)]
     anchor: PathBuf,
     /// The vault's public key (PEM), which signs receipts (`vault-key.pub.pem` in its data folder).
+    #[arg(long, required_unless_present = "vault_certificate", conflicts_with = "vault_certificate")]
+    vault_key: Option<PathBuf>,
+    /// Or the vault key certificate (`GET /v1/vault-certificate`): the vault key is then trusted because
+    /// the trust anchor certified it, for receipts inside the certificate's validity.
     #[arg(long)]
-    vault_key: PathBuf,
+    vault_certificate: Option<PathBuf>,
     /// The certificate's revocation, if it was revoked (`GET /v1/certificates` gives it).
     #[arg(long, requires = "revocation_receipt")]
     certificate_revocation: Option<PathBuf>,
@@ -331,6 +358,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Keygen { prefix } => keygen(&prefix),
         Command::Certify(args) => certify(args),
+        Command::CertifyVault(args) => certify_vault(args),
         Command::RevokeCertificate { anchor_key, certificate, reason, out } => {
             let anchor = keys::read_secret_key(&anchor_key)?;
             let certificate = read_statement::<KeyCertificate>(&certificate)?;
@@ -423,6 +451,19 @@ fn demo(dir: &Path) -> anyhow::Result<()> {
     keys::write_secret_key(&dir.join("anchor.pem"), &anchor)?;
     keys::write_public_key(&dir.join("anchor.pub.pem"), &anchor.public_key())?;
     let vault = Vault::open(VaultConfig::new(dir.join("data"), vec![anchor.public_key()]))?;
+    // The anchor certifies the vault key too, so receipts verify from the anchor alone.
+    let now = now_unix_ms();
+    let vault_certificate = statement::VaultKeyCertificate {
+        origin: vault.log_origin().to_owned(),
+        subject: vault.public_key(),
+        valid_from_ms: now - 86_400_000,
+        valid_until_ms: now + 3650 * 86_400_000,
+        signed_at_ms: now,
+    };
+    std::fs::write(
+        dir.join("data").join(crate::vault::VAULT_CERTIFICATE_FILE),
+        Signed::sign(vault_certificate, &anchor).to_envelope(),
+    )?;
     let mut issuers = Vec::new();
     for (index, agency) in DEMO_AGENCIES.iter().enumerate() {
         let key = statement::SecretKey::generate();
@@ -496,11 +537,11 @@ fn demo(dir: &Path) -> anyhow::Result<()> {
     let first = documents.join(DEMO_DOCUMENTS[0].0);
     println!("\nTry:");
     println!(
-        "  kho verify {} --certificate {} --anchor {} --vault-key {}",
+        "  kho verify {} --certificate {} --anchor {} --vault-certificate {}",
         first.display(),
         dir.join("issuer-0.kho-cert").display(),
         dir.join("anchor.pub.pem").display(),
-        dir.join("data").join(crate::vault::VAULT_PUBLIC_KEY_FILE).display()
+        dir.join("data").join(crate::vault::VAULT_CERTIFICATE_FILE).display()
     );
     println!("  kho show {}", with_suffix(&first, RECORD_SUFFIX).display());
     println!(
@@ -660,6 +701,40 @@ fn certify(args: CertifyArgs) -> anyhow::Result<ExitCode> {
     write_statement(&args.out, &Signed::sign(certificate, &anchor))
 }
 
+fn certify_vault(args: CertifyVaultArgs) -> anyhow::Result<ExitCode> {
+    let anchor = keys::read_secret_key(&args.anchor_key)?;
+    let key_file = args.data_dir.join(crate::vault::VAULT_PUBLIC_KEY_FILE);
+    let subject = keys::read_public_key(&key_file)?;
+    let origin = args.origin.unwrap_or_else(|| crate::vault::default_log_origin(&subject));
+    if !crate::log::checkpoint::is_key_name(&origin) {
+        bail!("log origin {origin:?} is not usable: no spaces, control characters or '+'");
+    }
+    let key_made_ms = std::fs::metadata(&key_file)
+        .and_then(|metadata| metadata.modified())
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|since| i64::try_from(since.as_millis()).ok());
+    let valid_from_ms = match args.valid_from.as_deref() {
+        Some(text) => parse_instant(text)?,
+        None => key_made_ms.unwrap_or_else(now_unix_ms),
+    };
+    let certificate = statement::VaultKeyCertificate {
+        origin,
+        subject,
+        valid_from_ms,
+        valid_until_ms: valid_from_ms + i64::from(args.valid_days) * 86_400_000,
+        signed_at_ms: now_unix_ms(),
+    };
+    println!(
+        "certifying vault key {} for log {} from {} for {} days",
+        certificate.subject.fingerprint(),
+        certificate.origin,
+        format_unix_ms(valid_from_ms),
+        args.valid_days
+    );
+    write_statement(&args.data_dir.join(crate::vault::VAULT_CERTIFICATE_FILE), &Signed::sign(certificate, &anchor))
+}
+
 /// BLAKE3, SHA-256 and size of a file, streamed.
 fn hash_file(path: &Path) -> anyhow::Result<(Digest, Digest, u64)> {
     let mut file = BufReader::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?);
@@ -733,9 +808,25 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let record_path = args.record.clone().unwrap_or_else(|| with_suffix(&args.file, RECORD_SUFFIX));
     let receipt_path = args.receipt.clone().unwrap_or_else(|| with_suffix(&args.file, RECEIPT_SUFFIX));
     let anchor = keys::read_public_key(&args.anchor)?;
-    let vault_key = keys::read_public_key(&args.vault_key)?;
     let mut checks = Vec::new();
     let mut check = |passed: bool, what: String| checks.push(Check { passed, what });
+    let (vault_key, vault_window) = match (&args.vault_key, &args.vault_certificate) {
+        (Some(path), _) => (keys::read_public_key(path)?, None),
+        (None, Some(path)) => {
+            let certificate = read_statement::<statement::VaultKeyCertificate>(path)?;
+            let body = certificate.body();
+            check(
+                certificate.signer() == &anchor,
+                format!(
+                    "the vault key certificate (log {}) is signed by the trust anchor {}",
+                    body.origin,
+                    anchor.fingerprint()
+                ),
+            );
+            (body.subject, Some((body.valid_from_ms, body.valid_until_ms)))
+        }
+        (None, None) => bail!("give --vault-key or --vault-certificate"),
+    };
     let statements = (|| {
         let revocation = match (&args.certificate_revocation, &args.revocation_receipt) {
             (Some(revocation), Some(receipt)) => Some((
@@ -762,6 +853,16 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 receipt.signer() == &vault_key,
                 format!("the receipt is signed by the vault key {}", vault_key.fingerprint()),
             );
+            if let Some((from, until)) = vault_window {
+                check(
+                    (from..=until).contains(&accepted_at),
+                    format!(
+                        "the vault key was certified when it signed the receipt (certificate valid {} to {})",
+                        format_unix_ms(from),
+                        format_unix_ms(until)
+                    ),
+                );
+            }
             check(
                 receipt.body().statement == record.id()
                     && receipt.body().statement_kind == <Record as statement::StatementBody>::KIND,
@@ -868,6 +969,14 @@ fn show(path: &Path) -> anyhow::Result<ExitCode> {
             serde_json::json!({"kind": "certificate revocation", "id": revocation.id().to_hex(),
                 "certificate": body.certificate.to_hex(), "reason": body.reason.as_str(),
                 "signed_at": format_unix_ms(body.signed_at_ms), "signer": key_json(revocation.signer())})
+        }
+        Some(kind) if kind == <statement::VaultKeyCertificate as statement::StatementBody>::KIND => {
+            let certificate = Signed::<statement::VaultKeyCertificate>::from_envelope(&bytes)?;
+            let body = certificate.body();
+            serde_json::json!({"kind": "vault key certificate", "id": certificate.id().to_hex(),
+                "origin": body.origin, "subject": key_json(&body.subject),
+                "valid_from": format_unix_ms(body.valid_from_ms), "valid_until": format_unix_ms(body.valid_until_ms),
+                "signed_at": format_unix_ms(body.signed_at_ms), "signer": key_json(certificate.signer())})
         }
         Some(kind) if kind == <Receipt as statement::StatementBody>::KIND => {
             let receipt = Signed::<Receipt>::from_envelope(&bytes)?;

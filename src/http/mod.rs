@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/certificates", get(list_certificates).post(add_certificate))
         .route("/v1/certificates/{id}/revocation", post(revoke_certificate))
         .route("/v1/trust-anchors", get(trust_anchors))
+        .route("/v1/vault-certificate", get(vault_certificate))
         .route("/v1/log/checkpoint", get(log::checkpoint))
         .route("/v1/log/tile/entries/{*rest}", get(log::entry_bundle))
         .route("/v1/log/tile/{level}/{*rest}", get(log::hash_tile))
@@ -682,7 +683,26 @@ async fn trust_anchors(State(state): State<AppState>, _principal: Principal) -> 
     Json(json!({
         "trust_anchors": state.0.trust_anchors.iter().map(json::key_json).collect::<Vec<_>>(),
         "vault_key": json::key_json(&state.0.vault.public_key()),
+        "vault_certificate": state.0.vault.vault_certificate().map(|certificate| json!({
+            "id": certificate.id().to_hex(),
+            "origin": certificate.body().origin,
+            "valid_from": crate::ids::format_unix_ms(certificate.body().valid_from_ms),
+            "valid_until": crate::ids::format_unix_ms(certificate.body().valid_until_ms),
+            "signer": json::key_json(certificate.signer()),
+            "envelope_base64": json::base64(&certificate.to_envelope()),
+        })),
     }))
+}
+
+/// The trust anchor's certificate of the vault key (public, like the checkpoints it lets anyone check).
+async fn vault_certificate(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let certificate = state.0.vault.vault_certificate().ok_or_else(|| {
+        ApiError::not_found(
+            "no_vault_certificate",
+            "no trust anchor has certified this vault's key (kho certify-vault)",
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], certificate.to_envelope()).into_response())
 }
 
 async fn openapi_document() -> Json<Value> {

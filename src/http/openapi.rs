@@ -205,11 +205,21 @@ const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/v1/trust-anchors",
-        summary: "The trust anchors' public keys and the vault's receipt key",
+        summary: "The trust anchors' public keys, the vault's receipt key and its certificate if any",
         roles: "any authenticated caller",
         parameters: &[],
         body: None,
         responses: &[("200", "the keys"), UNAUTHENTICATED],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/vault-certificate",
+        summary: "The trust anchor's certificate of the vault key (a signed statement envelope, kind 8): with it, \
+                  receipts and checkpoints verify from the trust anchors alone",
+        roles: "anyone",
+        parameters: &[],
+        body: None,
+        responses: &[("200", "the certificate envelope"), ("404", "no certificate installed")],
     },
     Operation {
         method: "get",

@@ -33,7 +33,7 @@ use crate::ids::{now_unix_ms, Code, Date, Digest, OwnerId};
 use crate::keys::{self, KeyFileError};
 use crate::statement::{
     CertificateRevocation, DecodeError, KeyCertificate, PublicKey, Receipt, Record, RecordRevocation, SecretKey,
-    Signed, StatementBody,
+    Signed, StatementBody, VaultKeyCertificate,
 };
 use crate::store::{self, Change, Cursor, EmbeddedConfig, Engines, RecordState, StatementEntry, Store, StoreError};
 
@@ -47,6 +47,8 @@ pub const UTC_OFFSET_MINUTES_DEFAULT: i16 = 7 * 60;
 /// The vault's receipt key inside the data directory.
 pub const VAULT_KEY_FILE: &str = "vault-key.pem";
 pub const VAULT_PUBLIC_KEY_FILE: &str = "vault-key.pub.pem";
+/// A trust anchor's certificate of the vault key (`kho certify-vault`), if the operator installed one.
+pub const VAULT_CERTIFICATE_FILE: &str = "vault-key.kho-cert";
 const STORE_DIRECTORY: &str = "store";
 
 #[derive(Debug, Clone)]
@@ -123,6 +125,42 @@ pub enum OpenError {
         max = crate::log::checkpoint::ORIGIN_LENGTH_MAX
     )]
     BadLogOrigin(String),
+    #[error("the vault key certificate {path} cannot be used: {reason}")]
+    VaultCertificate { path: PathBuf, reason: String },
+}
+
+/// The log origin of a vault whose configuration names none: `kho/` and the first 16 hex digits of its
+/// key's fingerprint.
+pub fn default_log_origin(key: &PublicKey) -> String {
+    format!("kho/{}", &key.fingerprint().to_hex()[..16])
+}
+
+/// Reads the vault key certificate from the data directory, if present, and checks it: a trust anchor
+/// signed it, for this vault key and this log origin. A certificate that does not fit refuses the open,
+/// so a vault never hands out a certificate that would make its own receipts fail to verify.
+fn load_vault_certificate(
+    config: &VaultConfig,
+    key: &PublicKey,
+    origin: &str,
+) -> Result<Option<Signed<VaultKeyCertificate>>, OpenError> {
+    let path = config.data_dir.join(VAULT_CERTIFICATE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(OpenError::VaultCertificate { path, reason: error.to_string() }),
+    };
+    let refuse = |reason: String| OpenError::VaultCertificate { path: path.clone(), reason };
+    let certificate = Signed::<VaultKeyCertificate>::from_envelope(&bytes).map_err(|e| refuse(e.to_string()))?;
+    if !config.trust_anchors.contains(certificate.signer()) {
+        return Err(refuse("it is not signed by a configured trust anchor".into()));
+    }
+    if &certificate.body().subject != key {
+        return Err(refuse("it certifies another key than this vault's".into()));
+    }
+    if certificate.body().origin != origin {
+        return Err(refuse(format!("it names log origin {:?}; this vault's is {origin:?}", certificate.body().origin)));
+    }
+    Ok(Some(certificate))
 }
 
 /// Why a signer is not trusted for an agency at a moment.
@@ -423,6 +461,8 @@ pub struct Vault {
     /// One checkpoint signed at a time.
     checkpoint_lock: Mutex<()>,
     origin: String,
+    /// The trust anchor's certificate of the vault key, checked at open.
+    certificate: Option<Signed<VaultKeyCertificate>>,
 }
 
 impl Vault {
@@ -445,9 +485,23 @@ impl Vault {
         let origin = match &config.log_origin {
             Some(origin) if crate::log::checkpoint::is_key_name(origin) => origin.clone(),
             Some(origin) => return Err(OpenError::BadLogOrigin(origin.clone())),
-            None => format!("kho/{}", &key.public_key().fingerprint().to_hex()[..16]),
+            None => default_log_origin(&key.public_key()),
         };
-        Ok(Vault { store, key, config, commit_lock: Mutex::new(()), checkpoint_lock: Mutex::new(()), origin })
+        let certificate = load_vault_certificate(&config, &key.public_key(), &origin)?;
+        Ok(Vault {
+            store,
+            key,
+            config,
+            commit_lock: Mutex::new(()),
+            checkpoint_lock: Mutex::new(()),
+            origin,
+            certificate,
+        })
+    }
+
+    /// The trust anchor's certificate of the vault key, if one is installed.
+    pub fn vault_certificate(&self) -> Option<&Signed<VaultKeyCertificate>> {
+        self.certificate.as_ref()
     }
 
     /// What opening the store found and did (batches restored, bytes quarantined).

@@ -6,6 +6,8 @@ below follows RFC 8032 section 6 (reference implementation), SHA-256 comes from 
 
 usage: verify_record.py RECORD RECEIPT CERTIFICATE ANCHOR_KEY_HEX VAULT_KEY_HEX [DOCUMENT]
                         [--revocation CERTIFICATE_REVOCATION REVOCATION_RECEIPT]
+       VAULT_KEY_HEX may be --vault-certificate=FILE: the vault key certificate (statement kind 8), which
+       must be signed by the anchor and valid at the receipt's time.
 The rule is the vault's (docs/FORMAT.md section 1.5): the certificate must be valid, and not revoked,
 at the moment the vault accepted the record (its receipt's time), a revocation counting from its own
 receipt's time. Prints the decoded statements as JSON and one line per check; exits 1 if any fails.
@@ -134,7 +136,8 @@ class Reader:
         return "%04d-%02d-%02d" % (v // 10000, v // 100 % 100, v % 100)
 
 
-KINDS = {1: "record", 2: "record revocation", 3: "key certificate", 4: "certificate revocation", 5: "receipt"}
+KINDS = {1: "record", 2: "record revocation", 3: "key certificate", 4: "certificate revocation", 5: "receipt",
+         8: "vault key certificate"}
 
 
 def parse(envelope):
@@ -159,6 +162,11 @@ def parse(envelope):
         out.update(agency=r.str())
         if r.u16() != 1:
             raise ValueError("certificate subject is not Ed25519")
+        out.update(subject=r.bytes().hex(), valid_from_ms=r.i64(), valid_until_ms=r.i64(), signed_at_ms=r.i64())
+    elif kind == 8:
+        out.update(origin=r.str())
+        if r.u16() != 1:
+            raise ValueError("vault key certificate subject is not Ed25519")
         out.update(subject=r.bytes().hex(), valid_from_ms=r.i64(), valid_until_ms=r.i64(), signed_at_ms=r.i64())
     elif kind == 4:
         out.update(certificate=r.hex32(), reason=r.str(), signed_at_ms=r.i64())
@@ -191,7 +199,19 @@ def main(argv):
     anchor, vault_key = args[3].lower(), args[4].lower()
     statements = {"record": record, "receipt": receipt, "certificate": certificate}
     accepted_at = receipt.get("accepted_at_ms")
-    checks = [
+    checks = []
+    if args[4].startswith("--vault-certificate="):
+        vault_certificate = read(args[4].split("=", 1)[1])
+        statements["vault_certificate"] = vault_certificate
+        vault_key = vault_certificate.get("subject")
+        checks += [
+            (vault_certificate["kind"] == "vault key certificate" and vault_certificate["signature_valid"]
+             and vault_certificate["signer"] == anchor, "the vault key certificate is signed by the trust anchor"),
+            (accepted_at is not None
+             and vault_certificate["valid_from_ms"] <= accepted_at <= vault_certificate["valid_until_ms"],
+             "the vault key was certified when it signed the receipt"),
+        ]
+    checks += [
         (record["kind"] == "record", "the first file is a record"),
         (record["signature_valid"], "the record's signature verifies under its signer key"),
         (receipt["kind"] == "receipt" and receipt["signature_valid"], "the second file is a signed receipt"),
