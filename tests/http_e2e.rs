@@ -277,9 +277,31 @@ fn deposit_fetch_see_the_access_revoke_and_restart() {
         .expect("revoke");
     assert_eq!(response.status().as_u16(), 201);
 
-    // Restart: everything is still there.
+    // Restart: everything is still there. Meanwhile the anchor certifies the vault key: from the next
+    // start it is served, and checkpoints verify from the anchor alone.
     server.stop();
+    kho::keys::write_secret_key(&d.join("anchor.pem"), &key(1)).expect("anchor key");
+    let certified = kho(
+        &config,
+        &["certify-vault", "--anchor-key", &path(&d.join("anchor.pem")), "--data-dir", &path(&d.join("data"))],
+    );
+    assert!(certified.status.success(), "{}", text(&certified));
     let server = Server::start(&config);
+    let served = agent().get(server.url("/v1/vault-certificate")).call().expect("vault certificate");
+    assert_eq!(served.status().as_u16(), 200);
+    let from_anchor = kho(
+        &config,
+        &[
+            "checkpoint",
+            "--server",
+            &server.base,
+            "--vault-certificate",
+            &path(&d.join("data").join("vault-key.kho-cert")),
+            "--anchor",
+            &path(&d.join("anchor.pub.pem")),
+        ],
+    );
+    assert!(from_anchor.status.success() && text(&from_anchor).contains("verified: log"), "{}", text(&from_anchor));
     let mut response = agent()
         .get(server.url(&format!("/v1/records/{id}")))
         .header("Authorization", format!("Bearer {citizen}"))

@@ -254,9 +254,9 @@ fn print_access_entry(entry: &serde_json::Value) {
 pub(super) fn verify_access_log(
     client: &ClientArgs,
     owner: &str,
-    vault_key: &std::path::Path,
+    trust: &super::log::VaultTrustArgs,
 ) -> anyhow::Result<ExitCode> {
-    let key = keys::read_public_key(vault_key)?;
+    let (key, certified_origin) = trust.key()?;
     let owner_id = crate::ids::OwnerId::parse(owner)?;
     let mut listed = Vec::new();
     let mut completeness = serde_json::Value::Null;
@@ -274,7 +274,7 @@ pub(super) fn verify_access_log(
         eprintln!("error: the server has signed no checkpoint yet; try again in a second");
         return Ok(ExitCode::from(EXIT_INVALID));
     }
-    let evidence = parse_completeness(&completeness, &key)?;
+    let evidence = parse_completeness(&completeness, &key, certified_origin.as_deref())?;
     let evidence = match evidence {
         Ok(evidence) => evidence,
         Err(message) => return Ok(invalid(&message)),
@@ -367,9 +367,10 @@ type Evidence = (crate::log::Checkpoint, Vec<u8>, Vec<crate::log::Hash>, crate::
 fn parse_completeness(
     value: &serde_json::Value,
     key: &crate::statement::PublicKey,
+    origin: Option<&str>,
 ) -> anyhow::Result<Result<Evidence, String>> {
     let note = value["checkpoint"].as_str().context("no checkpoint in the completeness evidence")?;
-    let origin = note.lines().next().unwrap_or_default();
+    let origin = origin.unwrap_or_else(|| note.lines().next().unwrap_or_default());
     let checkpoint = match crate::log::checkpoint::open(note, origin, key) {
         Ok(checkpoint) => checkpoint,
         Err(error) => return Ok(Err(format!("the checkpoint does not verify under the vault key: {error}"))),

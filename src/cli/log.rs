@@ -11,17 +11,55 @@ use clap::{Args, Subcommand};
 use super::EXIT_INVALID;
 use crate::keys;
 use crate::log::{self, checkpoint, Checkpoint, Hash};
-use crate::statement::PublicKey;
+use crate::statement::{PublicKey, Signed, VaultKeyCertificate};
+
+/// How a client comes to trust the vault's key: given out of band, or certified by a trust anchor.
+#[derive(Args)]
+pub(super) struct VaultTrustArgs {
+    /// The vault's public key (PEM), obtained out of band (`vault-key.pub.pem` in its data folder).
+    #[arg(long, conflicts_with = "vault_certificate")]
+    vault_key: Option<PathBuf>,
+    /// Or the vault key certificate (`GET /v1/vault-certificate`), trusted because --anchor signed it.
+    #[arg(long, requires = "anchor")]
+    vault_certificate: Option<PathBuf>,
+    /// The trust anchor's public key (PEM) that signed --vault-certificate.
+    #[arg(long)]
+    anchor: Option<PathBuf>,
+}
+
+impl VaultTrustArgs {
+    /// The vault key, and the log origin its certificate names (if it came with one); an error if
+    /// neither was given or the certificate is not the anchor's.
+    pub(super) fn key(&self) -> anyhow::Result<(PublicKey, Option<String>)> {
+        match (&self.vault_key, &self.vault_certificate, &self.anchor) {
+            (Some(path), _, _) => Ok((keys::read_public_key(path)?, None)),
+            (None, Some(path), Some(anchor)) => {
+                let anchor = keys::read_public_key(anchor)?;
+                let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let certificate = Signed::<VaultKeyCertificate>::from_envelope(&bytes)
+                    .with_context(|| format!("{} is not a valid vault key certificate", path.display()))?;
+                anyhow::ensure!(
+                    certificate.signer() == &anchor,
+                    "the vault key certificate {} is not signed by the trust anchor {}",
+                    path.display(),
+                    anchor.fingerprint()
+                );
+                let body = certificate.body();
+                Ok((body.subject, Some(body.origin.clone())))
+            }
+            _ => anyhow::bail!("give --vault-key, or --vault-certificate with --anchor"),
+        }
+    }
+}
 
 #[derive(Args)]
 pub(super) struct LogClientArgs {
     /// The Kho server.
     #[arg(long, env = "KHO_SERVER", default_value = "http://127.0.0.1:8080")]
     server: String,
-    /// The vault's public key (PEM), obtained out of band (`vault-key.pub.pem` in its data folder).
-    #[arg(long)]
-    vault_key: PathBuf,
-    /// The log's origin, if you know it; otherwise the checkpoint's own first line is used (and shown).
+    #[command(flatten)]
+    trust: VaultTrustArgs,
+    /// The log's origin, if you know it; otherwise the certificate's, or the checkpoint's own first line.
     #[arg(long)]
     origin: Option<String>,
 }
@@ -59,9 +97,15 @@ fn fetch(client: &LogClientArgs, path: &str) -> anyhow::Result<Result<String, Ex
     Ok(Ok(response.body_mut().read_to_string().context("reading the server's answer")?))
 }
 
+/// The vault key, and the origin its checkpoints must carry (given, certified, or none yet).
+fn vault_key(client: &LogClientArgs) -> anyhow::Result<(PublicKey, Option<String>)> {
+    let (key, certified_origin) = client.trust.key()?;
+    Ok((key, client.origin.clone().or(certified_origin)))
+}
+
 /// Verifies a signed checkpoint note; the failure is printed and becomes the exit code.
-fn open_note(client: &LogClientArgs, key: &PublicKey, note: &str) -> Result<Checkpoint, ExitCode> {
-    let origin = match &client.origin {
+fn open_note(origin: &Option<String>, key: &PublicKey, note: &str) -> Result<Checkpoint, ExitCode> {
+    let origin = match origin {
         Some(origin) => origin.clone(),
         None => note.lines().next().unwrap_or_default().to_owned(),
     };
@@ -80,27 +124,26 @@ fn parse_hashes(value: &serde_json::Value) -> anyhow::Result<Vec<Hash>> {
     value.as_array().context("no hashes in the proof")?.iter().map(parse_hash).collect()
 }
 
-/// The vault key, and a proof's JSON from the server (or the exit code of its refusal).
-fn fetch_proof(
-    client: &LogClientArgs,
-    query: &str,
-) -> anyhow::Result<Result<(PublicKey, serde_json::Value), ExitCode>> {
-    let key = keys::read_public_key(&client.vault_key)?;
+/// A vault key with the origin it signs under, and a proof's JSON from the server (or the exit code of
+/// its refusal).
+type Trusted = (PublicKey, Option<String>);
+fn fetch_proof(client: &LogClientArgs, query: &str) -> anyhow::Result<Result<(Trusted, serde_json::Value), ExitCode>> {
+    let trusted = vault_key(client)?;
     let text = match fetch(client, query)? {
         Ok(text) => text,
         Err(code) => return Ok(Err(code)),
     };
     let proof = serde_json::from_str(&text).context("the server's answer is not JSON")?;
-    Ok(Ok((key, proof)))
+    Ok(Ok((trusted, proof)))
 }
 
 pub(super) fn checkpoint(client: &LogClientArgs) -> anyhow::Result<ExitCode> {
-    let key = keys::read_public_key(&client.vault_key)?;
+    let (key, origin) = vault_key(client)?;
     let note = match fetch(client, "/v1/log/checkpoint")? {
         Ok(note) => note,
         Err(code) => return Ok(code),
     };
-    let checkpoint = match open_note(client, &key, &note) {
+    let checkpoint = match open_note(&origin, &key, &note) {
         Ok(checkpoint) => checkpoint,
         Err(code) => return Ok(code),
     };
@@ -122,11 +165,11 @@ pub(super) fn proof(command: ProofCommand) -> anyhow::Result<ExitCode> {
                 Some(size) => format!("/v1/log/proof/inclusion?index={index}&size={size}"),
                 None => format!("/v1/log/proof/inclusion?index={index}"),
             };
-            let (key, proof) = match fetch_proof(&client, &query)? {
+            let ((key, origin), proof) = match fetch_proof(&client, &query)? {
                 Ok(answer) => answer,
                 Err(code) => return Ok(code),
             };
-            let checkpoint = match open_note(&client, &key, proof["checkpoint"]["note"].as_str().unwrap_or_default()) {
+            let checkpoint = match open_note(&origin, &key, proof["checkpoint"]["note"].as_str().unwrap_or_default()) {
                 Ok(checkpoint) => checkpoint,
                 Err(code) => return Ok(code),
             };
@@ -150,13 +193,13 @@ pub(super) fn proof(command: ProofCommand) -> anyhow::Result<ExitCode> {
                 Some(new) => format!("/v1/log/proof/consistency?old={old}&new={new}"),
                 None => format!("/v1/log/proof/consistency?old={old}"),
             };
-            let (key, proof) = match fetch_proof(&client, &query)? {
+            let ((key, origin), proof) = match fetch_proof(&client, &query)? {
                 Ok(answer) => answer,
                 Err(code) => return Ok(code),
             };
             let mut checkpoints = Vec::new();
             for side in ["old", "new"] {
-                match open_note(&client, &key, proof[side]["note"].as_str().unwrap_or_default()) {
+                match open_note(&origin, &key, proof[side]["note"].as_str().unwrap_or_default()) {
                     Ok(checkpoint) => checkpoints.push(checkpoint),
                     Err(code) => return Ok(code),
                 }

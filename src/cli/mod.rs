@@ -121,11 +121,11 @@ enum Command {
         owner: String,
         /// Also check that the list is complete: every access to the owner's data up to the newest
         /// owner-map commitment in a checkpoint signed by the vault key, and nothing else.
-        #[arg(long, requires = "vault_key")]
-        verify: bool,
-        /// The vault's public key (PEM), obtained out of band; needed by --verify.
         #[arg(long)]
-        vault_key: Option<PathBuf>,
+        verify: bool,
+        /// How the vault key is trusted (needed by --verify).
+        #[command(flatten)]
+        trust: log::VaultTrustArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -405,10 +405,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Get { id, out, client } => client::get(&client, &id, out),
         Command::Ls { owner, document_type, status, client } => client::ls(&client, &owner, document_type, status),
         Command::AccessLog { owner, verify: false, client, .. } => client::access_log(&client, &owner),
-        Command::AccessLog { owner, vault_key, client, .. } => {
-            let vault_key = vault_key.context("--verify needs --vault-key")?;
-            client::verify_access_log(&client, &owner, &vault_key)
-        }
+        Command::AccessLog { owner, trust, client, .. } => client::verify_access_log(&client, &owner, &trust),
         Command::Checkpoint(client) => log::checkpoint(&client),
         Command::Proof(command) => log::proof(command),
     }
