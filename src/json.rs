@@ -134,17 +134,18 @@ pub fn access_event_json(log_index: u64, event: &AccessEvent) -> Value {
 /// The evidence that an owner's chain is complete up to an owner-map commitment (docs/FORMAT.md 4.4).
 pub fn completeness_json(owner: &crate::ids::OwnerId, completeness: &Completeness) -> Value {
     let hexes = |hashes: &[crate::log::Hash]| hashes.iter().map(hex::encode).collect::<Vec<_>>();
-    let commitment_at = crate::log::Entry::decode(&completeness.commitment_entry).map(|e| e.accepted_at_ms).ok();
+    let evidence = &completeness.evidence;
+    let commitment_at = crate::log::Entry::decode(&evidence.commitment_entry).map(|e| e.accepted_at_ms).ok();
     json!({
-        "checkpoint": completeness.checkpoint.note,
+        "checkpoint": completeness.checkpoint_note,
         "complete_through": {
-            "log_index": completeness.commitment_index,
+            "log_index": evidence.commitment_index,
             "at": commitment_at.map(format_unix_ms),
         },
         "commitment": {
-            "log_index": completeness.commitment_index,
-            "entry_base64": base64(&completeness.commitment_entry),
-            "inclusion_proof": hexes(&completeness.commitment_proof),
+            "log_index": evidence.commitment_index,
+            "entry_base64": base64(&evidence.commitment_entry),
+            "inclusion_proof": hexes(&evidence.commitment_proof),
         },
         "owner_map": {
             "key": hex::encode(crate::log::map::owner_key(owner)),
@@ -154,8 +155,8 @@ pub fn completeness_json(owner: &crate::ids::OwnerId, completeness: &Completenes
                 "leaf_hash": hex::encode(head.head),
             })),
             "proof": {
-                "siblings": hexes(&completeness.map_proof.siblings),
-                "leaf": completeness.map_proof.leaf.as_ref().map(|(key, value)| json!({
+                "siblings": hexes(&evidence.map_proof.siblings),
+                "leaf": evidence.map_proof.leaf.as_ref().map(|(key, value)| json!({
                     "key": hex::encode(key),
                     "value_base64": base64(value),
                 })),

@@ -429,31 +429,50 @@ impl StatementBody for KeyCertificate {
     const NAME: &'static str = "key certificate";
 }
 
-impl Encoding for KeyCertificate {
-    fn encode_body(&self, w: &mut Writer) {
-        w.str(self.agency.as_str());
-        w.u16(self.subject.algorithm().id());
-        w.bytes(self.subject.raw_bytes());
-        w.i64(self.valid_from_ms);
-        w.i64(self.valid_until_ms);
-        w.i64(self.signed_at_ms);
+/// The fields both certificates share after their first one: the certified key, its validity window
+/// (which must not be empty) and the signing time.
+struct CertifiedKey {
+    subject: PublicKey,
+    valid_from_ms: i64,
+    valid_until_ms: i64,
+    signed_at_ms: i64,
+}
+
+impl CertifiedKey {
+    fn encode(subject: &PublicKey, valid_from_ms: i64, valid_until_ms: i64, signed_at_ms: i64, w: &mut Writer) {
+        w.u16(subject.algorithm().id());
+        w.bytes(subject.raw_bytes());
+        w.i64(valid_from_ms);
+        w.i64(valid_until_ms);
+        w.i64(signed_at_ms);
     }
 
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let agency = r.code("agency")?;
+    fn decode(r: &mut Reader<'_>) -> Result<CertifiedKey, DecodeError> {
         let algorithm = r.u16("subject algorithm")?;
         let subject = PublicKey::from_raw(algorithm, r.bytes("subject key")?)?;
-        let certificate = KeyCertificate {
-            agency,
+        let certified = CertifiedKey {
             subject,
             valid_from_ms: r.i64("valid from")?,
             valid_until_ms: r.i64("valid until")?,
             signed_at_ms: r.i64("signed at")?,
         };
-        if certificate.valid_until_ms <= certificate.valid_from_ms {
+        if certified.valid_until_ms <= certified.valid_from_ms {
             return Err(FieldError::new("valid until", "the certificate's validity window is empty").into());
         }
-        Ok(certificate)
+        Ok(certified)
+    }
+}
+
+impl Encoding for KeyCertificate {
+    fn encode_body(&self, w: &mut Writer) {
+        w.str(self.agency.as_str());
+        CertifiedKey::encode(&self.subject, self.valid_from_ms, self.valid_until_ms, self.signed_at_ms, w);
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let agency = r.code("agency")?;
+        let CertifiedKey { subject, valid_from_ms, valid_until_ms, signed_at_ms } = CertifiedKey::decode(r)?;
+        Ok(KeyCertificate { agency, subject, valid_from_ms, valid_until_ms, signed_at_ms })
     }
 }
 
@@ -478,11 +497,7 @@ impl StatementBody for VaultKeyCertificate {
 impl Encoding for VaultKeyCertificate {
     fn encode_body(&self, w: &mut Writer) {
         w.str(&self.origin);
-        w.u16(self.subject.algorithm().id());
-        w.bytes(self.subject.raw_bytes());
-        w.i64(self.valid_from_ms);
-        w.i64(self.valid_until_ms);
-        w.i64(self.signed_at_ms);
+        CertifiedKey::encode(&self.subject, self.valid_from_ms, self.valid_until_ms, self.signed_at_ms, w);
     }
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -491,19 +506,8 @@ impl Encoding for VaultKeyCertificate {
             return Err(FieldError::new("origin", "not a usable log origin").into());
         }
         let origin = origin.to_owned();
-        let algorithm = r.u16("subject algorithm")?;
-        let subject = PublicKey::from_raw(algorithm, r.bytes("subject key")?)?;
-        let certificate = VaultKeyCertificate {
-            origin,
-            subject,
-            valid_from_ms: r.i64("valid from")?,
-            valid_until_ms: r.i64("valid until")?,
-            signed_at_ms: r.i64("signed at")?,
-        };
-        if certificate.valid_until_ms <= certificate.valid_from_ms {
-            return Err(FieldError::new("valid until", "the certificate's validity window is empty").into());
-        }
-        Ok(certificate)
+        let CertifiedKey { subject, valid_from_ms, valid_until_ms, signed_at_ms } = CertifiedKey::decode(r)?;
+        Ok(VaultKeyCertificate { origin, subject, valid_from_ms, valid_until_ms, signed_at_ms })
     }
 }
 

@@ -222,12 +222,12 @@ fn the_standalone_verifier_checks_checkpoints_proofs_and_leaves_and_agrees_on_ta
         .map(|owner| {
             let completeness =
                 f.vault.completeness(&kho::ids::OwnerId::parse(owner).expect("owner")).expect("completeness");
-            let commitment = Entry::decode(&completeness.commitment_entry).expect("commitment");
+            let commitment = Entry::decode(&completeness.evidence.commitment_entry).expect("commitment");
             serde_json::json!({
                 "owner": owner,
                 "root": commitment.id.to_hex(),
-                "siblings": completeness.map_proof.siblings.iter().map(hex::encode).collect::<Vec<_>>(),
-                "leaf": completeness.map_proof.leaf.as_ref().map(|(key, value)| serde_json::json!({
+                "siblings": completeness.evidence.map_proof.siblings.iter().map(hex::encode).collect::<Vec<_>>(),
+                "leaf": completeness.evidence.map_proof.leaf.as_ref().map(|(key, value)| serde_json::json!({
                     "key": hex::encode(key), "value": hex::encode(value),
                 })),
                 "value": completeness.head.map(|head| hex::encode(head.encode())),

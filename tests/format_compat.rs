@@ -124,7 +124,7 @@ fn version_1_vault_keeps_opening_and_serving() {
     assert_eq!(signed.checkpoint.root, tree.root(5));
     let evidence = vault.completeness(&owner).expect("completeness");
     let chain = vault.owner_chain(&owner, None, 10).expect("chain");
-    let complete = kho::log::chain::verify_completeness(&owner, &evidence.evidence(), &chain.entries)
+    let complete = kho::log::chain::verify_completeness(&owner, &evidence.evidence, &chain.entries)
         .expect("the owner's chain is complete");
     assert_eq!(complete.head.map(|head| head.length), Some(3), "two records and a revocation");
     assert_eq!(complete.entries.len(), 3);

@@ -546,7 +546,7 @@ fn an_owners_chain_is_proven_complete_up_to_the_newest_commitment() {
     let evidence = f.vault.completeness(&owner).expect("evidence");
     let chain = f.vault.owner_chain(&owner, None, 100).expect("chain").entries;
     assert!(chain.iter().all(|(index, _)| *index < late), "only covered entries are listed");
-    let complete = verify_completeness(&owner, &evidence.evidence(), &chain).expect("complete");
+    let complete = verify_completeness(&owner, &evidence.evidence, &chain).expect("complete");
     assert_eq!((complete.head.map(|h| h.length), complete.entries.len()), (Some(4), 4));
     // Paging from the head down gives the same chain.
     let first_page = f.vault.owner_chain(&owner, None, 3).expect("page");
@@ -554,14 +554,14 @@ fn an_owners_chain_is_proven_complete_up_to_the_newest_commitment() {
     assert_eq!([first_page.entries, second_page.entries].concat(), chain);
     for left_out in 0..chain.len() {
         let partial = [&chain[..left_out], &chain[left_out + 1..]].concat();
-        assert!(verify_completeness(&owner, &evidence.evidence(), &partial).is_err(), "without entry {left_out}");
+        assert!(verify_completeness(&owner, &evidence.evidence, &partial).is_err(), "without entry {left_out}");
     }
     assert!(matches!(
-        verify_completeness(&other, &evidence.evidence(), &chain),
+        verify_completeness(&other, &evidence.evidence, &chain),
         Err(ChainError::ExtraEntries { .. } | ChainError::ChainMismatch { .. })
     ));
     let nobody = f.vault.completeness(&other).expect("evidence for an owner with no entries");
-    assert_eq!(verify_completeness(&other, &nobody.evidence(), &[]).expect("complete").head, None);
+    assert_eq!(verify_completeness(&other, &nobody.evidence, &[]).expect("complete").head, None);
 
     // The next checkpoint commits the late access too.
     let f = f.reopen();
@@ -569,7 +569,7 @@ fn an_owners_chain_is_proven_complete_up_to_the_newest_commitment() {
     let evidence = f.vault.completeness(&owner).expect("evidence");
     let chain = f.vault.owner_chain(&owner, None, 100).expect("chain").entries;
     assert_eq!(chain[0].0, late);
-    let complete = verify_completeness(&owner, &evidence.evidence(), &chain).expect("complete");
+    let complete = verify_completeness(&owner, &evidence.evidence, &chain).expect("complete");
     assert_eq!(complete.head.map(|h| h.length), Some(5));
 }
 

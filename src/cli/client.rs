@@ -295,14 +295,7 @@ pub(super) fn verify_access_log(
         }
         before = page["next_before"].as_u64();
     }
-    let (checkpoint, commitment_entry, commitment_proof, map_proof, commitment_index) = &evidence;
-    let evidence = crate::log::chain::CompletenessEvidence {
-        checkpoint,
-        commitment_index: *commitment_index,
-        commitment_entry,
-        commitment_proof,
-        map_proof,
-    };
+    let (checkpoint, commitment_index) = (&evidence.checkpoint, evidence.commitment_index);
     let complete = match crate::log::chain::verify_completeness(&owner_id, &evidence, &chain) {
         Ok(complete) => complete,
         Err(error) => return Ok(invalid(&format!("the owner's chain is not complete: {error}"))),
@@ -323,7 +316,7 @@ pub(super) fn verify_access_log(
             Ok(event) if crate::json::access_event_json(index, &event) == *entry => event,
             _ => return Ok(invalid(&format!("access entry {index} is not what its canonical bytes say"))),
         };
-        if index < *commitment_index {
+        if index < commitment_index {
             shown.insert(index, event.id());
         } else {
             newer += 1;
@@ -360,15 +353,13 @@ fn base64_field(value: &serde_json::Value) -> anyhow::Result<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(text).context("a base64 field does not decode")
 }
 
-type Evidence = (crate::log::Checkpoint, Vec<u8>, Vec<crate::log::Hash>, crate::log::map::MapProof, u64);
-
 /// The completeness evidence of an access-log answer, its checkpoint's signature checked; the inner
 /// error says what does not verify.
 fn parse_completeness(
     value: &serde_json::Value,
     key: &crate::statement::PublicKey,
     origin: Option<&str>,
-) -> anyhow::Result<Result<Evidence, String>> {
+) -> anyhow::Result<Result<crate::log::chain::CompletenessEvidence, String>> {
     let note = value["checkpoint"].as_str().context("no checkpoint in the completeness evidence")?;
     let origin = origin.unwrap_or_else(|| note.lines().next().unwrap_or_default());
     let checkpoint = match crate::log::checkpoint::open(note, origin, key) {
@@ -388,5 +379,11 @@ fn parse_completeness(
         leaf => Some((super::log::parse_hash(&leaf["key"])?, base64_field(&leaf["value_base64"])?)),
     };
     let map_proof = crate::log::map::MapProof { siblings: hashes(&proof["siblings"])?, leaf };
-    Ok(Ok((checkpoint, commitment_entry, commitment_proof, map_proof, commitment_index)))
+    Ok(Ok(crate::log::chain::CompletenessEvidence {
+        checkpoint,
+        commitment_index,
+        commitment_entry,
+        commitment_proof,
+        map_proof,
+    }))
 }

@@ -129,14 +129,16 @@ impl Rebuild {
     }
 }
 
-/// The evidence an owner checks (see `vault::Completeness`), as received.
-pub struct CompletenessEvidence<'a> {
-    /// The checkpoint, its signature already checked.
-    pub checkpoint: &'a Checkpoint,
+/// The evidence an owner checks: a checkpoint (its signature already checked), the owner-map
+/// commitment inside it (its log index, leaf bytes and inclusion proof; it covers the entries before
+/// it), and the owner's proof in that map.
+#[derive(Debug, Clone)]
+pub struct CompletenessEvidence {
+    pub checkpoint: Checkpoint,
     pub commitment_index: u64,
-    pub commitment_entry: &'a [u8],
-    pub commitment_proof: &'a [Hash],
-    pub map_proof: &'a MapProof,
+    pub commitment_entry: Vec<u8>,
+    pub commitment_proof: Vec<Hash>,
+    pub map_proof: MapProof,
 }
 
 /// An owner's chain, checked complete: its head in the owner map (`None`: no entries) and its entries
@@ -153,24 +155,24 @@ pub struct CompleteChain {
 /// the first.
 pub fn verify_completeness(
     owner: &OwnerId,
-    evidence: &CompletenessEvidence<'_>,
+    evidence: &CompletenessEvidence,
     chain: &[(u64, Vec<u8>)],
 ) -> Result<CompleteChain, ChainError> {
-    let checkpoint = evidence.checkpoint;
+    let checkpoint = &evidence.checkpoint;
     verify_inclusion(
         evidence.commitment_index,
         checkpoint.size,
-        &leaf_hash(evidence.commitment_entry),
-        evidence.commitment_proof,
+        &leaf_hash(&evidence.commitment_entry),
+        &evidence.commitment_proof,
         &checkpoint.root,
     )
     .map_err(ChainError::CommitmentNotIncluded)?;
-    let commitment = Entry::decode(evidence.commitment_entry)
+    let commitment = Entry::decode(&evidence.commitment_entry)
         .map_err(|error| ChainError::Undecodable { index: evidence.commitment_index, error })?;
     if commitment.kind != KIND_OWNER_MAP {
         return Err(ChainError::NotACommitment(evidence.commitment_index));
     }
-    let head = map::verify(&commitment.id.0, &map::owner_key(owner), evidence.map_proof)
+    let head = map::verify(&commitment.id.0, &map::owner_key(owner), &evidence.map_proof)
         .map_err(ChainError::MapProof)?
         .map(|value| ChainHead::decode(&value))
         .transpose()
@@ -262,11 +264,11 @@ mod tests {
         let map_proof =
             map::prove(&Overlay { base: &Empty, writes: committed_map }, &map::owner_key(&alice)).expect("prove");
         let evidence = CompletenessEvidence {
-            checkpoint: &checkpoint,
+            checkpoint,
             commitment_index,
-            commitment_entry: &log.entries[commitment_index as usize],
-            commitment_proof: &proof,
-            map_proof: &map_proof,
+            commitment_entry: log.entries[commitment_index as usize].clone(),
+            commitment_proof: proof,
+            map_proof,
         };
         let chain: Vec<(u64, Vec<u8>)> = log
             .entries
@@ -296,7 +298,7 @@ mod tests {
         // Bob's proof does not pass for Alice.
         let bob_proof =
             map::prove(&Overlay { base: &Empty, writes: committed_map }, &map::owner_key(&bob)).expect("prove");
-        let bob_evidence = CompletenessEvidence { map_proof: &bob_proof, ..evidence };
+        let bob_evidence = CompletenessEvidence { map_proof: bob_proof, ..evidence };
         assert!(verify_completeness(&alice, &bob_evidence, &chain).is_err());
     }
 

@@ -58,9 +58,10 @@ pub enum Change {
         owner: OwnerId,
         event: Vec<u8>,
     },
-    /// An owner-map commitment: the map's new leaves and subtree hashes, and the log index of every
-    /// entry it covers that extends an owner's chain (the chain index the owner pages through).
+    /// An owner-map commitment: the map's new root, leaves and subtree hashes, and the log index of
+    /// every entry it covers that extends an owner's chain (the chain index the owner pages through).
     OwnerMap {
+        root: Hash,
         writes: MapWrites,
         chain: Vec<(OwnerId, u64)>,
     },
@@ -356,8 +357,7 @@ impl Store {
             Change::Access { owner, event } => {
                 batch.insert(key::access_entry(&owner, sequence), event);
             }
-            Change::OwnerMap { writes, chain } => {
-                let root = map::root(&map::Overlay { base: self, writes: &writes })?;
+            Change::OwnerMap { root, writes, chain } => {
                 for (map_key, value) in writes.leaves {
                     batch.insert(key::map_leaf(&map_key), value);
                 }

@@ -16,36 +16,20 @@ use std::collections::{BTreeMap, HashMap};
 use super::sequencer::{Acceptance, Decision};
 use super::{ProofQueryError, SignedCheckpoint, StorageError, Vault};
 use crate::ids::{now_unix_ms, Digest, OwnerId};
-use crate::log::map::{self, MapProof, MapWrites, Overlay};
-use crate::log::{self, ChainHead, Entry, Hash, KIND_OWNER_MAP};
+use crate::log::chain::CompletenessEvidence;
+use crate::log::map::{self, MapWrites, Overlay};
+use crate::log::{self, ChainHead, Entry, KIND_OWNER_MAP};
 use crate::store::Change;
 
 /// What an owner needs to check that the entries of their chain they were given are all of them, up to
 /// an owner-map commitment inside a signed checkpoint.
 #[derive(Debug, Clone)]
 pub struct Completeness {
-    pub checkpoint: SignedCheckpoint,
-    /// The commitment's log index: it covers entries `0..commitment_index`.
-    pub commitment_index: u64,
-    /// The commitment's leaf bytes (its id is the map root) and its inclusion proof in the checkpoint.
-    pub commitment_entry: Vec<u8>,
-    pub commitment_proof: Vec<Hash>,
-    /// The owner's chain head in the map (`None`: no entries yet) and its proof against the root.
+    /// The newest checkpoint's signed note (`evidence.checkpoint` is what it says).
+    pub checkpoint_note: String,
+    /// The owner's chain head in the map (`None`: no entries yet), as the map proof shows it.
     pub head: Option<ChainHead>,
-    pub map_proof: MapProof,
-}
-
-impl Completeness {
-    /// The evidence in the form the owner's check takes it.
-    pub fn evidence(&self) -> log::chain::CompletenessEvidence<'_> {
-        log::chain::CompletenessEvidence {
-            checkpoint: &self.checkpoint.checkpoint,
-            commitment_index: self.commitment_index,
-            commitment_entry: &self.commitment_entry,
-            commitment_proof: &self.commitment_proof,
-            map_proof: &self.map_proof,
-        }
-    }
+    pub evidence: CompletenessEvidence,
 }
 
 /// A page of an owner's chain entries covered by the owner map, newest first.
@@ -128,7 +112,7 @@ impl Vault {
                 id: Digest(root),
                 owner: None,
                 accepted_at_ms: now_unix_ms(),
-                change: Change::OwnerMap { writes, chain: std::mem::take(&mut walk.chain) },
+                change: Change::OwnerMap { root, writes, chain: std::mem::take(&mut walk.chain) },
                 receipted: false,
             }))
         })?;
@@ -164,7 +148,18 @@ impl Vault {
             .map(|value| ChainHead::decode(&value))
             .transpose()
             .map_err(|e| StorageError::Corrupt(format!("owner map value: {e}")))?;
-        Ok(Completeness { checkpoint, commitment_index, commitment_entry, commitment_proof, head, map_proof })
+        let SignedCheckpoint { checkpoint, note } = checkpoint;
+        Ok(Completeness {
+            checkpoint_note: note,
+            head,
+            evidence: CompletenessEvidence {
+                checkpoint,
+                commitment_index,
+                commitment_entry,
+                commitment_proof,
+                map_proof,
+            },
+        })
     }
 
     /// A page of `owner`'s chain entries covered by the owner map, newest first, with log index below
