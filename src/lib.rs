@@ -26,6 +26,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod content;
+pub mod evidence;
 pub mod http;
 pub mod ids;
 pub mod json;

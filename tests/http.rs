@@ -198,7 +198,7 @@ type BadRead<'a> = (&'a str, String, Headers<'a>, u16, &'a str);
 async fn the_role_matrix_of_security_md_holds_for_every_endpoint() {
     let api = Api::new();
     let id = api.record.to_hex();
-    let reads: [(&str, String, Row); 3] = [
+    let reads: [(&str, String, Row); 5] = [
         //                                          anon own other off+p off  iss  iss2 aud  aud+p adm
         ("GET record", format!("/v1/records/{id}"), [401, 200, 403, 200, 403, 200, 403, 200, 200, 403]),
         ("GET content", format!("/v1/records/{id}/content"), [401, 200, 403, 200, 403, 403, 403, 403, 200, 403]),
@@ -207,6 +207,8 @@ async fn the_role_matrix_of_security_md_holds_for_every_endpoint() {
             format!("/v1/owners/{OWNER}/records"),
             [401, 200, 403, 200, 403, 403, 403, 200, 200, 403],
         ),
+        ("GET record bundle", format!("/v1/records/{id}/bundle"), [401, 200, 403, 200, 403, 403, 403, 403, 200, 403]),
+        ("GET store export", format!("/v1/owners/{OWNER}/export"), [401, 200, 403, 403, 403, 403, 403, 403, 200, 403]),
     ];
     let before = api.access_log().len();
     let mut logged = 0;
@@ -591,6 +593,8 @@ async fn the_served_openapi_document_is_the_checked_in_one_and_describes_every_r
         ("get", "/v1/owners/{owner}/records"),
         ("get", "/v1/owners/{owner}/access-log"),
         ("get", "/v1/owners/{owner}/log-entries"),
+        ("get", "/v1/owners/{owner}/export"),
+        ("get", "/v1/records/{id}/bundle"),
         ("get", "/v1/certificates"),
         ("post", "/v1/certificates"),
         ("post", "/v1/certificates/{id}/revocation"),

@@ -773,3 +773,235 @@ fn a_small_read_over_a_kept_alive_connection_does_not_wait_for_a_delayed_ack() {
     }
     server.stop();
 }
+
+/// Rewrites one file of a bundle (same length, so the archive stays well-formed) with `change`.
+fn rewrite_bundle(from: &Path, to: &Path, name: &str, change: impl Fn(&mut Vec<u8>)) {
+    let mut archive = tar::Archive::new(std::fs::File::open(from).expect("bundle"));
+    let mut builder = tar::Builder::new(std::fs::File::create(to).expect("copy"));
+    let mut changed = false;
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let path = entry.path().expect("path").display().to_string();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).expect("read");
+        if path == name {
+            change(&mut bytes);
+            changed = true;
+        }
+        let mut header = entry.header().clone();
+        header.set_size(bytes.len() as u64);
+        header.set_cksum();
+        builder.append(&header, bytes.as_slice()).expect("append");
+    }
+    builder.finish().expect("finish");
+    assert!(changed, "{name} is in the bundle");
+}
+
+/// The verdicts `kho verify --json` and the Python verifier give, by record id.
+fn verdicts(config: &Path, bundle: &Path, trust: &[String]) -> (i32, serde_json::Value, i32, serde_json::Value) {
+    let args: Vec<String> =
+        [vec!["verify".to_owned(), bundle.display().to_string(), "--json".into()], trust.to_vec()].concat();
+    let rust = kho(config, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let report: serde_json::Value = serde_json::from_slice(&rust.stdout).unwrap_or_else(|_| panic!("{}", text(&rust)));
+    let by_id: serde_json::Map<String, serde_json::Value> = report["documents"]
+        .as_array()
+        .expect("documents")
+        .iter()
+        .map(|d| (d["id"].as_str().expect("id").to_owned(), d["verdict"].clone()))
+        .collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auditor/verify_bundle.py");
+    let mut python = Command::new("python3");
+    python.arg(script).arg(bundle);
+    for pair in trust.chunks(2) {
+        let key = kho::keys::read_public_key(Path::new(&pair[1])).expect("key");
+        python.args([pair[0].as_str(), &hex::encode(key.raw_bytes())]);
+    }
+    let python = python.output().expect("python3 runs the auditor's bundle verifier");
+    let summary = String::from_utf8_lossy(&python.stdout).lines().last().unwrap_or_default().to_owned();
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap_or_else(|_| panic!("{}", text(&python)));
+    (
+        rust.status.code().unwrap_or(-1),
+        serde_json::Value::Object(by_id),
+        python.status.code().unwrap_or(-1),
+        summary["documents"].clone(),
+    )
+}
+
+#[test]
+fn an_exported_store_verifies_offline_with_a_verdict_per_document_and_tampering_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let config = prepare(d);
+    let server = Server::start(&config);
+    certify_issuer(&server, &config);
+    let issuer = token(&config, "issuer", &["--agency", AGENCY]);
+    let officer = token(&config, "officer", &["--agency", "000.00.00.H01"]);
+    let auditor = token(&config, "auditor", &[]);
+    let citizen = token(&config, "citizen", &["--owner", OWNER]);
+    let client = |token: &str| vec!["--server".to_owned(), server.base.clone(), "--token".to_owned(), token.to_owned()];
+    let run = |args: Vec<String>| kho(&config, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let deposit = |name: &str, seed: u64, extra: &[&str]| -> String {
+        std::fs::write(d.join(name), document(40_000 + seed as usize * 1000, seed, true)).expect("document");
+        let args: Vec<String> = [
+            vec!["deposit".into(), "--key".into(), d.join("issuer.pem").display().to_string()],
+            ["--owner", OWNER, "--type", "GKS", "--title", name, "--agency", AGENCY, "--media-type", "application/pdf"]
+                .map(String::from)
+                .to_vec(),
+            ["--procedure", "1.001193", "--dossier", "H26.22-240301-0001"].map(String::from).to_vec(),
+            extra.iter().map(|s| (*s).to_owned()).collect(),
+            client(&issuer),
+            vec![d.join(name).display().to_string()],
+        ]
+        .concat();
+        let output = run(args);
+        assert!(output.status.success(), "{}", text(&output));
+        text(&output).split("as record ").nth(1).and_then(|r| r.split_whitespace().next()).expect("id").to_owned()
+    };
+    let valid = deposit("valid.pdf", 1, &[]);
+    let revoked = deposit("revoked.pdf", 2, &[]);
+    let old = deposit("old.pdf", 3, &[]);
+    let new = deposit("new.pdf", 4, &["--supersedes", &old]);
+    let expired = deposit(
+        "expired.pdf",
+        5,
+        &["--issued-on", "2020-01-01", "--valid-from", "2020-01-01", "--valid-until", "2021-01-01"],
+    );
+    let revocation = Signed::sign(
+        RecordRevocation {
+            record: Digest::parse_hex("id", &revoked).expect("id"),
+            issuer_agency: code(AGENCY),
+            reason: Title::parse("issued in error").expect("reason"),
+            signed_at_ms: now_unix_ms(),
+        },
+        &key(2),
+    );
+    let response = agent()
+        .post(server.url(&format!("/v1/records/{revoked}/revocation")))
+        .header("Authorization", format!("Bearer {issuer}"))
+        .send(&revocation.to_envelope()[..])
+        .expect("revoke");
+    assert_eq!(response.status().as_u16(), 201);
+    // An officer reads one document for a dossier; an officer may not export a whole store.
+    let read = run([
+        vec!["get".into(), valid.clone(), "--out".into(), d.join("got.pdf").display().to_string()],
+        client(&officer),
+        vec!["--purpose".into(), PURPOSE.into()],
+    ]
+    .concat());
+    assert!(read.status.success(), "{}", text(&read));
+    let refused = run([
+        vec!["export".into(), OWNER.into(), "--out".into(), d.join("x.tar").display().to_string()],
+        client(&officer),
+        vec!["--purpose".into(), PURPOSE.into()],
+    ]
+    .concat());
+    assert_eq!(refused.status.code(), Some(4), "{}", text(&refused));
+    assert!(!d.join("x.tar").exists() && !d.join("x.tar.partial").exists());
+
+    // The citizen exports the store; it verifies offline from the anchor and the vault key.
+    let store = d.join("store.tar");
+    let exported =
+        run([vec!["export".into(), OWNER.into(), "--out".into(), store.display().to_string()], client(&citizen)]
+            .concat());
+    assert!(exported.status.success(), "{}", text(&exported));
+    assert!(text(&exported).contains("exported 5 records"), "{}", text(&exported));
+    let trust = vec![
+        "--anchor".to_owned(),
+        d.join("anchor.pub.pem").display().to_string(),
+        "--vault-key".to_owned(),
+        d.join("data").join("vault-key.pub.pem").display().to_string(),
+    ];
+    let expected = serde_json::json!({
+        valid.clone(): "valid", revoked.clone(): "revoked", old.clone(): "superseded", new.clone(): "valid",
+        expired.clone(): "expired",
+    });
+    let (rust_code, rust, python_code, python) = verdicts(&config, &store, &trust);
+    assert_eq!((rust_code, python_code), (0, 0));
+    assert_eq!(rust, expected);
+    assert_eq!(python, expected, "the Python verifier agrees");
+    let human = run([vec!["verify".to_owned(), store.display().to_string()], trust.clone()].concat());
+    let human = text(&human);
+    assert!(human.contains("VERIFIED: 5 documents, 0 failed") && human.contains("complete through entry"), "{human}");
+    assert!(human.contains("the access log holds exactly the owner's 3 access events"), "{human}");
+
+    // One byte of one document: that document, and only it, is tampered.
+    let tampered = d.join("tampered.tar");
+    rewrite_bundle(&store, &tampered, &format!("records/{valid}/document.pdf"), |bytes| bytes[100] ^= 1);
+    let (rust_code, rust, python_code, python) = verdicts(&config, &tampered, &trust);
+    let mut expected_tampered = expected.clone();
+    expected_tampered[&valid] = "tampered".into();
+    assert_eq!((rust_code, python_code), (3, 1));
+    assert_eq!(rust, expected_tampered);
+    assert_eq!(python, expected_tampered, "the Python verifier agrees");
+
+    // One hash of one inclusion proof: that record's proof fails.
+    let log: serde_json::Value = {
+        let mut archive = tar::Archive::new(std::fs::File::open(&store).expect("bundle"));
+        let mut entry = archive
+            .entries()
+            .expect("entries")
+            .map(|e| e.expect("entry"))
+            .find(|e| e.path().expect("path").to_str() == Some("log.json"))
+            .expect("log.json");
+        let mut text = String::new();
+        entry.read_to_string(&mut text).expect("read");
+        serde_json::from_str(&text).expect("json")
+    };
+    let index = log["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| {
+            let bytes = hex::decode(e["entry_hex"].as_str().expect("hex")).expect("hex");
+            kho::log::Entry::decode(&bytes).expect("entry").id.to_hex() == new
+        })
+        .expect("the superseding record's entry");
+    let hash = index["inclusion"][0].as_str().expect("a proof hash").to_owned();
+    let altered = format!("{}{}", if hash.starts_with('0') { "1" } else { "0" }, &hash[1..]);
+    let broken = d.join("broken-proof.tar");
+    rewrite_bundle(&store, &broken, "log.json", |bytes| {
+        let text = String::from_utf8(bytes.clone()).expect("utf-8").replacen(&hash, &altered, 1);
+        *bytes = text.into_bytes();
+    });
+    let (rust_code, rust, python_code, python) = verdicts(&config, &broken, &trust);
+    let mut expected_broken = expected.clone();
+    expected_broken[&new] = "proof_fails".into();
+    // The superseded record leans on the superseding record's entry too.
+    expected_broken[&old] = "proof_fails".into();
+    assert_eq!((rust_code, python_code), (3, 1));
+    assert_eq!(rust, expected_broken);
+    assert_eq!(python, expected_broken, "the Python verifier agrees");
+
+    // Checked under another vault key, nothing verifies.
+    let wrong = vec!["--anchor".to_owned(), trust[1].clone(), "--vault-key".to_owned(), trust[1].clone()];
+    let (rust_code, _, python_code, _) = verdicts(&config, &store, &wrong);
+    assert_eq!((rust_code, python_code), (3, 1));
+
+    // One record's bundle, for a third party: the revoked record says so.
+    let single = d.join("revoked.tar");
+    let exported = run([
+        vec!["export".into(), "--record".into(), revoked.clone(), "--out".into(), single.display().to_string()],
+        client(&citizen),
+    ]
+    .concat());
+    assert!(exported.status.success(), "{}", text(&exported));
+    let (rust_code, rust, python_code, python) = verdicts(&config, &single, &trust);
+    assert_eq!((rust_code, python_code), (0, 0));
+    assert_eq!(rust, serde_json::json!({ revoked.clone(): "revoked" }));
+    assert_eq!(python, rust);
+
+    // An auditor exports with a purpose; the citizen sees it in the access log.
+    let audited = d.join("audited.tar");
+    let exported = run([
+        vec!["export".into(), OWNER.into(), "--out".into(), audited.display().to_string()],
+        client(&auditor),
+        vec!["--purpose".into(), PURPOSE.into()],
+    ]
+    .concat());
+    assert!(exported.status.success(), "{}", text(&exported));
+    let log = run([vec!["access-log".to_owned(), OWNER.to_owned()], client(&citizen)].concat());
+    assert!(text(&log).contains("export_store") && text(&log).contains("auditor-e2e"), "{}", text(&log));
+    let (rust_code, _, python_code, _) = verdicts(&config, &audited, &trust);
+    assert_eq!((rust_code, python_code), (0, 0));
+    server.stop();
+}

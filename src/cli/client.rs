@@ -13,16 +13,16 @@ use crate::ids::Digest;
 use crate::keys;
 use crate::statement::{Receipt, Record, Signed};
 
-fn agent() -> ureq::Agent {
+pub(super) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).build().into()
 }
 
-fn url(client: &ClientArgs, path: &str) -> String {
+pub(super) fn url(client: &ClientArgs, path: &str) -> String {
     format!("{}{path}", client.server.trim_end_matches('/'))
 }
 
 /// Adds the token and the purpose to a request.
-fn authorized<B>(client: &ClientArgs, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+pub(super) fn authorized<B>(client: &ClientArgs, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
     let request = request.header("Authorization", format!("Bearer {}", client.token));
     match &client.purpose {
         Some(purpose) => request.header(crate::http::PURPOSE_HEADER, purpose),
@@ -30,7 +30,7 @@ fn authorized<B>(client: &ClientArgs, request: ureq::RequestBuilder<B>) -> ureq:
     }
 }
 
-fn unreachable(client: &ClientArgs, error: ureq::Error) -> anyhow::Error {
+pub(super) fn unreachable(client: &ClientArgs, error: ureq::Error) -> anyhow::Error {
     anyhow::anyhow!("cannot reach the Kho server at {}: {error}", client.server)
 }
 

@@ -9,6 +9,7 @@
 
 mod bench;
 mod client;
+mod evidence;
 mod log;
 
 use std::fs::File;
@@ -81,7 +82,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Check a document against its record, certificate and trust anchor, offline.
+    /// Check offline: a document against its record, receipt, certificate and trust anchor; or an
+    /// evidence bundle (`kho export`), with a verdict per document.
     Verify(VerifyArgs),
     /// Print any Kho statement file (record, certificate, revocation, receipt) as JSON.
     Show { file: PathBuf },
@@ -96,6 +98,8 @@ enum Command {
     Openapi,
     /// As an issuing agency, sign a document and deposit it on a server.
     Deposit(Box<DepositArgs>),
+    /// Download an evidence bundle from a server: an owner's whole store, or one record (--record).
+    Export(evidence::ExportArgs),
     /// Download a record and its document from a server and verify both locally.
     Get {
         /// The record id.
@@ -301,7 +305,7 @@ struct DevTokenArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// The document.
+    /// The document, or an evidence bundle (`kho export`).
     file: PathBuf,
     /// Its record; default FILE.kho-record.
     #[arg(long)]
@@ -310,17 +314,18 @@ struct VerifyArgs {
     /// and not revoked, when the vault accepted the record (the receipt's time), as the vault checks.
     #[arg(long)]
     receipt: Option<PathBuf>,
-    /// The issuer's key certificate.
+    /// The issuer's key certificate (a document only; a bundle carries its certificates).
     #[arg(long)]
-    certificate: PathBuf,
-    /// The trust anchor's public key.
+    certificate: Option<PathBuf>,
+    /// The trust anchor's public key. For a bundle, repeat for several; without it, the bundle's own
+    /// anchors are used and their fingerprints printed for comparison.
     #[arg(long)]
-    anchor: PathBuf,
+    anchor: Vec<PathBuf>,
     /// The vault's public key (PEM), which signs receipts (`vault-key.pub.pem` in its data folder).
-    #[arg(long, required_unless_present = "vault_certificate", conflicts_with = "vault_certificate")]
+    #[arg(long, conflicts_with = "vault_certificate")]
     vault_key: Option<PathBuf>,
     /// Or the vault key certificate (`GET /v1/vault-certificate`): the vault key is then trusted because
-    /// the trust anchor certified it, for receipts inside the certificate's validity.
+    /// the trust anchor certified it, for receipts inside the certificate's validity. A bundle carries it.
     #[arg(long)]
     vault_certificate: Option<PathBuf>,
     /// The certificate's revocation, if it was revoked (`GET /v1/certificates` gives it).
@@ -329,6 +334,12 @@ struct VerifyArgs {
     /// The vault's receipt for that revocation: it counts from the time the vault accepted it.
     #[arg(long, requires = "certificate_revocation")]
     revocation_receipt: Option<PathBuf>,
+    /// For a bundle: judge validity on this day (YYYY-MM-DD) instead of today in Vietnam.
+    #[arg(long)]
+    at: Option<String>,
+    /// For a bundle: print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -402,6 +413,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Deposit(args) => client::deposit(*args),
+        Command::Export(args) => evidence::export(args),
         Command::Get { id, out, client } => client::get(&client, &id, out),
         Command::Ls { owner, document_type, status, client } => client::ls(&client, &owner, document_type, status),
         Command::AccessLog { owner, verify: false, client, .. } => client::access_log(&client, &owner),
@@ -802,9 +814,30 @@ struct Check {
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let mut head = Vec::with_capacity(512);
+    File::open(&args.file)
+        .with_context(|| format!("cannot open {}", args.file.display()))?
+        .take(512)
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    if crate::evidence::bundle::looks_like_bundle(&head) {
+        let trust = evidence::BundleTrust {
+            anchors: &args.anchor,
+            vault_key: args.vault_key.as_deref(),
+            at: args.at.as_deref(),
+            json: args.json,
+        };
+        return evidence::verify(&args.file, trust);
+    }
+    let (Some(certificate_path), [anchor_path]) = (&args.certificate, args.anchor.as_slice()) else {
+        bail!("to verify a document, give --certificate and one --anchor (a bundle carries its own)");
+    };
+    if args.vault_key.is_none() && args.vault_certificate.is_none() {
+        bail!("to verify a document, give --vault-key or --vault-certificate");
+    }
     let record_path = args.record.clone().unwrap_or_else(|| with_suffix(&args.file, RECORD_SUFFIX));
     let receipt_path = args.receipt.clone().unwrap_or_else(|| with_suffix(&args.file, RECEIPT_SUFFIX));
-    let anchor = keys::read_public_key(&args.anchor)?;
+    let anchor = keys::read_public_key(anchor_path)?;
     let mut checks = Vec::new();
     let mut check = |passed: bool, what: String| checks.push(Check { passed, what });
     let (vault_key, vault_window) = match (&args.vault_key, &args.vault_certificate) {
@@ -835,7 +868,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok((
             read_statement::<Record>(&record_path)?,
             read_statement::<statement::Receipt>(&receipt_path)?,
-            read_statement::<KeyCertificate>(&args.certificate)?,
+            read_statement::<KeyCertificate>(certificate_path)?,
             revocation,
         ))
     })();

@@ -17,6 +17,10 @@ pub enum Resource {
     OwnerRecords { owner: OwnerId },
     /// An owner's access log.
     AccessLog { owner: OwnerId },
+    /// An owner's whole store as an evidence bundle (records, documents, access log).
+    Export { owner: OwnerId },
+    /// One record's evidence bundle, its document included.
+    RecordBundle { owner: OwnerId, issuer_agency: Code },
 }
 
 impl Resource {
@@ -25,7 +29,9 @@ impl Resource {
             Resource::Record { owner, .. }
             | Resource::Content { owner, .. }
             | Resource::OwnerRecords { owner }
-            | Resource::AccessLog { owner } => owner,
+            | Resource::AccessLog { owner }
+            | Resource::Export { owner }
+            | Resource::RecordBundle { owner, .. } => owner,
         }
     }
 
@@ -35,6 +41,8 @@ impl Resource {
             Resource::Content { .. } => AccessAction::ReadContent,
             Resource::OwnerRecords { .. } => AccessAction::ListRecords,
             Resource::AccessLog { .. } => AccessAction::ReadAccessLog,
+            Resource::Export { .. } => AccessAction::ExportStore,
+            Resource::RecordBundle { .. } => AccessAction::ExportRecord,
         }
     }
 }
@@ -59,8 +67,14 @@ pub fn decide(principal: &Principal, resource: &Resource, purpose: Option<&Code>
         (Role::Citizen, _) if principal.owner.as_ref() == Some(resource.owner()) => Decision::Allow,
         (Role::Citizen, _) => deny("not_your_store", "citizens see only their own store"),
         (_, Resource::AccessLog { .. }) => deny("not_your_store", "only the owner reads their access log"),
+        (Role::Officer, Resource::Export { .. }) => deny(
+            "forbidden",
+            "officers fetch the documents a dossier needs; a whole store is exported by its owner or an auditor",
+        ),
         (Role::Officer, _) => with_purpose(),
-        (Role::Auditor, Resource::Content { .. }) => with_purpose(),
+        (Role::Auditor, Resource::Content { .. } | Resource::Export { .. } | Resource::RecordBundle { .. }) => {
+            with_purpose()
+        }
         (Role::Auditor, _) => Decision::Allow,
         (Role::Issuer, Resource::Record { issuer_agency, .. }) if principal.agency.as_ref() == Some(issuer_agency) => {
             Decision::Allow

@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::vault::{
-    CertificateError, DepositError, ProofQueryError, QueryError, ReadError, RevokeError, StorageError, TrustError,
+    CertificateError, DepositError, ExportError, ProofQueryError, QueryError, ReadError, RevokeError, StorageError,
+    TrustError,
 };
 
 use super::auth::AuthError;
@@ -145,6 +146,16 @@ impl From<ProofQueryError> for ApiError {
             _ => StatusCode::NOT_FOUND,
         };
         ApiError::new(status, error.code(), error.to_string())
+    }
+}
+
+impl From<ExportError> for ApiError {
+    fn from(error: ExportError) -> Self {
+        match error {
+            ExportError::Storage(storage) => storage.into(),
+            ExportError::Proof(proof) => proof.into(),
+            ExportError::RecordNotFound(_) => ApiError::not_found(error.code(), error.to_string()),
+        }
     }
 }
 

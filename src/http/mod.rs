@@ -28,7 +28,9 @@ use serde_json::{json, Value};
 use crate::ids::{now_unix_ms, Code, Digest, OwnerId};
 use crate::json;
 use crate::statement::{CertificateRevocation, PublicKey, Record, RecordRevocation, Signed};
-use crate::vault::{DepositError, ListFilter, ProofQueryError, RecordView, StatusKind, Vault, PAGE_SIZE_DEFAULT};
+use crate::vault::{
+    DepositError, ExportScope, ListFilter, ProofQueryError, RecordView, StatusKind, Vault, PAGE_SIZE_DEFAULT,
+};
 
 pub use access::{decide, Decision, Resource};
 pub use auth::{Authenticator, Principal, Role};
@@ -101,9 +103,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/records/{id}", get(get_record))
         .route("/v1/records/{id}/content", get(get_content))
         .route("/v1/records/{id}/revocation", post(revoke_record))
+        .route("/v1/records/{id}/bundle", get(record_bundle))
         .route("/v1/owners/{owner}/records", get(list_records))
         .route("/v1/owners/{owner}/access-log", get(access_log))
         .route("/v1/owners/{owner}/log-entries", get(owner_log_entries))
+        .route("/v1/owners/{owner}/export", get(export_store))
         .route("/v1/certificates", get(list_certificates).post(add_certificate))
         .route("/v1/certificates/{id}/revocation", post(revoke_certificate))
         .route("/v1/trust-anchors", get(trust_anchors))
@@ -627,6 +631,111 @@ async fn owner_log_entries(
     let (before, limit) = guard(&state, &principal, resource, None, purpose(&headers), request).await?;
     let page = state.blocking(move |vault| vault.owner_chain(&owner, before, limit)).await??;
     Ok(Json(json::chain_page_json(&page)))
+}
+
+// ----- evidence bundles -----
+
+/// An owner's whole store as an evidence bundle (docs/FORMAT.md section 5): the owner, or an auditor
+/// stating a purpose (logged in the owner's access log before anything is gathered).
+async fn export_store(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(owner): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let owner = parse_owner(&owner)?;
+    guard(&state, &principal, Resource::Export { owner: owner.clone() }, None, purpose(&headers), Ok(())).await?;
+    let filename = format!("kho-{owner}.tar");
+    stream_bundle(state, ExportScope::Owner(owner), filename).await
+}
+
+/// One record's evidence bundle, its document included: for the owner to hand to a third party, or an
+/// officer or auditor stating a purpose.
+async fn record_bundle(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_record_id(&id)?;
+    let view = load_record(&state, id).await?;
+    let body = view.record.body();
+    let resource = Resource::RecordBundle { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
+    guard(&state, &principal, resource, Some(id), purpose(&headers), Ok(())).await?;
+    stream_bundle(state, ExportScope::Record(id), format!("kho-record-{id}.tar")).await
+}
+
+/// Gathers the evidence, then streams the archive from a blocking thread; its length is known up
+/// front. A document that fails verification midway aborts the body.
+async fn stream_bundle(state: AppState, scope: ExportScope, filename: String) -> Result<Response, ApiError> {
+    let evidence = state.blocking(move |vault| vault.export_evidence(&scope)).await??;
+    let plan = crate::evidence::BundlePlan::new(&evidence, crate::ids::now_unix_ms());
+    let size = plan.size_bytes();
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHUNKS_IN_FLIGHT);
+    let writer_state = state.clone();
+    tokio::spawn(async move {
+        let _ = writer_state
+            .blocking(move |vault| {
+                let out = ChannelWriter { sender: sender.clone(), buffer: Vec::new() };
+                let open = |blake3: &Digest| -> std::io::Result<Box<dyn std::io::Read>> {
+                    match vault.open_content(blake3, None) {
+                        Ok(Some(reader)) => Ok(Box::new(reader)),
+                        Ok(None) => Err(std::io::Error::other(format!("content {blake3} is missing"))),
+                        Err(error) => Err(std::io::Error::other(error.to_string())),
+                    }
+                };
+                let result = plan.write(out, open, |_| {}).and_then(|mut out| out.send_buffer());
+                if let Err(error) = result {
+                    tracing::error!(%error, "an evidence bundle stopped midway");
+                    let _ = sender.blocking_send(Err(error));
+                }
+            })
+            .await;
+    });
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    let disposition = format!("attachment; filename=\"{filename}\"");
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).map_err(|e| ApiError::internal(e.to_string()))?,
+    );
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Ok((StatusCode::OK, headers, body).into_response())
+}
+
+/// Bytes written on a blocking thread, sent to the response body in pieces.
+struct ChannelWriter {
+    sender: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+impl ChannelWriter {
+    const PIECE_BYTES: usize = 64 * 1024;
+
+    fn send_buffer(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let piece = Bytes::from(std::mem::take(&mut self.buffer));
+        self.sender
+            .blocking_send(Ok(piece))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= Self::PIECE_BYTES {
+            self.send_buffer()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 // ----- certificates and trust -----

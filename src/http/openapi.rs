@@ -160,6 +160,38 @@ const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/owners/{owner}/export",
+        summary: "The owner's whole store as an evidence bundle (a ustar archive, docs/FORMAT.md 5): every record \
+                  with its document, status evidence, receipts, certificates, the checkpoint, inclusion proofs, and \
+                  the access log with its completeness evidence; checked offline by `kho verify BUNDLE`",
+        roles: "citizen (own), auditor (with purpose; logged)",
+        parameters: &[OWNER, PURPOSE],
+        body: None,
+        responses: &[
+            ("200", "application/x-tar, with Content-Length"),
+            ("400", "malformed owner or purpose"),
+            UNAUTHENTICATED,
+            DENIED,
+            ("404", "no checkpoint yet"),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/records/{id}/bundle",
+        summary: "One record's evidence bundle, its document included, to hand to a third party",
+        roles: "citizen (own), officer (with purpose), auditor (with purpose); logged",
+        parameters: &[ID, PURPOSE],
+        body: None,
+        responses: &[
+            ("200", "application/x-tar, with Content-Length"),
+            ("400", "malformed id or purpose"),
+            UNAUTHENTICATED,
+            DENIED,
+            ("404", "no such record"),
+        ],
+    },
+    Operation {
+        method: "get",
         path: "/v1/certificates",
         summary: "Every issuer key certificate, with its revocation if any",
         roles: "any authenticated caller",

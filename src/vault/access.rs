@@ -26,6 +26,10 @@ pub enum AccessAction {
     ReadContent,
     ListRecords,
     ReadAccessLog,
+    /// An owner's whole store as an evidence bundle.
+    ExportStore,
+    /// One record's evidence bundle (its document included).
+    ExportRecord,
 }
 
 impl AccessAction {
@@ -35,6 +39,8 @@ impl AccessAction {
             AccessAction::ReadContent => "read_content",
             AccessAction::ListRecords => "list_records",
             AccessAction::ReadAccessLog => "read_access_log",
+            AccessAction::ExportStore => "export_store",
+            AccessAction::ExportRecord => "export_record",
         }
     }
 
@@ -44,6 +50,8 @@ impl AccessAction {
             AccessAction::ReadContent => 2,
             AccessAction::ListRecords => 3,
             AccessAction::ReadAccessLog => 4,
+            AccessAction::ExportStore => 5,
+            AccessAction::ExportRecord => 6,
         }
     }
 
@@ -53,6 +61,8 @@ impl AccessAction {
             2 => AccessAction::ReadContent,
             3 => AccessAction::ListRecords,
             4 => AccessAction::ReadAccessLog,
+            5 => AccessAction::ExportStore,
+            6 => AccessAction::ExportRecord,
             other => return Err(DecodeError::BadOptionFlag { field: "action", flag: other }),
         })
     }

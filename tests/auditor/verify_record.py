@@ -168,12 +168,14 @@ def parse(envelope):
         if r.u16() != 1:
             raise ValueError("vault key certificate subject is not Ed25519")
         out.update(subject=r.bytes().hex(), valid_from_ms=r.i64(), valid_until_ms=r.i64(), signed_at_ms=r.i64())
+    elif kind == 2:
+        out.update(record=r.hex32(), issuer_agency=r.str(), reason=r.str(), signed_at_ms=r.i64())
     elif kind == 4:
         out.update(certificate=r.hex32(), reason=r.str(), signed_at_ms=r.i64())
     elif kind == 5:
         out.update(statement=r.hex32(), statement_kind=r.u8(), log_index=r.u64(), accepted_at_ms=r.i64())
     else:
-        raise ValueError("this verifier reads records, key certificates, their revocations and receipts")
+        raise ValueError("unknown statement kind %d" % kind)
     if r.at != len(signed):
         raise ValueError("trailing bytes after the last field")
     out["id"] = hashlib.sha256(signed).hexdigest()

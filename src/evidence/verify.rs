@@ -1,0 +1,631 @@
+//! Checking a bundle offline: the vault key and checkpoint against trust anchors, every log entry
+//! against the checkpoint, every record with the vault's own acceptance rule (docs/FORMAT.md 1.5), its
+//! status from signed evidence, its document against its hashes, and for a store, that the access log
+//! and the records are all of the owner's entries up to the owner-map commitment.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::bundle::{self, Bundle, DocumentDigest, Manifest};
+use super::{check_acceptance, Check, Issuer, VaultTrust};
+use crate::ids::{format_unix_ms, Date, Digest, OwnerId};
+use crate::log::chain::{verify_completeness, CompletenessEvidence};
+use crate::log::checkpoint::{self, Checkpoint};
+use crate::log::map::MapProof;
+use crate::log::{leaf_hash, verify_inclusion, Entry, Hash, KIND_ACCESS_EVENT, KIND_OWNER_MAP};
+use crate::statement::{
+    CertificateRevocation, KeyCertificate, PublicKey, Receipt, Record, RecordRevocation, Signed, StatementBody,
+    VaultKeyCertificate,
+};
+
+const KIND_RECORD: u8 = <Record as StatementBody>::KIND;
+const KIND_RECORD_REVOCATION: u8 = <RecordRevocation as StatementBody>::KIND;
+
+/// What a document in a bundle turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every check passed and the record is in force today.
+    Valid,
+    NotYetValid,
+    Expired,
+    Superseded,
+    Revoked,
+    /// No certificate from a trusted anchor covers the signer when the vault accepted the record.
+    UnknownIssuer,
+    /// A signature, receipt or log proof does not hold.
+    ProofFails,
+    /// The document's bytes (or the record's) are not what was signed.
+    Tampered,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Valid => "authentic and valid",
+            Verdict::NotYetValid => "authentic, not yet valid",
+            Verdict::Expired => "authentic, expired",
+            Verdict::Superseded => "authentic, superseded",
+            Verdict::Revoked => "authentic, revoked",
+            Verdict::UnknownIssuer => "unknown issuer",
+            Verdict::ProofFails => "proof fails",
+            Verdict::Tampered => "tampered",
+        }
+    }
+
+    /// Whether the evidence failed (as opposed to proving a status).
+    pub fn is_failure(self) -> bool {
+        self >= Verdict::UnknownIssuer
+    }
+}
+
+/// One document's verdict and the reasons behind it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DocumentReport {
+    pub id: String,
+    pub title: String,
+    pub verdict: Verdict,
+    pub reasons: Vec<String>,
+}
+
+/// What a bundle's verification found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub owner: String,
+    pub scope: String,
+    /// Checks of the bundle as a whole: trust, checkpoint, log, completeness.
+    pub checks: Vec<Check>,
+    pub documents: Vec<DocumentReport>,
+}
+
+impl Report {
+    /// Whether anything failed: a bundle-level check or a document's evidence.
+    pub fn failed(&self) -> bool {
+        self.checks.iter().any(|c| !c.passed) || self.documents.iter().any(|d| d.verdict.is_failure())
+    }
+}
+
+/// What the verifier trusts from outside the bundle.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Trust anchors given by the caller; `None` takes the bundle's own (and says so).
+    pub anchors: Option<Vec<PublicKey>>,
+    /// The vault key, known out of band; otherwise the bundle's vault key certificate must chain to an
+    /// anchor.
+    pub vault_key: Option<PublicKey>,
+    /// The day statuses are judged on (default: today in Vietnam).
+    pub today: Option<Date>,
+}
+
+/// Checks everything in `bundle`.
+pub fn verify_bundle(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptions) -> Report {
+    let mut checks = Checks::default();
+    let today =
+        options.today.unwrap_or_else(|| Date::at(crate::ids::now_unix_ms(), crate::vault::UTC_OFFSET_MINUTES_DEFAULT));
+    let trust = establish_trust(bundle, manifest, options, &mut checks);
+    let checkpoint = trust.as_ref().and_then(|trust| {
+        let note = String::from_utf8_lossy(bundle.files.get(bundle::CHECKPOINT_PATH).map_or(&[][..], |b| b));
+        match checkpoint::open(&note, &manifest.log_origin, &trust.key) {
+            Ok(checkpoint) => {
+                checks.push(
+                    checkpoint.size == manifest.checkpoint_size,
+                    format!("the checkpoint of {} entries is signed by the vault key", checkpoint.size),
+                );
+                Some(checkpoint)
+            }
+            Err(error) => {
+                checks.push(false, format!("the checkpoint does not verify under the vault key: {error}"));
+                None
+            }
+        }
+    });
+    let log = LogEvidence::read(bundle, checkpoint.as_ref(), &mut checks);
+    let context = Context { bundle, trust: trust.as_ref(), log: &log, anchors: trust.as_ref().map(|t| &t.anchors) };
+    let certificates = context.certificates(manifest);
+
+    let owner = OwnerId::parse(&manifest.owner).ok();
+    let mut documents = Vec::new();
+    let mut record_ids = BTreeSet::new();
+    let mut revocation_ids = BTreeSet::new();
+    for listed in &manifest.records {
+        let (report, ids) = context.record(listed, owner.as_ref(), &certificates, today);
+        record_ids.extend(ids.record);
+        revocation_ids.extend(ids.revocation);
+        documents.push(report);
+    }
+    // Nothing in the archive the manifest does not account for.
+    let listed: BTreeSet<String> = manifest.records.iter().map(|r| format!("records/{}/", r.id)).collect();
+    for path in bundle.files.keys().chain(bundle.documents.keys()) {
+        if path.starts_with("records/") && !listed.iter().any(|prefix| path.starts_with(prefix)) {
+            checks.push(false, format!("{path} belongs to no record the manifest lists"));
+        }
+    }
+    if manifest.scope == "owner" {
+        match (&owner, &checkpoint) {
+            (Some(owner), Some(checkpoint)) => {
+                context.completeness(owner, checkpoint, &record_ids, &revocation_ids, &mut checks)
+            }
+            _ => {
+                checks.push(false, "the access log's completeness cannot be checked without a valid checkpoint".into())
+            }
+        }
+    }
+    Report { owner: manifest.owner.clone(), scope: manifest.scope.clone(), checks: checks.0, documents }
+}
+
+#[derive(Default)]
+struct Checks(Vec<Check>);
+
+impl Checks {
+    fn push(&mut self, passed: bool, what: String) {
+        self.0.push(Check { passed, what });
+    }
+}
+
+/// Decodes a statement file, or says why not.
+fn read_statement<T: StatementBody>(bundle: &Bundle, path: &str) -> Result<Signed<T>, String> {
+    let bytes = bundle.files.get(path).ok_or_else(|| format!("{path} is missing"))?;
+    Signed::<T>::from_envelope(bytes).map_err(|e| format!("{path} is not a valid signed {}: {e}", T::NAME))
+}
+
+struct Trust {
+    key: PublicKey,
+    vault: VaultTrust,
+    anchors: Vec<PublicKey>,
+}
+
+fn establish_trust(
+    bundle: &Bundle,
+    manifest: &Manifest,
+    options: &VerifyOptions,
+    checks: &mut Checks,
+) -> Option<Trust> {
+    let anchors = match &options.anchors {
+        Some(anchors) => anchors.clone(),
+        None => {
+            let anchors: Vec<PublicKey> = manifest
+                .trust_anchors
+                .iter()
+                .filter_map(|hex| hex::decode(hex).ok().and_then(|raw| PublicKey::from_raw(1, &raw).ok()))
+                .collect();
+            checks.push(
+                !anchors.is_empty(),
+                format!(
+                    "trusting the bundle's own trust anchors {} (compare them with the published fingerprints, or \
+                     give --anchor)",
+                    anchors.iter().map(|a| a.fingerprint().to_hex()[..16].to_owned()).collect::<Vec<_>>().join(", ")
+                ),
+            );
+            anchors
+        }
+    };
+    let bundle_key = hex::decode(&manifest.vault_key).ok().and_then(|raw| PublicKey::from_raw(1, &raw).ok());
+    let Some(key) = bundle_key else {
+        checks.push(false, "the manifest's vault key is not an Ed25519 public key".into());
+        return None;
+    };
+    if let Some(given) = &options.vault_key {
+        checks.push(given == &key, format!("the bundle's vault key is the given one ({})", given.fingerprint()));
+        return (given == &key).then_some(Trust { key, vault: VaultTrust { key, window: None }, anchors });
+    }
+    match read_statement::<VaultKeyCertificate>(bundle, bundle::VAULT_CERTIFICATE_PATH) {
+        Err(error) => {
+            checks.push(false, format!("the vault key is not trusted: {error}; give the vault key"));
+            None
+        }
+        Ok(certificate) => {
+            let body = certificate.body();
+            let ok =
+                anchors.contains(certificate.signer()) && body.subject == key && body.origin == manifest.log_origin;
+            checks.push(
+                ok,
+                format!(
+                    "the vault key {} is certified for log {} by trust anchor {} ({} to {})",
+                    key.fingerprint().to_hex().get(..16).unwrap_or_default(),
+                    body.origin,
+                    certificate.signer().fingerprint().to_hex().get(..16).unwrap_or_default(),
+                    format_unix_ms(body.valid_from_ms),
+                    format_unix_ms(body.valid_until_ms)
+                ),
+            );
+            ok.then_some(Trust {
+                key,
+                vault: VaultTrust { key, window: Some((body.valid_from_ms, body.valid_until_ms)) },
+                anchors,
+            })
+        }
+    }
+}
+
+/// The log entries of `log.json`, each proven in the checkpoint or not.
+struct LogEvidence {
+    entries: BTreeMap<u64, (Vec<u8>, Result<(), String>)>,
+    json: Value,
+}
+
+impl LogEvidence {
+    fn read(bundle: &Bundle, checkpoint: Option<&Checkpoint>, checks: &mut Checks) -> LogEvidence {
+        let json: Value = match bundle.files.get(bundle::LOG_PATH).map(|b| serde_json::from_slice(b)) {
+            Some(Ok(json)) => json,
+            Some(Err(error)) => {
+                checks.push(false, format!("{} does not parse: {error}", bundle::LOG_PATH));
+                Value::Null
+            }
+            None => {
+                checks.push(false, format!("{} is missing", bundle::LOG_PATH));
+                Value::Null
+            }
+        };
+        let mut entries = BTreeMap::new();
+        for item in json["entries"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let (Some(index), Some(bytes)) =
+                (item["index"].as_u64(), item["entry_hex"].as_str().and_then(|h| hex::decode(h).ok()))
+            else {
+                checks.push(false, format!("a malformed entry in {}", bundle::LOG_PATH));
+                continue;
+            };
+            let proven = match (&item["inclusion"], checkpoint) {
+                (Value::Null, _) => Err("it has no inclusion proof".to_owned()),
+                (_, None) => Err("there is no valid checkpoint to prove it in".to_owned()),
+                (proof, Some(checkpoint)) => match hashes(proof) {
+                    None => Err("its inclusion proof is malformed".to_owned()),
+                    Some(proof) => {
+                        verify_inclusion(index, checkpoint.size, &leaf_hash(&bytes), &proof, &checkpoint.root)
+                            .map_err(|e| format!("its inclusion proof fails ({e})"))
+                    }
+                },
+            };
+            entries.insert(index, (bytes, proven));
+        }
+        LogEvidence { entries, json }
+    }
+
+    /// The entry at `index`, checked to be in the checkpoint and to name `id` of `kind` at `at_ms`.
+    fn statement_entry(&self, index: u64, kind: u8, id: &Digest, at_ms: i64) -> Result<Entry, String> {
+        let (bytes, proven) =
+            self.entries.get(&index).ok_or_else(|| format!("log entry #{index} is not in the bundle"))?;
+        proven.clone().map_err(|e| format!("log entry #{index}: {e}"))?;
+        let entry = Entry::decode(bytes).map_err(|e| format!("log entry #{index} does not decode: {e}"))?;
+        if entry.kind != kind || &entry.id != id || entry.accepted_at_ms != at_ms {
+            return Err(format!("log entry #{index} is not this statement's (kind, id or time differ)"));
+        }
+        Ok(entry)
+    }
+}
+
+fn hashes(value: &Value) -> Option<Vec<Hash>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|h| h.as_str().and_then(|h| hex::decode(h).ok()).and_then(|b| <Hash>::try_from(b.as_slice()).ok()))
+        .collect()
+}
+
+struct Context<'a> {
+    bundle: &'a Bundle,
+    trust: Option<&'a Trust>,
+    log: &'a LogEvidence,
+    anchors: Option<&'a Vec<PublicKey>>,
+}
+
+/// The ids a record's folder showed to be in the bundle.
+#[derive(Default)]
+struct FolderIds {
+    record: Option<Digest>,
+    revocation: Option<Digest>,
+}
+
+impl Context<'_> {
+    /// The certificates in the bundle whose own evidence holds: signed by a trusted anchor, receipted
+    /// by the vault and in the log; each with its revocation's time if it has a valid one.
+    fn certificates(&self, manifest: &Manifest) -> Vec<Issuer> {
+        let mut issuers = Vec::new();
+        for id in &manifest.certificates {
+            let dir = format!("certs/{id}");
+            let (certificate_path, receipt_path) =
+                bundle::statement_paths(&dir, bundle::CERTIFICATE_FILE.0, bundle::CERTIFICATE_FILE.1);
+            let Ok(certificate) = read_statement::<KeyCertificate>(self.bundle, &certificate_path) else { continue };
+            let Ok(receipt) = self.receipted(&certificate, &receipt_path) else { continue };
+            if !self.anchors.is_some_and(|anchors| anchors.contains(certificate.signer())) {
+                issuers.push(Issuer {
+                    certificate,
+                    accepted_at_ms: receipt.body().accepted_at_ms,
+                    revoked_at_ms: None,
+                    anchor_trusted: false,
+                });
+                continue;
+            }
+            let (revocation_path, revocation_receipt_path) = bundle::statement_paths(
+                &dir,
+                bundle::CERTIFICATE_REVOCATION_FILE.0,
+                bundle::CERTIFICATE_REVOCATION_FILE.1,
+            );
+            let revoked_at_ms = read_statement::<CertificateRevocation>(self.bundle, &revocation_path)
+                .ok()
+                .filter(|revocation| {
+                    revocation.body().certificate == certificate.id()
+                        && self.anchors.is_some_and(|anchors| anchors.contains(revocation.signer()))
+                })
+                .and_then(|revocation| self.receipted(&revocation, &revocation_receipt_path).ok())
+                .map(|receipt| receipt.body().accepted_at_ms);
+            issuers.push(Issuer {
+                certificate,
+                accepted_at_ms: receipt.body().accepted_at_ms,
+                revoked_at_ms,
+                anchor_trusted: true,
+            });
+        }
+        issuers
+    }
+
+    /// The receipt at `path` for `statement`, checked: by the trusted vault key, in its window, naming
+    /// the statement, and its log entry proven.
+    fn receipted<T: StatementBody>(&self, statement: &Signed<T>, path: &str) -> Result<Signed<Receipt>, String> {
+        let trust = self.trust.ok_or("the vault key is not trusted")?;
+        let receipt = read_statement::<Receipt>(self.bundle, path)?;
+        trust.vault.check_receipt(&receipt, statement.id(), T::KIND)?;
+        let body = receipt.body();
+        self.log.statement_entry(body.log_index, T::KIND, &statement.id(), body.accepted_at_ms)?;
+        Ok(receipt)
+    }
+
+    fn record(
+        &self,
+        listed: &bundle::ManifestRecord,
+        owner: Option<&OwnerId>,
+        issuers: &[Issuer],
+        today: Date,
+    ) -> (DocumentReport, FolderIds) {
+        let mut report = DocumentReport {
+            id: listed.id.clone(),
+            title: listed.title.clone(),
+            verdict: Verdict::Valid,
+            reasons: Vec::new(),
+        };
+        let mut ids = FolderIds::default();
+        let fail = |report: &mut DocumentReport, verdict: Verdict, reason: String| {
+            report.verdict = report.verdict.max(verdict);
+            report.reasons.push(reason);
+        };
+        let Ok(id) = Digest::parse_hex("record", &listed.id) else {
+            fail(&mut report, Verdict::Tampered, format!("the manifest's record id {} is not a digest", listed.id));
+            return (report, ids);
+        };
+        let dir = bundle::record_dir(&id);
+        let (record_path, receipt_path) = bundle::statement_paths(&dir, bundle::RECORD_FILE.0, bundle::RECORD_FILE.1);
+        let record = match read_statement::<Record>(self.bundle, &record_path) {
+            Ok(record) if record.id() == id => record,
+            Ok(record) => {
+                fail(&mut report, Verdict::Tampered, format!("{record_path} is record {}, not {id}", record.id()));
+                return (report, ids);
+            }
+            Err(error) => {
+                fail(&mut report, Verdict::Tampered, error);
+                return (report, ids);
+            }
+        };
+        ids.record = Some(id);
+        let body = record.body();
+        if owner != Some(&body.owner) {
+            fail(&mut report, Verdict::Tampered, format!("the record's owner {} is not the bundle's", body.owner));
+        }
+        // The document.
+        let document_path = bundle::document_path(&id, body.media_type.as_str());
+        match self.bundle.documents.get(&document_path) {
+            None => fail(&mut report, Verdict::Tampered, format!("{document_path} is missing")),
+            Some(DocumentDigest { blake3, sha256, size }) => {
+                if *size != body.size_bytes || *blake3 != body.blake3 || *sha256 != body.sha256 {
+                    fail(
+                        &mut report,
+                        Verdict::Tampered,
+                        format!(
+                            "the document is not the one signed: {size} bytes, BLAKE3 {}…; the record says {} bytes, \
+                             BLAKE3 {}…",
+                            &blake3.to_hex()[..16],
+                            body.size_bytes,
+                            &body.blake3.to_hex()[..16]
+                        ),
+                    );
+                }
+            }
+        }
+        // Acceptance: receipt, log entry, issuer certificate at the receipt's time.
+        let accepted_at = match self.receipted(&record, &receipt_path) {
+            Err(error) => {
+                fail(&mut report, Verdict::ProofFails, format!("record: {error}"));
+                None
+            }
+            Ok(receipt) => Some(receipt.body().accepted_at_ms),
+        };
+        if let Some(accepted_at) = accepted_at {
+            if let Err(error) = check_acceptance(record.signer(), &body.issuer_agency, accepted_at, issuers) {
+                fail(&mut report, Verdict::UnknownIssuer, error);
+            }
+        }
+        if report.verdict.is_failure() {
+            return (report, ids);
+        }
+        // Status, from signed evidence only.
+        let (revocation_path, revocation_receipt) =
+            bundle::statement_paths(&dir, bundle::REVOCATION_FILE.0, bundle::REVOCATION_FILE.1);
+        let (by_path, by_receipt) =
+            bundle::statement_paths(&dir, bundle::SUPERSEDED_BY_FILE.0, bundle::SUPERSEDED_BY_FILE.1);
+        if self.bundle.files.contains_key(&revocation_path) {
+            let checked = read_statement::<RecordRevocation>(self.bundle, &revocation_path).and_then(|revocation| {
+                let r = revocation.body();
+                if r.record != id || r.issuer_agency != body.issuer_agency {
+                    return Err("the revocation names another record or agency".to_owned());
+                }
+                let receipt = self.receipted(&revocation, &revocation_receipt)?;
+                check_acceptance(revocation.signer(), &r.issuer_agency, receipt.body().accepted_at_ms, issuers)?;
+                Ok((revocation, receipt))
+            });
+            match checked {
+                Ok((revocation, receipt)) => {
+                    ids.revocation = Some(revocation.id());
+                    report.verdict = Verdict::Revoked;
+                    report.reasons.push(format!(
+                        "revoked by {} at {}: {}",
+                        body.issuer_agency,
+                        format_unix_ms(receipt.body().accepted_at_ms),
+                        revocation.body().reason
+                    ));
+                }
+                Err(error) => fail(&mut report, Verdict::ProofFails, format!("revocation: {error}")),
+            }
+        } else if self.bundle.files.contains_key(&by_path) {
+            let checked = read_statement::<Record>(self.bundle, &by_path).and_then(|by| {
+                let b = by.body();
+                if b.supersedes != Some(id) || b.owner != body.owner || b.issuer_agency != body.issuer_agency {
+                    return Err("the superseding record does not supersede this one".to_owned());
+                }
+                let receipt = self.receipted(&by, &by_receipt)?;
+                check_acceptance(by.signer(), &b.issuer_agency, receipt.body().accepted_at_ms, issuers)?;
+                Ok((by, receipt))
+            });
+            match checked {
+                Ok((by, receipt)) => {
+                    report.verdict = Verdict::Superseded;
+                    report.reasons.push(format!(
+                        "superseded by record {} at {}",
+                        by.id(),
+                        format_unix_ms(receipt.body().accepted_at_ms)
+                    ));
+                }
+                Err(error) => fail(&mut report, Verdict::ProofFails, format!("superseding record: {error}")),
+            }
+        } else if today < body.valid_from {
+            report.verdict = Verdict::NotYetValid;
+            report.reasons.push(format!("valid from {}", body.valid_from));
+        } else if let Some(until) = body.valid_until.filter(|until| today > *until) {
+            report.verdict = Verdict::Expired;
+            report.reasons.push(format!("valid until {until}"));
+        } else {
+            report.reasons.push(format!(
+                "issued by {} on {}, signed by a certified key, accepted by the vault and in its log",
+                body.issuer_agency, body.issued_on
+            ));
+        }
+        (report, ids)
+    }
+
+    /// For a store: the owner's chain is complete up to the commitment, every record and revocation in
+    /// it is in the bundle, and the access log is exactly the chain's access events.
+    fn completeness(
+        &self,
+        owner: &OwnerId,
+        checkpoint: &Checkpoint,
+        records: &BTreeSet<Digest>,
+        revocations: &BTreeSet<Digest>,
+        checks: &mut Checks,
+    ) {
+        let json = &self.log.json["completeness"];
+        let evidence = (|| {
+            let commitment_index = json["commitment_index"].as_u64()?;
+            let (commitment_entry, _) = self.log.entries.get(&commitment_index)?;
+            let commitment_proof = hashes(
+                &self.log.json["entries"].as_array()?.iter().find(|e| e["index"].as_u64() == Some(commitment_index))?
+                    ["inclusion"],
+            )?;
+            let siblings = hashes(&json["map_proof"]["siblings"])?;
+            let leaf = match &json["map_proof"]["leaf"] {
+                Value::Null => None,
+                leaf => {
+                    let key = hex::decode(leaf["key"].as_str()?).ok()?;
+                    Some((<[u8; 32]>::try_from(key.as_slice()).ok()?, hex::decode(leaf["value"].as_str()?).ok()?))
+                }
+            };
+            let chain = json["chain"]
+                .as_array()?
+                .iter()
+                .map(|index| index.as_u64().and_then(|i| self.log.entries.get(&i).map(|(bytes, _)| (i, bytes.clone()))))
+                .collect::<Option<Vec<_>>>()?;
+            Some((
+                CompletenessEvidence {
+                    checkpoint: checkpoint.clone(),
+                    commitment_index,
+                    commitment_entry: commitment_entry.clone(),
+                    commitment_proof,
+                    map_proof: MapProof { siblings, leaf },
+                },
+                chain,
+            ))
+        })();
+        let Some((evidence, chain)) = evidence else {
+            checks.push(false, "the completeness evidence in log.json is missing or malformed".into());
+            return;
+        };
+        let complete = match verify_completeness(owner, &evidence, &chain) {
+            Ok(complete) => complete,
+            Err(error) => {
+                checks.push(false, format!("the owner's log entries are not shown complete: {error}"));
+                return;
+            }
+        };
+        let through = Entry::decode(&evidence.commitment_entry).map(|e| e.accepted_at_ms).unwrap_or_default();
+        checks.push(
+            Entry::decode(&evidence.commitment_entry).is_ok_and(|e| e.kind == KIND_OWNER_MAP),
+            format!(
+                "the owner's {} log entries are complete through entry #{} ({}), by the owner map in the checkpoint",
+                complete.entries.len(),
+                evidence.commitment_index,
+                format_unix_ms(through)
+            ),
+        );
+        // The access log file: exactly the chain's access events.
+        let events: BTreeMap<u64, Digest> =
+            match self.bundle.files.get(bundle::ACCESS_LOG_PATH).map(|b| serde_json::from_slice::<Value>(b)) {
+                Some(Ok(json)) => json["events"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|event| {
+                        use base64::Engine as _;
+                        let canonical = base64::engine::general_purpose::STANDARD
+                            .decode(event["canonical_base64"].as_str()?)
+                            .ok()?;
+                        crate::vault::AccessEvent::decode(&canonical).ok().filter(|e| &e.owner == owner)?;
+                        Some((event["log_index"].as_u64()?, Digest::sha256(&canonical)))
+                    })
+                    .collect(),
+                _ => {
+                    checks.push(false, format!("{} is missing or does not parse", bundle::ACCESS_LOG_PATH));
+                    BTreeMap::new()
+                }
+            };
+        let mut missing = Vec::new();
+        let mut chained_events = BTreeMap::new();
+        for (index, entry) in &complete.entries {
+            match entry.kind {
+                KIND_RECORD if !records.contains(&entry.id) => {
+                    missing.push(format!("record {} (entry #{index})", entry.id))
+                }
+                KIND_RECORD_REVOCATION if !revocations.contains(&entry.id) => {
+                    missing.push(format!("revocation {} (entry #{index})", entry.id))
+                }
+                KIND_ACCESS_EVENT => {
+                    chained_events.insert(*index, entry.id);
+                }
+                _ => {}
+            }
+        }
+        checks.push(
+            missing.is_empty(),
+            if missing.is_empty() {
+                format!("every record and revocation of the owner's log is in the bundle ({})", records.len())
+            } else {
+                format!("the bundle leaves out {}", missing.join(", "))
+            },
+        );
+        checks.push(
+            events == chained_events,
+            format!(
+                "the access log holds exactly the owner's {} access events of the log ({} given)",
+                chained_events.len(),
+                events.len()
+            ),
+        );
+    }
+}

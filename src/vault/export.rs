@@ -1,0 +1,296 @@
+//! Evidence that travels: everything an outsider needs to check an owner's store, or one record, offline
+//! and without trusting the operator, gathered as of one signed checkpoint. The archive that carries it
+//! is `evidence::bundle` (docs/FORMAT.md section 5); this module only reads the vault.
+//!
+//! Everything is taken as of the checkpoint the evidence is proven against: a record, a revocation or
+//! a superseding record accepted after it is left out (it could not be proven yet), so the statuses
+//! the evidence shows are those the checkpoint's log supports.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Completeness, ProofQueryError, SignedCheckpoint, StorageError, Vault};
+use crate::ids::{Digest, OwnerId};
+use crate::log::Hash;
+use crate::statement::{PublicKey, Receipt, Record, RecordRevocation, Signed, VaultKeyCertificate};
+use crate::vault::{AccessEvent, CertificateView};
+
+/// Pages read from the catalog while gathering evidence.
+const EXPORT_PAGE_SIZE: usize = 500;
+
+/// What to export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportScope {
+    /// An owner's whole store: every record with its content, and the access log with its
+    /// completeness evidence.
+    Owner(OwnerId),
+    /// One record with its content and the evidence of its status, to hand to a third party.
+    Record(Digest),
+}
+
+/// A statement with the vault's receipt for it.
+#[derive(Debug, Clone)]
+pub struct Receipted<T> {
+    pub statement: Signed<T>,
+    pub receipt: Signed<Receipt>,
+}
+
+/// One record and the evidence of its status.
+#[derive(Debug, Clone)]
+pub struct RecordEvidence {
+    pub record: Receipted<Record>,
+    pub revocation: Option<Receipted<RecordRevocation>>,
+    /// The record that superseded this one (its statement only; its content is its owner's).
+    pub superseded_by: Option<Receipted<Record>>,
+}
+
+/// The owner's access log up to the owner-map commitment, with the evidence that it is complete.
+#[derive(Debug, Clone)]
+pub struct AccessLogEvidence {
+    pub completeness: Completeness,
+    /// The owner's chain entries below the commitment, newest first: `(log index, leaf bytes)`.
+    pub chain: Vec<(u64, Vec<u8>)>,
+    /// The access events among them, newest first, with their log indexes.
+    pub events: Vec<(u64, AccessEvent)>,
+}
+
+/// A log entry the evidence relies on, with its inclusion proof in the checkpoint when it has one
+/// (entries of a complete owner chain are proven by their links instead).
+#[derive(Debug, Clone)]
+pub struct ProvenEntry {
+    pub bytes: Vec<u8>,
+    pub inclusion: Option<Vec<Hash>>,
+}
+
+/// Everything an export carries except the documents' bytes, which are streamed from the vault.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    pub scope: ExportScope,
+    pub owner: OwnerId,
+    pub checkpoint: SignedCheckpoint,
+    pub origin: String,
+    pub vault_key: PublicKey,
+    pub vault_certificate: Option<Signed<VaultKeyCertificate>>,
+    pub trust_anchors: Vec<PublicKey>,
+    /// Newest first.
+    pub records: Vec<RecordEvidence>,
+    /// Every certificate of a key that signed a record, revocation or superseding record here.
+    pub certificates: Vec<CertificateView>,
+    /// By log index.
+    pub entries: BTreeMap<u64, ProvenEntry>,
+    pub access_log: Option<AccessLogEvidence>,
+}
+
+impl Evidence {
+    /// How many bytes of documents the export carries.
+    pub fn document_bytes(&self) -> u64 {
+        self.records.iter().map(|r| r.record.statement.body().size_bytes).sum()
+    }
+}
+
+/// Why evidence could not be gathered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    #[error("no record {0}")]
+    RecordNotFound(Digest),
+    #[error(transparent)]
+    Proof(#[from] ProofQueryError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<crate::store::StoreError> for ExportError {
+    fn from(error: crate::store::StoreError) -> Self {
+        ExportError::Storage(error.into())
+    }
+}
+
+impl ExportError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExportError::RecordNotFound(_) => "record_not_found",
+            ExportError::Proof(error) => error.code(),
+            ExportError::Storage(_) => "storage_error",
+        }
+    }
+}
+
+impl Vault {
+    /// Gathers the evidence of `scope` as of a checkpoint signed now (so that everything durable so
+    /// far, including the access event recorded for this export, is covered).
+    pub fn export_evidence(&self, scope: &ExportScope) -> Result<Evidence, ExportError> {
+        // A single record is read before the checkpoint is signed, so the checkpoint covers it.
+        let (owner, subject) = match scope {
+            ExportScope::Owner(owner) => (owner.clone(), None),
+            ExportScope::Record(id) => {
+                let view = self.record(id)?.ok_or(ExportError::RecordNotFound(*id))?;
+                (view.record.body().owner.clone(), Some(Receipted { statement: view.record, receipt: view.receipt }))
+            }
+        };
+        self.sign_checkpoint()?;
+        // The completeness evidence fixes the checkpoint everything else is taken at.
+        let completeness = self.completeness(&owner)?;
+        let checkpoint = SignedCheckpoint {
+            checkpoint: completeness.evidence.checkpoint.clone(),
+            note: completeness.checkpoint_note.clone(),
+        };
+        let size = checkpoint.checkpoint.size;
+        let records = match subject {
+            Some(record) if record.receipt.body().log_index >= size => {
+                return Err(ProofQueryError::NotCovered { index: record.receipt.body().log_index, size }.into())
+            }
+            Some(record) => vec![record],
+            None => self.owner_records_below(&owner, size)?,
+        };
+        let records =
+            records.into_iter().map(|record| self.record_evidence(record, size)).collect::<Result<Vec<_>, _>>()?;
+
+        let mut gather = Gather { vault: self, size, entries: BTreeMap::new(), signers: BTreeSet::new() };
+        for evidence in &records {
+            gather.statement(&evidence.record)?;
+            if let Some(revocation) = &evidence.revocation {
+                gather.statement(revocation)?;
+            }
+            if let Some(by) = &evidence.superseded_by {
+                gather.statement(by)?;
+            }
+        }
+        let certificates = gather.certificates()?;
+        let access_log = match scope {
+            ExportScope::Owner(_) => Some(gather.access_log(&owner, completeness)?),
+            ExportScope::Record(_) => None,
+        };
+        Ok(Evidence {
+            scope: scope.clone(),
+            owner,
+            checkpoint,
+            origin: self.origin.clone(),
+            vault_key: self.public_key(),
+            vault_certificate: self.certificate.clone(),
+            trust_anchors: self.config.trust_anchors.clone(),
+            records,
+            certificates,
+            entries: gather.entries,
+            access_log,
+        })
+    }
+
+    /// Every record of `owner` in the log below `size`, newest first.
+    fn owner_records_below(&self, owner: &OwnerId, size: u64) -> Result<Vec<Receipted<Record>>, ExportError> {
+        let mut records = Vec::new();
+        for item in self.store.owner_records(owner, None) {
+            let (cursor, id) = item?;
+            if cursor.sequence() >= size {
+                continue;
+            }
+            let (statement, sequence) = Self::decode_statement::<Record>(self.store.record(&id)?)?
+                .ok_or_else(|| StorageError::Corrupt(format!("indexed record {id} is missing")))?;
+            records.push(Receipted { statement, receipt: self.load_receipt(sequence)? });
+        }
+        Ok(records)
+    }
+
+    /// A record's revocation and superseding record, as of the log's first `size` entries.
+    fn record_evidence(&self, record: Receipted<Record>, size: u64) -> Result<RecordEvidence, StorageError> {
+        let state = self.store.record_state(&record.statement.id())?;
+        let revocation = match Self::decode_statement::<RecordRevocation>(state.revocation)? {
+            Some((statement, sequence)) if sequence < size => {
+                Some(Receipted { statement, receipt: self.load_receipt(sequence)? })
+            }
+            _ => None,
+        };
+        let superseded_by = match state.superseded_by {
+            None => None,
+            Some(by) => match Self::decode_statement::<Record>(self.store.record(&by)?)? {
+                Some((statement, sequence)) if sequence < size => {
+                    Some(Receipted { statement, receipt: self.load_receipt(sequence)? })
+                }
+                _ => None,
+            },
+        };
+        Ok(RecordEvidence { record, revocation, superseded_by })
+    }
+}
+
+/// Collects the log entries and signers the evidence relies on.
+struct Gather<'v> {
+    vault: &'v Vault,
+    size: u64,
+    entries: BTreeMap<u64, ProvenEntry>,
+    signers: BTreeSet<[u8; 32]>,
+}
+
+impl Gather<'_> {
+    fn entry(&mut self, index: u64, proven: bool) -> Result<(), ExportError> {
+        if self.entries.get(&index).is_some_and(|entry| entry.inclusion.is_some() || !proven) {
+            return Ok(());
+        }
+        let bytes = self
+            .vault
+            .store
+            .log_entry(index)?
+            .ok_or_else(|| StorageError::Corrupt(format!("log entry {index} is missing")))?;
+        let inclusion = if proven { Some(self.vault.inclusion_proof(index, Some(self.size))?.hashes) } else { None };
+        self.entries.insert(index, ProvenEntry { bytes, inclusion });
+        Ok(())
+    }
+
+    fn statement<T: crate::statement::StatementBody>(&mut self, statement: &Receipted<T>) -> Result<(), ExportError> {
+        self.signers.insert(statement.statement.signer().fingerprint().0);
+        self.entry(statement.receipt.body().log_index, true)
+    }
+
+    /// The certificates of every signer seen, with their entries; a certificate or revocation accepted
+    /// after the checkpoint is left out.
+    fn certificates(&mut self) -> Result<Vec<CertificateView>, ExportError> {
+        let mut certificates = Vec::new();
+        for fingerprint in std::mem::take(&mut self.signers) {
+            for id in self.vault.store.certificates_of_key(&Digest(fingerprint)) {
+                let Some(mut view) = self.vault.certificate(&id?)? else { continue };
+                if view.receipt.body().log_index >= self.size {
+                    continue;
+                }
+                if view.revocation.as_ref().is_some_and(|(_, receipt)| receipt.body().log_index >= self.size) {
+                    view.revocation = None;
+                }
+                self.entry(view.receipt.body().log_index, true)?;
+                if let Some((_, receipt)) = &view.revocation {
+                    self.entry(receipt.body().log_index, true)?;
+                }
+                certificates.push(view);
+            }
+        }
+        Ok(certificates)
+    }
+
+    /// The owner's chain below the commitment and the access events in it.
+    fn access_log(&mut self, owner: &OwnerId, completeness: Completeness) -> Result<AccessLogEvidence, ExportError> {
+        let commitment = completeness.evidence.commitment_index;
+        let mut chain = Vec::new();
+        let mut before = Some(commitment);
+        while let Some(below) = before {
+            let page = self.vault.owner_chain(owner, Some(below), EXPORT_PAGE_SIZE)?;
+            chain.extend(page.entries);
+            before = page.next_before;
+        }
+        for (index, bytes) in &chain {
+            self.entries.entry(*index).or_insert_with(|| ProvenEntry { bytes: bytes.clone(), inclusion: None });
+        }
+        self.entry(commitment, true)?;
+        let mut events = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page =
+                self.vault.access_log(owner, cursor.as_deref(), EXPORT_PAGE_SIZE).map_err(|error| match error {
+                    super::QueryError::Storage(error) => error,
+                    other => StorageError::Corrupt(other.to_string()),
+                })?;
+            events.extend(page.entries.into_iter().filter(|(index, _)| *index < commitment));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        Ok(AccessLogEvidence { completeness, chain, events })
+    }
+}

@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""Verify a Kho evidence bundle (docs/FORMAT.md section 5) without Kho's code, with Python's standard
+library only: the statements and their rule from section 1, the log from section 4.
+
+usage: verify_bundle.py BUNDLE [--anchor HEX]... [--vault-key HEX] [--at YYYY-MM-DD]
+Without --anchor, the bundle's own trust anchors are used (and printed). Without --vault-key, the
+bundle's vault key certificate must be signed by an anchor. Documents are checked by size and SHA-256
+(the standard library has no BLAKE3; the record signs both).
+Prints one line per check and per document, then a JSON summary {"documents": {id: verdict},
+"failed_checks": [...]}; exits 1 if any check fails or any document's evidence fails.
+"""
+
+import base64
+import datetime
+import hashlib
+import json
+import os
+import struct
+import sys
+import tarfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from verify_record import Reader, parse  # noqa: E402
+from verify_log import leaf_hash, open_checkpoint, sha256, verify_inclusion, verify_map_proof  # noqa: E402
+
+VERDICTS = ["valid", "not_yet_valid", "expired", "superseded", "revoked", "unknown_issuer", "proof_fails",
+            "tampered"]
+FAILURES = {"unknown_issuer", "proof_fails", "tampered"}
+EXTENSIONS = {"application/pdf": "pdf", "image/jpeg": "jpg", "image/png": "png", "image/tiff": "tif",
+              "application/xml": "xml", "text/xml": "xml", "application/json": "json", "text/plain": "txt"}
+KIND_NUMBERS = {"record": 1, "record revocation": 2, "key certificate": 3, "certificate revocation": 4}
+
+
+def fmt_ms(ms):
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def decode_entry(data):
+    """A log entry (section 4.1) as a dict."""
+    r = Reader(data)
+    if r.u8() != 1:
+        raise ValueError("entry version")
+    entry = {"kind": r.u8(), "accepted_at_ms": r.i64(), "id": r.hex32(), "owner": None}
+    flag = r.u8()
+    if flag == 1:
+        entry.update(owner=r.str(), position=r.u64(), previous=r.take(32))
+    elif flag != 0:
+        raise ValueError("owner link flag")
+    if r.at != len(data):
+        raise ValueError("trailing bytes")
+    return entry
+
+
+class Bundle:
+    def __init__(self, path):
+        self.files, self.documents = {}, {}
+        with tarfile.open(path, "r:") as archive:
+            for member in archive:
+                if member.isdir():
+                    continue
+                if not member.isreg():
+                    raise ValueError("%s is not a regular file" % member.name)
+                if member.name in self.files or member.name in self.documents:
+                    raise ValueError("%s appears twice" % member.name)
+                data = archive.extractfile(member)
+                parts = member.name.split("/")
+                if len(parts) == 3 and parts[0] == "records" and parts[2].startswith("document."):
+                    digest, size = hashlib.sha256(), 0
+                    for chunk in iter(lambda: data.read(1 << 16), b""):
+                        digest.update(chunk)
+                        size += len(chunk)
+                    self.documents[member.name] = (digest.hexdigest(), size)
+                else:
+                    self.files[member.name] = data.read()
+        self.manifest = json.loads(self.files["manifest.json"])
+
+    def statement(self, path):
+        if path not in self.files:
+            raise ValueError("%s is missing" % path)
+        statement = parse(self.files[path])
+        if not statement["signature_valid"]:
+            raise ValueError("%s: the signature does not verify" % path)
+        return statement
+
+
+def main(argv):
+    args = argv[1:]
+    if not args or args[0].startswith("--"):
+        print(__doc__)
+        return 2
+    path, options = args[0], args[1:]
+    anchors, vault_key, today = [], None, None
+    while options:
+        flag, value, options = options[0], options[1], options[2:]
+        if flag == "--anchor":
+            anchors.append(value.lower())
+        elif flag == "--vault-key":
+            vault_key = value.lower()
+        elif flag == "--at":
+            today = value
+        else:
+            print(__doc__)
+            return 2
+    today = today or datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=7))).date().isoformat()
+    bundle = Bundle(path)
+    m = bundle.manifest
+    assert m["format"] == "kho-bundle" and m["version"] == 1, "not a version 1 Kho bundle"
+    checks = []
+
+    def check(ok, what):
+        checks.append((bool(ok), what))
+        print(("ok   " if ok else "FAIL ") + what)
+        return bool(ok)
+
+    # Trust: anchors, then the vault key, then the checkpoint.
+    if not anchors:
+        anchors = m["trust_anchors"]
+        check(anchors, "trusting the bundle's own trust anchors " + ", ".join(anchors))
+    window = None
+    if vault_key is not None:
+        trusted = check(vault_key == m["vault_key"], "the bundle's vault key is the given one")
+    else:
+        try:
+            cert = bundle.statement("vault-key.kho-cert")
+            trusted = check(cert["kind"] == "vault key certificate" and cert["signer"] in anchors
+                            and cert["subject"] == m["vault_key"] and cert["origin"] == m["log_origin"],
+                            "the vault key is certified for the log by a trust anchor")
+            window = (cert["valid_from_ms"], cert["valid_until_ms"])
+        except ValueError as error:
+            trusted = check(False, "the vault key is not trusted: %s" % error)
+        vault_key = m["vault_key"]
+    checkpoint = None
+    if trusted:
+        try:
+            size, root = open_checkpoint(bundle.files["checkpoint"].decode(), m["log_origin"],
+                                         bytes.fromhex(vault_key))
+            if check(size == m["checkpoint_size"], "the checkpoint of %d entries is signed by the vault key" % size):
+                checkpoint = (size, root)
+        except (ValueError, KeyError) as error:
+            check(False, "the checkpoint does not verify: %s" % error)
+
+    log = json.loads(bundle.files["log.json"])
+    entries = {}
+    for item in log["entries"]:
+        data = bytes.fromhex(item["entry_hex"])
+        proven = None
+        if item["inclusion"] is None:
+            proven = "it has no inclusion proof"
+        elif checkpoint is None:
+            proven = "there is no valid checkpoint"
+        elif not verify_inclusion(item["index"], checkpoint[0], leaf_hash(data),
+                                  [bytes.fromhex(h) for h in item["inclusion"]], checkpoint[1]):
+            proven = "its inclusion proof fails"
+        entries[item["index"]] = (data, proven)
+
+    def receipted(statement, receipt_path):
+        """The checked receipt of `statement` (raises ValueError with the reason)."""
+        if not trusted:
+            raise ValueError("the vault key is not trusted")
+        receipt = bundle.statement(receipt_path)
+        if receipt["kind"] != "receipt" or receipt["signer"] != vault_key:
+            raise ValueError("the receipt is not signed by the vault key")
+        if window and not window[0] <= receipt["accepted_at_ms"] <= window[1]:
+            raise ValueError("the receipt's time is outside the vault key certificate")
+        if receipt["statement"] != statement["id"] or receipt["statement_kind"] != KIND_NUMBERS[statement["kind"]]:
+            raise ValueError("the receipt is for another statement")
+        index = receipt["log_index"]
+        if index not in entries:
+            raise ValueError("log entry #%d is not in the bundle" % index)
+        data, proven = entries[index]
+        if proven:
+            raise ValueError("log entry #%d: %s" % (index, proven))
+        entry = decode_entry(data)
+        if (entry["kind"], entry["id"], entry["accepted_at_ms"]) != (
+                KIND_NUMBERS[statement["kind"]], statement["id"], receipt["accepted_at_ms"]):
+            raise ValueError("log entry #%d is not this statement's" % index)
+        return receipt
+
+    # Issuer certificates whose own evidence holds.
+    issuers = []
+    for cert_id in m["certificates"]:
+        base = "certs/%s/" % cert_id
+        try:
+            cert = bundle.statement(base + "certificate.kho-cert")
+            accepted = receipted(cert, base + "certificate.kho-receipt")["accepted_at_ms"]
+        except ValueError:
+            continue
+        revoked = None
+        if cert["signer"] in anchors and base + "revocation.kho-revocation" in bundle.files:
+            try:
+                revocation = bundle.statement(base + "revocation.kho-revocation")
+                if revocation["certificate"] == cert["id"] and revocation["signer"] in anchors:
+                    revoked = receipted(revocation, base + "revocation.kho-receipt")["accepted_at_ms"]
+            except ValueError:
+                pass
+        issuers.append((cert, accepted, revoked, cert["signer"] in anchors))
+
+    def acceptance(signer, agency, at):
+        """None if a trusted certificate covers `signer` for `agency` at `at`, else the reason."""
+        reasons = []
+        for cert, accepted, revoked, anchored in issuers:
+            if cert["subject"] != signer:
+                continue
+            if not anchored:
+                reasons.append("certificate %s is not signed by a trusted anchor" % cert["id"])
+            elif cert["agency"] != agency:
+                reasons.append("certificate %s is for another agency" % cert["id"])
+            elif not cert["valid_from_ms"] <= at <= cert["valid_until_ms"]:
+                reasons.append("certificate %s was not valid then" % cert["id"])
+            elif accepted > at:
+                reasons.append("certificate %s reached the vault later" % cert["id"])
+            elif revoked is not None and revoked <= at:
+                reasons.append("certificate %s was revoked before" % cert["id"])
+            else:
+                return None
+        return "; ".join(reasons) or "no certificate in the bundle for the signing key"
+
+    documents, record_ids, revocation_ids = {}, set(), set()
+    for listed in m["records"]:
+        verdict, reasons = "valid", []
+
+        def fail(v, reason):
+            nonlocal verdict
+            verdict = max(verdict, v, key=VERDICTS.index)
+            reasons.append(reason)
+
+        rid = listed["id"]
+        base = "records/%s/" % rid
+        try:
+            record = bundle.statement(base + "record.kho-record")
+            if record["kind"] != "record" or record["id"] != rid:
+                raise ValueError("the record file is not record %s" % rid)
+        except ValueError as error:
+            fail("tampered", str(error))
+            documents[rid] = verdict
+            print("%s  %s  %s" % (verdict.upper(), rid, "; ".join(reasons)))
+            continue
+        record_ids.add(rid)
+        if record["owner"] != m["owner"]:
+            fail("tampered", "the record's owner is not the bundle's")
+        document = base + "document." + EXTENSIONS.get(record["media_type"], "bin")
+        if document not in bundle.documents:
+            fail("tampered", "%s is missing" % document)
+        elif bundle.documents[document] != (record["sha256"], record["size_bytes"]):
+            fail("tampered", "the document is not the one signed (size or SHA-256 differ)")
+        try:
+            accepted_at = receipted(record, base + "record.kho-receipt")["accepted_at_ms"]
+            reason = acceptance(record["signer"], record["issuer_agency"], accepted_at)
+            if reason:
+                fail("unknown_issuer", reason)
+        except ValueError as error:
+            fail("proof_fails", "record: %s" % error)
+        if verdict not in FAILURES:
+            if base + "revocation.kho-revocation" in bundle.files:
+                try:
+                    revocation = bundle.statement(base + "revocation.kho-revocation")
+                    if revocation["record"] != rid or revocation["issuer_agency"] != record["issuer_agency"]:
+                        raise ValueError("the revocation names another record or agency")
+                    at = receipted(revocation, base + "revocation.kho-receipt")["accepted_at_ms"]
+                    reason = acceptance(revocation["signer"], revocation["issuer_agency"], at)
+                    if reason:
+                        raise ValueError(reason)
+                    revocation_ids.add(revocation["id"])
+                    verdict = "revoked"
+                    reasons.append("revoked at %s: %s" % (fmt_ms(at), revocation["reason"]))
+                except ValueError as error:
+                    fail("proof_fails", "revocation: %s" % error)
+            elif base + "superseded-by.kho-record" in bundle.files:
+                try:
+                    by = bundle.statement(base + "superseded-by.kho-record")
+                    if (by["supersedes"], by["owner"], by["issuer_agency"]) != (
+                            rid, record["owner"], record["issuer_agency"]):
+                        raise ValueError("the superseding record does not supersede this one")
+                    at = receipted(by, base + "superseded-by.kho-receipt")["accepted_at_ms"]
+                    reason = acceptance(by["signer"], by["issuer_agency"], at)
+                    if reason:
+                        raise ValueError(reason)
+                    verdict = "superseded"
+                    reasons.append("superseded by record %s" % by["id"])
+                except ValueError as error:
+                    fail("proof_fails", "superseding record: %s" % error)
+            elif today < record["valid_from"]:
+                verdict = "not_yet_valid"
+            elif record["valid_until"] is not None and today > record["valid_until"]:
+                verdict = "expired"
+        documents[rid] = verdict
+        print("%s  %s  %s" % (verdict.upper(), rid, "; ".join(reasons)))
+
+    listed = {"records/%s/" % r["id"] for r in m["records"]}
+    for name in list(bundle.files) + list(bundle.documents):
+        if name.startswith("records/") and not any(name.startswith(prefix) for prefix in listed):
+            check(False, "%s belongs to no record the manifest lists" % name)
+
+    if m["scope"] == "owner":
+        completeness(bundle, log, entries, checkpoint, record_ids, revocation_ids, check)
+
+    failed = [what for ok, what in checks if not ok]
+    print(json.dumps({"documents": documents, "failed_checks": failed}, sort_keys=True))
+    return 1 if failed or any(v in FAILURES for v in documents.values()) else 0
+
+
+def completeness(bundle, log, entries, checkpoint, record_ids, revocation_ids, check):
+    """Section 4.4, then: every record, revocation and access event of the chain is in the bundle."""
+    owner = bundle.manifest["owner"]
+    c = log["completeness"]
+    index = c["commitment_index"]
+    if checkpoint is None or index not in entries or entries[index][1]:
+        check(False, "the owner-map commitment is not proven in the checkpoint")
+        return
+    commitment = decode_entry(entries[index][0])
+    if not check(commitment["kind"] == 7, "entry #%d is an owner-map commitment" % index):
+        return
+    leaf = c["map_proof"]["leaf"]
+    try:
+        value = verify_map_proof(bytes.fromhex(commitment["id"]), sha256(owner.encode()),
+                                 [bytes.fromhex(s) for s in c["map_proof"]["siblings"]],
+                                 None if leaf is None else (bytes.fromhex(leaf["key"]), bytes.fromhex(leaf["value"])))
+    except ValueError as error:
+        check(False, "the owner map proof fails: %s" % error)
+        return
+    length, head_index, expected = (0, None, bytes(32)) if value is None else (
+        struct.unpack(">QQ", value[:16]) + (value[16:],))
+    position, chain = length, []
+    for n, i in enumerate(c["chain"]):
+        data = entries.get(i, (None,))[0]
+        entry = decode_entry(data) if data is not None else None
+        ok = (entry is not None and position > 0 and leaf_hash(data) == expected and entry["owner"] == owner
+              and entry["position"] == position and i < index and (n > 0 or i == head_index))
+        if not ok:
+            check(False, "the owner's chain breaks at position %d" % position)
+            return
+        chain.append((i, entry))
+        expected, position = entry["previous"], position - 1
+    if not check(position == 0, "the owner's %d log entries are complete through entry #%d" % (len(chain), index)):
+        return
+    missing = [e["id"] for _, e in chain if (e["kind"] == 1 and e["id"] not in record_ids)
+               or (e["kind"] == 2 and e["id"] not in revocation_ids)]
+    check(not missing, "every record and revocation of the owner's log is in the bundle"
+          + ("" if not missing else ": missing " + ", ".join(missing)))
+    events = json.loads(bundle.files["access-log.json"])["events"]
+    given = {}
+    for event in events:
+        canonical = base64.b64decode(event["canonical_base64"])
+        given[event["log_index"]] = hashlib.sha256(canonical).hexdigest()
+    chained = {i: e["id"] for i, e in chain if e["kind"] == 6}
+    check(given == chained, "the access log holds exactly the owner's %d access events of the log" % len(chained))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
