@@ -24,6 +24,10 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
 pub const TOKEN_LEEWAY_SECONDS_DEFAULT: u64 = 30;
 /// How often the server signs a checkpoint of the log when it has grown.
 pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 1000;
+/// The server scrubs the whole vault this often (0: never), the first time one interval after it starts.
+pub const SCRUB_INTERVAL_HOURS_DEFAULT: u64 = 24;
+/// The background scrub reads documents at most this fast, leaving the disk to the users.
+pub const SCRUB_BYTES_PER_SECOND_DEFAULT: u64 = 32 * 1024 * 1024;
 /// The `iss` of tokens minted by `kho dev-token`, accepted only in dev mode.
 pub const DEV_TOKEN_ISSUER: &str = "kho-dev";
 /// The dev token key inside the data directory.
@@ -71,6 +75,10 @@ pub struct Config {
     pub connections_max: usize,
     /// The log is checkpointed this often when it has grown (`KHO_CHECKPOINT_INTERVAL_MS`).
     pub checkpoint_interval_ms: u64,
+    /// The background scrub runs this often, 0 for never (`KHO_SCRUB_INTERVAL_HOURS`).
+    pub scrub_interval_hours: u64,
+    /// The background scrub's reading rate (`KHO_SCRUB_BYTES_PER_SECOND`).
+    pub scrub_bytes_per_second: u64,
     /// The transparency log's origin, the first line of its checkpoints (`KHO_LOG_ORIGIN`); unset, it
     /// is derived from the vault key. Set it once, before the first entry: it names the log for ever.
     pub log_origin: Option<String>,
@@ -111,6 +119,8 @@ impl Default for Config {
             idle_timeout_seconds: IDLE_TIMEOUT_SECONDS_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS_DEFAULT,
+            scrub_interval_hours: SCRUB_INTERVAL_HOURS_DEFAULT,
+            scrub_bytes_per_second: SCRUB_BYTES_PER_SECOND_DEFAULT,
             log_origin: None,
             recover: false,
             auth: AuthConfig::default(),
@@ -193,6 +203,12 @@ impl Config {
         if let Some(v) = lookup("KHO_CONNECTIONS_MAX") {
             self.connections_max = parse_env("KHO_CONNECTIONS_MAX", &v)?;
         }
+        if let Some(v) = lookup("KHO_SCRUB_INTERVAL_HOURS") {
+            self.scrub_interval_hours = parse_env("KHO_SCRUB_INTERVAL_HOURS", &v)?;
+        }
+        if let Some(v) = lookup("KHO_SCRUB_BYTES_PER_SECOND") {
+            self.scrub_bytes_per_second = parse_env("KHO_SCRUB_BYTES_PER_SECOND", &v)?;
+        }
         if let Some(v) = lookup("KHO_CHECKPOINT_INTERVAL_MS") {
             self.checkpoint_interval_ms = parse_env("KHO_CHECKPOINT_INTERVAL_MS", &v)?;
         }
@@ -218,6 +234,17 @@ impl Config {
     }
 
     /// Rejects configurations that could not serve anyone or that have a zero limit.
+    /// The vault's configuration: the data folder, the trust anchors read from their files, the limits.
+    pub fn vault_config(&self) -> Result<crate::vault::VaultConfig, crate::keys::KeyFileError> {
+        let anchors =
+            self.trust_anchors.iter().map(|p| crate::keys::read_public_key(p)).collect::<Result<Vec<_>, _>>()?;
+        let mut vault_config = crate::vault::VaultConfig::new(&self.data_dir, anchors);
+        vault_config.document_size_bytes_max = self.document_size_bytes_max;
+        vault_config.log_origin = self.log_origin.clone();
+        vault_config.store.recover = self.recover;
+        Ok(vault_config)
+    }
+
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.auth.keys.is_empty() && !self.auth.dev_mode {
             return Err(ConfigError::Invalid(
@@ -239,6 +266,7 @@ impl Config {
             ("idle_timeout_seconds", self.idle_timeout_seconds),
             ("connections_max", self.connections_max as u64),
             ("checkpoint_interval_ms", self.checkpoint_interval_ms),
+            ("scrub_bytes_per_second", self.scrub_bytes_per_second),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be greater than 0")));

@@ -1004,4 +1004,13 @@ fn an_exported_store_verifies_offline_with_a_verdict_per_document_and_tampering_
     let (rust_code, _, python_code, _) = verdicts(&config, &audited, &trust);
     assert_eq!((rust_code, python_code), (0, 0));
     server.stop();
+
+    // Offline, the operator's scrub re-reads all of it and finds nothing damaged.
+    let scrubbed = kho(&config, &["scrub"]);
+    assert!(scrubbed.status.success(), "{}", text(&scrubbed));
+    assert!(
+        text(&scrubbed).contains("5 records, 5 documents") && text(&scrubbed).contains("no damage found"),
+        "{}",
+        text(&scrubbed)
+    );
 }

@@ -90,6 +90,10 @@ enum Command {
     /// Deposit a folder (files with FILE.kho-record beside them, *.kho-cert certificates) or a JSON
     /// manifest into a local vault. Safe to run again: documents already stored are skipped.
     Import(ImportArgs),
+    /// Re-read and re-check everything a vault holds (frames, document hashes, statement signatures, the
+    /// log's root against its newest checkpoint); report damage by record and owner, change nothing.
+    /// Exit 3 if anything is damaged.
+    Scrub(ScrubArgs),
     /// Run the HTTP service.
     Serve(ServeArgs),
     /// Mint a token signed by the local dev key (accepted only by a server in dev mode).
@@ -343,6 +347,20 @@ struct VerifyArgs {
 }
 
 #[derive(Args)]
+struct ScrubArgs {
+    /// The server's configuration file (its data folder and trust anchors). Stop the server first, or
+    /// let its background scrub do this (scrub_interval_hours).
+    #[arg(long, env = "KHO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Read documents at most this many bytes per second (default: as fast as the disk gives).
+    #[arg(long)]
+    bytes_per_second: Option<u64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct ImportArgs {
     /// A folder, or a JSON manifest: {"certificates": [paths], "documents": [{"file", "record"}]}.
     source: PathBuf,
@@ -401,6 +419,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Show { file } => show(&file),
         Command::Import(args) => import(args),
         Command::Demo { dir } => demo(&dir).map(|_| ExitCode::SUCCESS),
+        Command::Scrub(args) => scrub(args),
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench::bench(args),
         Command::DevToken(args) => {
@@ -603,6 +622,62 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn scrub(args: ScrubArgs) -> anyhow::Result<ExitCode> {
+    let config = crate::config::Config::load(args.config.as_deref()).or_else(|error| match error {
+        // Scrubbing needs the data folder and anchors, not a way to sign in.
+        crate::config::ConfigError::Invalid(_) => {
+            let mut config = crate::config::Config::default();
+            config.apply_env(|name| std::env::var(name).ok())?;
+            Ok(config)
+        }
+        other => Err(other),
+    })?;
+    let vault = Vault::open(config.vault_config()?)
+        .with_context(|| format!("cannot open the vault in {}", config.data_dir.display()))?;
+    let progress = indicatif::ProgressBar::new(0);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} entries {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let options = crate::vault::ScrubOptions { bytes_per_second: args.bytes_per_second };
+    let report = vault.scrub(options, |state| {
+        progress.set_length(state.entries_total);
+        progress.set_position(state.entries_checked);
+        progress.set_message(format!("{} MiB of documents read", state.document_bytes_read >> 20));
+    })?;
+    progress.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for finding in &report.findings {
+            let records = finding.records.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            let owners = finding.owners.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            println!(
+                "DAMAGED {:?}{}{}{}: {}",
+                finding.kind,
+                finding.log_index.map(|i| format!(" log entry #{i}")).unwrap_or_default(),
+                if records.is_empty() { String::new() } else { format!(" record {records}") },
+                if owners.is_empty() { String::new() } else { format!(" owner {owners}") },
+                finding.detail
+            );
+        }
+        println!(
+            "scrubbed {} log entries (newest checkpoint {}), {} records, {} documents ({} bytes): {}",
+            report.entries,
+            report.checkpoint_size.map_or("none".to_owned(), |s| s.to_string()),
+            report.records,
+            report.documents,
+            report.document_bytes,
+            if report.findings.is_empty() {
+                "no damage found".to_owned()
+            } else {
+                format!("{} damaged; nothing was changed", report.findings.len())
+            }
+        );
+    }
+    Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_INVALID) })
 }
 
 fn dev_token(config: &crate::config::Config, args: &DevTokenArgs) -> anyhow::Result<String> {

@@ -24,7 +24,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::config::{Config, DEV_TOKEN_ISSUER, DEV_TOKEN_KEY_FILE};
 use crate::keys::{self, KeyFileError};
 use crate::statement::PublicKey;
-use crate::vault::{OpenError, Vault, VaultConfig};
+use crate::vault::{OpenError, Vault};
 
 use super::{router, AppState, Authenticator, Limits};
 
@@ -50,16 +50,12 @@ pub fn dev_token_key(config: &Config) -> Result<crate::statement::SecretKey, Key
 
 /// Builds the application state from a configuration.
 pub fn state(config: &Config) -> Result<AppState, ServeError> {
-    let anchors = config.trust_anchors.iter().map(|p| keys::read_public_key(p)).collect::<Result<Vec<_>, _>>()?;
-    if anchors.is_empty() {
+    let vault_config = config.vault_config()?;
+    if vault_config.trust_anchors.is_empty() {
         tracing::warn!(
             "no trust anchors configured: no issuer certificate can be added, so no deposit can be accepted"
         );
     }
-    let mut vault_config = VaultConfig::new(&config.data_dir, anchors);
-    vault_config.document_size_bytes_max = config.document_size_bytes_max;
-    vault_config.log_origin = config.log_origin.clone();
-    vault_config.store.recover = config.recover;
     let vault = Vault::open(vault_config)?;
     let report = vault.open_report();
     if report.batches_replayed > 0 || !report.quarantined.is_empty() {
@@ -270,6 +266,10 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), S
         tracing::info!(%address, data_dir = %config.data_dir.display(), "kho is serving");
         on_ready(address);
         tokio::spawn(checkpointer(state.clone(), Duration::from_millis(config.checkpoint_interval_ms)));
+        if config.scrub_interval_hours > 0 {
+            let interval = Duration::from_secs(config.scrub_interval_hours * 3600);
+            tokio::spawn(scrubber(state.clone(), interval, config.scrub_bytes_per_second));
+        }
         let (stop_sender, stop_receiver) = watch::channel(false);
         let server = run(listener, router(state.clone()), ConnectionLimits::from_config(config), async move {
             shutdown_signal().await;
@@ -316,6 +316,42 @@ async fn checkpointer(state: AppState, interval: Duration) {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::error!(%error, "signing a checkpoint failed"),
             Err(error) => tracing::error!(%error, "the checkpoint worker failed"),
+        }
+    }
+}
+
+/// Scrubs the vault every `interval` (the first time one interval after the start), reading documents
+/// at most `bytes_per_second`; each finding is logged as an error, with its record and owner.
+async fn scrubber(state: AppState, interval: Duration, bytes_per_second: u64) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let vault_state = state.clone();
+        tracing::info!("background scrub started");
+        let options = crate::vault::ScrubOptions { bytes_per_second: Some(bytes_per_second) };
+        match tokio::task::spawn_blocking(move || vault_state.vault().scrub(options, |_| {})).await {
+            Ok(Ok(report)) => {
+                for finding in &report.findings {
+                    tracing::error!(
+                        kind = ?finding.kind,
+                        log_index = ?finding.log_index,
+                        records = ?finding.records.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        owners = ?finding.owners.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "scrub found damage: {}",
+                        finding.detail
+                    );
+                }
+                tracing::info!(
+                    entries = report.entries,
+                    documents = report.documents,
+                    bytes = report.document_bytes,
+                    findings = report.findings.len(),
+                    "background scrub finished"
+                );
+            }
+            Ok(Err(error)) => tracing::error!(%error, "the background scrub failed"),
+            Err(error) => tracing::error!(%error, "the scrub worker failed"),
         }
     }
 }

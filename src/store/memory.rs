@@ -63,6 +63,32 @@ impl Memory {
         Engines { catalog: self.catalog.clone(), blobs: self.blobs.clone(), report: OpenReport::default() }
     }
 
+    /// Damage for tests: flips one byte in the middle of every occurrence of `needle` in the stored
+    /// catalog values and blob bytes (live and durable alike), as a bad disk would. Returns how many
+    /// places were flipped. Tests name what to damage by its bytes, never by a key.
+    pub fn flip_bytes(&self, needle: &[u8]) -> usize {
+        fn flip(bytes: &mut [u8], needle: &[u8]) -> usize {
+            let positions: Vec<usize> =
+                bytes.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
+            for position in &positions {
+                bytes[position + needle.len() / 2] ^= 0x40;
+            }
+            positions.len()
+        }
+        let mut flipped = 0;
+        let mut state = lock(&self.catalog.state);
+        for value in state.live.values_mut() {
+            flipped += flip(value, needle);
+        }
+        for value in state.durable.values_mut() {
+            flip(value, needle);
+        }
+        for object in lock(&self.blobs.objects).values_mut() {
+            flipped += flip(&mut object.bytes, needle);
+        }
+        flipped
+    }
+
     /// What a power cut at this moment would leave: a separate store with the durable state only.
     pub fn crash(&self) -> Memory {
         let state = lock(&self.catalog.state).clone();

@@ -14,12 +14,14 @@
 mod access;
 mod completeness;
 mod export;
+mod scrub;
 mod sequencer;
 mod transparency;
 
 pub use access::{AccessAction, AccessEvent, AccessOutcome, AccessPage, Salt, ACCESS_EVENT_VERSION};
 pub use completeness::{ChainPage, Completeness};
 pub use export::{AccessLogEvidence, Evidence, ExportError, ExportScope, ProvenEntry, Receipted, RecordEvidence};
+pub use scrub::{Finding, FindingKind, ScrubOptions, ScrubProgress, ScrubReport};
 use sequencer::{Acceptance, Decision};
 pub use transparency::{ConsistencyProof, InclusionProof, ProofQueryError, SignedCheckpoint};
 
