@@ -119,6 +119,25 @@ fn certify_issuer(server: &Server, config: &Path) {
     assert_eq!(status.as_u16(), 201);
 }
 
+/// As the issuer (key 2, its token `issuer`), revokes record `id` over HTTP.
+fn revoke(server: &Server, issuer: &str, id: &str) {
+    let revocation = Signed::sign(
+        RecordRevocation {
+            record: Digest::parse_hex("id", id).expect("id"),
+            issuer_agency: code(AGENCY),
+            reason: Title::parse("issued in error").expect("reason"),
+            signed_at_ms: now_unix_ms(),
+        },
+        &key(2),
+    );
+    let response = agent()
+        .post(server.url(&format!("/v1/records/{id}/revocation")))
+        .header("Authorization", format!("Bearer {issuer}"))
+        .send(&revocation.to_envelope()[..])
+        .expect("revoke");
+    assert_eq!(response.status().as_u16(), 201);
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).build().into()
 }
@@ -261,21 +280,7 @@ fn deposit_fetch_see_the_access_revoke_and_restart() {
     assert_eq!(forged.status.code(), Some(3), "checked under another key: {}", text(&forged));
 
     // The issuer revokes; everyone sees the new status.
-    let revocation = Signed::sign(
-        RecordRevocation {
-            record: Digest::parse_hex("id", &id).expect("id"),
-            issuer_agency: code(AGENCY),
-            reason: Title::parse("issued in error").expect("reason"),
-            signed_at_ms: now_unix_ms(),
-        },
-        &key(2),
-    );
-    let response = agent()
-        .post(server.url(&format!("/v1/records/{id}/revocation")))
-        .header("Authorization", format!("Bearer {issuer}"))
-        .send(&revocation.to_envelope()[..])
-        .expect("revoke");
-    assert_eq!(response.status().as_u16(), 201);
+    revoke(&server, &issuer, &id);
 
     // Restart: everything is still there. Meanwhile the anchor certifies the vault key: from the next
     // start it is served, and checkpoints verify from the anchor alone.
@@ -866,21 +871,7 @@ fn an_exported_store_verifies_offline_with_a_verdict_per_document_and_tampering_
         5,
         &["--issued-on", "2020-01-01", "--valid-from", "2020-01-01", "--valid-until", "2021-01-01"],
     );
-    let revocation = Signed::sign(
-        RecordRevocation {
-            record: Digest::parse_hex("id", &revoked).expect("id"),
-            issuer_agency: code(AGENCY),
-            reason: Title::parse("issued in error").expect("reason"),
-            signed_at_ms: now_unix_ms(),
-        },
-        &key(2),
-    );
-    let response = agent()
-        .post(server.url(&format!("/v1/records/{revoked}/revocation")))
-        .header("Authorization", format!("Bearer {issuer}"))
-        .send(&revocation.to_envelope()[..])
-        .expect("revoke");
-    assert_eq!(response.status().as_u16(), 201);
+    revoke(&server, &issuer, &revoked);
     // An officer reads one document for a dossier; an officer may not export a whole store.
     let read = run([
         vec!["get".into(), valid.clone(), "--out".into(), d.join("got.pdf").display().to_string()],

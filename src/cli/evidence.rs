@@ -55,7 +55,7 @@ pub(super) fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     }
     let total =
         response.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let progress = progress_bar(total);
+    let progress = super::byte_progress(total.unwrap_or(0));
     let partial = super::with_suffix(&out, ".partial");
     let mut file = File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
     let mut reader = response.body_mut().with_config().limit(total.unwrap_or(u64::MAX)).reader();
@@ -104,15 +104,6 @@ pub(super) fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
-    let progress = indicatif::ProgressBar::new(total.unwrap_or(0));
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    progress
-}
-
 /// The options `kho verify` takes for a bundle.
 pub(super) struct BundleTrust<'a> {
     pub anchors: &'a [PathBuf],
@@ -125,7 +116,7 @@ pub(super) struct BundleTrust<'a> {
 pub(super) fn verify(path: &Path, trust: BundleTrust<'_>) -> anyhow::Result<ExitCode> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let size = file.metadata().map(|m| m.len()).ok();
-    let progress = progress_bar(size);
+    let progress = super::byte_progress(size.unwrap_or(0));
     progress.set_message("reading");
     let read = Bundle::read(BufReader::new(file), |bytes| progress.set_position(bytes));
     progress.finish_and_clear();

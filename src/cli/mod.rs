@@ -822,20 +822,9 @@ fn certify_vault(args: CertifyVaultArgs) -> anyhow::Result<ExitCode> {
 /// BLAKE3, SHA-256 and size of a file, streamed.
 fn hash_file(path: &Path) -> anyhow::Result<(Digest, Digest, u64)> {
     let mut file = BufReader::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?);
-    let mut blake3 = blake3::Hasher::new();
-    let mut sha256 = sha2::Sha256::new();
-    let mut size = 0u64;
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        let count = file.read(&mut buffer).with_context(|| format!("cannot read {}", path.display()))?;
-        if count == 0 {
-            break;
-        }
-        blake3.update(&buffer[..count]);
-        sha256.update(&buffer[..count]);
-        size += count as u64;
-    }
-    Ok((Digest(*blake3.finalize().as_bytes()), Digest(sha256.finalize().into()), size))
+    let digest =
+        crate::evidence::bundle::hash_document(&mut file).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((digest.blake3, digest.sha256, digest.size))
 }
 
 /// Hashes `file` and signs a record for it with `key`.
@@ -1157,6 +1146,16 @@ fn import_plan(source: &Path) -> anyhow::Result<ImportPlan> {
 
 /// Keeps the vault's receipt beside a document (FILE.kho-receipt), for `kho verify`. A folder that cannot
 /// take it gets a warning: the document is stored either way.
+/// A progress bar counting bytes towards `total` (on stderr, drawn only on a terminal).
+fn byte_progress(total: u64) -> indicatif::ProgressBar {
+    let progress = indicatif::ProgressBar::new(total);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    progress
+}
+
 fn keep_receipt(file: &Path, receipt: &Signed<statement::Receipt>, progress: &indicatif::ProgressBar) {
     let path = with_suffix(file, RECEIPT_SUFFIX);
     if let Err(error) = std::fs::write(&path, receipt.to_envelope()) {
@@ -1206,11 +1205,7 @@ fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let total_bytes: u64 = documents.iter().filter_map(|(file, _)| std::fs::metadata(file).ok()).map(|m| m.len()).sum();
-    let progress = indicatif::ProgressBar::new(total_bytes);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let progress = byte_progress(total_bytes);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let outcomes = std::sync::Mutex::new(Vec::with_capacity(documents.len()));
     let (done, stop_checkpoints) = std::sync::mpsc::channel::<()>();

@@ -416,7 +416,8 @@ fn is_document_path(path: &str) -> bool {
         .is_some_and(|(id, name)| id.len() == 64 && name.starts_with("document.") && !name.contains('/'))
 }
 
-fn hash_document(reader: &mut impl Read) -> io::Result<DocumentDigest> {
+/// Size, BLAKE3 and SHA-256 of everything `reader` gives, in one pass.
+pub fn hash_document(reader: &mut impl Read) -> io::Result<DocumentDigest> {
     use sha2::Digest as _;
     let mut blake3 = blake3::Hasher::new();
     let mut sha256 = sha2::Sha256::new();

@@ -106,7 +106,7 @@ pub fn verify_bundle(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptio
     let trust = establish_trust(bundle, manifest, options, &mut checks);
     let checkpoint = trust.as_ref().and_then(|trust| {
         let note = String::from_utf8_lossy(bundle.files.get(bundle::CHECKPOINT_PATH).map_or(&[][..], |b| b));
-        match checkpoint::open(&note, &manifest.log_origin, &trust.key) {
+        match checkpoint::open(&note, &manifest.log_origin, &trust.vault.key) {
             Ok(checkpoint) => {
                 checks.push(
                     checkpoint.size == manifest.checkpoint_size,
@@ -121,7 +121,7 @@ pub fn verify_bundle(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptio
         }
     });
     let log = LogEvidence::read(bundle, checkpoint.as_ref(), &mut checks);
-    let context = Context { bundle, trust: trust.as_ref(), log: &log, anchors: trust.as_ref().map(|t| &t.anchors) };
+    let context = Context { bundle, trust: trust.as_ref(), log: &log };
     let certificates = context.certificates(manifest);
 
     let owner = OwnerId::parse(&manifest.owner).ok();
@@ -170,7 +170,6 @@ fn read_statement<T: StatementBody>(bundle: &Bundle, path: &str) -> Result<Signe
 }
 
 struct Trust {
-    key: PublicKey,
     vault: VaultTrust,
     anchors: Vec<PublicKey>,
 }
@@ -207,7 +206,7 @@ fn establish_trust(
     };
     if let Some(given) = &options.vault_key {
         checks.push(given == &key, format!("the bundle's vault key is the given one ({})", given.fingerprint()));
-        return (given == &key).then_some(Trust { key, vault: VaultTrust { key, window: None }, anchors });
+        return (given == &key).then_some(Trust { vault: VaultTrust { key, window: None }, anchors });
     }
     match read_statement::<VaultKeyCertificate>(bundle, bundle::VAULT_CERTIFICATE_PATH) {
         Err(error) => {
@@ -230,7 +229,6 @@ fn establish_trust(
                 ),
             );
             ok.then_some(Trust {
-                key,
                 vault: VaultTrust { key, window: Some((body.valid_from_ms, body.valid_until_ms)) },
                 anchors,
             })
@@ -238,9 +236,16 @@ fn establish_trust(
     }
 }
 
+/// An entry of `log.json`: its bytes, its inclusion proof if it has one, and whether that proof holds.
+struct LoggedEntry {
+    bytes: Vec<u8>,
+    inclusion: Option<Vec<Hash>>,
+    proven: Result<(), String>,
+}
+
 /// The log entries of `log.json`, each proven in the checkpoint or not.
 struct LogEvidence {
-    entries: BTreeMap<u64, (Vec<u8>, Result<(), String>)>,
+    entries: BTreeMap<u64, LoggedEntry>,
     json: Value,
 }
 
@@ -265,28 +270,26 @@ impl LogEvidence {
                 checks.push(false, format!("a malformed entry in {}", bundle::LOG_PATH));
                 continue;
             };
-            let proven = match (&item["inclusion"], checkpoint) {
-                (Value::Null, _) => Err("it has no inclusion proof".to_owned()),
-                (_, None) => Err("there is no valid checkpoint to prove it in".to_owned()),
-                (proof, Some(checkpoint)) => match hashes(proof) {
-                    None => Err("its inclusion proof is malformed".to_owned()),
-                    Some(proof) => {
-                        verify_inclusion(index, checkpoint.size, &leaf_hash(&bytes), &proof, &checkpoint.root)
-                            .map_err(|e| format!("its inclusion proof fails ({e})"))
-                    }
-                },
+            let inclusion = hashes(&item["inclusion"]);
+            let proven = match (&item["inclusion"], &inclusion, checkpoint) {
+                (Value::Null, _, _) => Err("it has no inclusion proof".to_owned()),
+                (_, None, _) => Err("its inclusion proof is malformed".to_owned()),
+                (_, _, None) => Err("there is no valid checkpoint to prove it in".to_owned()),
+                (_, Some(proof), Some(checkpoint)) => {
+                    verify_inclusion(index, checkpoint.size, &leaf_hash(&bytes), proof, &checkpoint.root)
+                        .map_err(|e| format!("its inclusion proof fails ({e})"))
+                }
             };
-            entries.insert(index, (bytes, proven));
+            entries.insert(index, LoggedEntry { bytes, inclusion, proven });
         }
         LogEvidence { entries, json }
     }
 
     /// The entry at `index`, checked to be in the checkpoint and to name `id` of `kind` at `at_ms`.
     fn statement_entry(&self, index: u64, kind: u8, id: &Digest, at_ms: i64) -> Result<Entry, String> {
-        let (bytes, proven) =
-            self.entries.get(&index).ok_or_else(|| format!("log entry #{index} is not in the bundle"))?;
-        proven.clone().map_err(|e| format!("log entry #{index}: {e}"))?;
-        let entry = Entry::decode(bytes).map_err(|e| format!("log entry #{index} does not decode: {e}"))?;
+        let logged = self.entries.get(&index).ok_or_else(|| format!("log entry #{index} is not in the bundle"))?;
+        logged.proven.clone().map_err(|e| format!("log entry #{index}: {e}"))?;
+        let entry = Entry::decode(&logged.bytes).map_err(|e| format!("log entry #{index} does not decode: {e}"))?;
         if entry.kind != kind || &entry.id != id || entry.accepted_at_ms != at_ms {
             return Err(format!("log entry #{index} is not this statement's (kind, id or time differ)"));
         }
@@ -306,7 +309,6 @@ struct Context<'a> {
     bundle: &'a Bundle,
     trust: Option<&'a Trust>,
     log: &'a LogEvidence,
-    anchors: Option<&'a Vec<PublicKey>>,
 }
 
 /// The ids a record's folder showed to be in the bundle.
@@ -317,6 +319,11 @@ struct FolderIds {
 }
 
 impl Context<'_> {
+    /// Whether `key` is a trust anchor (none is when the vault key is not trusted).
+    fn anchored(&self, key: &PublicKey) -> bool {
+        self.trust.is_some_and(|trust| trust.anchors.contains(key))
+    }
+
     /// The certificates in the bundle whose own evidence holds: signed by a trusted anchor, receipted
     /// by the vault and in the log; each with its revocation's time if it has a valid one.
     fn certificates(&self, manifest: &Manifest) -> Vec<Issuer> {
@@ -327,7 +334,7 @@ impl Context<'_> {
                 bundle::statement_paths(&dir, bundle::CERTIFICATE_FILE.0, bundle::CERTIFICATE_FILE.1);
             let Ok(certificate) = read_statement::<KeyCertificate>(self.bundle, &certificate_path) else { continue };
             let Ok(receipt) = self.receipted(&certificate, &receipt_path) else { continue };
-            if !self.anchors.is_some_and(|anchors| anchors.contains(certificate.signer())) {
+            if !self.anchored(certificate.signer()) {
                 issuers.push(Issuer {
                     certificate,
                     accepted_at_ms: receipt.body().accepted_at_ms,
@@ -344,8 +351,7 @@ impl Context<'_> {
             let revoked_at_ms = read_statement::<CertificateRevocation>(self.bundle, &revocation_path)
                 .ok()
                 .filter(|revocation| {
-                    revocation.body().certificate == certificate.id()
-                        && self.anchors.is_some_and(|anchors| anchors.contains(revocation.signer()))
+                    revocation.body().certificate == certificate.id() && self.anchored(revocation.signer())
                 })
                 .and_then(|revocation| self.receipted(&revocation, &revocation_receipt_path).ok())
                 .map(|receipt| receipt.body().accepted_at_ms);
@@ -523,11 +529,8 @@ impl Context<'_> {
         let json = &self.log.json["completeness"];
         let evidence = (|| {
             let commitment_index = json["commitment_index"].as_u64()?;
-            let (commitment_entry, _) = self.log.entries.get(&commitment_index)?;
-            let commitment_proof = hashes(
-                &self.log.json["entries"].as_array()?.iter().find(|e| e["index"].as_u64() == Some(commitment_index))?
-                    ["inclusion"],
-            )?;
+            let commitment = self.log.entries.get(&commitment_index)?;
+            let (commitment_entry, commitment_proof) = (&commitment.bytes, commitment.inclusion.clone()?);
             let siblings = hashes(&json["map_proof"]["siblings"])?;
             let leaf = match &json["map_proof"]["leaf"] {
                 Value::Null => None,
@@ -539,7 +542,7 @@ impl Context<'_> {
             let chain = json["chain"]
                 .as_array()?
                 .iter()
-                .map(|index| index.as_u64().and_then(|i| self.log.entries.get(&i).map(|(bytes, _)| (i, bytes.clone()))))
+                .map(|index| index.as_u64().and_then(|i| self.log.entries.get(&i).map(|e| (i, e.bytes.clone()))))
                 .collect::<Option<Vec<_>>>()?;
             Some((
                 CompletenessEvidence {

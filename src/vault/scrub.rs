@@ -7,7 +7,7 @@
 //! damaged leaf explains the root that differs, so the root is a finding only when every leaf is sound;
 //! a document shared by several records is one finding listing them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::time::{Duration, Instant};
 
@@ -103,8 +103,9 @@ impl Vault {
         let mut state = ScrubProgress { entries_total: size, ..ScrubProgress::default() };
         let mut tree = MemoryTree::new();
         let mut damaged_leaves = false;
-        // Revocations are reached through what they revoke; any left over was not found.
-        let mut revocations_expected: BTreeMap<Digest, u64> = BTreeMap::new();
+        // Revocations are reached through what they revoke: those in the log, by index, and those found.
+        let mut revocations_logged: BTreeMap<Digest, u64> = BTreeMap::new();
+        let mut revocations_stored: BTreeSet<Digest> = BTreeSet::new();
         let mut documents: BTreeMap<Digest, Vec<(Digest, OwnerId)>> = BTreeMap::new();
         let mut pacer = Pacer::new(options.bytes_per_second);
         let key = self.public_key();
@@ -155,7 +156,7 @@ impl Vault {
             match statement_kind {
                 k if k == Record::KIND => {
                     report.records += 1;
-                    match self.scrub_record(&id, &mut revocations_expected) {
+                    match self.scrub_record(&id, &mut revocations_stored) {
                         Ok(record) => {
                             let body = record.body();
                             documents.entry(body.blake3).or_default().push((id, body.owner.clone()));
@@ -170,12 +171,12 @@ impl Vault {
                     }
                 }
                 k if k == KeyCertificate::KIND => {
-                    if let Err(detail) = self.scrub_certificate(&id, &mut revocations_expected) {
+                    if let Err(detail) = self.scrub_certificate(&id, &mut revocations_stored) {
                         report.findings.push(Finding::new(FindingKind::Statement, Some(index), None, &None, detail));
                     }
                 }
                 k if k == RecordRevocation::KIND || k == CertificateRevocation::KIND => {
-                    revocations_expected.entry(id).or_insert(index);
+                    revocations_logged.insert(id, index);
                 }
                 _ => {}
             }
@@ -183,7 +184,7 @@ impl Vault {
             progress(state);
         }
         // Revocations seen in the log but not reached through their record or certificate.
-        for (id, index) in revocations_expected.into_iter().filter(|(_, index)| *index != u64::MAX) {
+        for (id, index) in revocations_logged.into_iter().filter(|(id, _)| !revocations_stored.contains(id)) {
             let detail = format!("revocation {id} is in the log but not stored with what it revokes");
             report.findings.push(Finding::new(FindingKind::Statement, Some(index), None, &None, detail));
         }
@@ -238,7 +239,7 @@ impl Vault {
     }
 
     /// The record and its revocation, decoded (so verified) with their receipts.
-    fn scrub_record(&self, id: &Digest, revocations: &mut BTreeMap<Digest, u64>) -> Result<Signed<Record>, String> {
+    fn scrub_record(&self, id: &Digest, revocations: &mut BTreeSet<Digest>) -> Result<Signed<Record>, String> {
         let (record, sequence) = Self::decode_statement::<Record>(self.store.record(id).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("record {id} is in the log but not stored"))?;
@@ -250,12 +251,12 @@ impl Vault {
         if let Some(entry) = state.revocation {
             let revocation = Signed::<RecordRevocation>::from_envelope(&entry.envelope)
                 .map_err(|e| format!("the revocation of record {id} does not verify: {e}"))?;
-            revocations.insert(revocation.id(), u64::MAX);
+            revocations.insert(revocation.id());
         }
         Ok(record)
     }
 
-    fn scrub_certificate(&self, id: &Digest, revocations: &mut BTreeMap<Digest, u64>) -> Result<(), String> {
+    fn scrub_certificate(&self, id: &Digest, revocations: &mut BTreeSet<Digest>) -> Result<(), String> {
         Self::decode_statement::<KeyCertificate>(self.store.certificate(id).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("certificate {id} is in the log but not stored"))?;
@@ -264,7 +265,7 @@ impl Vault {
         )
         .map_err(|e| e.to_string())?
         {
-            revocations.insert(revocation.id(), u64::MAX);
+            revocations.insert(revocation.id());
         }
         Ok(())
     }
