@@ -27,6 +27,7 @@ pub mod codec;
 pub mod config;
 pub mod content;
 pub mod evidence;
+pub mod files;
 pub mod http;
 pub mod ids;
 pub mod json;

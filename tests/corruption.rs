@@ -220,3 +220,64 @@ fn a_flipped_byte_in_the_catalog_deletes_nothing_refuses_to_open_and_recovery_br
     assert_eq!(vault.open_report().batches_replayed, 0);
     drop(work);
 }
+
+/// Issue: a store put back from an old copy (catalog, journal and packs all older) opens without a word,
+/// since nothing inside it is inconsistent. The newest checkpoint is kept outside the store, so the open
+/// is refused, naming the missing entries; a store with another history is refused too.
+#[test]
+fn a_store_behind_or_beside_the_kept_checkpoint_is_refused_naming_the_gap_and_nothing_changes() {
+    let f = fixture();
+    for seed in 0..3 {
+        deposit(&f, &document(10_000, 900 + seed, true));
+    }
+    f.vault.sign_checkpoint().expect("checkpoint");
+    let f = f.reopen();
+    let early_size = f.vault.log_size();
+    let early = tempfile::tempdir().expect("tempdir");
+    copy_dir(f.dir.path(), early.path());
+    for seed in 3..5 {
+        deposit(&f, &document(10_000, 900 + seed, true));
+    }
+    let kept = f.vault.sign_checkpoint().expect("checkpoint").expect("signed").checkpoint;
+    assert!(kept.size > early_size);
+    let data = f.dir.path().to_owned();
+    let Fixture { dir, anchor, vault, .. } = f;
+    drop(vault);
+    let kept_file = data.join(kho::vault::KEPT_CHECKPOINT_FILE);
+    let kept_note = std::fs::read(&kept_file).expect("the checkpoint is kept outside the store");
+    let put_back = |from: &Path| {
+        std::fs::remove_dir_all(data.join("store")).expect("remove store");
+        copy_dir(&from.join("store"), &data.join("store"));
+    };
+    let config = kho::vault::VaultConfig::new(&data, vec![anchor.public_key()]);
+
+    // The old copy: every entry after it is missing.
+    put_back(early.path());
+    let error = kho::vault::Vault::open(config.clone()).err().expect("a store behind its checkpoint must not open");
+    assert!(
+        matches!(error, kho::vault::OpenError::LogBehindCheckpoint { kept: k, found, .. } if k == kept.size && found == early_size),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains(&format!("log entries {early_size}..{} are missing", kept.size - 1)), "{message}");
+    assert_eq!(std::fs::read(&kept_file).expect("kept"), kept_note, "a refused open changes nothing");
+
+    // Another history from the same copy, longer than the checkpoint: the roots differ.
+    let other = kho::vault::Vault::open(kho::vault::VaultConfig::new(early.path(), vec![anchor.public_key()]))
+        .expect("the copy opens on its own");
+    let g = Fixture { dir: early, anchor: key(1), issuer: key(2), other_issuer: key(3), vault: other, memory: None };
+    for seed in 0..4 {
+        deposit(&g, &document(10_000, 950 + seed, true));
+    }
+    assert!(g.vault.log_size() > kept.size);
+    let Fixture { dir: early, vault: other, .. } = g;
+    drop(other);
+    put_back(early.path());
+    let error = kho::vault::Vault::open(config).err().expect("a store with another history must not open");
+    assert!(
+        matches!(error, kho::vault::OpenError::LogContradictsCheckpoint { size, .. } if size == kept.size),
+        "{error}"
+    );
+    assert!(error.to_string().contains("the store's root at that size is"), "{error}");
+    drop(dir);
+}

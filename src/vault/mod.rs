@@ -53,6 +53,9 @@ pub const VAULT_KEY_FILE: &str = "vault-key.pem";
 pub const VAULT_PUBLIC_KEY_FILE: &str = "vault-key.pub.pem";
 /// A trust anchor's certificate of the vault key (`kho certify-vault`), if the operator installed one.
 pub const VAULT_CERTIFICATE_FILE: &str = "vault-key.kho-cert";
+/// The newest signed checkpoint, kept outside the store so that a store which lost entries (restored
+/// from an old copy, a damaged disk) is noticed at open instead of served.
+pub const KEPT_CHECKPOINT_FILE: &str = "log-checkpoint.note";
 const STORE_DIRECTORY: &str = "store";
 
 #[derive(Debug, Clone)]
@@ -131,6 +134,20 @@ pub enum OpenError {
     BadLogOrigin(String),
     #[error("the vault key certificate {path} cannot be used: {reason}")]
     VaultCertificate { path: PathBuf, reason: String },
+    #[error(
+        "the store's log has {found} entries, but this vault signed a checkpoint of {kept} entries (kept in \
+         {path}): log entries {found}..{last} are missing, so the store lost acknowledged data. Nothing was \
+         changed. Restore the store from a backup at least as new as that checkpoint (or, if only the catalog \
+         was damaged, start with `kho serve --recover` to rebuild it from its journal); do not delete {path}",
+        last = kept - 1
+    )]
+    LogBehindCheckpoint { path: PathBuf, kept: u64, found: u64 },
+    #[error(
+        "the store's log does not match the checkpoint of {size} entries this vault signed (kept in {path}): \
+         {reason}. The store is not the one that checkpoint was signed over. Nothing was changed; restore the \
+         store from a backup"
+    )]
+    LogContradictsCheckpoint { path: PathBuf, size: u64, reason: String },
 }
 
 /// The log origin of a vault whose configuration names none: `kho/` and the first 16 hex digits of its
@@ -165,6 +182,37 @@ fn load_vault_certificate(
         return Err(refuse(format!("it names log origin {:?}; this vault's is {origin:?}", certificate.body().origin)));
     }
     Ok(Some(certificate))
+}
+
+/// Checks the store's log against the newest checkpoint kept outside it: the log must have at least its
+/// entries and the same root at its size.
+fn check_kept_checkpoint(store: &Store, path: &Path, origin: &str, key: &PublicKey) -> Result<(), OpenError> {
+    let contradicts =
+        |size, reason: String| OpenError::LogContradictsCheckpoint { path: path.to_owned(), size, reason };
+    let note =
+        crate::files::read_if_exists(path).map_err(|error| contradicts(0, format!("cannot read it: {error}")))?;
+    let Some(note) = note else {
+        return Ok(());
+    };
+    let note = String::from_utf8(note).map_err(|_| contradicts(0, "it is not text".into()))?;
+    let kept = crate::log::checkpoint::open(&note, origin, key)
+        .map_err(|error| contradicts(0, format!("it does not verify under this vault's key and origin: {error}")))?;
+    let found = store.durable_size();
+    if found < kept.size {
+        return Err(OpenError::LogBehindCheckpoint { path: path.to_owned(), kept: kept.size, found });
+    }
+    let root = crate::log::root(kept.size, store).map_err(|error| contradicts(kept.size, error.to_string()))?;
+    if root != kept.root {
+        return Err(contradicts(
+            kept.size,
+            format!(
+                "the store's root at that size is {}, the checkpoint's {}",
+                hex::encode(root),
+                hex::encode(kept.root)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Why a signer is not trusted for an agency at a moment.
@@ -492,6 +540,7 @@ impl Vault {
             None => default_log_origin(&key.public_key()),
         };
         let certificate = load_vault_certificate(&config, &key.public_key(), &origin)?;
+        check_kept_checkpoint(&store, &dir.join(KEPT_CHECKPOINT_FILE), &origin, &key.public_key())?;
         Ok(Vault {
             store,
             key,

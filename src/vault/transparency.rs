@@ -121,6 +121,9 @@ impl Vault {
         let note = checkpoint.sign(&self.key);
         self.store.put_checkpoint(size, &note)?;
         self.store.sync()?;
+        let kept = self.config.data_dir.join(super::KEPT_CHECKPOINT_FILE);
+        crate::files::replace_durably(&kept, note.as_bytes())
+            .map_err(|error| StorageError::Store(crate::store::StoreError::Io { path: kept.clone(), source: error }))?;
         Ok(Some(SignedCheckpoint { checkpoint, note }))
     }
 
