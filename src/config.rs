@@ -44,6 +44,8 @@ pub enum ConfigError {
     Env { name: &'static str, value: String, reason: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyFileError),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,6 +89,76 @@ pub struct Config {
     #[serde(skip)]
     pub recover: bool,
     pub auth: AuthConfig,
+    pub witnesses: WitnessesConfig,
+}
+
+/// The witnesses that cosign the log's checkpoints (`[witnesses]`; see docs/OPERATIONS.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WitnessesConfig {
+    /// Each witness's cosigner key and URL (`KHO_WITNESSES`: comma-separated `KEY@URL`).
+    pub peers: Vec<WitnessPeerConfig>,
+    /// Cosignatures a checkpoint needs to count as witnessed; default a majority of the peers
+    /// (`KHO_WITNESS_QUORUM`).
+    pub quorum: Option<usize>,
+    /// Serve checkpoints, default proofs and exports only once witnessed (`KHO_WITNESS_FAIL_CLOSED`).
+    pub fail_closed: bool,
+    /// Time allowed for one request to a witness (`KHO_WITNESS_TIMEOUT_MS`).
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessPeerConfig {
+    /// The witness's cosigner verifier key, `name+keyid+base64key`, as `kho witness` prints it.
+    pub key: String,
+    /// The witness's URL (its add-checkpoint endpoint is below it).
+    pub url: String,
+}
+
+impl WitnessesConfig {
+    /// The policy these settings describe, every key checked.
+    pub fn policy(&self) -> Result<crate::witness::WitnessPolicy, ConfigError> {
+        use crate::log::checkpoint::{KeyRole, VerifierKey};
+        let mut peers = Vec::new();
+        for peer in &self.peers {
+            let key = VerifierKey::parse(&peer.key)
+                .map_err(|e| ConfigError::Invalid(format!("witness key {:?}: {e}", peer.key)))?;
+            if key.role != KeyRole::Cosigner {
+                return Err(ConfigError::Invalid(format!(
+                    "witness key {:?} is a log's checkpoint key, not a witness's cosigning key",
+                    peer.key
+                )));
+            }
+            if !(peer.url.starts_with("http://") || peer.url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!("witness URL {:?} is not http(s)", peer.url)));
+            }
+            if peers.iter().any(|p: &crate::witness::WitnessPeer| p.key.name == key.name) {
+                return Err(ConfigError::Invalid(format!("witness {:?} is configured twice", key.name)));
+            }
+            peers.push(crate::witness::WitnessPeer { key, url: peer.url.clone() });
+        }
+        let quorum = self.quorum.unwrap_or(if peers.is_empty() { 0 } else { peers.len() / 2 + 1 });
+        if quorum > peers.len() || (quorum == 0 && !peers.is_empty()) {
+            return Err(ConfigError::Invalid(format!(
+                "witnesses.quorum is {quorum} with {} witnesses; it must be between 1 and their number",
+                peers.len()
+            )));
+        }
+        if self.fail_closed && peers.is_empty() {
+            return Err(ConfigError::Invalid("witnesses.fail_closed is set but no witness is configured".into()));
+        }
+        let timeout_ms = self.timeout_ms.unwrap_or(crate::witness::WITNESS_TIMEOUT_MS_DEFAULT);
+        if timeout_ms == 0 {
+            return Err(ConfigError::Invalid("witnesses.timeout_ms must be greater than 0".into()));
+        }
+        Ok(crate::witness::WitnessPolicy {
+            peers,
+            quorum,
+            fail_closed: self.fail_closed,
+            timeout: std::time::Duration::from_millis(timeout_ms),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +196,7 @@ impl Default for Config {
             log_origin: None,
             recover: false,
             auth: AuthConfig::default(),
+            witnesses: WitnessesConfig::default(),
         }
     }
 }
@@ -215,6 +288,27 @@ impl Config {
         if let Some(v) = lookup("KHO_LOG_ORIGIN") {
             self.log_origin = Some(v);
         }
+        if let Some(v) = lookup("KHO_WITNESSES") {
+            let mut peers = Vec::new();
+            for item in v.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+                let (key, url) = item.split_once('@').ok_or_else(|| ConfigError::Env {
+                    name: "KHO_WITNESSES",
+                    value: v.clone(),
+                    reason: "each witness is KEY@URL".into(),
+                })?;
+                peers.push(WitnessPeerConfig { key: key.to_owned(), url: url.to_owned() });
+            }
+            self.witnesses.peers = peers;
+        }
+        if let Some(v) = lookup("KHO_WITNESS_QUORUM") {
+            self.witnesses.quorum = Some(parse_env("KHO_WITNESS_QUORUM", &v)?);
+        }
+        if let Some(v) = lookup("KHO_WITNESS_FAIL_CLOSED") {
+            self.witnesses.fail_closed = parse_env("KHO_WITNESS_FAIL_CLOSED", &v)?;
+        }
+        if let Some(v) = lookup("KHO_WITNESS_TIMEOUT_MS") {
+            self.witnesses.timeout_ms = Some(parse_env("KHO_WITNESS_TIMEOUT_MS", &v)?);
+        }
         if let Some(v) = lookup("KHO_AUTH_ISSUER") {
             self.auth.issuer = v;
         }
@@ -235,13 +329,14 @@ impl Config {
 
     /// Rejects configurations that could not serve anyone or that have a zero limit.
     /// The vault's configuration: the data folder, the trust anchors read from their files, the limits.
-    pub fn vault_config(&self) -> Result<crate::vault::VaultConfig, crate::keys::KeyFileError> {
+    pub fn vault_config(&self) -> Result<crate::vault::VaultConfig, ConfigError> {
         let anchors =
             self.trust_anchors.iter().map(|p| crate::keys::read_public_key(p)).collect::<Result<Vec<_>, _>>()?;
         let mut vault_config = crate::vault::VaultConfig::new(&self.data_dir, anchors);
         vault_config.document_size_bytes_max = self.document_size_bytes_max;
         vault_config.log_origin = self.log_origin.clone();
         vault_config.store.recover = self.recover;
+        vault_config.witnesses = self.witnesses.policy()?;
         Ok(vault_config)
     }
 
@@ -272,6 +367,7 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("{name} must be greater than 0")));
             }
         }
+        self.witnesses.policy()?;
         Ok(())
     }
 }
@@ -304,6 +400,39 @@ mod tests {
         assert_eq!(config.listen.port(), 7000);
         assert_eq!(config.trust_anchors, vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]);
         assert!(config.check().is_ok());
+    }
+
+    #[test]
+    fn witnesses_are_checked_and_the_quorum_defaults_to_a_majority() {
+        let witness = |seed: u8, name: &str| {
+            let key = crate::statement::SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]));
+            crate::log::checkpoint::cosigner_verifier_key(name, &key.public_key())
+        };
+        let mut config = Config::default();
+        config
+            .apply_env(|name| match name {
+                "KHO_WITNESSES" => Some(format!(
+                    "{}@http://w1.example:8090, {}@http://w2.example:8090,{}@http://w3.example",
+                    witness(1, "w1.example/kho"),
+                    witness(2, "w2.example/kho"),
+                    witness(3, "w3.example/kho")
+                )),
+                _ => None,
+            })
+            .expect("env");
+        let policy = config.witnesses.policy().expect("policy");
+        assert_eq!((policy.peers.len(), policy.quorum, policy.fail_closed), (3, 2, false));
+        config.witnesses.quorum = Some(4);
+        assert!(config.witnesses.policy().unwrap_err().to_string().contains("quorum"));
+        config.witnesses.quorum = None;
+        let log_key = crate::log::checkpoint::verifier_key(
+            "kho/log",
+            &crate::statement::SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[4; 32])).public_key(),
+        );
+        config.witnesses.peers[0].key = log_key;
+        assert!(config.witnesses.policy().unwrap_err().to_string().contains("not a witness's"));
+        let none = WitnessesConfig { fail_closed: true, ..WitnessesConfig::default() };
+        assert!(none.policy().unwrap_err().to_string().contains("no witness"));
     }
 
     #[test]

@@ -131,6 +131,15 @@ pub fn access_event_json(log_index: u64, event: &AccessEvent) -> Value {
     })
 }
 
+/// How many configured witnesses cosigned a checkpoint, against the quorum (0: no witnesses).
+pub fn witnessed_json(witnessed: &crate::vault::Witnessed) -> Value {
+    json!({
+        "cosigned": witnessed.cosigned,
+        "quorum": witnessed.quorum,
+        "below_quorum": witnessed.below_quorum(),
+    })
+}
+
 /// The evidence that an owner's chain is complete up to an owner-map commitment (docs/FORMAT.md 4.4).
 pub fn completeness_json(owner: &crate::ids::OwnerId, completeness: &Completeness) -> Value {
     let hexes = |hashes: &[crate::log::Hash]| hashes.iter().map(hex::encode).collect::<Vec<_>>();
@@ -138,6 +147,7 @@ pub fn completeness_json(owner: &crate::ids::OwnerId, completeness: &Completenes
     let commitment_at = crate::log::Entry::decode(&evidence.commitment_entry).map(|e| e.accepted_at_ms).ok();
     json!({
         "checkpoint": completeness.checkpoint_note,
+        "witnesses": witnessed_json(&completeness.witnessed),
         "complete_through": {
             "log_index": evidence.commitment_index,
             "at": commitment_at.map(format_unix_ms),

@@ -37,3 +37,4 @@ pub mod sample;
 pub mod statement;
 pub mod store;
 pub mod vault;
+pub mod witness;

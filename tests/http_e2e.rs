@@ -1005,3 +1005,212 @@ fn an_exported_store_verifies_offline_with_a_verdict_per_document_and_tampering_
         text(&scrubbed)
     );
 }
+
+/// A `kho witness` on a free port: its address and cosigner key.
+struct WitnessProcess {
+    child: Child,
+    base: String,
+    key: String,
+}
+
+impl WitnessProcess {
+    fn start(dir: &Path, name: &str, log_key: &str) -> WitnessProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kho"))
+            .args(["witness", "--name", name, "--log", log_key, "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start kho witness");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut next = || lines.next().expect("kho witness printed its address").expect("line");
+        let base = next().strip_prefix("kho witness listening on ").expect("address line").to_owned();
+        let key = next().strip_prefix("witness key: ").expect("key line").to_owned();
+        WitnessProcess { child, base, key }
+    }
+}
+
+impl Drop for WitnessProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deposits a generated document through `kho deposit` as the issuer; returns the record id.
+fn deposit_as_issuer(config: &Path, server: &Server, issuer: &str, name: &str, seed: u64) -> String {
+    let d = config.parent().expect("dir");
+    std::fs::write(d.join(name), document(20_000 + seed as usize * 100, seed, true)).expect("document");
+    let key = d.join("issuer.pem").display().to_string();
+    let file = d.join(name).display().to_string();
+    let output = kho(
+        config,
+        &[
+            "deposit",
+            "--key",
+            &key,
+            "--owner",
+            OWNER,
+            "--type",
+            "GKS",
+            "--title",
+            name,
+            "--agency",
+            AGENCY,
+            "--media-type",
+            "application/pdf",
+            "--procedure",
+            "1.001193",
+            "--dossier",
+            "H26.22-240301-0001",
+            "--server",
+            &server.base,
+            "--token",
+            issuer,
+            &file,
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    text(&output).split("as record ").nth(1).and_then(|r| r.split_whitespace().next()).expect("id").to_owned()
+}
+
+/// Waits until the server's checkpoint covers at least `size` entries and is cosigned by `cosigned`
+/// witnesses; returns the note and the witnesses header.
+fn wait_for_checkpoint(server: &Server, size: u64, cosigned: usize) -> (String, String) {
+    let started = Instant::now();
+    loop {
+        let mut response = agent().get(server.url("/v1/log/checkpoint")).call().expect("checkpoint");
+        let header = response.headers().get("kho-witnesses").map(|v| v.to_str().expect("ascii").to_owned());
+        let note = response.body_mut().read_to_string().expect("note");
+        let checkpoint_size: u64 = note.lines().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let header = header.unwrap_or_default();
+        if checkpoint_size >= size && header.starts_with(&format!("cosigned={cosigned};")) {
+            return (note, header);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no checkpoint of {size}+ cosigned by {cosigned}: {header}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn log_size(server: &Server) -> u64 {
+    let note = agent().get(server.url("/v1/log/checkpoint")).call().expect("checkpoint").body_mut().read_to_string();
+    note.expect("note").lines().nth(1).and_then(|s| s.parse().ok()).expect("size")
+}
+
+#[test]
+fn two_witnesses_cosign_to_quorum_and_a_forked_copy_is_refused_by_them_and_reported_by_the_auditor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let config = prepare(d);
+    // The vault's key is made first so that the witnesses can be told the log's checkpoint key.
+    std::fs::create_dir_all(d.join("data")).expect("data");
+    let vault_key = kho::keys::load_or_create_secret_key(&d.join("data/vault-key.pem")).expect("vault key");
+    let origin = kho::vault::default_log_origin(&vault_key.public_key());
+    let log_key = kho::log::checkpoint::verifier_key(&origin, &vault_key.public_key());
+    let w1 = WitnessProcess::start(&d.join("w1"), "witness.test/w1", &log_key);
+    let w2 = WitnessProcess::start(&d.join("w2"), "witness.test/w2", &log_key);
+    let witnesses = format!("{}@{},{}@{}", w1.key, w1.base, w2.key, w2.base);
+    let env = [("KHO_WITNESSES", witnesses.as_str()), ("KHO_WITNESS_QUORUM", "2")];
+    let server = Server::start_with(&config, &env);
+    certify_issuer(&server, &config);
+    let issuer = token(&config, "issuer", &["--agency", AGENCY]);
+    deposit_as_issuer(&config, &server, &issuer, "a.pdf", 1);
+
+    // Both witnesses cosign; the served checkpoint carries both cosignatures and says so.
+    let (note, header) = wait_for_checkpoint(&server, 2, 2);
+    assert_eq!(header, "cosigned=2; quorum=2");
+    let keys: Vec<_> =
+        [&w1.key, &w2.key].iter().map(|k| kho::log::checkpoint::VerifierKey::parse(k).expect("witness key")).collect();
+    assert_eq!(kho::log::checkpoint::Note::parse(&note).expect("note").cosigners(&keys).len(), 2);
+
+    // The auditor follows the log, trusting a checkpoint only with both witnesses' cosignatures.
+    let state = d.join("audit.checkpoint");
+    let vault_pub = d.join("data/vault-key.pub.pem").display().to_string();
+    let audit = |server: &Server, witnessed: bool| {
+        let mut args = vec!["audit", "--server", &server.base, "--vault-key", &vault_pub, "--state"];
+        let state = state.display().to_string();
+        let mut owned = vec![state];
+        if witnessed {
+            owned.extend(["--witness".into(), w1.key.clone(), "--witness".into(), w2.key.clone()]);
+        }
+        args.extend(owned.iter().map(String::as_str));
+        kho(&config, &args)
+    };
+    let first = audit(&server, true);
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(text(&first).contains("first checkpoint of log"), "{}", text(&first));
+    deposit_as_issuer(&config, &server, &issuer, "b.pdf", 2);
+    let grown_to = log_size(&server) + 1;
+    wait_for_checkpoint(&server, grown_to, 2);
+    let second = audit(&server, true);
+    assert!(second.status.success() && text(&second).contains("consistently"), "{}", text(&second));
+
+    // A bundle says how many witnesses cosigned its checkpoint, and kho verify checks them.
+    let citizen = token(&config, "citizen", &["--owner", OWNER]);
+    let bundle = d.join("store.tar").display().to_string();
+    let export = kho(&config, &["export", OWNER, "--out", &bundle, "--server", &server.base, "--token", &citizen]);
+    assert!(export.status.success(), "{}", text(&export));
+    let anchor = d.join("anchor.pub.pem").display().to_string();
+    let verified = kho(
+        &config,
+        &[
+            "verify",
+            &bundle,
+            "--anchor",
+            &anchor,
+            "--vault-key",
+            &vault_pub,
+            "--witness",
+            &w1.key,
+            "--witness",
+            &w2.key,
+        ],
+    );
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(text(&verified).contains("cosigned by 2 of the 2 witnesses given"), "{}", text(&verified));
+
+    // The operator copies the data folder and runs both copies: two histories under one key.
+    server.stop();
+    let fork = d.join("fork");
+    copy_dir(&d.join("data"), &fork.join("data"));
+    let fork_config = fork.join("kho.toml");
+    let fork_text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(&format!("{:?}", d.join("data")), &format!("{:?}", fork.join("data")));
+    std::fs::write(&fork_config, fork_text).expect("fork config");
+    std::fs::copy(d.join("issuer.pem"), fork.join("issuer.pem")).expect("issuer key");
+    let server = Server::start_with(&config, &env);
+    deposit_as_issuer(&config, &server, &issuer, "c.pdf", 3);
+    let honest_size = log_size(&server) + 1;
+    wait_for_checkpoint(&server, honest_size, 2);
+    let third = audit(&server, true);
+    assert!(third.status.success(), "{}", text(&third));
+
+    let forked = Server::start_with(&fork_config, &env);
+    for seed in 10..13 {
+        deposit_as_issuer(&fork_config, &forked, &issuer, &format!("fork-{seed}.pdf"), seed);
+    }
+    // The witnesses refuse the other history: no cosignature, the refused checkpoint kept as evidence.
+    let fork_size = log_size(&forked) + 1;
+    let (_, header) = wait_for_checkpoint(&forked, fork_size, 0);
+    assert_eq!(header, "cosigned=0; quorum=2; below-quorum");
+    let started = Instant::now();
+    while !(d.join("w1/refused").exists() && d.join("w2/refused").exists()) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the witnesses did not refuse the fork");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A witnessed audit does not move to the fork's checkpoint; an unwitnessed one proves the fork.
+    let held = audit(&forked, true);
+    assert!(held.status.success() && text(&held).contains("below the quorum"), "{}", text(&held));
+    let caught = audit(&forked, false);
+    assert_eq!(caught.status.code(), Some(3), "{}", text(&caught));
+    assert!(text(&caught).contains("AUDIT FAILED") && text(&caught).contains("contradicts"), "{}", text(&caught));
+    let evidence = std::fs::read_to_string(d.join("audit.checkpoint.evidence")).expect("evidence kept");
+    assert_eq!(evidence.matches(&format!("{origin}\n")).count(), 2, "{evidence}");
+    forked.stop();
+    server.stop();
+}

@@ -1,5 +1,5 @@
 //! Arbitrary input to every parser of the transparency log's untrusted bytes (entries, access events,
-//! signed notes, checkpoints, tile paths, owner-map values) and to the three proof verifiers (inclusion,
+//! signed notes and cosignatures, verifier keys, witness requests, checkpoints, tile paths, owner-map values) and to the three proof verifiers (inclusion,
 //! consistency, owner map): never a panic; whatever decodes
 //! re-encodes canonically.
 #![no_main]
@@ -9,10 +9,14 @@ use kho::log::map::{self, MapProof};
 use kho::log::{verify_consistency, verify_inclusion, ChainHead, Checkpoint, Entry, Tile};
 use kho::statement::SecretKey;
 use kho::vault::AccessEvent;
+use kho::witness::AddCheckpoint;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: (&[u8], u64, u64, Vec<[u8; 32]>)| {
     let (bytes, first, second, hashes) = input;
+    if let Ok(request) = AddCheckpoint::parse(bytes) {
+        assert_eq!(AddCheckpoint::parse(request.encode().as_bytes()).ok(), Some(request));
+    }
     if let Ok(entry) = Entry::decode(bytes) {
         assert_eq!(entry.encode(), bytes);
     }
@@ -26,6 +30,10 @@ fuzz_target!(|input: (&[u8], u64, u64, Vec<[u8; 32]>)| {
         let key = SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[3; 32])).public_key();
         if let Ok(note) = Note::parse(text) {
             let _ = note.signed_by("kho.example/log", &key);
+            let _ = note.cosigned_by("witness.example/w1", &key);
+        }
+        if let Ok(vkey) = checkpoint::VerifierKey::parse(text) {
+            assert_eq!(checkpoint::VerifierKey::parse(&vkey.to_string()), Ok(vkey));
         }
         if let Ok(parsed) = Checkpoint::parse(text) {
             assert_eq!(Checkpoint::parse(&parsed.text()), Ok(parsed));

@@ -110,6 +110,8 @@ pub(super) struct BundleTrust<'a> {
     pub vault_key: Option<&'a Path>,
     pub at: Option<&'a str>,
     pub json: bool,
+    pub witnesses: &'a [String],
+    pub quorum: Option<usize>,
 }
 
 /// `kho verify BUNDLE`: every document's verdict, with reasons; exit 3 if any evidence fails.
@@ -141,6 +143,8 @@ pub(super) fn verify(path: &Path, trust: BundleTrust<'_>) -> anyhow::Result<Exit
         },
         vault_key: trust.vault_key.map(keys::read_public_key).transpose()?,
         today: trust.at.map(Date::parse).transpose().context("--at")?,
+        witnesses: super::audit::witness_keys(trust.witnesses)?,
+        quorum: trust.quorum,
     };
     let report = verify_bundle(&bundle, &manifest, &options);
     if trust.json {

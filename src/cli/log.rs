@@ -56,12 +56,23 @@ impl VaultTrustArgs {
 pub(super) struct LogClientArgs {
     /// The Kho server.
     #[arg(long, env = "KHO_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
+    pub(super) server: String,
     #[command(flatten)]
     trust: VaultTrustArgs,
     /// The log's origin, if you know it; otherwise the certificate's, or the checkpoint's own first line.
     #[arg(long)]
     origin: Option<String>,
+}
+
+impl LogClientArgs {
+    /// The origin given on the command line, if any.
+    pub(super) fn origin(&self) -> Option<String> {
+        self.origin.clone()
+    }
+
+    pub(super) fn trust(&self) -> &VaultTrustArgs {
+        &self.trust
+    }
 }
 
 #[derive(Subcommand)]
@@ -98,13 +109,13 @@ fn fetch(client: &LogClientArgs, path: &str) -> anyhow::Result<Result<String, Ex
 }
 
 /// The vault key, and the origin its checkpoints must carry (given, certified, or none yet).
-fn vault_key(client: &LogClientArgs) -> anyhow::Result<(PublicKey, Option<String>)> {
+pub(super) fn vault_key(client: &LogClientArgs) -> anyhow::Result<(PublicKey, Option<String>)> {
     let (key, certified_origin) = client.trust.key()?;
     Ok((key, client.origin.clone().or(certified_origin)))
 }
 
 /// Verifies a signed checkpoint note; the failure is printed and becomes the exit code.
-fn open_note(origin: &Option<String>, key: &PublicKey, note: &str) -> Result<Checkpoint, ExitCode> {
+pub(super) fn open_note(origin: &Option<String>, key: &PublicKey, note: &str) -> Result<Checkpoint, ExitCode> {
     let origin = match origin {
         Some(origin) => origin.clone(),
         None => note.lines().next().unwrap_or_default().to_owned(),
@@ -120,7 +131,7 @@ pub(super) fn parse_hash(value: &serde_json::Value) -> anyhow::Result<Hash> {
     Hash::try_from(bytes).map_err(|_| anyhow::anyhow!("a hash is not 32 bytes"))
 }
 
-fn parse_hashes(value: &serde_json::Value) -> anyhow::Result<Vec<Hash>> {
+pub(super) fn parse_hashes(value: &serde_json::Value) -> anyhow::Result<Vec<Hash>> {
     value.as_array().context("no hashes in the proof")?.iter().map(parse_hash).collect()
 }
 

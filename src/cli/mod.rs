@@ -7,6 +7,7 @@
 //! documents, the server rejected a deposit, a downloaded document did not verify); 4 the server
 //! refused the caller (401/403); 5 not found (404).
 
+mod audit;
 mod bench;
 mod client;
 mod evidence;
@@ -139,6 +140,12 @@ enum Command {
     },
     /// Fetch the log's newest checkpoint from a server and verify its signature.
     Checkpoint(log::LogClientArgs),
+    /// Follow a server's log: verify each checkpoint it shows against the last one verified (kept on disk)
+    /// with a consistency proof; exit 3 with a report on a split view, a rewritten log or a bad signature.
+    Audit(Box<audit::AuditArgs>),
+    /// Run a witness (C2SP tlog-witness): cosign the checkpoints of the logs given, each only if it
+    /// extends the last one cosigned.
+    Witness(audit::WitnessArgs),
     /// Fetch a proof from a server's log and verify it against a signed checkpoint.
     #[command(subcommand)]
     Proof(log::ProofCommand),
@@ -344,6 +351,13 @@ struct VerifyArgs {
     /// For a bundle: print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// For a bundle: a witness's cosigner key (`name+id+key`, as `kho witness` prints it) whose
+    /// cosignature the checkpoint must carry; repeat for several.
+    #[arg(long = "witness")]
+    witnesses: Vec<String>,
+    /// For a bundle: how many of the --witness keys must have cosigned; default a majority.
+    #[arg(long, requires = "witnesses")]
+    quorum: Option<usize>,
 }
 
 #[derive(Args)]
@@ -439,6 +453,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::AccessLog { owner, trust, client, .. } => client::verify_access_log(&client, &owner, &trust),
         Command::Checkpoint(client) => log::checkpoint(&client),
         Command::Proof(command) => log::proof(command),
+        Command::Audit(args) => audit::audit(*args),
+        Command::Witness(args) => audit::witness(args),
     }
 }
 
@@ -584,7 +600,8 @@ fn demo(dir: &Path) -> anyhow::Result<()> {
 /// The demo folder `serve --demo` uses.
 pub const DEMO_DIR: &str = "kho-demo";
 
-fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// Logs to stderr, at `info` unless RUST_LOG says otherwise (the server and the witness).
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -593,6 +610,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
     let mut config = match crate::config::Config::load(args.config.as_deref()) {
         Ok(config) => config,
         // The demo supplies what a bare configuration lacks (dev mode, anchors).
@@ -890,6 +911,8 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             vault_key: args.vault_key.as_deref(),
             at: args.at.as_deref(),
             json: args.json,
+            witnesses: &args.witnesses,
+            quorum: args.quorum,
         };
         return evidence::verify(&args.file, trust);
     }

@@ -51,6 +51,21 @@ pub struct Manifest {
     pub trust_anchors: Vec<String>,
     pub records: Vec<ManifestRecord>,
     pub certificates: Vec<String>,
+    /// How the checkpoint stood with the vault's witnesses when it was exported (absent in bundles of
+    /// vaults that had none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witnesses: Option<ManifestWitnesses>,
+}
+
+/// The checkpoint's cosignatures as the vault counted them, and the witnesses it was configured with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestWitnesses {
+    pub cosigned: usize,
+    pub quorum: usize,
+    pub below_quorum: bool,
+    /// The witnesses' cosigner verifier keys.
+    pub keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -130,6 +145,12 @@ impl BundlePlan {
             vault_key: hex::encode(evidence.vault_key.raw_bytes()),
             checkpoint_size: evidence.checkpoint.checkpoint.size,
             trust_anchors: evidence.trust_anchors.iter().map(|key| hex::encode(key.raw_bytes())).collect(),
+            witnesses: (!evidence.witnesses.is_empty()).then(|| ManifestWitnesses {
+                cosigned: evidence.checkpoint.witnessed.cosigned,
+                quorum: evidence.checkpoint.witnessed.quorum,
+                below_quorum: evidence.checkpoint.witnessed.below_quorum(),
+                keys: evidence.witnesses.iter().map(ToString::to_string).collect(),
+            }),
             records: evidence
                 .records
                 .iter()

@@ -96,6 +96,48 @@ pub struct VerifyOptions {
     pub vault_key: Option<PublicKey>,
     /// The day statuses are judged on (default: today in Vietnam).
     pub today: Option<Date>,
+    /// Witnesses (cosigner keys) known out of band whose cosignatures the checkpoint must carry.
+    pub witnesses: Vec<checkpoint::VerifierKey>,
+    /// How many of them must have cosigned; default a majority.
+    pub quorum: Option<usize>,
+}
+
+/// The checkpoint's cosignatures: checked against the witnesses given, or, with none given, reported
+/// as the bundle states them (a checkpoint below its vault's quorum is marked, not failed).
+fn witness_check(note: &str, manifest: &Manifest, options: &VerifyOptions, checks: &mut Checks) {
+    let Ok(parsed) = checkpoint::Note::parse(note) else {
+        return;
+    };
+    if options.witnesses.is_empty() {
+        if let Some(stated) = &manifest.witnesses {
+            let keys: Vec<_> = stated.keys.iter().filter_map(|k| checkpoint::VerifierKey::parse(k).ok()).collect();
+            let verified = parsed.cosigners(&keys).len();
+            checks.push(
+                true,
+                format!(
+                "the checkpoint carries {verified} cosignature(s) that verify under the {} witness key(s) the bundle \
+                 names (quorum {}{}); give --witness to check them against keys you trust",
+                keys.len(),
+                stated.quorum,
+                if verified < stated.quorum { ", BELOW QUORUM" } else { "" }
+            ),
+            );
+        }
+        return;
+    }
+    let given = options.witnesses.len();
+    let quorum = options.quorum.unwrap_or(given / 2 + 1);
+    let cosigners = parsed.cosigners(&options.witnesses);
+    let names: Vec<&str> = cosigners.iter().map(|w| w.name.as_str()).collect();
+    checks.push(
+        cosigners.len() >= quorum,
+        format!(
+            "the checkpoint is cosigned by {} of the {given} witnesses given (quorum {quorum}){}{}",
+            cosigners.len(),
+            if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
+            if cosigners.len() < quorum { "; BELOW QUORUM" } else { "" }
+        ),
+    );
 }
 
 /// Checks everything in `bundle`.
@@ -112,6 +154,7 @@ pub fn verify_bundle(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptio
                     checkpoint.size == manifest.checkpoint_size,
                     format!("the checkpoint of {} entries is signed by the vault key", checkpoint.size),
                 );
+                witness_check(&note, manifest, options, &mut checks);
                 Some(checkpoint)
             }
             Err(error) => {

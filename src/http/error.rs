@@ -155,6 +155,9 @@ impl From<ExportError> for ApiError {
             ExportError::Storage(storage) => storage.into(),
             ExportError::Proof(proof) => proof.into(),
             ExportError::RecordNotFound(_) => ApiError::not_found(error.code(), error.to_string()),
+            ExportError::NotWitnessed(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.code(), error.to_string())
+            }
         }
     }
 }

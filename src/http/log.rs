@@ -16,23 +16,39 @@ use crate::vault::{InclusionProof, SignedCheckpoint};
 /// Checkpoints change about once a second; tiles and entry bundles never change once complete.
 const CHECKPOINT_CACHE_CONTROL: &str = "no-cache";
 const FULL_TILE_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+/// On a checkpoint: how many configured witnesses cosigned it, the quorum, and `below-quorum` if so.
+pub const WITNESSES_HEADER: &str = "kho-witnesses";
 
 pub async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let latest = state.blocking(|vault| vault.latest_checkpoint()).await??;
+    let latest = state.blocking(|vault| vault.served_checkpoint()).await??;
     let latest = latest.ok_or_else(|| {
         ApiError::not_found(
             "no_checkpoint",
-            "no checkpoint has been signed yet; one follows the first entry within a second",
+            "no checkpoint has been signed (and, where witnesses are required, cosigned) yet; one follows the \
+             first entry within a second",
         )
     })?;
-    Ok((
+    let witnessed = latest.witnessed;
+    let mut response = (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8")),
             (header::CACHE_CONTROL, HeaderValue::from_static(CHECKPOINT_CACHE_CONTROL)),
         ],
         latest.note,
     )
-        .into_response())
+        .into_response();
+    if witnessed.quorum > 0 {
+        let value = format!(
+            "cosigned={}; quorum={}{}",
+            witnessed.cosigned,
+            witnessed.quorum,
+            if witnessed.below_quorum() { "; below-quorum" } else { "" }
+        );
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(WITNESSES_HEADER, value);
+        }
+    }
+    Ok(response)
 }
 
 fn parse_tile(path: &str) -> Result<Tile, ApiError> {
@@ -92,6 +108,7 @@ fn checkpoint_json(checkpoint: &SignedCheckpoint) -> Value {
         "size": checkpoint.checkpoint.size,
         "root": hex::encode(checkpoint.checkpoint.root),
         "note": checkpoint.note,
+        "witnesses": crate::json::witnessed_json(&checkpoint.witnessed),
     })
 }
 

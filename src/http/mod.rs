@@ -11,6 +11,7 @@ mod error;
 mod log;
 pub mod openapi;
 mod serve;
+mod witness;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +36,8 @@ use crate::vault::{
 pub use access::{decide, Decision, Resource};
 pub use auth::{Authenticator, Principal, Role};
 pub use error::ApiError;
-pub use serve::{dev_token_key, serve, start_background, state, BackgroundServer, ServeError};
+pub use serve::{dev_token_key, serve, start_background, state, BackgroundServer, ConnectionLimits, ServeError};
+pub use witness::{serve_witness, witness_router};
 
 /// The header that carries a deposit's signed record, base64 (standard alphabet) of its envelope.
 pub const RECORD_HEADER: &str = "kho-record";

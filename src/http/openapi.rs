@@ -173,6 +173,7 @@ const OPERATIONS: &[Operation] = &[
             UNAUTHENTICATED,
             DENIED,
             ("404", "no checkpoint yet"),
+            ("503", "witnesses are required (fail-closed) and have not cosigned the checkpoint yet"),
         ],
     },
     Operation {
@@ -188,6 +189,7 @@ const OPERATIONS: &[Operation] = &[
             UNAUTHENTICATED,
             DENIED,
             ("404", "no such record"),
+            ("503", "witnesses are required (fail-closed) and have not cosigned the checkpoint yet"),
         ],
     },
     Operation {
@@ -256,7 +258,10 @@ const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/v1/log/checkpoint",
-        summary: "The newest checkpoint of the transparency log: a C2SP tlog-checkpoint signed note (text/plain)",
+        summary:
+            "The newest checkpoint of the transparency log: a C2SP tlog-checkpoint signed note (text/plain), with \
+                  the witnesses' cosignature lines; the Kho-Witnesses header says `cosigned=C; quorum=Q` and \
+                  `; below-quorum` if so (with a fail-closed policy, the newest checkpoint that reached the quorum)",
         roles: "anyone",
         parameters: &[],
         body: None,

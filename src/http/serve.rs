@@ -35,6 +35,8 @@ pub enum ServeError {
     Key(#[from] KeyFileError),
     #[error(transparent)]
     Open(#[from] OpenError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot listen on {address}: {source}")]
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("the server failed: {0}")]
@@ -97,6 +99,12 @@ pub struct ConnectionLimits {
     pub connections_max: usize,
 }
 
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits::from_config(&Config::default())
+    }
+}
+
 impl ConnectionLimits {
     pub fn from_config(config: &Config) -> ConnectionLimits {
         ConnectionLimits {
@@ -113,7 +121,12 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, lets every connection
 /// finish the request it is in and close, and returns once all have closed.
-async fn run(listener: TcpListener, app: Router, limits: ConnectionLimits, shutdown: impl Future<Output = ()>) {
+pub(super) async fn run(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     let slots = Arc::new(Semaphore::new(limits.connections_max));
     let (stop_sender, stop_receiver) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
@@ -266,6 +279,9 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), S
         tracing::info!(%address, data_dir = %config.data_dir.display(), "kho is serving");
         on_ready(address);
         tokio::spawn(checkpointer(state.clone(), Duration::from_millis(config.checkpoint_interval_ms)));
+        if !config.witnesses.peers.is_empty() {
+            tokio::spawn(witnesser(state.clone(), Duration::from_millis(config.checkpoint_interval_ms)));
+        }
         if config.scrub_interval_hours > 0 {
             let interval = Duration::from_secs(config.scrub_interval_hours * 3600);
             tokio::spawn(scrubber(state.clone(), interval, config.scrub_bytes_per_second));
@@ -292,6 +308,9 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), S
     if let Err(error) = state.vault().sign_checkpoint() {
         tracing::error!(%error, "the last checkpoint could not be signed");
     }
+    if let Err(error) = state.vault().cosign_latest() {
+        tracing::error!(%error, "the witnesses could not be asked to cosign the last checkpoint");
+    }
     drop(state);
     tracing::info!("stopped");
     Ok(())
@@ -316,6 +335,28 @@ async fn checkpointer(state: AppState, interval: Duration) {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::error!(%error, "signing a checkpoint failed"),
             Err(error) => tracing::error!(%error, "the checkpoint worker failed"),
+        }
+    }
+}
+
+/// Asks the configured witnesses to cosign the newest checkpoint every `interval`, when it is new to
+/// them. Witnesses that do not answer are logged and asked again at the next tick.
+async fn witnesser(state: AppState, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let vault_state = state.clone();
+        match tokio::task::spawn_blocking(move || vault_state.vault().cosign_latest()).await {
+            Ok(Ok(Some(round))) if round.witnessed.below_quorum() => tracing::warn!(
+                size = round.size,
+                cosigned = round.witnessed.cosigned,
+                quorum = round.witnessed.quorum,
+                "the newest checkpoint is below the witness quorum"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "asking the witnesses failed"),
+            Err(error) => tracing::error!(%error, "the witness worker failed"),
         }
     }
 }
@@ -387,7 +428,7 @@ impl Drop for BackgroundServer {
     }
 }
 
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };

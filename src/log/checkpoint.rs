@@ -18,6 +18,10 @@ pub const NOTE_SIZE_BYTES_MAX: usize = 16 * 1024;
 pub const ORIGIN_LENGTH_MAX: usize = 255;
 /// The signature type byte of Ed25519 in signed notes.
 const ED25519_SIGNATURE_TYPE: u8 = 0x01;
+/// The signature type byte of Ed25519 cosignatures (C2SP tlog-cosignature, `cosignature/v1`).
+const COSIGNATURE_TYPE: u8 = 0x04;
+/// The first line of the message an Ed25519 cosignature signs.
+const COSIGNATURE_HEADER: &str = "cosignature/v1";
 const SIGNATURE_PREFIX: &str = "\u{2014} ";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -91,9 +95,18 @@ pub fn is_key_name(name: &str) -> bool {
 
 /// The key id of an Ed25519 note key: SHA-256(name || 0x0A || 0x01 || public key)[..4].
 pub fn key_id(name: &str, key: &PublicKey) -> [u8; 4] {
+    typed_key_id(name, ED25519_SIGNATURE_TYPE, key)
+}
+
+/// The key id of an Ed25519 cosigner (a witness): SHA-256(name || 0x0A || 0x04 || public key)[..4].
+pub fn cosigner_key_id(name: &str, key: &PublicKey) -> [u8; 4] {
+    typed_key_id(name, COSIGNATURE_TYPE, key)
+}
+
+fn typed_key_id(name: &str, signature_type: u8, key: &PublicKey) -> [u8; 4] {
     let hash: Hash = Sha256::new()
         .chain_update(name.as_bytes())
-        .chain_update([b'\n', ED25519_SIGNATURE_TYPE])
+        .chain_update([b'\n', signature_type])
         .chain_update(key.raw_bytes())
         .finalize()
         .into();
@@ -102,9 +115,98 @@ pub fn key_id(name: &str, key: &PublicKey) -> [u8; 4] {
 
 /// The verifier key string of the signed-note ecosystem: `name+hex(key id)+base64(0x01 || key)`.
 pub fn verifier_key(name: &str, key: &PublicKey) -> String {
-    let mut encoded = vec![ED25519_SIGNATURE_TYPE];
+    typed_verifier_key(name, ED25519_SIGNATURE_TYPE, key)
+}
+
+/// A cosigner's (a witness's) verifier key: `name+hex(key id)+base64(0x04 || key)`.
+pub fn cosigner_verifier_key(name: &str, key: &PublicKey) -> String {
+    typed_verifier_key(name, COSIGNATURE_TYPE, key)
+}
+
+fn typed_verifier_key(name: &str, signature_type: u8, key: &PublicKey) -> String {
+    let mut encoded = vec![signature_type];
     encoded.extend_from_slice(key.raw_bytes());
-    format!("{name}+{}+{}", hex::encode(key_id(name, key)), base64::engine::general_purpose::STANDARD.encode(encoded))
+    let id = typed_key_id(name, signature_type, key);
+    format!("{name}+{}+{}", hex::encode(id), base64::engine::general_purpose::STANDARD.encode(encoded))
+}
+
+/// What a verifier key string names: a log's note key or a witness's cosigning key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRole {
+    /// Signs checkpoints (signature type 0x01).
+    Log,
+    /// Cosigns checkpoints (signature type 0x04).
+    Cosigner,
+}
+
+/// A parsed verifier key string: its name, what it signs, and the Ed25519 key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifierKey {
+    pub name: String,
+    pub role: KeyRole,
+    pub key: PublicKey,
+}
+
+impl VerifierKey {
+    /// Parses `name+hex(key id)+base64(type || key)`, checking the key id; only Ed25519 note keys and
+    /// Ed25519 cosigner keys are known.
+    pub fn parse(text: &str) -> Result<VerifierKey, NoteError> {
+        // The name holds no '+', the base64 key may.
+        let mut parts = text.trim().splitn(3, '+');
+        let (Some(name), Some(id), Some(encoded)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(NoteError::Malformed("a verifier key is name+keyid+key"));
+        };
+        if !is_key_name(name) {
+            return Err(NoteError::Malformed("a verifier key's name is empty or has spaces"));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| NoteError::Malformed("a verifier key is not base64"))?;
+        let (role, raw) = match bytes.split_first() {
+            Some((&ED25519_SIGNATURE_TYPE, raw)) => (KeyRole::Log, raw),
+            Some((&COSIGNATURE_TYPE, raw)) => (KeyRole::Cosigner, raw),
+            _ => return Err(NoteError::Malformed("a verifier key is not an Ed25519 note or cosignature key")),
+        };
+        let raw: [u8; 32] = raw.try_into().map_err(|_| NoteError::Malformed("an Ed25519 key is 32 bytes"))?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&raw)
+            .map(PublicKey::Ed25519)
+            .map_err(|_| NoteError::Malformed("not an Ed25519 public key"))?;
+        let parsed = VerifierKey { name: name.to_owned(), role, key };
+        if hex::encode(parsed.key_id()) != id {
+            return Err(NoteError::Malformed("a verifier key's id does not match its name and key"));
+        }
+        Ok(parsed)
+    }
+
+    pub fn key_id(&self) -> [u8; 4] {
+        match self.role {
+            KeyRole::Log => key_id(&self.name, &self.key),
+            KeyRole::Cosigner => cosigner_key_id(&self.name, &self.key),
+        }
+    }
+}
+
+impl std::fmt::Display for VerifierKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.role {
+            KeyRole::Log => f.write_str(&verifier_key(&self.name, &self.key)),
+            KeyRole::Cosigner => f.write_str(&cosigner_verifier_key(&self.name, &self.key)),
+        }
+    }
+}
+
+/// The message an Ed25519 cosignature signs: the `cosignature/v1` line, the time line, the note text.
+fn cosigned_message(text: &str, timestamp: u64) -> String {
+    format!("{COSIGNATURE_HEADER}\ntime {timestamp}\n{text}")
+}
+
+/// A witness's cosignature line over a checkpoint's note `text`, made at `timestamp` (POSIX seconds):
+/// `— <name> base64(key id || timestamp (8 bytes, big-endian) || signature)`, newline-terminated.
+pub fn cosign(text: &str, name: &str, key: &SecretKey, timestamp: u64) -> String {
+    let mut signature = cosigner_key_id(name, &key.public_key()).to_vec();
+    signature.extend_from_slice(&timestamp.to_be_bytes());
+    signature.extend_from_slice(&key.sign_raw(cosigned_message(text, timestamp).as_bytes()));
+    format!("{SIGNATURE_PREFIX}{name} {}\n", base64::engine::general_purpose::STANDARD.encode(signature))
 }
 
 /// A signed note split into its text and its signature lines (name, key id, signature bytes).
@@ -141,6 +243,27 @@ impl<'a> Note<'a> {
             parsed.push((name, id, bytes[4..].to_vec()));
         }
         Ok(Note { text, signatures: parsed })
+    }
+
+    /// The time of the valid cosignature by the witness `name` with `key` on this note, if it has one.
+    pub fn cosigned_by(&self, name: &str, key: &PublicKey) -> Option<u64> {
+        let id = cosigner_key_id(name, key);
+        self.signatures.iter().find_map(|(signer, signer_id, signature)| {
+            if *signer != name || *signer_id != id || signature.len() != 8 + 64 {
+                return None;
+            }
+            let timestamp = u64::from_be_bytes(signature[..8].try_into().ok()?);
+            let message = cosigned_message(self.text, timestamp);
+            key.verify_raw(message.as_bytes(), &signature[8..]).ok().map(|()| timestamp)
+        })
+    }
+
+    /// The witnesses among `witnesses` (cosigner keys) whose cosignature on this note verifies.
+    pub fn cosigners<'k>(&self, witnesses: &'k [VerifierKey]) -> Vec<&'k VerifierKey> {
+        witnesses
+            .iter()
+            .filter(|w| w.role == KeyRole::Cosigner && self.cosigned_by(&w.name, &w.key).is_some())
+            .collect()
     }
 
     /// Whether `key`, under `name`, signed this note.
@@ -200,6 +323,39 @@ mod tests {
             "\u{2014} witness.example AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
         );
         assert_eq!(open(&note, "kho.example/log", &key().public_key()), Ok(checkpoint));
+    }
+
+    #[test]
+    fn a_cosignature_verifies_under_its_witness_key_only_and_keys_round_trip() {
+        let checkpoint = Checkpoint { origin: "kho.example/log".into(), size: 9, root: [3; 32] };
+        let witness = SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
+        let mut note = checkpoint.sign(&key());
+        let line = cosign(&checkpoint.text(), "witness.example/w1", &witness, 1_700_000_000);
+        assert!(line.starts_with("\u{2014} witness.example/w1 ") && line.ends_with('\n'));
+        note.push_str(&line);
+        let parsed = Note::parse(&note).expect("a cosigned note parses");
+        assert_eq!(parsed.cosigned_by("witness.example/w1", &witness.public_key()), Some(1_700_000_000));
+        assert_eq!(parsed.cosigned_by("witness.example/w2", &witness.public_key()), None);
+        assert_eq!(parsed.cosigned_by("witness.example/w1", &key().public_key()), None);
+        assert!(!parsed.signed_by("witness.example/w1", &witness.public_key()), "a cosignature is not a log signature");
+        let other = Checkpoint { size: 10, ..checkpoint.clone() }.sign(&key()) + &line;
+        assert_eq!(Note::parse(&other).expect("parses").cosigned_by("witness.example/w1", &witness.public_key()), None);
+
+        let vkey = cosigner_verifier_key("witness.example/w1", &witness.public_key());
+        let parsed = VerifierKey::parse(&vkey).expect("parses");
+        assert_eq!((parsed.role, parsed.to_string()), (KeyRole::Cosigner, vkey.clone()));
+        // Base64 keys may hold '+'; names never do.
+        let plus = (0..=255u8)
+            .map(|seed| SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[seed; 32])))
+            .map(|key| verifier_key("kho.example/log", &key.public_key()))
+            .find(|vkey| vkey.matches('+').count() > 2)
+            .expect("a key whose base64 holds '+'");
+        assert_eq!(VerifierKey::parse(&plus).expect("parses").to_string(), plus);
+        let log = VerifierKey::parse(&verifier_key("kho.example/log", &key().public_key())).expect("parses");
+        assert_eq!((log.name.as_str(), log.role), ("kho.example/log", KeyRole::Log));
+        for bad in ["", "a+b", &vkey.replacen("w1", "w2", 1), &format!("{vkey}A"), &vkey.replace('+', " ")] {
+            assert!(VerifierKey::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -210,6 +210,14 @@ mod key {
     pub(super) fn checkpoint(size: u64) -> Vec<u8> {
         [b"lc/".as_slice(), &size.to_be_bytes()].concat()
     }
+    /// The tree size of the newest checkpoint cosigned by a quorum of witnesses.
+    pub(super) const LATEST_WITNESSED: &[u8] = b"meta/log-witnessed";
+    pub(super) fn cosignature_prefix(size: u64) -> Vec<u8> {
+        [b"lw/".as_slice(), &size.to_be_bytes()].concat()
+    }
+    pub(super) fn cosignature(size: u64, witness: &str) -> Vec<u8> {
+        [cosignature_prefix(size).as_slice(), witness.as_bytes()].concat()
+    }
     pub(super) fn blob_state(engine_key: &[u8]) -> Vec<u8> {
         [BLOB_STATE_PREFIX, engine_key].concat()
     }
@@ -467,6 +475,42 @@ impl Store {
         let note =
             self.checkpoint(size)?.ok_or_else(|| StoreError::Corrupt(format!("checkpoint {size} is missing")))?;
         Ok(Some((size, note)))
+    }
+
+    /// Keeps witnesses' cosignature lines on the checkpoint at `size` (`(witness name, line)`), and, if
+    /// it now has a quorum, records it as the newest witnessed checkpoint.
+    pub fn put_cosignatures(&self, size: u64, lines: &[(String, String)], witnessed: bool) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let mut batch = Batch::default();
+        for (witness, line) in lines {
+            batch.insert(key::cosignature(size, witness), line.as_bytes());
+        }
+        if witnessed {
+            batch.insert(key::LATEST_WITNESSED, codec::encode(&size));
+        }
+        self.catalog.apply(batch)
+    }
+
+    /// The cosignature lines kept for the checkpoint at `size`: `(witness name, line)`.
+    pub fn cosignatures(&self, size: u64) -> Result<Vec<(String, String)>, StoreError> {
+        let prefix = key::cosignature_prefix(size);
+        self.catalog
+            .scan(&prefix, None)
+            .map(|item| {
+                let (key, value) = item?;
+                let name = String::from_utf8(key[prefix.len()..].to_vec());
+                let line = String::from_utf8(value);
+                match (name, line) {
+                    (Ok(name), Ok(line)) => Ok((name, line)),
+                    _ => Err(StoreError::Corrupt(format!("a cosignature of checkpoint {size} is not text"))),
+                }
+            })
+            .collect()
+    }
+
+    /// The tree size of the newest checkpoint a quorum of witnesses cosigned.
+    pub fn latest_witnessed(&self) -> Result<Option<u64>, StoreError> {
+        self.get_decoded::<u64>(key::LATEST_WITNESSED, "latest witnessed checkpoint")
     }
 
     /// The signed checkpoint kept for tree size `size`, if one was signed at that size.

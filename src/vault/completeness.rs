@@ -25,8 +25,11 @@ use crate::store::Change;
 /// an owner-map commitment inside a signed checkpoint.
 #[derive(Debug, Clone)]
 pub struct Completeness {
-    /// The newest checkpoint's signed note (`evidence.checkpoint` is what it says).
+    /// The newest checkpoint's signed note (`evidence.checkpoint` is what it says), with the
+    /// witnesses' cosignatures kept so far.
     pub checkpoint_note: String,
+    /// How many configured witnesses cosigned that checkpoint.
+    pub witnessed: super::Witnessed,
     /// The owner's chain head in the map (`None`: no entries yet), as the map proof shows it.
     pub head: Option<ChainHead>,
     pub evidence: CompletenessEvidence,
@@ -148,9 +151,10 @@ impl Vault {
             .map(|value| ChainHead::decode(&value))
             .transpose()
             .map_err(|e| StorageError::Corrupt(format!("owner map value: {e}")))?;
-        let SignedCheckpoint { checkpoint, note } = checkpoint;
+        let SignedCheckpoint { checkpoint, note, witnessed } = checkpoint;
         Ok(Completeness {
             checkpoint_note: note,
+            witnessed,
             head,
             evidence: CompletenessEvidence {
                 checkpoint,

@@ -71,6 +71,8 @@ pub struct Evidence {
     pub vault_key: PublicKey,
     pub vault_certificate: Option<Signed<VaultKeyCertificate>>,
     pub trust_anchors: Vec<PublicKey>,
+    /// The witnesses the vault asks to cosign its checkpoints.
+    pub witnesses: Vec<crate::log::checkpoint::VerifierKey>,
     /// Newest first.
     pub records: Vec<RecordEvidence>,
     /// Every certificate of a key that signed a record, revocation or superseding record here.
@@ -93,6 +95,11 @@ impl Evidence {
 pub enum ExportError {
     #[error("no record {0}")]
     RecordNotFound(Digest),
+    #[error(
+        "the checkpoint was cosigned by {} of the {} witnesses required, and this vault hands out only witnessed \
+         evidence; try again once the witnesses answer", .0.cosigned, .0.quorum
+    )]
+    NotWitnessed(super::Witnessed),
     #[error(transparent)]
     Proof(#[from] ProofQueryError),
     #[error(transparent)]
@@ -109,6 +116,7 @@ impl ExportError {
     pub fn code(&self) -> &'static str {
         match self {
             ExportError::RecordNotFound(_) => "record_not_found",
+            ExportError::NotWitnessed(_) => "checkpoint_not_witnessed",
             ExportError::Proof(error) => error.code(),
             ExportError::Storage(_) => "storage_error",
         }
@@ -128,12 +136,18 @@ impl Vault {
             }
         };
         self.sign_checkpoint()?;
+        // Witnesses are asked before the checkpoint leaves, so the bundle carries their cosignatures.
+        self.cosign_latest()?;
         // The completeness evidence fixes the checkpoint everything else is taken at.
         let completeness = self.completeness(&owner)?;
         let checkpoint = SignedCheckpoint {
             checkpoint: completeness.evidence.checkpoint.clone(),
             note: completeness.checkpoint_note.clone(),
+            witnessed: completeness.witnessed,
         };
+        if self.config.witnesses.fail_closed && checkpoint.witnessed.below_quorum() {
+            return Err(ExportError::NotWitnessed(checkpoint.witnessed));
+        }
         let size = checkpoint.checkpoint.size;
         let records = match subject {
             Some(record) if record.receipt.body().log_index >= size => {
@@ -168,6 +182,7 @@ impl Vault {
             vault_key: self.public_key(),
             vault_certificate: self.certificate.clone(),
             trust_anchors: self.config.trust_anchors.clone(),
+            witnesses: self.config.witnesses.peers.iter().map(|peer| peer.key.clone()).collect(),
             records,
             certificates,
             entries: gather.entries,

@@ -17,6 +17,7 @@ mod export;
 mod scrub;
 mod sequencer;
 mod transparency;
+mod witnessing;
 
 pub use access::{AccessAction, AccessEvent, AccessOutcome, AccessPage, Salt, ACCESS_EVENT_VERSION};
 pub use completeness::{ChainPage, Completeness};
@@ -24,6 +25,7 @@ pub use export::{AccessLogEvidence, Evidence, ExportError, ExportScope, ProvenEn
 pub use scrub::{Finding, FindingKind, ScrubOptions, ScrubProgress, ScrubReport};
 use sequencer::{Acceptance, Decision};
 pub use transparency::{ConsistencyProof, InclusionProof, ProofQueryError, SignedCheckpoint};
+pub use witnessing::{WitnessFailure, WitnessRound, Witnessed};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -72,6 +74,8 @@ pub struct VaultConfig {
     /// The transparency log's origin (first line of its checkpoints); `None` derives one from the
     /// vault key, `kho/<first 16 hex digits of its fingerprint>`.
     pub log_origin: Option<String>,
+    /// The witnesses asked to cosign checkpoints, and the quorum.
+    pub witnesses: crate::witness::WitnessPolicy,
 }
 
 impl VaultConfig {
@@ -84,6 +88,7 @@ impl VaultConfig {
             store: EmbeddedConfig::default(),
             utc_offset_minutes: UTC_OFFSET_MINUTES_DEFAULT,
             log_origin: None,
+            witnesses: crate::witness::WitnessPolicy::default(),
         }
     }
 }
@@ -515,6 +520,8 @@ pub struct Vault {
     origin: String,
     /// The trust anchor's certificate of the vault key, checked at open.
     certificate: Option<Signed<VaultKeyCertificate>>,
+    /// What each witness last cosigned, as learned; held while witnesses are asked (one round at a time).
+    witness_sizes: Mutex<witnessing::WitnessSizes>,
 }
 
 impl Vault {
@@ -549,6 +556,7 @@ impl Vault {
             checkpoint_lock: Mutex::new(()),
             origin,
             certificate,
+            witness_sizes: Mutex::new(Default::default()),
         })
     }
 

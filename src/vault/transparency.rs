@@ -6,6 +6,7 @@
 //! checkpoints that contradict each other, whatever happened to its files in between. Every checkpoint
 //! is kept. Proofs and tiles are served against signed checkpoints only.
 
+use super::witnessing::{with_cosignatures, Witnessed};
 use super::{StorageError, Vault};
 use crate::log::{self, Checkpoint, Hash, HashSource as _, Tile, TILE_WIDTH};
 
@@ -38,11 +39,13 @@ impl ProofQueryError {
     }
 }
 
-/// A checkpoint with its signed note.
+/// A checkpoint with its signed note (the vault's signature, then the witnesses' cosignatures kept so
+/// far) and how many configured witnesses cosigned it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedCheckpoint {
     pub checkpoint: Checkpoint,
     pub note: String,
+    pub witnessed: Witnessed,
 }
 
 /// That log entry `index` is in the tree of a signed checkpoint.
@@ -76,6 +79,18 @@ impl Vault {
         }
     }
 
+    /// The checkpoint readers are given by default: the newest, or, when the witness policy is
+    /// fail-closed, the newest a quorum of witnesses cosigned.
+    pub fn served_checkpoint(&self) -> Result<Option<SignedCheckpoint>, StorageError> {
+        if !self.config.witnesses.fail_closed {
+            return self.latest_checkpoint();
+        }
+        match self.store.latest_witnessed()? {
+            None => Ok(None),
+            Some(size) => self.checkpoint_at(size),
+        }
+    }
+
     /// The checkpoint signed at tree size `size`, if one was.
     pub fn checkpoint_at(&self, size: u64) -> Result<Option<SignedCheckpoint>, StorageError> {
         match self.store.checkpoint(size)? {
@@ -90,7 +105,8 @@ impl Vault {
         if checkpoint.size != size {
             return Err(StorageError::Corrupt(format!("checkpoint stored under size {size} says {}", checkpoint.size)));
         }
-        Ok(SignedCheckpoint { checkpoint, note })
+        let (witnessed, lines) = self.witnessing(size)?;
+        Ok(with_cosignatures(SignedCheckpoint { checkpoint, note, witnessed }, lines))
     }
 
     /// Signs a checkpoint of everything durable, if the log grew since the last one; returns the
@@ -124,14 +140,15 @@ impl Vault {
         let kept = self.config.data_dir.join(super::KEPT_CHECKPOINT_FILE);
         crate::files::replace_durably(&kept, note.as_bytes())
             .map_err(|error| StorageError::Store(crate::store::StoreError::Io { path: kept.clone(), source: error }))?;
-        Ok(Some(SignedCheckpoint { checkpoint, note }))
+        let witnessed = Witnessed { cosigned: 0, quorum: self.config.witnesses.quorum };
+        Ok(Some(SignedCheckpoint { checkpoint, note, witnessed }))
     }
 
     /// The checkpoint a proof is given against: the one signed at `size`, or the newest.
     fn proof_checkpoint(&self, size: Option<u64>) -> Result<SignedCheckpoint, ProofQueryError> {
         match size {
             Some(size) => self.checkpoint_at(size)?.ok_or(ProofQueryError::NoCheckpointAtSize(size)),
-            None => self.latest_checkpoint()?.ok_or(ProofQueryError::NoCheckpoint),
+            None => self.served_checkpoint()?.ok_or(ProofQueryError::NoCheckpoint),
         }
     }
 
