@@ -138,7 +138,7 @@ impl WitnessesConfig {
             }
             peers.push(crate::witness::WitnessPeer { key, url: peer.url.clone() });
         }
-        let quorum = self.quorum.unwrap_or(if peers.is_empty() { 0 } else { peers.len() / 2 + 1 });
+        let quorum = self.quorum.unwrap_or(crate::witness::majority(peers.len()));
         if quorum > peers.len() || (quorum == 0 && !peers.is_empty()) {
             return Err(ConfigError::Invalid(format!(
                 "witnesses.quorum is {quorum} with {} witnesses; it must be between 1 and their number",

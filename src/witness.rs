@@ -295,6 +295,15 @@ pub struct WitnessPolicy {
     pub timeout: Duration,
 }
 
+/// The quorum of `witnesses` when none is given: a majority of them.
+pub fn majority(witnesses: usize) -> usize {
+    if witnesses == 0 {
+        0
+    } else {
+        witnesses / 2 + 1
+    }
+}
+
 /// Default time allowed for one witness request.
 pub const WITNESS_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 

@@ -71,7 +71,7 @@ enum Outcome {
 pub(super) fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let (key, certified_origin) = vault_key(&args.log)?;
     let witnesses = witness_keys(&args.witnesses)?;
-    let quorum = args.quorum.unwrap_or(witnesses.len() / 2 + 1).min(witnesses.len());
+    let quorum = args.quorum.unwrap_or(crate::witness::majority(witnesses.len())).min(witnesses.len());
     let auditor = Auditor { args: &args, key, certified_origin, witnesses, quorum };
     loop {
         match auditor.round() {

@@ -126,7 +126,7 @@ fn witness_check(note: &str, manifest: &Manifest, options: &VerifyOptions, check
         return;
     }
     let given = options.witnesses.len();
-    let quorum = options.quorum.unwrap_or(given / 2 + 1);
+    let quorum = options.quorum.unwrap_or(crate::witness::majority(given));
     let cosigners = parsed.cosigners(&options.witnesses);
     let names: Vec<&str> = cosigners.iter().map(|w| w.name.as_str()).collect();
     checks.push(

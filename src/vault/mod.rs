@@ -153,6 +153,11 @@ pub enum OpenError {
          store from a backup"
     )]
     LogContradictsCheckpoint { path: PathBuf, size: u64, reason: String },
+    #[error(
+        "the checkpoint kept in {path} cannot be used: {reason}. Nothing was changed; it is this vault's newest \
+         signed checkpoint, needed to check the store: restore it from a backup of the data folder"
+    )]
+    KeptCheckpointUnusable { path: PathBuf, reason: String },
 }
 
 /// The log origin of a vault whose configuration names none: `kho/` and the first 16 hex digits of its
@@ -194,14 +199,14 @@ fn load_vault_certificate(
 fn check_kept_checkpoint(store: &Store, path: &Path, origin: &str, key: &PublicKey) -> Result<(), OpenError> {
     let contradicts =
         |size, reason: String| OpenError::LogContradictsCheckpoint { path: path.to_owned(), size, reason };
-    let note =
-        crate::files::read_if_exists(path).map_err(|error| contradicts(0, format!("cannot read it: {error}")))?;
+    let unusable = |reason: String| OpenError::KeptCheckpointUnusable { path: path.to_owned(), reason };
+    let note = crate::files::read_if_exists(path).map_err(|error| unusable(format!("cannot read it: {error}")))?;
     let Some(note) = note else {
         return Ok(());
     };
-    let note = String::from_utf8(note).map_err(|_| contradicts(0, "it is not text".into()))?;
+    let note = String::from_utf8(note).map_err(|_| unusable("it is not text".into()))?;
     let kept = crate::log::checkpoint::open(&note, origin, key)
-        .map_err(|error| contradicts(0, format!("it does not verify under this vault's key and origin: {error}")))?;
+        .map_err(|error| unusable(format!("it does not verify under this vault's key and origin: {error}")))?;
     let found = store.durable_size();
     if found < kept.size {
         return Err(OpenError::LogBehindCheckpoint { path: path.to_owned(), kept: kept.size, found });

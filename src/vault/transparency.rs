@@ -6,7 +6,7 @@
 //! checkpoints that contradict each other, whatever happened to its files in between. Every checkpoint
 //! is kept. Proofs and tiles are served against signed checkpoints only.
 
-use super::witnessing::{with_cosignatures, Witnessed};
+use super::witnessing::Witnessed;
 use super::{StorageError, Vault};
 use crate::log::{self, Checkpoint, Hash, HashSource as _, Tile, TILE_WIDTH};
 
@@ -105,8 +105,10 @@ impl Vault {
         if checkpoint.size != size {
             return Err(StorageError::Corrupt(format!("checkpoint stored under size {size} says {}", checkpoint.size)));
         }
+        // The note is served with the cosignatures kept for it appended.
         let (witnessed, lines) = self.witnessing(size)?;
-        Ok(with_cosignatures(SignedCheckpoint { checkpoint, note, witnessed }, lines))
+        let note = lines.into_iter().fold(note, |note, (_, line)| note + &line);
+        Ok(SignedCheckpoint { checkpoint, note, witnessed })
     }
 
     /// Signs a checkpoint of everything durable, if the log grew since the last one; returns the

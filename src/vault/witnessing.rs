@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{SignedCheckpoint, StorageError, Vault};
+use super::{StorageError, Vault};
 use crate::log::checkpoint::Note;
 use crate::witness::{self, AddCheckpoint, Answer, WitnessPeer};
 
@@ -72,24 +72,25 @@ impl Vault {
         let (_, have) = self.witnessing(size)?;
         let asked: Vec<&WitnessPeer> =
             policy.peers.iter().filter(|peer| !have.iter().any(|(name, _)| name == &peer.key.name)).collect();
-        let answers: Vec<(String, Result<String, String>)> = std::thread::scope(|scope| {
+        let answers: Vec<Result<String, String>> = std::thread::scope(|scope| {
             let known = &*known;
             let note = note.as_str();
             let handles: Vec<_> = asked
                 .iter()
                 .map(|peer| {
                     let old = known.get(&peer.key.name).copied().unwrap_or(0);
-                    scope.spawn(move || (peer.key.name.clone(), self.ask(peer, old, size, note)))
+                    scope.spawn(move || self.ask(peer, old, size, note))
                 })
                 .collect();
             handles
                 .into_iter()
-                .map(|handle| handle.join().unwrap_or_else(|_| (String::new(), Err("the request panicked".into()))))
+                .map(|handle| handle.join().unwrap_or_else(|_| Err("the request panicked".into())))
                 .collect()
         });
         let mut fresh = Vec::new();
         let mut failures = Vec::new();
-        for (witness, answer) in answers {
+        for (peer, answer) in asked.iter().zip(answers) {
+            let witness = peer.key.name.clone();
             match answer {
                 Ok(line) => {
                     known.insert(witness.clone(), size);
@@ -143,14 +144,6 @@ impl Vault {
         }
         Err("it kept answering with another size".into())
     }
-}
-
-/// The checkpoint with its kept cosignatures appended, and its witnessing.
-pub(super) fn with_cosignatures(mut checkpoint: SignedCheckpoint, lines: Vec<(String, String)>) -> SignedCheckpoint {
-    for (_, line) in lines {
-        checkpoint.note.push_str(&line);
-    }
-    checkpoint
 }
 
 /// The sizes each witness last cosigned, as this vault learned them (by witness name).
