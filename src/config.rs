@@ -84,6 +84,9 @@ pub struct Config {
     /// The transparency log's origin, the first line of its checkpoints (`KHO_LOG_ORIGIN`); unset, it
     /// is derived from the vault key. Set it once, before the first entry: it names the log for ever.
     pub log_origin: Option<String>,
+    /// The address people reach Kho at, such as `https://kho.gov.vn` (`KHO_PUBLIC_URL`): share links and
+    /// the QR codes printed on paper copies point there. Unset, links use the address the browser used.
+    pub public_url: Option<String>,
     /// Open a store whose catalog lost acknowledged batches, restoring them from its journal. Only the
     /// command line sets it (`kho serve --recover`): it is a decision for one start, not a setting.
     #[serde(skip)]
@@ -194,6 +197,7 @@ impl Default for Config {
             scrub_interval_hours: SCRUB_INTERVAL_HOURS_DEFAULT,
             scrub_bytes_per_second: SCRUB_BYTES_PER_SECOND_DEFAULT,
             log_origin: None,
+            public_url: None,
             recover: false,
             auth: AuthConfig::default(),
             witnesses: WitnessesConfig::default(),
@@ -309,6 +313,9 @@ impl Config {
         if let Some(v) = lookup("KHO_WITNESS_TIMEOUT_MS") {
             self.witnesses.timeout_ms = Some(parse_env("KHO_WITNESS_TIMEOUT_MS", &v)?);
         }
+        if let Some(v) = lookup("KHO_PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
         if let Some(v) = lookup("KHO_AUTH_ISSUER") {
             self.auth.issuer = v;
         }
@@ -368,6 +375,14 @@ impl Config {
             }
         }
         self.witnesses.policy()?;
+        if let Some(url) = &self.public_url {
+            let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or("");
+            if rest.is_empty() || rest.contains(['?', '#', ' ']) {
+                return Err(ConfigError::Invalid(format!(
+                    "public_url {url:?} must be an http:// or https:// address with no query, such as https://kho.gov.vn"
+                )));
+            }
+        }
         Ok(())
     }
 }

@@ -33,6 +33,7 @@ pub mod ids;
 pub mod json;
 pub mod keys;
 pub mod log;
+pub mod qr;
 pub mod sample;
 pub mod statement;
 pub mod store;

@@ -4,6 +4,9 @@
 use crate::ids::{Code, Date, Digest, MediaType, OwnerId, Title};
 use crate::statement::Record;
 
+/// The citizen of the demo data set (`kho demo`, `kho serve --demo`, the dev sign-in page).
+pub const DEMO_OWNER: &str = "001204012345";
+
 /// `len` bytes from `seed`: text-like bytes that compress the way XML and text PDFs do, or
 /// pseudo-random bytes that do not compress at all, like scans.
 pub fn document(len: usize, seed: u64, compressible: bool) -> Vec<u8> {

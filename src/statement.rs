@@ -158,6 +158,13 @@ impl SecretKey {
         PublicKey::Ed25519(self.0.verifying_key())
     }
 
+    /// A 32-byte key for `context` derived from this secret key (BLAKE3 `derive_key`), so that keyed
+    /// hashes the vault makes (share links, forms) need no key file of their own and the secret never
+    /// leaves this type. Each context gives an independent key.
+    pub fn derive_key(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, self.0.as_bytes())
+    }
+
     /// A raw signature over `message` (signed notes; statements are signed through [`Signed::sign`]).
     pub(crate) fn sign_raw(&self, message: &[u8]) -> Vec<u8> {
         self.0.sign(message).to_bytes().to_vec()

@@ -76,7 +76,7 @@ impl Api {
             request_timeout: Duration::from_secs(30),
             concurrency_limit: 64,
         };
-        let state = AppState::new(vault, auth, limits);
+        let state = AppState::new(vault, auth, limits, Default::default());
         let app = kho::http::router(state.clone());
         Api { _dir: dir, anchor, issuer, other_issuer, state, app, idp, record, content }
     }
@@ -691,4 +691,275 @@ async fn issuers_supersede_through_the_deposit_endpoint_once() {
     let reply = api.call("POST", "/v1/records", Some(&issuer), &[("kho-record", &header)], content).await;
     assert_eq!((reply.status.as_u16(), reply.code().as_str()), (409, "already_superseded"));
     assert_eq!(api.state(), before);
+}
+
+// ----- the citizen's pages -----
+
+/// A browser as the pages see it: its cookies, kept between requests.
+struct Browser<'a> {
+    api: &'a Api,
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> Browser<'a> {
+    fn new(api: &'a Api) -> Browser<'a> {
+        Browser { api, cookies: Default::default() }
+    }
+
+    async fn request(&mut self, method: &str, uri: &str, form: Option<&[(&str, &str)]>) -> Reply {
+        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let mut headers = vec![("cookie", cookie.as_str())];
+        let body =
+            form.map(|fields| fields.iter().map(|(k, v)| format!("{k}={}", percent(v))).collect::<Vec<_>>().join("&"));
+        if body.is_some() {
+            headers.push(("content-type", "application/x-www-form-urlencoded"));
+        }
+        let reply = self.api.call(method, uri, None, &headers, body.unwrap_or_default().into_bytes()).await;
+        for value in reply.headers.get_all("set-cookie") {
+            let text = value.to_str().expect("cookie text");
+            let (pair, _) = text.split_once(';').unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').expect("name=value");
+            if text.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        reply
+    }
+
+    async fn get(&mut self, uri: &str) -> Reply {
+        self.request("GET", uri, None).await
+    }
+
+    async fn post(&mut self, uri: &str, form: &[(&str, &str)]) -> Reply {
+        self.request("POST", uri, Some(form)).await
+    }
+
+    /// The CSRF token of this browser's forms, read from a page.
+    async fn csrf(&mut self) -> String {
+        let page = self.get("/signin").await.text();
+        let at = page.find("name=\"csrf\" value=\"").expect("a form with a csrf field") + 19;
+        page[at..at + 64].to_owned()
+    }
+
+    async fn sign_in(&mut self, token: &str) -> Reply {
+        let csrf = self.csrf().await;
+        self.post("/signin", &[("csrf", &csrf), ("token", token)]).await
+    }
+}
+
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn location(&self) -> &str {
+        self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+fn other_citizen(api: &Api) -> String {
+    token_with(&api.idp, Role::Citizen, |claims| {
+        claims.sub = "citizen-2".into();
+        claims.owner = Some(OTHER_OWNER.into());
+    })
+}
+
+#[tokio::test]
+async fn pages_sign_in_with_a_cookie_show_only_the_owners_documents_and_refuse_forms_without_their_csrf_token() {
+    let api = Api::new();
+    let id = api.record.to_hex();
+    let mut browser = Browser::new(&api);
+    let first = browser.get("/documents").await;
+    assert_eq!(
+        (first.status, first.location()),
+        (StatusCode::SEE_OTHER, "/signin"),
+        "not signed in: to the sign-in page"
+    );
+    let page = browser.get("/signin").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csp = page.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'") && !csp.contains("script"),
+        "{csp}"
+    );
+    for (name, value) in
+        [("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"), ("referrer-policy", "no-referrer")]
+    {
+        assert_eq!(page.headers.get(name).and_then(|v| v.to_str().ok()), Some(value), "{name}");
+    }
+    assert!(browser.cookies.contains_key("__Host-kho-browser"), "the browser got its CSRF cookie");
+
+    // A form without this browser's CSRF token changes nothing.
+    let token = api.token(Role::Citizen);
+    let stranger = Browser::new(&api).csrf().await;
+    for csrf in ["", "00", stranger.as_str()] {
+        let refused = browser.post("/signin", &[("csrf", csrf), ("token", &token)]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "csrf {csrf:?}");
+        assert!(!browser.cookies.contains_key("__Host-kho-session"), "no session from a forged form");
+    }
+    let signed_in = browser.sign_in(&token).await;
+    assert_eq!((signed_in.status, signed_in.location()), (StatusCode::SEE_OTHER, "/documents"));
+    let set_cookie: Vec<_> = signed_in.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).collect();
+    let session = set_cookie.iter().find(|c| c.starts_with("__Host-kho-session=")).expect("session cookie");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(session.contains(attribute), "{session} lacks {attribute}");
+    }
+    let documents = browser.get("/documents").await;
+    assert_eq!(documents.status, StatusCode::OK);
+    assert!(documents.text().contains(&id), "the owner sees their document");
+    let page = browser.get(&format!("/documents/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text().contains(AGENCY) && page.text().contains("id=\"verdict\""));
+    let state = api.state();
+    let csrf = browser.csrf().await;
+    let forged = browser.post("/shares", &[("csrf", "0"), ("record", &id), ("recipient", "Bank"), ("days", "7")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let cross_site = {
+        let cookie = browser.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let body = format!("csrf={csrf}&record={id}&recipient=Bank&days=7");
+        let headers = [
+            ("cookie", cookie.as_str()),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("sec-fetch-site", "cross-site"),
+        ];
+        api.call("POST", "/shares", None, &headers, body.into_bytes()).await
+    };
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN, "a form posted from another site");
+    assert_eq!(api.state(), state, "refused forms changed nothing");
+    assert!(api.state.vault().shares(&OwnerId::parse(OWNER).expect("owner")).expect("shares").is_empty());
+
+    // Another citizen sees none of it, and their attempt is in the owner's log.
+    let mut other = Browser::new(&api);
+    assert_eq!(other.sign_in(&other_citizen(&api)).await.status, StatusCode::SEE_OTHER);
+    let theirs = other.get("/documents").await;
+    assert_eq!(theirs.status, StatusCode::OK);
+    assert!(!theirs.text().contains(&id) && !theirs.text().contains(OWNER));
+    for path in [format!("/documents/{id}"), format!("/documents/{id}/file"), format!("/documents/{id}/bundle")] {
+        let denied = other.get(&path).await;
+        assert_eq!(denied.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(!denied.text().contains(OWNER), "{path}");
+    }
+    let log = api.access_log();
+    let denied: Vec<_> = log.iter().filter(|(_, e)| e.subject == "citizen-2").collect();
+    assert_eq!(denied.len(), 3, "each attempt is in the owner's log");
+    assert!(denied.iter().all(
+        |(_, e)| matches!(&e.outcome, kho::vault::AccessOutcome::Denied { reason } if reason == "not_your_store")
+    ));
+
+    // Officers use their agency's system, not these pages.
+    let officer = Browser::new(&api).sign_in(&api.token(Role::Officer)).await;
+    assert_eq!(officer.status, StatusCode::FORBIDDEN);
+    // Signing out ends the session.
+    let csrf = browser.csrf().await;
+    assert_eq!(browser.post("/signout", &[("csrf", &csrf)]).await.location(), "/signin");
+    assert_eq!(browser.get("/documents").await.location(), "/signin");
+}
+
+#[tokio::test]
+async fn a_share_link_works_until_revoked_or_expired_and_every_use_is_in_the_owners_log() {
+    let api = Api::new();
+    let id = api.record.to_hex();
+    let owner = OwnerId::parse(OWNER).expect("owner");
+    let mut browser = Browser::new(&api);
+    browser.sign_in(&api.token(Role::Citizen)).await;
+    let csrf = browser.csrf().await;
+    let created = browser
+        .post("/shares", &[("csrf", &csrf), ("record", &id), ("recipient", "Ngân hàng ABC"), ("days", "7")])
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER);
+    let shares = api.state.vault().shares(&owner).expect("shares");
+    assert_eq!(shares.len(), 1);
+    let share = &shares[0];
+    assert_eq!(created.location(), format!("/shares?created={}", share.id));
+    let token = api.state.vault().share_token(share.id);
+    let listing = browser.get(created.location()).await.text();
+    assert!(listing.contains(&format!("/s/{token}")) && listing.contains("Ngân hàng ABC"), "the owner sees the link");
+
+    // The holder needs no sign-in; each use is logged before anything is shown.
+    let before = api.access_log().len();
+    let mut holder = Browser::new(&api);
+    let page = holder.get(&format!("/s/{token}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text().contains(OWNER), "a share's holder sees the owner");
+    let file = holder.get(&format!("/s/{token}/file")).await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert_eq!(file.body, api.content);
+    let log = api.access_log();
+    assert_eq!(log.len(), before + 2);
+    let subject = format!("share:{}", share.id);
+    assert!(log.iter().take(2).all(|(_, e)| e.subject == subject
+        && e.role == "share_holder"
+        && e.outcome == kho::vault::AccessOutcome::Allowed
+        && e.record == Some(api.record)));
+    // A token altered by one character is not a share (and names nobody, so nothing is logged).
+    let mut altered = token.clone().into_bytes();
+    altered[20] = if altered[20] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).expect("ascii");
+    assert_eq!(holder.get(&format!("/s/{altered}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.access_log().len(), before + 2);
+
+    // Revoked: refused at once, and the refusal is logged.
+    let csrf = browser.csrf().await;
+    let revoked = browser.post(&format!("/shares/{}/revoke", share.id), &[("csrf", &csrf)]).await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    for path in [format!("/s/{token}"), format!("/s/{token}/file")] {
+        let gone = holder.get(&path).await;
+        assert_eq!(gone.status, StatusCode::GONE, "{path}");
+        assert!(!gone.text().contains(OWNER) && gone.body != api.content);
+    }
+    let log = api.access_log();
+    assert!(matches!(&log[0].1.outcome, kho::vault::AccessOutcome::Denied { reason } if reason == "share_revoked"));
+
+    // Expired: a share that lasts one second stops working when it ends.
+    let short = api
+        .state
+        .vault()
+        .create_share(&owner, &api.record, Title::parse("Employer").expect("title"), Duration::from_secs(1))
+        .expect("share");
+    let token = api.state.vault().share_token(short.id);
+    assert_eq!(holder.get(&format!("/s/{token}")).await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(u64::try_from(short.expires_at_ms - now_unix_ms() + 50).unwrap_or(0)))
+        .await;
+    assert_eq!(holder.get(&format!("/s/{token}")).await.status, StatusCode::GONE);
+    assert!(
+        matches!(&api.access_log()[0].1.outcome, kho::vault::AccessOutcome::Denied { reason } if reason == "share_expired")
+    );
+    // Another citizen cannot revoke (or learn of) the owner's share.
+    let mut other = Browser::new(&api);
+    other.sign_in(&other_citizen(&api)).await;
+    let csrf = other.csrf().await;
+    assert_eq!(
+        other.post(&format!("/shares/{}/revoke", short.id), &[("csrf", &csrf)]).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn the_public_page_of_a_printed_result_says_authentic_and_valid_without_content_or_owner() {
+    let api = Api::new();
+    let id = api.record.to_hex();
+    let before = api.access_log().len();
+    let page = Browser::new(&api).get(&format!("/verify/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let text = page.text();
+    assert!(text.contains(AGENCY) && text.contains("badge valid"), "issuer and validity are shown");
+    assert!(!text.contains(OWNER), "the owner is not shown");
+    assert!(!text.contains("/file") && !text.contains("Nguyễn Văn An"), "nor the content");
+    let log = api.access_log();
+    assert_eq!(log.len(), before + 1, "the check is in the owner's log");
+    assert_eq!(log[0].1.role, "public");
+    // A code Kho never issued is said to be not authentic.
+    let forged = Browser::new(&api).get(&format!("/verify/{}", "ab".repeat(32))).await;
+    assert_eq!(forged.status, StatusCode::NOT_FOUND);
+    assert!(forged.text().contains("id=\"verdict\""));
 }

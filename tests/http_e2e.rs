@@ -4,6 +4,7 @@
 //! sockets play the clients that misbehave: bodies that never end, slow and silent connections.
 
 mod common;
+mod webdriver;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
@@ -1212,5 +1213,205 @@ fn two_witnesses_cosign_to_quorum_and_a_forked_copy_is_refused_by_them_and_repor
     let evidence = std::fs::read_to_string(d.join("audit.checkpoint.evidence")).expect("evidence kept");
     assert_eq!(evidence.matches(&format!("{origin}\n")).count(), 2, "{evidence}");
     forked.stop();
+    server.stop();
+}
+
+// ----- the citizen's pages in a real browser -----
+
+/// As the issuer, deposits `content` for `owner` as `title` over HTTP; returns the record id.
+fn deposit_document(
+    config: &Path,
+    server: &Server,
+    issuer: &str,
+    title: &str,
+    media_type: &str,
+    content: &[u8],
+) -> String {
+    let dir = config.parent().expect("dir");
+    let file = dir.join(format!("{}.doc", title.len() + content.len()));
+    std::fs::write(&file, content).expect("document");
+    let key = dir.join("issuer.pem").display().to_string();
+    let file = file.display().to_string();
+    let args = [
+        "deposit",
+        "--key",
+        &key,
+        "--owner",
+        OWNER,
+        "--type",
+        "GKS",
+        "--title",
+        title,
+        "--agency",
+        AGENCY,
+        "--media-type",
+        media_type,
+        "--procedure",
+        "1.001193",
+        "--dossier",
+        "H26.22-240301-0001",
+        "--server",
+        &server.base,
+        "--token",
+        issuer,
+        &file,
+    ];
+    let output = kho(config, &args);
+    assert!(output.status.success(), "{}", text(&output));
+    text(&output).split("as record ").nth(1).and_then(|r| r.split_whitespace().next()).expect("id").to_owned()
+}
+
+/// Decodes a QR code image with zbar, an independent reader.
+fn read_qr(image: &Path) -> String {
+    let output = Command::new("zbarimg").args(["-q", "--raw"]).arg(image).output().expect("run zbarimg");
+    assert!(output.status.success(), "zbarimg could not read {}", image.display());
+    String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+}
+
+#[test]
+fn a_citizen_sees_documents_accesses_shares_and_a_printed_copy_check_in_real_chromium() {
+    if !webdriver::available() || Command::new("zbarimg").arg("--version").output().is_err() {
+        eprintln!(
+            "\n!!! SKIPPED the browser test: it needs Debian's chromium, chromium-driver and zbar-tools.\n!!! \
+             Install them with `apt-get install -y chromium chromium-driver zbar-tools`, or run `scripts/test`, \
+             which does.\n"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = prepare(dir.path());
+    let server = Server::start_with(&config, &[("KHO_CHECKPOINT_INTERVAL_MS", "300")]);
+    certify_issuer(&server, &config);
+    let issuer = token(&config, "issuer", &["--agency", AGENCY]);
+    let birth_xml = "<giayKhaiSinh><hoTen>Nguyễn Văn An</hoTen><noiSinh>Hà Nội</noiSinh></giayKhaiSinh>\n";
+    let birth = deposit_document(&config, &server, &issuer, "Giấy khai sinh", "application/xml", birth_xml.as_bytes());
+    let qr_png = dir.path().join("portrait.png");
+    assert!(kho(&config, &["qr", &birth, "--base-url", "https://kho.example.vn", "-o", &qr_png.display().to_string()])
+        .status
+        .success());
+    let portrait =
+        deposit_document(&config, &server, &issuer, "Ảnh thẻ", "image/png", &std::fs::read(&qr_png).expect("png"));
+    let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts");
+    let browser = webdriver::Browser::start(&artifacts);
+
+    // Sign in as the demo citizen: the documents, filtered.
+    browser.go(&server.url("/"));
+    assert!(browser.url().ends_with("/signin"), "{}", browser.url());
+    browser.screenshot("01-signin");
+    browser.click("#demo-signin");
+    let listed = browser.wait_for("#documents", "Giấy khai sinh");
+    assert!(browser.url().ends_with("/documents"), "{}", browser.url());
+    assert!(
+        listed.contains("Giấy khai sinh") && listed.contains("Ảnh thẻ") && listed.contains("Còn hiệu lực"),
+        "{listed}"
+    );
+    browser.screenshot("02-documents");
+    browser.type_into("#q", "khai");
+    browser.click("#apply-filters");
+    browser.wait_for_url("q=khai");
+    let filtered = browser.text("#documents");
+    assert!(filtered.contains("Giấy khai sinh") && !filtered.contains("Ảnh thẻ"), "{filtered}");
+
+    // One document: verified in plain words once the log's checkpoint covers it; its text inline.
+    browser.go(&server.url(&format!("/documents/{birth}")));
+    browser.wait_for_text("#verdict", "Giấy tờ xác thực");
+    assert!(browser.text("#preview").contains("Nguyễn Văn An"));
+    browser.screenshot("03-document");
+    browser.go(&server.url(&format!("/documents/{portrait}")));
+    browser.find("img.viewer");
+    browser.screenshot("03b-image-document");
+
+    // An officer fetches it over the API; the citizen sees who, when and why, checked complete.
+    let officer = token(&config, "officer", &["--agency", AGENCY]);
+    let fetched = agent()
+        .get(server.url(&format!("/v1/records/{birth}/content")))
+        .header("Authorization", format!("Bearer {officer}"))
+        .header("Kho-Purpose", PURPOSE)
+        .call()
+        .expect("officer read");
+    assert_eq!(fetched.status().as_u16(), 200);
+    browser.go(&server.url("/access"));
+    let log = browser.text("#access-log");
+    assert!(log.contains("officer-e2e") && log.contains(PURPOSE) && log.contains("Giấy khai sinh"), "{log}");
+    browser.wait_for_text("#completeness", "Đầy đủ đến");
+    browser.screenshot("04-access-log");
+
+    // A share link for a bank: used (and logged), then revoked, then refused.
+    browser.go(&server.url(&format!("/shares?record={birth}")));
+    browser.type_into("#recipient", "Ngân hàng ABC");
+    browser.click("#create-share");
+    let link = browser.value("#share-link");
+    assert!(link.starts_with(&format!("{}/s/", server.base)), "{link}");
+    browser.find("#created img.qr");
+    browser.screenshot("05-share-created");
+    browser.go(&link);
+    assert_eq!(browser.text("#owner"), OWNER);
+    assert!(browser.text("#preview").contains("Nguyễn Văn An"));
+    browser.screenshot("06-share-used");
+    browser.go(&server.url("/access"));
+    assert!(browser.text("#access-log").contains("Ngân hàng ABC"), "the share's use is in the access log");
+    browser.go(&server.url("/shares"));
+    browser.click("button[id^='revoke-']");
+    browser.go(&link);
+    assert!(browser.text("main").contains("thu hồi"), "{}", browser.text("main"));
+    assert!(!browser.source().contains("Nguyễn Văn An"));
+    browser.screenshot("07-share-revoked");
+
+    // The QR code printed on a paper copy, read by an independent decoder, opens the public check.
+    let printed = dir.path().join("printed.png");
+    let qr = kho(&config, &["qr", &birth, "--base-url", &server.base, "-o", &printed.display().to_string()]);
+    assert!(qr.status.success(), "{}", text(&qr));
+    let url = read_qr(&printed);
+    assert_eq!(url, format!("{}/verify/{birth}", server.base));
+    browser.go(&url);
+    assert!(browser.text("#verdict").contains("Giấy tờ xác thực"));
+    assert!(browser.text("#public-fields").contains(AGENCY));
+    // (The header names the signed-in citizen; the page itself names nobody.)
+    let public = browser.text("main");
+    assert!(
+        !public.contains(OWNER) && !browser.source().contains("Nguyễn Văn An"),
+        "no owner or content without a share"
+    );
+    browser.screenshot("08-printed-copy-check");
+
+    // English, then back: the same pages, other words and formats.
+    browser.click("#lang-en");
+    browser.wait_for("h1", "Verify a document");
+    browser.go(&server.url("/documents"));
+    assert_eq!(browser.text("h1"), "My documents");
+    assert!(browser.text("#documents").contains("Valid"));
+    browser.screenshot("09-english");
+    browser.click("#lang-vi");
+    browser.wait_for("h1", "Giấy tờ của tôi");
+
+    // Another citizen sees nothing of it, and their attempt lands in the owner's log.
+    browser.click("form[action='/signout'] button");
+    browser.type_into("#owner", OTHER_OWNER);
+    browser.click("#demo-signin");
+    browser.wait_for("#no-documents", "");
+    browser.go(&server.url(&format!("/documents/{birth}")));
+    let refused = browser.source();
+    assert!(!refused.contains("Nguyễn Văn An") && !refused.contains(OWNER) && !refused.contains("Giấy khai sinh"));
+    browser.screenshot("10-other-citizen-refused");
+    let citizen = token(&config, "citizen", &["--owner", OWNER]);
+    let entries: serde_json::Value = serde_json::from_str(
+        &agent()
+            .get(server.url(&format!("/v1/owners/{OWNER}/access-log")))
+            .header("Authorization", format!("Bearer {citizen}"))
+            .call()
+            .expect("access log")
+            .body_mut()
+            .read_to_string()
+            .expect("body"),
+    )
+    .expect("json");
+    let attempt = entries["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["subject"] == format!("demo-citizen-{OTHER_OWNER}"))
+        .expect("the other citizen's attempt is logged");
+    assert_eq!(attempt["outcome"]["reason"], "not_your_store", "{attempt}");
+    drop(browser);
     server.stop();
 }

@@ -151,12 +151,33 @@ enum Command {
     Proof(log::ProofCommand),
     /// Measure deposits and purpose-bound reads over HTTP against a scratch server.
     Bench(bench::BenchArgs),
+    /// Print the QR code of a record's public verification page, for an issuer's print template
+    /// (Decree 45/2020 Art. 18): whoever scans a paper copy sees whether it is authentic and valid.
+    Qr(QrArgs),
     /// Build a demo: keys, a certificate, signed documents and a vault in DIR, then show the records.
     Demo {
         /// Where to put the demo (created; must not hold a demo already).
         #[arg(default_value = "kho-demo")]
         dir: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct QrArgs {
+    /// The record id (64 hex digits).
+    record: String,
+    /// The address people reach Kho at; the code opens BASE_URL/verify/RECORD.
+    #[arg(long, env = "KHO_PUBLIC_URL")]
+    base_url: String,
+    /// Image format; default from the output file's extension, else SVG.
+    #[arg(long, value_parser = ["svg", "png"])]
+    format: Option<String>,
+    /// Pixels per module of a PNG.
+    #[arg(long, default_value_t = 8)]
+    module_pixels: u32,
+    /// Where to write the image; default standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -433,6 +454,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Show { file } => show(&file),
         Command::Import(args) => import(args),
         Command::Demo { dir } => demo(&dir).map(|_| ExitCode::SUCCESS),
+        Command::Qr(args) => qr(&args),
         Command::Scrub(args) => scrub(args),
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench::bench(args),
@@ -483,7 +505,7 @@ const DEMO_DOCUMENTS: [(&str, &str, &str, usize, &str); 3] = [
     ),
 ];
 const DEMO_AGENCIES: [&str; 2] = ["000.00.00.H26", "000.00.00.G09"];
-const DEMO_OWNER: &str = "001204012345";
+use crate::sample::DEMO_OWNER;
 
 fn demo(dir: &Path) -> anyhow::Result<()> {
     if dir.join("anchor.pem").exists() {
@@ -595,6 +617,25 @@ fn demo(dir: &Path) -> anyhow::Result<()> {
         dir.join("anchor.pub.pem").display()
     );
     Ok(())
+}
+
+fn qr(args: &QrArgs) -> anyhow::Result<ExitCode> {
+    let record = Digest::parse_hex("record id", &args.record)?;
+    let url = crate::qr::verification_url(&args.base_url, &record);
+    if !url.starts_with("https://") && !url.starts_with("http://") {
+        bail!("--base-url must start with https:// (or http://), such as https://kho.gov.vn");
+    }
+    let by_extension = args.output.as_ref().and_then(|p| p.extension()).is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    let png = args.format.as_deref().map_or(by_extension, |format| format == "png");
+    let image = if png { crate::qr::png(&url, args.module_pixels)? } else { crate::qr::svg(&url)?.into_bytes() };
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &image).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("{} encodes {url}", path.display());
+        }
+        None => std::io::Write::write_all(&mut std::io::stdout(), &image)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The demo folder `serve --demo` uses.
@@ -743,6 +784,8 @@ fn demo_tokens(config: &crate::config::Config) -> anyhow::Result<Vec<(&'static s
 
 fn print_demo_help(address: std::net::SocketAddr, tokens: &[(&str, String)]) {
     let base = format!("http://{address}");
+    println!("\nOpen {base}/ in a browser and press \"Sign in as the demo citizen\" ({DEMO_OWNER}):");
+    println!("the citizen's documents, who looked at them, share links, and the public check of a printed copy.");
     println!("\nDEV MODE (demo): these tokens are signed by a local dev key; never use dev mode in production.\n");
     for (role, token) in tokens {
         println!("export KHO_{}_TOKEN={token}", role.to_uppercase());

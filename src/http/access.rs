@@ -2,7 +2,7 @@
 //! that records each decision about a person's documents.
 
 use crate::ids::{now_unix_ms, Code, Digest, OwnerId};
-use crate::vault::{AccessAction, AccessEvent, AccessOutcome, Salt};
+use crate::vault::{AccessAction, AccessEvent, AccessOutcome, Salt, Share, ShareState};
 
 use super::auth::{Principal, Role};
 
@@ -113,6 +113,49 @@ pub fn event(
     }
 }
 
+/// The role recorded for someone using a share link, and for anyone checking a printed result.
+pub const SHARE_HOLDER_ROLE: &str = "share_holder";
+pub const PUBLIC_ROLE: &str = "public";
+
+/// The share rule: a share link lets its holder read exactly its record, while it is active.
+pub fn decide_share(share: &Share, record: &Digest, now_ms: i64) -> Decision {
+    if &share.record != record {
+        return deny("not_shared", "this link shares another document");
+    }
+    match share.state(now_ms) {
+        ShareState::Active => Decision::Allow,
+        ShareState::Expired => deny("share_expired", "this share link has expired"),
+        ShareState::Revoked => deny("share_revoked", "the owner revoked this share link"),
+    }
+}
+
+/// The access event of a visitor without a token: a share link's holder (subject `share:<id>`), or
+/// anyone checking a printed result (`public`).
+pub fn visitor_event(
+    owner: OwnerId,
+    record: Digest,
+    subject: String,
+    role: &str,
+    action: AccessAction,
+    decision: &Decision,
+) -> AccessEvent {
+    AccessEvent {
+        at_ms: now_unix_ms(),
+        owner,
+        subject,
+        role: role.to_owned(),
+        agency: None,
+        purpose: None,
+        record: Some(record),
+        action,
+        outcome: match decision {
+            Decision::Allow => AccessOutcome::Allowed,
+            Decision::Deny { code, .. } => AccessOutcome::Denied { reason: (*code).to_owned() },
+        },
+        salt: Salt::random(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +168,7 @@ mod tests {
                 .then(|| Code::parse("a", "000.00.00.H26").expect("code")),
             owner: (role == Role::Citizen).then(|| OwnerId::parse("001204012345").expect("owner")),
             dev: false,
+            expires_at: 0,
         }
     }
 

@@ -48,6 +48,8 @@ pub struct Principal {
     pub owner: Option<OwnerId>,
     /// The token came from the dev key.
     pub dev: bool,
+    /// The token's `exp`, in Unix seconds (a session cookie lives no longer).
+    pub expires_at: i64,
 }
 
 /// The claims Kho reads and `kho dev-token` writes.
@@ -219,7 +221,7 @@ fn principal(claims: Claims, dev: bool) -> Result<Principal, AuthError> {
         }
         _ => {}
     }
-    Ok(Principal { subject: claims.sub, role: claims.role, agency, owner, dev })
+    Ok(Principal { subject: claims.sub, role: claims.role, agency, owner, dev, expires_at: claims.exp })
 }
 
 /// Signs `claims` as a JWT with `key` (for `kho dev-token` and tests; Kho never signs real tokens).

@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::vault::{
-    CertificateError, DepositError, ExportError, ProofQueryError, QueryError, ReadError, RevokeError, StorageError,
-    TrustError,
+    CertificateError, DepositError, ExportError, ProofQueryError, QueryError, ReadError, RevokeError, ShareError,
+    StorageError, TrustError,
 };
 
 use super::auth::AuthError;
@@ -170,5 +170,17 @@ impl From<ReadError> for ApiError {
             }
             ReadError::Storage(storage) => storage.into(),
         }
+    }
+}
+
+impl From<ShareError> for ApiError {
+    fn from(error: ShareError) -> Self {
+        let status = match error {
+            ShareError::Storage(storage) => return storage.into(),
+            ShareError::NotFound => StatusCode::NOT_FOUND,
+            ShareError::TooMany => StatusCode::CONFLICT,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, error.code(), error.to_string())
     }
 }

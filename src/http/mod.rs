@@ -10,6 +10,7 @@ pub mod auth;
 mod error;
 mod log;
 pub mod openapi;
+pub mod pages;
 mod serve;
 mod witness;
 
@@ -43,6 +44,8 @@ pub use witness::{serve_witness, witness_router};
 pub const RECORD_HEADER: &str = "kho-record";
 /// The header in which officers and auditors state their purpose: a dossier code.
 pub const PURPOSE_HEADER: &str = "kho-purpose";
+/// The context of the key behind the pages' CSRF tokens.
+const CSRF_KEY_CONTEXT: &str = "kho 2026-11 page form csrf v1";
 /// Chunks in flight between the network and the vault during an upload or a download.
 const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
 
@@ -67,6 +70,9 @@ struct Shared {
     auth: Authenticator,
     limits: Limits,
     trust_anchors: Vec<PublicKey>,
+    pages: pages::PageSettings,
+    /// Keys the CSRF tokens of the pages' forms (derived from the vault key, so they survive restarts).
+    csrf_key: [u8; 32],
 }
 
 /// What every handler shares; cheap to clone.
@@ -74,9 +80,10 @@ struct Shared {
 pub struct AppState(Arc<Shared>);
 
 impl AppState {
-    pub fn new(vault: Vault, auth: Authenticator, limits: Limits) -> AppState {
+    pub fn new(vault: Vault, auth: Authenticator, limits: Limits, pages: pages::PageSettings) -> AppState {
         let trust_anchors = vault.config().trust_anchors.clone();
-        AppState(Arc::new(Shared { vault, auth, limits, trust_anchors }))
+        let csrf_key = vault.derived_key(CSRF_KEY_CONTEXT);
+        AppState(Arc::new(Shared { vault, auth, limits, trust_anchors, pages, csrf_key }))
     }
 
     pub fn vault(&self) -> &Vault {
@@ -120,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log/proof/inclusion", get(log::inclusion))
         .route("/v1/log/proof/consistency", get(log::consistency))
         .route("/v1/openapi.json", get(openapi_document))
+        .merge(pages::router().layer(axum::middleware::from_fn(pages::page_headers)))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -147,9 +155,14 @@ pub fn router(state: AppState) -> Router {
 async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json =
-        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !status.is_client_error() && !status.is_server_error() || is_json || status == StatusCode::RANGE_NOT_SATISFIABLE
+    // Pages answer errors with a page of their own.
+    let is_json_or_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html"));
+    if !status.is_client_error() && !status.is_server_error()
+        || is_json_or_page
+        || status == StatusCode::RANGE_NOT_SATISFIABLE
     {
         return response;
     }
@@ -421,7 +434,11 @@ async fn get_content(
     let body = view.record.body();
     let resource = Resource::Content { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
     guard(&state, &principal, resource, Some(id), purpose(&headers), Ok(())).await?;
+    send_content(&state, body, &headers).await
+}
 
+/// A record's document, whole or one range, after the caller's access was decided (and recorded).
+async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> Result<Response, ApiError> {
     let size = body.size_bytes;
     let blake3 = body.blake3;
     let etag = format!("\"{}\"", blake3.to_hex());
@@ -439,7 +456,7 @@ async fn get_content(
     {
         return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
     }
-    let range = match parse_range(&headers, size) {
+    let range = match parse_range(headers, size) {
         Ok(range) => range,
         Err(()) => {
             let mut response = ApiError::new(
@@ -553,6 +570,7 @@ async fn list_records(
             document_type: code("type", query.document_type.as_deref())?,
             issuer_agency: code("issuer", query.issuer.as_deref())?,
             status: query.status,
+            ..ListFilter::default()
         };
         let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
         crate::vault::check_page(query.cursor.as_deref(), limit)?;

@@ -68,14 +68,15 @@ pub fn state(config: &Config) -> Result<AppState, ServeError> {
         );
     }
     let keys: Vec<PublicKey> = config.auth.keys.iter().map(|p| keys::read_public_key(p)).collect::<Result<_, _>>()?;
-    let dev_key = if config.auth.dev_mode {
+    let dev_signer = if config.auth.dev_mode {
         tracing::warn!(
             "DEV MODE IS ON: tokens minted by `kho dev-token` (iss {DEV_TOKEN_ISSUER:?}) are accepted; never run this in production"
         );
-        Some(dev_token_key(config)?.public_key())
+        Some(dev_token_key(config)?)
     } else {
         None
     };
+    let dev_key = dev_signer.as_ref().map(|key| key.public_key());
     let auth = Authenticator {
         issuer: config.auth.issuer.clone(),
         audience: config.auth.audience.clone(),
@@ -88,7 +89,12 @@ pub fn state(config: &Config) -> Result<AppState, ServeError> {
         request_timeout: Duration::from_secs(config.request_timeout_seconds),
         concurrency_limit: config.concurrency_limit,
     };
-    Ok(AppState::new(vault, auth, limits))
+    let pages = super::pages::PageSettings {
+        dev_signer,
+        public_url: config.public_url.clone(),
+        dev_audience: config.auth.audience.clone(),
+    };
+    Ok(AppState::new(vault, auth, limits, pages))
 }
 
 /// How connections are treated (see `config` for each value's meaning).

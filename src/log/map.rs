@@ -54,7 +54,7 @@ pub fn prefix(key: &Key, depth: usize) -> Key {
     let mut prefix = [0; 32];
     let whole = depth / 8;
     prefix[..whole].copy_from_slice(&key[..whole]);
-    if depth % 8 != 0 {
+    if !depth.is_multiple_of(8) {
         prefix[whole] = key[whole] & !(0xff >> (depth % 8));
     }
     prefix

@@ -22,6 +22,13 @@ pub struct StatementEntry {
     pub sequence: u64,
 }
 
+/// A share link as stored: the grant (the vault's encoding) and when it was revoked, if it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareEntry {
+    pub grant: Vec<u8>,
+    pub revoked_at_ms: Option<i64>,
+}
+
 /// What happened to a record after it was accepted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordState {
@@ -217,6 +224,20 @@ mod key {
     }
     pub(super) fn cosignature(size: u64, witness: &str) -> Vec<u8> {
         [cosignature_prefix(size).as_slice(), witness.as_bytes()].concat()
+    }
+    /// A share link's grant, by its id; its revocation beside it; an owner's shares newest first.
+    pub(super) fn share(id: &[u8; 16]) -> Vec<u8> {
+        [b"sh/".as_slice(), id].concat()
+    }
+    pub(super) fn share_revocation(id: &[u8; 16]) -> Vec<u8> {
+        [b"sx/".as_slice(), id].concat()
+    }
+    pub(super) fn owner_shares_prefix(owner: &OwnerId) -> Vec<u8> {
+        [b"so/".as_slice(), owner.as_str().as_bytes(), b"\0"].concat()
+    }
+    pub(super) fn owner_share(owner: &OwnerId, created_at_ms: i64, id: &[u8; 16]) -> Vec<u8> {
+        let inverted = u64::MAX - u64::try_from(created_at_ms).unwrap_or(0);
+        [owner_shares_prefix(owner).as_slice(), &inverted.to_be_bytes(), id].concat()
     }
     pub(super) fn blob_state(engine_key: &[u8]) -> Vec<u8> {
         [BLOB_STATE_PREFIX, engine_key].concat()
@@ -511,6 +532,50 @@ impl Store {
     /// The tree size of the newest checkpoint a quorum of witnesses cosigned.
     pub fn latest_witnessed(&self) -> Result<Option<u64>, StoreError> {
         self.get_decoded::<u64>(key::LATEST_WITNESSED, "latest witnessed checkpoint")
+    }
+
+    /// Keeps a share link's grant (`value` is the vault's encoding); durable after a sync. Shares are
+    /// the owner's settings, not statements: they are not log entries, but every use of one is.
+    pub fn put_share(
+        &self,
+        id: &[u8; 16],
+        owner: &OwnerId,
+        created_at_ms: i64,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let mut batch = Batch::default();
+        batch.insert(key::share(id), value);
+        batch.insert(key::owner_share(owner, created_at_ms, id), Vec::new());
+        self.catalog.apply(batch)
+    }
+
+    /// Records that a share was revoked at `at_ms` (the grant stays); durable after a sync.
+    pub fn revoke_share(&self, id: &[u8; 16], at_ms: i64) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let mut batch = Batch::default();
+        batch.insert(key::share_revocation(id), codec::encode(&at_ms));
+        self.catalog.apply(batch)
+    }
+
+    /// A share's grant and its revocation, if any.
+    pub fn share(&self, id: &[u8; 16]) -> Result<Option<ShareEntry>, StoreError> {
+        let Some(grant) = self.get_value(&key::share(id))? else { return Ok(None) };
+        let revoked_at_ms = self.get_decoded::<i64>(&key::share_revocation(id), "share revocation")?;
+        Ok(Some(ShareEntry { grant, revoked_at_ms }))
+    }
+
+    /// The ids of an owner's shares, newest first.
+    pub fn owner_shares(&self, owner: &OwnerId) -> impl Iterator<Item = Result<[u8; 16], StoreError>> + '_ {
+        let prefix = key::owner_shares_prefix(owner);
+        let length = prefix.len();
+        self.catalog.scan(&prefix, None).map(move |item| {
+            let (entry_key, _) = item?;
+            entry_key
+                .get(length + 8..)
+                .and_then(|id| <[u8; 16]>::try_from(id).ok())
+                .ok_or_else(|| StoreError::Corrupt("share index key has the wrong length".into()))
+        })
     }
 
     /// The signed checkpoint kept for tree size `size`, if one was signed at that size.

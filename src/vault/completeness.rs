@@ -35,6 +35,19 @@ pub struct Completeness {
     pub evidence: CompletenessEvidence,
 }
 
+/// Most chain entries walked when the vault checks an owner's completeness itself (for the citizen's
+/// pages); a longer chain is checked with `kho access-log --verify`.
+pub const COMPLETENESS_CHECK_ENTRIES_MAX: usize = 20_000;
+
+/// An owner's chain checked complete by the vault, with the evidence an outsider would use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedCompleteness {
+    /// When the owner-map commitment it is complete up to was made.
+    pub through_ms: i64,
+    /// How many entries the owner's chain has up to that commitment.
+    pub entries: u64,
+}
+
 /// A page of an owner's chain entries covered by the owner map, newest first.
 #[derive(Debug, Clone)]
 pub struct ChainPage {
@@ -164,6 +177,44 @@ impl Vault {
                 map_proof,
             },
         })
+    }
+
+    /// Checks `owner`'s chain against the newest checkpoint the way `kho access-log --verify` does:
+    /// `None` before the first checkpoint; `Some(Err(reason))` if the check fails or the chain is longer
+    /// than [`COMPLETENESS_CHECK_ENTRIES_MAX`].
+    pub fn check_completeness(
+        &self,
+        owner: &OwnerId,
+    ) -> Result<Option<Result<CheckedCompleteness, String>>, StorageError> {
+        let completeness = match self.completeness(owner) {
+            Ok(completeness) => completeness,
+            Err(ProofQueryError::NoCheckpoint) => return Ok(None),
+            Err(ProofQueryError::Storage(error)) => return Err(error),
+            Err(other) => return Ok(Some(Err(other.to_string()))),
+        };
+        let length = completeness.head.map_or(0, |head| head.length);
+        if length > COMPLETENESS_CHECK_ENTRIES_MAX as u64 {
+            return Ok(Some(Err(format!("{length} entries: check them with `kho access-log --verify`"))));
+        }
+        let mut chain = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self.owner_chain(owner, before, super::PAGE_SIZE_MAX)?;
+            chain.extend(page.entries);
+            match page.next_before {
+                Some(next) if chain.len() <= COMPLETENESS_CHECK_ENTRIES_MAX => before = Some(next),
+                _ => break,
+            }
+        }
+        let evidence = &completeness.evidence;
+        let through_ms = Entry::decode(&evidence.commitment_entry).map(|entry| entry.accepted_at_ms);
+        Ok(Some(match (log::chain::verify_completeness(owner, evidence, &chain), through_ms) {
+            (Ok(complete), Ok(through_ms)) => {
+                Ok(CheckedCompleteness { through_ms, entries: complete.head.map_or(0, |head| head.length) })
+            }
+            (Err(error), _) => Err(error.to_string()),
+            (_, Err(error)) => Err(error.to_string()),
+        }))
     }
 
     /// A page of `owner`'s chain entries covered by the owner map, newest first, with log index below

@@ -12,18 +12,22 @@
 //! sees a key, a cursor's bytes or where content lives.
 
 mod access;
+mod checks;
 mod completeness;
 mod export;
 mod scrub;
 mod sequencer;
+mod shares;
 mod transparency;
 mod witnessing;
 
 pub use access::{AccessAction, AccessEvent, AccessOutcome, AccessPage, Salt, ACCESS_EVENT_VERSION};
-pub use completeness::{ChainPage, Completeness};
+pub use checks::{Inclusion, RecordChecks};
+pub use completeness::{ChainPage, CheckedCompleteness, Completeness, COMPLETENESS_CHECK_ENTRIES_MAX};
 pub use export::{AccessLogEvidence, Evidence, ExportError, ExportScope, ProvenEntry, Receipted, RecordEvidence};
 pub use scrub::{Finding, FindingKind, ScrubOptions, ScrubProgress, ScrubReport};
 use sequencer::{Acceptance, Decision};
+pub use shares::{Share, ShareError, ShareId, ShareState, SHARES_ACTIVE_PER_OWNER_MAX, SHARE_DAYS_MAX};
 pub use transparency::{ConsistencyProof, InclusionProof, ProofQueryError, SignedCheckpoint};
 pub use witnessing::{WitnessFailure, WitnessRound, Witnessed};
 
@@ -503,6 +507,27 @@ pub struct ListFilter {
     pub document_type: Option<Code>,
     pub issuer_agency: Option<Code>,
     pub status: Option<StatusKind>,
+    /// Issued on or after this day.
+    pub issued_from: Option<Date>,
+    /// Issued on or before this day.
+    pub issued_until: Option<Date>,
+    /// Words the title contains, compared in lower case.
+    pub title_contains: Option<String>,
+}
+
+impl ListFilter {
+    fn matches(&self, view: &RecordView) -> bool {
+        let body = view.record.body();
+        self.document_type.as_ref().is_none_or(|t| &body.document_type == t)
+            && self.issuer_agency.as_ref().is_none_or(|a| &body.issuer_agency == a)
+            && self.status.is_none_or(|s| view.status.kind() == s)
+            && self.issued_from.is_none_or(|from| body.issued_on >= from)
+            && self.issued_until.is_none_or(|until| body.issued_on <= until)
+            && self
+                .title_contains
+                .as_ref()
+                .is_none_or(|words| body.title.as_str().to_lowercase().contains(&words.to_lowercase()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -580,6 +605,12 @@ impl Vault {
     }
 
     /// The public key that verifies this vault's receipts.
+    /// A key for `context` derived from the vault key: keyed hashes at the edges (forms) without a key
+    /// file of their own. Each context gives an independent key; the vault key itself never leaves.
+    pub fn derived_key(&self, context: &str) -> [u8; 32] {
+        self.key.derive_key(context)
+    }
+
     pub fn public_key(&self) -> PublicKey {
         self.key.public_key()
     }
@@ -996,11 +1027,7 @@ impl Vault {
         page_size: usize,
     ) -> Result<Page, QueryError> {
         let after = check_page(cursor, page_size)?;
-        self.page_of_records(self.store.owner_records(owner, after), page_size, |view| {
-            filter.document_type.as_ref().is_none_or(|t| &view.record.body().document_type == t)
-                && filter.issuer_agency.as_ref().is_none_or(|a| &view.record.body().issuer_agency == a)
-                && filter.status.is_none_or(|s| view.status.kind() == s)
-        })
+        self.page_of_records(self.store.owner_records(owner, after), page_size, |view| filter.matches(view))
     }
 
     /// The records that point to a content hash, oldest first, one page at a time.
