@@ -294,9 +294,100 @@ fn log_operations(c: &mut Criterion) {
     group.finish();
 }
 
+/// The citizen's pages rendered by the server at the demo's size (three documents, a page of accesses,
+/// a share): time per page through the router, and each page's weight (printed once).
+fn pages(c: &mut Criterion) {
+    use kho::http::auth::{mint, Audience, Claims};
+    use kho::http::{AppState, Authenticator, Limits, Role};
+    use tower::ServiceExt as _;
+
+    let bench = bench_vault();
+    let owner = OwnerId::parse("001204012345").expect("owner");
+    let mut ids = Vec::new();
+    for (index, title) in ["Giấy khai sinh", "Bằng tốt nghiệp THPT", "Giấy xác nhận cư trú"].iter().enumerate()
+    {
+        let content = format!("<giayTo><ten>{title}</ten><so>{index}</so></giayTo>\n").repeat(40);
+        let mut record = record(content.as_bytes(), index as i64);
+        record.title = kho::ids::Title::parse(title).expect("title");
+        record.media_type = kho::ids::MediaType::parse("application/xml").expect("media type");
+        let envelope = Signed::sign(record, &bench.issuer).to_envelope();
+        ids.push(bench.vault.deposit(&envelope, content.as_bytes()).expect("deposit").id);
+    }
+    for index in 0..20u8 {
+        let event = kho::vault::AccessEvent {
+            at_ms: now_unix_ms(),
+            owner: owner.clone(),
+            subject: format!("officer-{index}"),
+            role: "officer".into(),
+            agency: Some(Code::parse("agency", AGENCY).expect("code")),
+            purpose: Some(Code::parse("purpose", "H26.99-0001").expect("code")),
+            record: Some(ids[usize::from(index) % ids.len()]),
+            action: kho::vault::AccessAction::ReadContent,
+            outcome: kho::vault::AccessOutcome::Allowed,
+            salt: kho::vault::Salt::random(),
+        };
+        bench.vault.record_access(&event).expect("access");
+    }
+    let recipient = kho::ids::Title::parse("Ngân hàng ABC").expect("title");
+    bench.vault.create_share(&owner, &ids[0], recipient, Duration::from_secs(86_400)).expect("share");
+    bench.vault.sign_checkpoint().expect("checkpoint");
+    let Bench { _dir, vault, .. } = bench;
+    let idp = SecretKey::generate();
+    let auth = Authenticator {
+        issuer: "https://id.example.vn".into(),
+        audience: "kho".into(),
+        keys: vec![idp.public_key()],
+        leeway_seconds: 0,
+        dev_key: None,
+    };
+    let limits = Limits {
+        statement_body_size_bytes_max: 65536,
+        request_timeout: Duration::from_secs(30),
+        concurrency_limit: 64,
+    };
+    let app = kho::http::router(AppState::new(vault, auth, limits, Default::default()));
+    let now = now_unix_ms() / 1000;
+    let claims = Claims {
+        iss: "https://id.example.vn".into(),
+        aud: Audience::One("kho".into()),
+        sub: "citizen".into(),
+        exp: now + 3600,
+        nbf: None,
+        iat: None,
+        role: Role::Citizen,
+        agency: None,
+        owner: Some(owner.to_string()),
+    };
+    let token = mint(&claims, &idp);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let get = |path: &str| {
+        let request = axum::http::Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+            .expect("request");
+        runtime.block_on(async {
+            let response = app.clone().oneshot(request).await.expect("response");
+            assert_eq!(response.status(), 200, "{path}");
+            http_body_util::BodyExt::collect(response.into_body()).await.expect("body").to_bytes().len()
+        })
+    };
+    let mut group = c.benchmark_group("pages");
+    for (name, path) in [
+        ("documents", "/documents".to_owned()),
+        ("document", format!("/documents/{}", ids[0])),
+        ("access", "/access".to_owned()),
+        ("shares", "/shares".to_owned()),
+        ("verify", format!("/verify/{}", ids[1])),
+    ] {
+        eprintln!("page {name}: {} bytes", get(&path));
+        group.bench_function(name, |b| b.iter(|| black_box(get(&path))));
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = deposit_and_read, verification, frame_choice, journal_cost, log_operations
+    targets = deposit_and_read, verification, frame_choice, journal_cost, log_operations, pages
 }
 criterion_main!(benches);
