@@ -105,11 +105,16 @@ pub fn event(
         purpose,
         record,
         action,
-        outcome: match decision {
-            Decision::Allow => AccessOutcome::Allowed,
-            Decision::Deny { code, .. } => AccessOutcome::Denied { reason: (*code).to_owned() },
-        },
+        outcome: outcome(decision),
         salt: Salt::random(),
+    }
+}
+
+/// What a decision leaves in the log: allowed, or denied with its code.
+fn outcome(decision: &Decision) -> AccessOutcome {
+    match decision {
+        Decision::Allow => AccessOutcome::Allowed,
+        Decision::Deny { code, .. } => AccessOutcome::Denied { reason: (*code).to_owned() },
     }
 }
 
@@ -148,10 +153,7 @@ pub fn visitor_event(
         purpose: None,
         record: Some(record),
         action,
-        outcome: match decision {
-            Decision::Allow => AccessOutcome::Allowed,
-            Decision::Deny { code, .. } => AccessOutcome::Denied { reason: (*code).to_owned() },
-        },
+        outcome: outcome(decision),
         salt: Salt::random(),
     }
 }
