@@ -181,19 +181,20 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or(auth::AuthError::MissingToken)?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .ok_or(auth::AuthError::MissingToken)?;
-        let principal = state.0.auth.verify(token.trim(), now_unix_ms() / 1000)?;
+        let token = bearer_token(&parts.headers).ok_or(auth::AuthError::MissingToken)?;
+        let principal = state.0.auth.verify(token, now_unix_ms() / 1000)?;
         if principal.dev {
             tracing::warn!(subject = %principal.subject, role = principal.role.as_str(),
                 "DEV MODE: accepted a token minted by `kho dev-token`; never enable dev mode in production");
         }
         Ok(principal)
     }
+}
+
+/// The token of an `Authorization: Bearer` header, if the request has one (the API's and the pages').
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
 }
 
 /// The stated purpose, if any: a dossier code.

@@ -89,11 +89,7 @@ pub fn state(config: &Config) -> Result<AppState, ServeError> {
         request_timeout: Duration::from_secs(config.request_timeout_seconds),
         concurrency_limit: config.concurrency_limit,
     };
-    let pages = super::pages::PageSettings {
-        dev_signer,
-        public_url: config.public_url.clone(),
-        dev_audience: config.auth.audience.clone(),
-    };
+    let pages = super::pages::PageSettings { dev_signer, public_url: config.public_url.clone() };
     Ok(AppState::new(vault, auth, limits, pages))
 }
 

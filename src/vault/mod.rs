@@ -458,6 +458,19 @@ pub enum StatusKind {
     Superseded,
 }
 
+impl StatusKind {
+    /// The name a listing filters by (and the pages' badge class).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusKind::Valid => "valid",
+            StatusKind::NotYetValid => "not_yet_valid",
+            StatusKind::Expired => "expired",
+            StatusKind::Revoked => "revoked",
+            StatusKind::Superseded => "superseded",
+        }
+    }
+}
+
 impl Status {
     pub fn kind(&self) -> StatusKind {
         match self {

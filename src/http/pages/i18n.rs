@@ -19,8 +19,6 @@ pub enum Locale {
 }
 
 impl Locale {
-    pub const ALL: [Locale; 2] = [Locale::Vi, Locale::En];
-
     pub fn code(self) -> &'static str {
         match self {
             Locale::Vi => "vi",
@@ -72,11 +70,6 @@ impl Messages {
             Some(text) => text.as_str(),
             None => key,
         }
-    }
-
-    /// Whether a catalogue has `key` (for optional messages such as one per error code).
-    pub fn has(&self, key: &str) -> bool {
-        self.locale.catalogue().contains_key(key)
     }
 
     /// The text of `key` with `{0}` replaced.

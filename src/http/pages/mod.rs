@@ -76,8 +76,6 @@ pub struct PageSettings {
     pub dev_signer: Option<SecretKey>,
     /// Where people reach Kho (share links, printed QR codes); unset, the address the browser used.
     pub public_url: Option<String>,
-    /// The audience and issuer of demo tokens (the configured audience, the dev issuer).
-    pub dev_audience: String,
 }
 
 /// The pages' routes (merged into the API's router).
@@ -123,13 +121,10 @@ pub(super) async fn page_headers(mut request: axum::extract::Request, next: axum
     });
     request.extensions_mut().insert(BrowserId(browser.clone()));
     let mut response = next.run(request).await;
-    let headers = response.headers_mut();
     if is_new {
-        let value = format!("{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; Secure; SameSite=Strict");
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.append(header::SET_COOKIE, value);
-        }
+        set_cookie(&mut response, &format!("{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; Secure; SameSite=Strict"));
     }
+    let headers = response.headers_mut();
     let defaults: [(HeaderName, &str); 8] = [
         (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -147,6 +142,13 @@ pub(super) async fn page_headers(mut request: axum::extract::Request, next: axum
         }
     }
     response
+}
+
+/// Adds a `Set-Cookie` header (the cookies here are made of names, hex and token characters only).
+fn set_cookie(response: &mut Response, cookie: &str) {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
 }
 
 /// The value of cookie `name`, if the request has it.
@@ -189,10 +191,7 @@ impl FromRequestParts<AppState> for Ctx {
         let browser = parts.extensions.get::<BrowserId>().map(|b| b.0.clone()).unwrap_or_default();
         let csrf = blake3::keyed_hash(&state.0.csrf_key, browser.as_bytes());
         let now = now_unix_ms() / 1000;
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| v[7..].trim()));
+        let bearer = super::bearer_token(headers);
         let session = cookie(headers, SESSION_COOKIE);
         let verified = bearer.or(session).map(|token| state.0.auth.verify(token, now));
         let session_ended = matches!(verified, Some(Err(_))) && bearer.is_none();
@@ -440,6 +439,7 @@ struct AccessPage {
     next: Option<String>,
 }
 
+#[derive(Clone)]
 struct ShareRow {
     id: String,
     document: String,
@@ -543,7 +543,7 @@ async fn signin_demo(State(state): State<AppState>, ctx: Ctx, headers: HeaderMap
         let now = now_unix_ms() / 1000;
         let claims = super::auth::Claims {
             iss: crate::config::DEV_TOKEN_ISSUER.into(),
-            aud: super::auth::Audience::One(state.0.pages.dev_audience.clone()),
+            aud: super::auth::Audience::One(state.0.auth.audience.clone()),
             sub: format!("demo-citizen-{owner}"),
             exp: now + SESSION_SECONDS_MAX,
             nbf: Some(now),
@@ -564,10 +564,12 @@ fn session_response(principal: &Principal, token: &str) -> PageResult {
         return Err(PageError::show(StatusCode::FORBIDDEN, "error.citizens_only"));
     }
     let seconds = (principal.expires_at - now_unix_ms() / 1000).clamp(0, SESSION_SECONDS_MAX);
-    let value = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={seconds}");
-    let value = HeaderValue::from_str(&value).map_err(|_| ApiError::bad_request("invalid_token", "not a cookie"))?;
+    // A verified token is base64url and dots only, so it always makes a valid header value.
     let mut response = Redirect::to("/documents").into_response();
-    response.headers_mut().append(header::SET_COOKIE, value);
+    set_cookie(
+        &mut response,
+        &format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={seconds}"),
+    );
     Ok(response)
 }
 
@@ -579,10 +581,7 @@ struct CsrfForm {
 async fn signout(ctx: Ctx, headers: HeaderMap, form: Form<CsrfForm>) -> Response {
     let result = ctx.check_form(&headers, &form.csrf).map(|()| {
         let mut response = Redirect::to("/signin").into_response();
-        let value = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age=0");
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
+        set_cookie(&mut response, &format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age=0"));
         response
     });
     ctx.respond(result)
@@ -601,10 +600,10 @@ async fn language(ctx: Ctx, headers: HeaderMap, form: Form<LanguageForm>) -> Res
         let locale =
             Locale::parse(&form.lang).ok_or_else(|| PageError::show(StatusCode::BAD_REQUEST, "error.generic"))?;
         let mut response = back_to(&form.back);
-        let value = format!("{LANGUAGE_COOKIE}={}; Path=/; Secure; SameSite=Lax; Max-Age=31536000", locale.code());
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
+        set_cookie(
+            &mut response,
+            &format!("{LANGUAGE_COOKIE}={}; Path=/; Secure; SameSite=Lax; Max-Age=31536000", locale.code()),
+        );
         Ok(response)
     })();
     ctx.respond(result)
@@ -682,16 +681,6 @@ fn percent(text: &str) -> String {
         .collect()
 }
 
-fn status_key(status: &Status) -> &'static str {
-    match status.kind() {
-        StatusKind::Valid => "valid",
-        StatusKind::NotYetValid => "not_yet_valid",
-        StatusKind::Expired => "expired",
-        StatusKind::Revoked => "revoked",
-        StatusKind::Superseded => "superseded",
-    }
-}
-
 fn status_label(t: &Messages, key: &str) -> String {
     t.get(&format!("status.{key}")).to_owned()
 }
@@ -747,7 +736,7 @@ async fn documents(
 
 fn document_row(t: &Messages, view: &RecordView) -> DocumentRow {
     let body = view.record.body();
-    let status = status_key(&view.status);
+    let status = view.status.kind().as_str();
     DocumentRow {
         id: view.id().to_hex(),
         title: body.title.to_string(),
@@ -860,7 +849,7 @@ async fn viewer(state: &AppState, body: &Record) -> Result<Viewer, PageError> {
     if media_type == "application/pdf" {
         return Ok(Viewer::Frame);
     }
-    if media_type.starts_with("image/") && INLINE_MEDIA_TYPES.contains(&media_type) {
+    if INLINE_MEDIA_TYPES.contains(&media_type) {
         return Ok(Viewer::Image);
     }
     if !TEXT_MEDIA_TYPES.contains(&media_type) || body.size_bytes == 0 {
@@ -898,7 +887,7 @@ async fn document(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String
         let checks = state.blocking(move |vault| vault.check_record(&checked)).await??;
         let t = &ctx.t;
         let (lines, verdict) = check_lines(t, &view, &checks);
-        let status = status_key(&view.status);
+        let status = view.status.kind().as_str();
         let page = DocumentPage {
             chrome: ctx.chrome("page.document"),
             id: id.to_hex(),
@@ -1172,17 +1161,7 @@ async fn shares_page(
             .iter()
             .map(|(share, token)| share_row(&ctx, share, title_of(&share.record), token.clone(), now))
             .collect();
-        let created = created.and_then(|id| rows.iter().find(|row| row.id == id && row.active)).map(|row| ShareRow {
-            id: row.id.clone(),
-            document: row.document.clone(),
-            recipient: row.recipient.clone(),
-            created: row.created.clone(),
-            expires: row.expires.clone(),
-            state: row.state,
-            state_label: row.state_label.clone(),
-            active: row.active,
-            url: row.url.clone(),
-        });
+        let created = created.and_then(|id| rows.iter().find(|row| row.id == id && row.active)).cloned();
         let documents = documents
             .iter()
             .filter(|view| matches!(view.status, Status::Valid))
@@ -1383,7 +1362,7 @@ async fn verification(state: &AppState, ctx: &Ctx, view: Option<RecordView>, sha
     if shared.is_some() {
         fields.extend(record_fields(t, &view));
     }
-    let status = status_key(&view.status);
+    let status = view.status.kind().as_str();
     let mut status_text = status_label(t, status);
     let detail = status_detail(t, &view.status);
     if !detail.is_empty() {
