@@ -6,7 +6,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::ids::format_unix_ms;
-use crate::statement::{PublicKey, Receipt, Record, Signed};
+use crate::statement::{CopyCertification, PublicKey, Receipt, Record, Signed};
 use crate::vault::{AccessEvent, AccessOutcome, CertificateView, ChainPage, Completeness, RecordView, Status};
 
 pub fn base64(bytes: &[u8]) -> String {
@@ -67,9 +67,10 @@ pub fn record_view_json(view: &RecordView) -> Value {
     })
 }
 
-/// `{"status": "valid" | "not_yet_valid" | "expired" | "revoked" | "superseded", ...}`: revoked adds
-/// the revocation id, reason and time, and the signed revocation and its receipt verbatim; superseded
-/// adds the id of the replacing record.
+/// `{"status": "valid" | "not_yet_valid" | "expired" | "revoked" | "superseded" | "self_uploaded" |
+/// "certified_copy", ...}`: revoked adds the revocation id, reason and time, and the signed revocation
+/// and its receipt verbatim; superseded adds the id of the replacing record; certified_copy adds the
+/// certification (who, from what original, when) with the signed statement and its receipt.
 pub fn status_json(status: &Status) -> Value {
     match status {
         Status::Valid => json!({"status": "valid"}),
@@ -84,7 +85,44 @@ pub fn status_json(status: &Status) -> Value {
             "revocation_receipt_envelope_base64": base64(receipt_envelope),
         }),
         Status::Superseded { by } => json!({"status": "superseded", "by": by.to_hex()}),
+        Status::SelfUploaded => json!({"status": "self_uploaded"}),
+        Status::CertifiedCopy {
+            certification,
+            agency,
+            officer,
+            original_type,
+            original,
+            certified_at_ms,
+            envelope,
+            receipt_envelope,
+        } => json!({
+            "status": "certified_copy",
+            "certification": certification.to_hex(),
+            "agency": agency.as_str(),
+            "officer": officer,
+            "original_type": original_type.as_str(),
+            "original": original,
+            "certified_at": format_unix_ms(*certified_at_ms),
+            "certification_envelope_base64": base64(envelope),
+            "certification_receipt_envelope_base64": base64(receipt_envelope),
+        }),
     }
+}
+
+/// A copy certification: which upload, by whom, from what original, signed by which key.
+pub fn copy_certification_json(certification: &Signed<CopyCertification>) -> Value {
+    let body = certification.body();
+    json!({
+        "kind": "copy certification",
+        "id": certification.id().to_hex(),
+        "record": body.record.to_hex(),
+        "agency": body.agency.as_str(),
+        "officer": body.officer.as_str(),
+        "original_type": body.original_type.as_str(),
+        "original": body.original.as_str(),
+        "signed_at": format_unix_ms(body.signed_at_ms),
+        "signer": key_json(certification.signer()),
+    })
 }
 
 pub fn certificate_json(view: &CertificateView) -> Value {

@@ -334,6 +334,17 @@ pub struct Record {
     pub signed_at_ms: i64,
 }
 
+/// The agency, document type, procedure and dossier code of a record the vault signs itself for a
+/// document its owner uploaded (docs/FORMAT.md 1.5): only the vault key signs records under it.
+pub const SELF_UPLOAD_CODE: &str = "kho.self-upload";
+
+impl Record {
+    /// Whether this is the vault's record of its owner's own upload (not legally valid by itself).
+    pub fn is_self_upload(&self) -> bool {
+        self.issuer_agency.as_str() == SELF_UPLOAD_CODE
+    }
+}
+
 impl StatementBody for Record {
     const KIND: u8 = 1;
     const NAME: &'static str = "record";
@@ -547,6 +558,50 @@ impl Encoding for CertificateRevocation {
     }
 }
 
+/// An issuing agency certifies that a document its owner uploaded is a true copy of an original one of
+/// its officers compared it with (Law on E-Transactions 2023, Art. 12): who converted it, from what
+/// original, and when (the signing time). Kind 9.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyCertification {
+    /// The self-uploaded record certified (its id binds the copy's exact bytes).
+    pub record: Digest,
+    pub agency: Code,
+    /// The officer who compared the copy with the original and converted it: name or staff id.
+    pub officer: Title,
+    /// The original's document type.
+    pub original_type: Code,
+    /// The original as the officer saw it: its title, number and date of issue.
+    pub original: Title,
+    pub signed_at_ms: i64,
+}
+
+impl StatementBody for CopyCertification {
+    const KIND: u8 = 9;
+    const NAME: &'static str = "copy certification";
+}
+
+impl Encoding for CopyCertification {
+    fn encode_body(&self, w: &mut Writer) {
+        w.digest(&self.record);
+        w.str(self.agency.as_str());
+        w.str(self.officer.as_str());
+        w.str(self.original_type.as_str());
+        w.str(self.original.as_str());
+        w.i64(self.signed_at_ms);
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(CopyCertification {
+            record: r.digest("record")?,
+            agency: r.code("agency")?,
+            officer: Title::parse(r.str("officer")?)?,
+            original_type: r.code("original type")?,
+            original: Title::parse(r.str("original")?)?,
+            signed_at_ms: r.i64("signed at")?,
+        })
+    }
+}
+
 /// Kho's own statement that it accepted a statement at a time, as entry `log_index` of its
 /// transparency log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -728,6 +783,29 @@ mod tests {
         assert_eq!(decoded.body(), &sample_record());
         assert_eq!(decoded.id(), signed.id());
         assert_eq!(decoded.signer(), &key(1).public_key());
+    }
+
+    #[test]
+    fn a_copy_certification_round_trips_and_names_its_fields() {
+        let certification = CopyCertification {
+            record: Digest([3; 32]),
+            agency: Code::parse("agency", "000.00.00.H26").expect("code"),
+            officer: Title::parse("Nguyễn Văn An, cán bộ một cửa").expect("title"),
+            original_type: Code::parse("original type", "BTN").expect("code"),
+            original: Title::parse("Bằng tốt nghiệp THPT số A123, cấp ngày 2010-06-30").expect("title"),
+            signed_at_ms: 1_709_251_200_000,
+        };
+        let signed = Signed::sign(certification.clone(), &key(2));
+        let envelope = signed.to_envelope();
+        assert_eq!(peek_kind(&envelope), Some(9));
+        let decoded = Signed::<CopyCertification>::from_envelope(&envelope).expect("decodes");
+        assert_eq!(decoded.body(), &certification);
+        assert!(matches!(Signed::<Record>::from_envelope(&envelope), Err(DecodeError::WrongKind { found: 9, .. })));
+        let bytes = signed.signed_bytes();
+        assert!(matches!(
+            Signed::<CopyCertification>::from_parts(&bytes[..bytes.len() - 1], signed.signature()),
+            Err(DecodeError::Truncated("signed at"))
+        ));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 mod common;
 
 use common::*;
+use std::io::Read as _;
+
 use kho::ids::{now_unix_ms, Date, Digest, OwnerId, Title};
 use kho::statement::{CertificateRevocation, DecodeError, Receipt, RecordRevocation, Signed};
 use kho::vault::{DepositError, ListFilter, QueryError, ReadError, RevokeError, Status, StatusKind, TrustError};
@@ -573,6 +575,117 @@ fn an_owners_chain_is_proven_complete_up_to_the_newest_commitment() {
     assert_eq!(complete.head.map(|h| h.length), Some(5));
 }
 
+/// A tiny valid PNG header and body: what a phone's scan starts with.
+fn scan(seed: u8) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend(std::iter::repeat_n(seed, 5000));
+    bytes
+}
+
+fn copy_certification(record: Digest, agency: &str, key: &kho::statement::SecretKey, officer: &str) -> Vec<u8> {
+    Signed::sign(
+        kho::statement::CopyCertification {
+            record,
+            agency: code(agency),
+            officer: Title::parse(officer).expect("officer"),
+            original_type: code("BTN"),
+            original: Title::parse("Bằng tốt nghiệp THPT số A123").expect("original"),
+            signed_at_ms: now_unix_ms(),
+        },
+        key,
+    )
+    .to_envelope()
+}
+
+fn uploads_are_self_uploaded_until_a_requested_agency_certifies_them() {
+    let f = fixture();
+    let owner = OwnerId::parse(OWNER).expect("owner");
+    let title = || Title::parse("Bằng tốt nghiệp (bản chụp)").expect("title");
+
+    // Bad uploads change nothing.
+    let before = f.state();
+    let error = f.vault.upload(&owner, title(), &b"MZ\x90\0 not a scan"[..]).expect_err("not a scan");
+    assert_eq!(error.code(), "upload_not_a_scan");
+    assert_eq!(f.vault.upload(&owner, title(), &b""[..]).expect_err("empty").code(), "upload_empty");
+    let huge = std::io::repeat(0xff).take(kho::vault::UPLOAD_SIZE_BYTES_MAX + 1);
+    assert_eq!(f.vault.upload(&owner, title(), huge).expect_err("too large").code(), "upload_too_large");
+    assert_eq!(f.state(), before);
+
+    let upload = f.vault.upload(&owner, title(), &scan(1)[..]).expect("upload").id;
+    let view = f.vault.record(&upload).expect("read").expect("present");
+    assert_eq!(view.status, Status::SelfUploaded);
+    assert_eq!(view.record.signer(), &f.vault.public_key(), "the vault signs its owners' uploads");
+    assert_eq!(view.record.body().media_type.as_str(), "image/png", "recognised from its bytes");
+    assert!(f.vault.check_record(&view).expect("checks").signature.is_ok());
+    let listed = f.vault.list_owner(
+        &owner,
+        &ListFilter { status: Some(StatusKind::SelfUploaded), ..Default::default() },
+        None,
+        10,
+    );
+    assert_eq!(listed.expect("list").records.iter().map(|v| v.id()).collect::<Vec<_>>(), vec![upload]);
+
+    // Nobody else signs under the reserved code.
+    let mut forged = record_for(b"forged", OWNER, AGENCY);
+    forged.issuer_agency = code(kho::statement::SELF_UPLOAD_CODE);
+    let error = f.vault.deposit(&sign(forged, &f.issuer), &b"forged"[..]).expect_err("not the vault");
+    assert_eq!(error.code(), "self_upload_not_by_vault");
+
+    // Requests: only for one's own upload, to an agency with certified keys.
+    let other = OwnerId::parse(OTHER_OWNER).expect("owner");
+    let agency = code(AGENCY);
+    assert_eq!(
+        f.vault.request_certification(&other, &upload, &agency).expect_err("not theirs").code(),
+        "record_not_found"
+    );
+    let unknown = code("000.00.00.Z99");
+    assert_eq!(f.vault.request_certification(&owner, &upload, &unknown).expect_err("unknown").code(), "unknown_agency");
+    let issued = deposit(&f, b"an agency's record");
+    assert_eq!(f.vault.request_certification(&owner, &issued, &agency).expect_err("issued").code(), "not_an_upload");
+    let request = f.vault.request_certification(&owner, &upload, &agency).expect("request");
+    assert_eq!(
+        f.vault.request_certification(&owner, &upload, &agency).expect("again"),
+        request,
+        "asking twice is one request"
+    );
+    let pending = f.vault.pending_certifications(&agency).expect("pending");
+    assert_eq!(
+        pending.iter().map(|(r, v)| (r.owner.clone(), v.id())).collect::<Vec<_>>(),
+        vec![(owner.clone(), upload)]
+    );
+    assert!(f.vault.pending_certifications(&code(OTHER_AGENCY)).expect("pending").is_empty());
+
+    // Certifications: by a certified key of a requested agency, for an upload, once.
+    let before = f.state();
+    let unasked = copy_certification(upload, OTHER_AGENCY, &f.other_issuer, "Trần Thị B");
+    assert_eq!(f.vault.certify_copy(&unasked).expect_err("not asked").code(), "certification_not_requested");
+    let wrong_key = copy_certification(upload, AGENCY, &f.other_issuer, "Trần Thị B");
+    assert_eq!(f.vault.certify_copy(&wrong_key).expect_err("wrong key").code(), "key_of_another_agency");
+    let of_issued = copy_certification(issued, AGENCY, &f.issuer, "Trần Thị B");
+    assert_eq!(f.vault.certify_copy(&of_issued).expect_err("issued").code(), "not_an_upload");
+    assert_eq!(f.state(), before);
+    let envelope = copy_certification(upload, AGENCY, &f.issuer, "Nguyễn Văn An");
+    let accepted = f.vault.certify_copy(&envelope).expect("certify");
+    assert!(!f.vault.certify_copy(&envelope).expect("again").newly_accepted);
+    match f.vault.record(&upload).expect("read").expect("present").status {
+        Status::CertifiedCopy { certification, agency: by, officer, certified_at_ms, .. } => {
+            assert_eq!((certification, by, officer.as_str()), (accepted.id, agency.clone(), "Nguyễn Văn An"));
+            assert_eq!(certified_at_ms, accepted.receipt.body().accepted_at_ms);
+        }
+        other => panic!("not certified: {other:?}"),
+    }
+    let second = copy_certification(upload, AGENCY, &f.issuer, "Lê Văn C");
+    assert_eq!(f.vault.certify_copy(&second).expect_err("twice").code(), "already_certified");
+    assert!(f.vault.pending_certifications(&agency).expect("pending").is_empty(), "done");
+    assert_eq!(f.vault.request_certification(&owner, &upload, &agency).expect_err("done").code(), "already_certified");
+
+    // The certification survives a reopen and is in the owner's log.
+    let f = f.reopen();
+    assert!(matches!(f.vault.record(&upload).expect("read").expect("present").status, Status::CertifiedCopy { .. }));
+    let report = f.vault.scrub(Default::default(), |_| {}).expect("scrub");
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+}
+
 /// Every test above, on every engine.
 macro_rules! on_every_engine {
     ($($test:ident),* $(,)?) => {
@@ -609,6 +722,7 @@ on_every_engine!(
     access_events_are_listed_newest_first_per_owner_and_survive_reopen,
     every_statement_and_access_is_a_log_leaf_proven_by_signed_checkpoints,
     an_owners_chain_is_proven_complete_up_to_the_newest_commitment,
+    uploads_are_self_uploaded_until_a_requested_agency_certifies_them,
 );
 
 // ----- faults injected into the storage engines -----

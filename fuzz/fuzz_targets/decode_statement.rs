@@ -3,7 +3,7 @@
 #![no_main]
 
 use kho::statement::{
-    CertificateRevocation, KeyCertificate, Receipt, Record, RecordRevocation, Signed, StatementBody,
+    CertificateRevocation, CopyCertification, KeyCertificate, Receipt, Record, RecordRevocation, Signed, StatementBody,
     VaultKeyCertificate,
 };
 use libfuzzer_sys::fuzz_target;
@@ -21,5 +21,6 @@ fuzz_target!(|data: &[u8]| {
     check::<VaultKeyCertificate>(data);
     check::<CertificateRevocation>(data);
     check::<Receipt>(data);
+    check::<CopyCertification>(data);
     let _ = kho::statement::peek_kind(data);
 });

@@ -25,7 +25,9 @@ use sha2::Digest as _;
 use crate::ids::{format_unix_ms, now_unix_ms, Code, Date, Digest, MediaType, OwnerId, Title};
 use crate::json::{key_json, record_json};
 use crate::keys;
-use crate::statement::{self, CertificateRevocation, KeyCertificate, Receipt, Record, RecordRevocation, Signed};
+use crate::statement::{
+    self, CertificateRevocation, CopyCertification, KeyCertificate, Receipt, Record, RecordRevocation, Signed,
+};
 use crate::vault::{Vault, VaultConfig};
 
 pub const EXIT_INVALID: u8 = 3;
@@ -83,6 +85,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// As an issuing agency, certify a citizen's uploaded scan as a true copy of an original an officer
+    /// compared it with (post the file to the server's /v1/certifications).
+    CertifyCopy(CertifyCopyArgs),
     /// Check offline: a document against its record, receipt, certificate and trust anchor; or an
     /// evidence bundle (`kho export`), with a verdict per document.
     Verify(VerifyArgs),
@@ -178,6 +183,31 @@ struct QrArgs {
     /// Where to write the image; default standard output.
     #[arg(long, short)]
     output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CertifyCopyArgs {
+    /// The agency's signing key (certified for --agency).
+    #[arg(long)]
+    key: PathBuf,
+    /// The certifying agency's code.
+    #[arg(long)]
+    agency: String,
+    /// The uploaded record's id (64 hex digits), from the agency's list of requests.
+    #[arg(long)]
+    record: String,
+    /// The officer who compared the scan with the original: name or staff id.
+    #[arg(long)]
+    officer: String,
+    /// The original's document type code.
+    #[arg(long)]
+    original_type: String,
+    /// The original as the officer saw it: title, number, date of issue.
+    #[arg(long)]
+    original: String,
+    /// Where to write the statement; default RECORD.kho-certification.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -449,6 +479,20 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 signed_at_ms: now_unix_ms(),
             };
             write_statement(&out, &Signed::sign(revocation, &key))
+        }
+        Command::CertifyCopy(args) => {
+            let key = keys::read_secret_key(&args.key)?;
+            let record = Digest::parse_hex("record", &args.record)?;
+            let certification = CopyCertification {
+                record,
+                agency: Code::parse("agency", &args.agency)?,
+                officer: Title::parse(&args.officer)?,
+                original_type: Code::parse("original type", &args.original_type)?,
+                original: Title::parse(&args.original)?,
+                signed_at_ms: now_unix_ms(),
+            };
+            let out = args.out.unwrap_or_else(|| PathBuf::from(format!("{record}.kho-certification")));
+            write_statement(&out, &Signed::sign(certification, &key))
         }
         Command::Verify(args) => verify(args),
         Command::Show { file } => show(&file),
@@ -1114,6 +1158,9 @@ fn show(path: &Path) -> anyhow::Result<ExitCode> {
                 "record": body.record.to_hex(), "issuer_agency": body.issuer_agency.as_str(),
                 "reason": body.reason.as_str(), "signed_at": format_unix_ms(body.signed_at_ms),
                 "signer": key_json(revocation.signer())})
+        }
+        Some(kind) if kind == <CopyCertification as statement::StatementBody>::KIND => {
+            crate::json::copy_certification_json(&Signed::<CopyCertification>::from_envelope(&bytes)?)
         }
         Some(kind) if kind == <KeyCertificate as statement::StatementBody>::KIND => {
             let certificate = Signed::<KeyCertificate>::from_envelope(&bytes)?;

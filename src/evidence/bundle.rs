@@ -110,6 +110,7 @@ pub fn statement_paths(dir: &str, name: &str, suffix: &str) -> (String, String) 
 
 pub const RECORD_FILE: (&str, &str) = ("record", "kho-record");
 pub const REVOCATION_FILE: (&str, &str) = ("revocation", "kho-revocation");
+pub const CERTIFICATION_FILE: (&str, &str) = ("certification", "kho-certification");
 pub const SUPERSEDED_BY_FILE: (&str, &str) = ("superseded-by", "kho-record");
 pub const CERTIFICATE_FILE: (&str, &str) = ("certificate", "kho-cert");
 pub const CERTIFICATE_REVOCATION_FILE: (&str, &str) = ("revocation", "kho-revocation");
@@ -198,6 +199,9 @@ impl BundlePlan {
             add_receipted(&mut add, &dir, RECORD_FILE, &record.record);
             if let Some(revocation) = &record.revocation {
                 add_receipted(&mut add, &dir, REVOCATION_FILE, revocation);
+            }
+            if let Some(certification) = &record.certification {
+                add_receipted(&mut add, &dir, CERTIFICATION_FILE, certification);
             }
             if let Some(by) = &record.superseded_by {
                 add_receipted(&mut add, &dir, SUPERSEDED_BY_FILE, by);

@@ -15,12 +15,20 @@ use crate::log::checkpoint::{self, Checkpoint};
 use crate::log::map::MapProof;
 use crate::log::{leaf_hash, verify_inclusion, Entry, Hash, KIND_ACCESS_EVENT, KIND_OWNER_MAP};
 use crate::statement::{
-    CertificateRevocation, KeyCertificate, PublicKey, Receipt, Record, RecordRevocation, Signed, StatementBody,
-    VaultKeyCertificate,
+    CertificateRevocation, CopyCertification, KeyCertificate, PublicKey, Receipt, Record, RecordRevocation, Signed,
+    StatementBody, VaultKeyCertificate,
 };
 
 const KIND_RECORD: u8 = <Record as StatementBody>::KIND;
 const KIND_RECORD_REVOCATION: u8 = <RecordRevocation as StatementBody>::KIND;
+const KIND_COPY_CERTIFICATION: u8 = <CopyCertification as StatementBody>::KIND;
+
+/// The statements of the owner's chain that the bundle's record folders showed to be present.
+struct StatementIds {
+    records: BTreeSet<Digest>,
+    revocations: BTreeSet<Digest>,
+    certifications: BTreeSet<Digest>,
+}
 
 /// What a document in a bundle turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -32,6 +40,10 @@ pub enum Verdict {
     Expired,
     Superseded,
     Revoked,
+    /// Uploaded by its owner (signed by the vault key): authentic as an upload, not legally valid.
+    SelfUploaded,
+    /// An upload an agency certified as a copy of an original.
+    CertifiedCopy,
     /// No certificate from a trusted anchor covers the signer when the vault accepted the record.
     UnknownIssuer,
     /// A signature, receipt or log proof does not hold.
@@ -48,6 +60,8 @@ impl Verdict {
             Verdict::Expired => "authentic, expired",
             Verdict::Superseded => "authentic, superseded",
             Verdict::Revoked => "authentic, revoked",
+            Verdict::SelfUploaded => "uploaded by its owner, not legally valid",
+            Verdict::CertifiedCopy => "authentic certified copy",
             Verdict::UnknownIssuer => "unknown issuer",
             Verdict::ProofFails => "proof fails",
             Verdict::Tampered => "tampered",
@@ -171,10 +185,12 @@ pub fn verify_bundle(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptio
     let mut documents = Vec::new();
     let mut record_ids = BTreeSet::new();
     let mut revocation_ids = BTreeSet::new();
+    let mut certification_ids = BTreeSet::new();
     for listed in &manifest.records {
         let (report, ids) = context.record(listed, owner.as_ref(), &certificates, today);
         record_ids.extend(ids.record);
         revocation_ids.extend(ids.revocation);
+        certification_ids.extend(ids.certification);
         documents.push(report);
     }
     // Nothing in the archive the manifest does not account for.
@@ -187,7 +203,12 @@ pub fn verify_bundle(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptio
     if manifest.scope == "owner" {
         match (&owner, &checkpoint) {
             (Some(owner), Some(checkpoint)) => {
-                context.completeness(owner, checkpoint, &record_ids, &revocation_ids, &mut checks)
+                let ids = StatementIds {
+                    records: record_ids,
+                    revocations: revocation_ids,
+                    certifications: certification_ids,
+                };
+                context.completeness(owner, checkpoint, &ids, &mut checks)
             }
             _ => {
                 checks.push(false, "the access log's completeness cannot be checked without a valid checkpoint".into())
@@ -359,6 +380,7 @@ struct Context<'a> {
 struct FolderIds {
     record: Option<Digest>,
     revocation: Option<Digest>,
+    certification: Option<Digest>,
 }
 
 impl Context<'_> {
@@ -488,11 +510,20 @@ impl Context<'_> {
             Ok(receipt) => Some(receipt.body().accepted_at_ms),
         };
         if let Some(accepted_at) = accepted_at {
-            if let Err(error) = check_acceptance(record.signer(), &body.issuer_agency, accepted_at, issuers) {
+            let accepted = if body.is_self_upload() {
+                self.uploaded_by_vault(record.signer())
+            } else {
+                check_acceptance(record.signer(), &body.issuer_agency, accepted_at, issuers)
+            };
+            if let Err(error) = accepted {
                 fail(&mut report, Verdict::UnknownIssuer, error);
             }
         }
         if report.verdict.is_failure() {
+            return (report, ids);
+        }
+        if body.is_self_upload() {
+            self.upload_status(&dir, &id, issuers, &mut report, &mut ids);
             return (report, ids);
         }
         // Status, from signed evidence only.
@@ -559,16 +590,63 @@ impl Context<'_> {
         (report, ids)
     }
 
+    /// A self-uploaded record is the vault's statement: signed by the vault key itself.
+    fn uploaded_by_vault(&self, signer: &PublicKey) -> Result<(), String> {
+        match self.trust {
+            Some(trust) if &trust.vault.key == signer => Ok(()),
+            _ => Err("a self-uploaded record must be signed by the vault key".to_owned()),
+        }
+    }
+
+    /// An upload's status: certified as a copy if its certification's evidence holds.
+    fn upload_status(
+        &self,
+        dir: &str,
+        id: &Digest,
+        issuers: &[Issuer],
+        report: &mut DocumentReport,
+        ids: &mut FolderIds,
+    ) {
+        let (path, receipt_path) =
+            bundle::statement_paths(dir, bundle::CERTIFICATION_FILE.0, bundle::CERTIFICATION_FILE.1);
+        if !self.bundle.files.contains_key(&path) {
+            report.verdict = Verdict::SelfUploaded;
+            report.reasons.push("uploaded by its owner; no agency has certified it as a copy".to_owned());
+            return;
+        }
+        let checked = read_statement::<CopyCertification>(self.bundle, &path).and_then(|certification| {
+            let c = certification.body();
+            if &c.record != id {
+                return Err("the certification names another record".to_owned());
+            }
+            let receipt = self.receipted(&certification, &receipt_path)?;
+            check_acceptance(certification.signer(), &c.agency, receipt.body().accepted_at_ms, issuers)?;
+            Ok((certification, receipt))
+        });
+        match checked {
+            Ok((certification, receipt)) => {
+                let c = certification.body();
+                ids.certification = Some(certification.id());
+                report.verdict = Verdict::CertifiedCopy;
+                report.reasons.push(format!(
+                    "certified by {} at {} as a copy of {} ({}), compared by {}",
+                    c.agency,
+                    format_unix_ms(receipt.body().accepted_at_ms),
+                    c.original,
+                    c.original_type,
+                    c.officer
+                ));
+            }
+            Err(error) => {
+                report.verdict = Verdict::ProofFails;
+                report.reasons.push(format!("certification: {error}"));
+            }
+        }
+    }
+
     /// For a store: the owner's chain is complete up to the commitment, every record and revocation in
     /// it is in the bundle, and the access log is exactly the chain's access events.
-    fn completeness(
-        &self,
-        owner: &OwnerId,
-        checkpoint: &Checkpoint,
-        records: &BTreeSet<Digest>,
-        revocations: &BTreeSet<Digest>,
-        checks: &mut Checks,
-    ) {
+    fn completeness(&self, owner: &OwnerId, checkpoint: &Checkpoint, ids: &StatementIds, checks: &mut Checks) {
         let json = &self.log.json["completeness"];
         let evidence = (|| {
             let commitment_index = json["commitment_index"].as_u64()?;
@@ -645,11 +723,14 @@ impl Context<'_> {
         let mut chained_events = BTreeMap::new();
         for (index, entry) in &complete.entries {
             match entry.kind {
-                KIND_RECORD if !records.contains(&entry.id) => {
+                KIND_RECORD if !ids.records.contains(&entry.id) => {
                     missing.push(format!("record {} (entry #{index})", entry.id))
                 }
-                KIND_RECORD_REVOCATION if !revocations.contains(&entry.id) => {
+                KIND_RECORD_REVOCATION if !ids.revocations.contains(&entry.id) => {
                     missing.push(format!("revocation {} (entry #{index})", entry.id))
+                }
+                KIND_COPY_CERTIFICATION if !ids.certifications.contains(&entry.id) => {
+                    missing.push(format!("copy certification {} (entry #{index})", entry.id))
                 }
                 KIND_ACCESS_EVENT => {
                     chained_events.insert(*index, entry.id);
@@ -660,7 +741,10 @@ impl Context<'_> {
         checks.push(
             missing.is_empty(),
             if missing.is_empty() {
-                format!("every record and revocation of the owner's log is in the bundle ({})", records.len())
+                format!(
+                    "every record, revocation and certification of the owner's log is in the bundle ({})",
+                    ids.records.len()
+                )
             } else {
                 format!("the bundle leaves out {}", missing.join(", "))
             },

@@ -28,11 +28,16 @@ pub const TILE_HEIGHT: u8 = 8;
 pub const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
 /// The version byte at the front of every entry.
 pub const ENTRY_VERSION: u8 = 1;
-/// The kind byte of an access event (statement kinds are their own `StatementBody::KIND`, 1 to 4).
+/// The kind byte of an access event (statement kinds are their own `StatementBody::KIND`: 1 to 4, and
+/// 9 for a copy certification).
 pub const KIND_ACCESS_EVENT: u8 = 6;
 /// The kind byte of an owner-map commitment: its id is the root of the owner map (see [`map`]) over
 /// every entry before it in the log.
 pub const KIND_OWNER_MAP: u8 = 7;
+/// The kind byte of a copy certification's entry (`statement::CopyCertification::KIND`).
+pub const KIND_COPY_CERTIFICATION: u8 = 9;
+const _: () =
+    assert!(KIND_COPY_CERTIFICATION == <crate::statement::CopyCertification as crate::statement::StatementBody>::KIND);
 
 /// Where an entry stands in its owner's chain: the owner's entries (records, their revocations and
 /// supersessions, and every access to their data) are linked leaf to leaf, so the newest one commits to
@@ -81,7 +86,7 @@ impl Entry {
             return Err(DecodeError::UnsupportedVersion(version));
         }
         let kind = reader.u8("entry kind")?;
-        if !matches!(kind, 1..=4 | KIND_ACCESS_EVENT | KIND_OWNER_MAP) {
+        if !matches!(kind, 1..=4 | KIND_ACCESS_EVENT | KIND_OWNER_MAP | KIND_COPY_CERTIFICATION) {
             return Err(DecodeError::WrongKind { expected: "log entry", found: kind });
         }
         let accepted_at_ms = reader.i64("accepted_at_ms")?;

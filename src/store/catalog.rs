@@ -61,6 +61,11 @@ pub enum Change {
         record: Digest,
         envelope: Vec<u8>,
     },
+    /// An agency certifies a self-uploaded record as a copy of an original.
+    CopyCertification {
+        record: Digest,
+        envelope: Vec<u8>,
+    },
     Access {
         owner: OwnerId,
         event: Vec<u8>,
@@ -239,6 +244,24 @@ mod key {
         let inverted = u64::MAX - u64::try_from(created_at_ms).unwrap_or(0);
         [owner_shares_prefix(owner).as_slice(), &inverted.to_be_bytes(), id].concat()
     }
+    /// A record's copy certification (kept beside its state, which predates it).
+    pub(super) fn copy_certification(record: &Digest) -> Vec<u8> {
+        [b"rc/".as_slice(), &record.0].concat()
+    }
+    /// An owner's request that `agency` certify a record; the agency's requests, newest first.
+    pub(super) fn certification_request_prefix(record: &Digest) -> Vec<u8> {
+        [b"cq/".as_slice(), &record.0].concat()
+    }
+    pub(super) fn certification_request(record: &Digest, agency: &Code) -> Vec<u8> {
+        [certification_request_prefix(record).as_slice(), agency.as_str().as_bytes()].concat()
+    }
+    pub(super) fn agency_requests_prefix(agency: &Code) -> Vec<u8> {
+        [b"ca/".as_slice(), agency.as_str().as_bytes(), b"\0"].concat()
+    }
+    pub(super) fn agency_request(agency: &Code, requested_at_ms: i64, record: &Digest) -> Vec<u8> {
+        let inverted = u64::MAX - u64::try_from(requested_at_ms).unwrap_or(0);
+        [agency_requests_prefix(agency).as_slice(), &inverted.to_be_bytes(), &record.0].concat()
+    }
     pub(super) fn blob_state(engine_key: &[u8]) -> Vec<u8> {
         [BLOB_STATE_PREFIX, engine_key].concat()
     }
@@ -382,6 +405,9 @@ impl Store {
                 let mut state = self.record_state(&record)?;
                 state.revocation = Some(StatementEntry { envelope, sequence });
                 batch.insert(key::record_state(&record), codec::encode(&state));
+            }
+            Change::CopyCertification { record, envelope } => {
+                batch.insert(key::copy_certification(&record), entry(envelope));
             }
             Change::Access { owner, event } => {
                 batch.insert(key::access_entry(&owner, sequence), event);
@@ -576,6 +602,51 @@ impl Store {
                 .and_then(|id| <[u8; 16]>::try_from(id).ok())
                 .ok_or_else(|| StoreError::Corrupt("share index key has the wrong length".into()))
         })
+    }
+
+    /// Keeps an owner's request that `agency` certify `record` (`value` is the vault's encoding);
+    /// durable after a sync. Like shares, requests are settings, not log entries.
+    pub fn put_certification_request(
+        &self,
+        record: &Digest,
+        agency: &Code,
+        requested_at_ms: i64,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let mut batch = Batch::default();
+        batch.insert(key::certification_request(record, agency), value);
+        batch.insert(key::agency_request(agency, requested_at_ms, record), Vec::new());
+        self.catalog.apply(batch)
+    }
+
+    /// The requests made for a record, in agency order (the vault's encodings).
+    pub fn certification_requests(&self, record: &Digest) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + '_ {
+        self.catalog.scan(&key::certification_request_prefix(record), None).map(|item| Ok(item?.1))
+    }
+
+    /// The request that `agency` certify `record`, if the owner made one.
+    pub fn certification_request(&self, record: &Digest, agency: &Code) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_value(&key::certification_request(record, agency))
+    }
+
+    /// The records an agency was asked to certify, newest request first.
+    pub fn agency_requests(&self, agency: &Code) -> impl Iterator<Item = Result<Digest, StoreError>> + '_ {
+        let prefix = key::agency_requests_prefix(agency);
+        let length = prefix.len();
+        self.catalog.scan(&prefix, None).map(move |item| {
+            let (entry_key, _) = item?;
+            entry_key
+                .get(length + 8..)
+                .and_then(|id| <[u8; 32]>::try_from(id).ok())
+                .map(Digest)
+                .ok_or_else(|| StoreError::Corrupt("certification request key has the wrong length".into()))
+        })
+    }
+
+    /// A record's copy certification, if an agency certified it.
+    pub fn copy_certification(&self, record: &Digest) -> Result<Option<StatementEntry>, StoreError> {
+        self.get_decoded(&key::copy_certification(record), "copy certification entry")
     }
 
     /// The signed checkpoint kept for tree size `size`, if one was signed at that size.

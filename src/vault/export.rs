@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Completeness, ProofQueryError, SignedCheckpoint, StorageError, Vault};
 use crate::ids::{Digest, OwnerId};
 use crate::log::Hash;
-use crate::statement::{PublicKey, Receipt, Record, RecordRevocation, Signed, VaultKeyCertificate};
+use crate::statement::{CopyCertification, PublicKey, Receipt, Record, RecordRevocation, Signed, VaultKeyCertificate};
 use crate::vault::{AccessEvent, CertificateView};
 
 /// Pages read from the catalog while gathering evidence.
@@ -39,6 +39,8 @@ pub struct Receipted<T> {
 pub struct RecordEvidence {
     pub record: Receipted<Record>,
     pub revocation: Option<Receipted<RecordRevocation>>,
+    /// An agency's certification of a self-uploaded record as a copy of an original.
+    pub certification: Option<Receipted<CopyCertification>>,
     /// The record that superseded this one (its statement only; its content is its owner's).
     pub superseded_by: Option<Receipted<Record>>,
 }
@@ -165,6 +167,9 @@ impl Vault {
             if let Some(revocation) = &evidence.revocation {
                 gather.statement(revocation)?;
             }
+            if let Some(certification) = &evidence.certification {
+                gather.statement(certification)?;
+            }
             if let Some(by) = &evidence.superseded_by {
                 gather.statement(by)?;
             }
@@ -205,7 +210,7 @@ impl Vault {
         Ok(records)
     }
 
-    /// A record's revocation and superseding record, as of the log's first `size` entries.
+    /// A record's revocation, certification and superseding record, as of the log's first `size` entries.
     fn record_evidence(&self, record: Receipted<Record>, size: u64) -> Result<RecordEvidence, StorageError> {
         let state = self.store.record_state(&record.statement.id())?;
         let revocation = match Self::decode_statement::<RecordRevocation>(state.revocation)? {
@@ -223,7 +228,15 @@ impl Vault {
                 _ => None,
             },
         };
-        Ok(RecordEvidence { record, revocation, superseded_by })
+        let certification = match Self::decode_statement::<CopyCertification>(
+            self.store.copy_certification(&record.statement.id())?,
+        )? {
+            Some((statement, sequence)) if sequence < size => {
+                Some(Receipted { statement, receipt: self.load_receipt(sequence)? })
+            }
+            _ => None,
+        };
+        Ok(RecordEvidence { record, revocation, certification, superseded_by })
     }
 }
 

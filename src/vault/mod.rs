@@ -14,6 +14,7 @@
 mod access;
 mod checks;
 mod completeness;
+mod copies;
 mod export;
 mod scrub;
 mod sequencer;
@@ -24,6 +25,10 @@ mod witnessing;
 pub use access::{AccessAction, AccessEvent, AccessOutcome, AccessPage, Salt, ACCESS_EVENT_VERSION};
 pub use checks::{Inclusion, RecordChecks};
 pub use completeness::{ChainPage, CheckedCompleteness, Completeness, COMPLETENESS_CHECK_ENTRIES_MAX};
+pub use copies::{
+    self_upload_code, CertificationRequest, CopyError, Upload, UploadError, CERTIFICATION_REQUESTS_PER_RECORD_MAX,
+    UPLOAD_MEDIA_TYPES, UPLOAD_SIZE_BYTES_MAX,
+};
 pub use export::{AccessLogEvidence, Evidence, ExportError, ExportScope, ProvenEntry, Receipted, RecordEvidence};
 pub use scrub::{Finding, FindingKind, ScrubOptions, ScrubProgress, ScrubReport};
 use sequencer::{Acceptance, Decision};
@@ -38,12 +43,12 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::content::{ContentConfig, ContentError, ContentReader, ContentWriter, Manifest};
+use crate::content::{ContentConfig, ContentError, ContentReader, ContentWriter, Manifest, StagedContent};
 use crate::ids::{now_unix_ms, Code, Date, Digest, OwnerId};
 use crate::keys::{self, KeyFileError};
 use crate::statement::{
-    CertificateRevocation, DecodeError, KeyCertificate, PublicKey, Receipt, Record, RecordRevocation, SecretKey,
-    Signed, StatementBody, VaultKeyCertificate,
+    CertificateRevocation, CopyCertification, DecodeError, KeyCertificate, PublicKey, Receipt, Record,
+    RecordRevocation, SecretKey, Signed, StatementBody, VaultKeyCertificate,
 };
 use crate::store::{self, Change, Cursor, EmbeddedConfig, Engines, RecordState, StatementEntry, Store, StoreError};
 
@@ -247,6 +252,11 @@ pub enum TrustError {
     KeyRevoked { fingerprint: Digest, revoked_at: String },
     #[error("signer {fingerprint} is not a configured trust anchor")]
     UnknownAnchor { fingerprint: Digest },
+    #[error(
+        "key {fingerprint} is not this vault's: only the vault signs its owners' uploads (agency {})",
+        crate::statement::SELF_UPLOAD_CODE
+    )]
+    SelfUploadNotByVault { fingerprint: Digest },
 }
 
 impl TrustError {
@@ -259,6 +269,7 @@ impl TrustError {
             TrustError::KeyExpired { .. } => "key_expired",
             TrustError::KeyRevoked { .. } => "key_revoked",
             TrustError::UnknownAnchor { .. } => "unknown_trust_anchor",
+            TrustError::SelfUploadNotByVault { .. } => "self_upload_not_by_vault",
         }
     }
 }
@@ -445,6 +456,20 @@ pub enum Status {
     Superseded {
         by: Digest,
     },
+    /// Uploaded by its owner; not legally valid.
+    SelfUploaded,
+    /// An upload an agency certified as a copy of an original, with the signed certification and Kho's
+    /// receipt for it, verbatim.
+    CertifiedCopy {
+        certification: Digest,
+        agency: Code,
+        officer: String,
+        original_type: Code,
+        original: String,
+        certified_at_ms: i64,
+        envelope: Vec<u8>,
+        receipt_envelope: Vec<u8>,
+    },
 }
 
 /// The status names a listing can filter by.
@@ -456,6 +481,8 @@ pub enum StatusKind {
     Expired,
     Revoked,
     Superseded,
+    SelfUploaded,
+    CertifiedCopy,
 }
 
 impl StatusKind {
@@ -467,6 +494,8 @@ impl StatusKind {
             StatusKind::Expired => "expired",
             StatusKind::Revoked => "revoked",
             StatusKind::Superseded => "superseded",
+            StatusKind::SelfUploaded => "self_uploaded",
+            StatusKind::CertifiedCopy => "certified_copy",
         }
     }
 }
@@ -479,6 +508,8 @@ impl Status {
             Status::Expired => StatusKind::Expired,
             Status::Revoked { .. } => StatusKind::Revoked,
             Status::Superseded { .. } => StatusKind::Superseded,
+            Status::SelfUploaded => StatusKind::SelfUploaded,
+            Status::CertifiedCopy { .. } => StatusKind::CertifiedCopy,
         }
     }
 }
@@ -686,6 +717,14 @@ impl Vault {
         agency: &Code,
         at_ms: i64,
     ) -> Result<Result<(), TrustError>, StorageError> {
+        if agency.as_str() == crate::statement::SELF_UPLOAD_CODE {
+            // Owners' uploads: signed by this vault alone, for the reserved code alone.
+            return Ok(if signer == &self.key.public_key() {
+                Ok(())
+            } else {
+                Err(TrustError::SelfUploadNotByVault { fingerprint: signer.fingerprint() })
+            });
+        }
         let fingerprint = signer.fingerprint();
         let mut other_agency = None;
         let mut best_failure: Option<TrustError> = None;
@@ -887,11 +926,7 @@ impl Vault {
     /// stored copy was attempted: then the caller keeps the bytes whatever the outcome (a commit that
     /// failed midway may still have landed); otherwise (a duplicate record, content already stored, a
     /// rejection) it discards them.
-    fn commit_record(
-        &self,
-        record: &Signed<Record>,
-        staged: &crate::content::StagedContent,
-    ) -> (Result<Accepted, DepositError>, bool) {
+    fn commit_record(&self, record: &Signed<Record>, staged: &StagedContent) -> (Result<Accepted, DepositError>, bool) {
         let id = record.id();
         let body = record.body();
         let mut content_stored = false;
@@ -925,6 +960,19 @@ impl Vault {
             }))
         });
         (sequenced.and_then(|sequenced| Ok(sequenced.accepted()?)), content_stored)
+    }
+
+    /// Commits a record whose content is staged and checked, keeping the bytes only if a commit naming
+    /// them was attempted.
+    fn commit_staged(&self, record: &Signed<Record>, staged: StagedContent) -> Result<Accepted, DepositError> {
+        let (result, content_committed) = self.commit_record(record, &staged);
+        if content_committed {
+            staged.release();
+        } else {
+            // Identical content is stored once, and rejected content not at all.
+            staged.discard().map_err(StorageError::from)?;
+        }
+        result
     }
 
     /// Whether `body` may supersede record `old`: same agency and owner, not revoked, not superseded.
@@ -1020,14 +1068,38 @@ impl Vault {
                 return Ok(Status::Superseded { by });
             }
         }
-        let today = self.today(now_ms);
         let body = record.body();
+        if body.is_self_upload() {
+            return self.upload_status(&record.id());
+        }
+        let today = self.today(now_ms);
         Ok(if today < body.valid_from {
             Status::NotYetValid
         } else if body.valid_until.is_some_and(|until| today > until) {
             Status::Expired
         } else {
             Status::Valid
+        })
+    }
+
+    /// An upload's status: certified if an agency's certification of it is durable.
+    fn upload_status(&self, record: &Digest) -> Result<Status, StorageError> {
+        let Some((certification, sequence)) =
+            Self::decode_statement::<CopyCertification>(self.visible(self.store.copy_certification(record)?))?
+        else {
+            return Ok(Status::SelfUploaded);
+        };
+        let receipt = self.load_receipt(sequence)?;
+        let body = certification.body();
+        Ok(Status::CertifiedCopy {
+            certification: certification.id(),
+            agency: body.agency.clone(),
+            officer: body.officer.to_string(),
+            original_type: body.original_type.clone(),
+            original: body.original.to_string(),
+            certified_at_ms: receipt.body().accepted_at_ms,
+            envelope: certification.to_envelope(),
+            receipt_envelope: receipt.to_envelope(),
         })
     }
 
@@ -1187,13 +1259,6 @@ impl Deposit<'_> {
             staged.discard().map_err(StorageError::from)?;
             return Err(error);
         }
-        let (result, content_committed) = self.vault.commit_record(&self.record, &staged);
-        if content_committed {
-            staged.release();
-        } else {
-            // Identical content is stored once, and rejected content not at all.
-            staged.discard().map_err(StorageError::from)?;
-        }
-        result
+        self.vault.commit_staged(&self.record, staged)
     }
 }

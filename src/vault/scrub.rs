@@ -17,7 +17,7 @@ use super::{StorageError, Vault};
 use crate::ids::{Digest, OwnerId};
 use crate::log::{self, Entry, Hash, HashSource as _, MemoryTree, KIND_ACCESS_EVENT, KIND_OWNER_MAP};
 use crate::statement::{
-    CertificateRevocation, KeyCertificate, Receipt, Record, RecordRevocation, Signed, StatementBody,
+    CertificateRevocation, CopyCertification, KeyCertificate, Receipt, Record, RecordRevocation, Signed, StatementBody,
 };
 
 /// How fast a scrub may read documents; `None` reads as fast as the disk gives.
@@ -175,7 +175,10 @@ impl Vault {
                         report.findings.push(Finding::new(FindingKind::Statement, Some(index), None, &None, detail));
                     }
                 }
-                k if k == RecordRevocation::KIND || k == CertificateRevocation::KIND => {
+                k if k == RecordRevocation::KIND
+                    || k == CertificateRevocation::KIND
+                    || k == CopyCertification::KIND =>
+                {
                     revocations_logged.insert(id, index);
                 }
                 _ => {}
@@ -183,9 +186,9 @@ impl Vault {
             state.entries_checked += 1;
             progress(state);
         }
-        // Revocations seen in the log but not reached through their record or certificate.
+        // Revocations and certifications seen in the log but not reached through their record or certificate.
         for (id, index) in revocations_logged.into_iter().filter(|(id, _)| !revocations_stored.contains(id)) {
-            let detail = format!("revocation {id} is in the log but not stored with what it revokes");
+            let detail = format!("revocation or certification {id} is in the log but not stored with what it concerns");
             report.findings.push(Finding::new(FindingKind::Statement, Some(index), None, &None, detail));
         }
         // The root, from the leaves, against the stored tree and the newest checkpoint.
@@ -252,6 +255,11 @@ impl Vault {
             let revocation = Signed::<RecordRevocation>::from_envelope(&entry.envelope)
                 .map_err(|e| format!("the revocation of record {id} does not verify: {e}"))?;
             revocations.insert(revocation.id());
+        }
+        if let Some(entry) = self.store.copy_certification(id).map_err(|e| e.to_string())? {
+            let certification = Signed::<CopyCertification>::from_envelope(&entry.envelope)
+                .map_err(|e| format!("the copy certification of record {id} does not verify: {e}"))?;
+            revocations.insert(certification.id());
         }
         Ok(record)
     }
