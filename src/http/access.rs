@@ -21,6 +21,8 @@ pub enum Resource {
     Export { owner: OwnerId },
     /// One record's evidence bundle, its document included.
     RecordBundle { owner: OwnerId, issuer_agency: Code },
+    /// The uploads an owner asked `agency` to certify (what an officer at its counter looks up).
+    CertificationRequests { owner: OwnerId, agency: Code },
 }
 
 impl Resource {
@@ -31,7 +33,8 @@ impl Resource {
             | Resource::OwnerRecords { owner }
             | Resource::AccessLog { owner }
             | Resource::Export { owner }
-            | Resource::RecordBundle { owner, .. } => owner,
+            | Resource::RecordBundle { owner, .. }
+            | Resource::CertificationRequests { owner, .. } => owner,
         }
     }
 
@@ -39,7 +42,7 @@ impl Resource {
         match self {
             Resource::Record { .. } => AccessAction::ReadRecord,
             Resource::Content { .. } => AccessAction::ReadContent,
-            Resource::OwnerRecords { .. } => AccessAction::ListRecords,
+            Resource::OwnerRecords { .. } | Resource::CertificationRequests { .. } => AccessAction::ListRecords,
             Resource::AccessLog { .. } => AccessAction::ReadAccessLog,
             Resource::Export { .. } => AccessAction::ExportStore,
             Resource::RecordBundle { .. } => AccessAction::ExportRecord,
@@ -67,6 +70,15 @@ pub fn decide(principal: &Principal, resource: &Resource, purpose: Option<&Code>
         (Role::Citizen, _) if principal.owner.as_ref() == Some(resource.owner()) => Decision::Allow,
         (Role::Citizen, _) => deny("not_your_store", "citizens see only their own store"),
         (_, Resource::AccessLog { .. }) => deny("not_your_store", "only the owner reads their access log"),
+        // The owner asked the agency: its officers and its systems see what was sent to it.
+        (Role::Officer | Role::Issuer, Resource::CertificationRequests { agency, .. })
+            if principal.agency.as_ref() == Some(agency) =>
+        {
+            Decision::Allow
+        }
+        (Role::Officer | Role::Issuer, Resource::CertificationRequests { .. }) => {
+            deny("other_agency", "an agency sees only the certification requests sent to it")
+        }
         (Role::Officer, Resource::Export { .. }) => deny(
             "forbidden",
             "officers fetch the documents a dossier needs; a whole store is exported by its owner or an auditor",
@@ -199,6 +211,19 @@ mod tests {
         assert!(allowed(Role::Auditor, &other_record, false));
         assert!(!allowed(Role::Issuer, &other_record, true), "another agency's record");
         assert!(allowed(Role::Issuer, &Resource::Record { owner: theirs.clone(), issuer_agency: h26.clone() }, false));
+        // Certification requests: the agency asked (officers and its systems, without a purpose), the
+        // owner, auditors; no other agency, no administrator, no other citizen.
+        let sent_to_h26 = Resource::CertificationRequests { owner: mine.clone(), agency: h26.clone() };
+        let sent_to_g01 = Resource::CertificationRequests { owner: mine.clone(), agency: g01.clone() };
+        for role in [Role::Officer, Role::Issuer] {
+            assert!(allowed(role, &sent_to_h26, false));
+            assert!(!allowed(role, &sent_to_g01, true));
+        }
+        assert!(allowed(Role::Citizen, &sent_to_g01, false));
+        assert!(allowed(Role::Auditor, &sent_to_g01, false));
+        assert!(!allowed(Role::Admin, &sent_to_h26, true));
+        let theirs_sent = Resource::CertificationRequests { owner: theirs.clone(), agency: h26.clone() };
+        assert!(!allowed(Role::Citizen, &theirs_sent, false));
         let content = Resource::Content { owner: theirs.clone(), issuer_agency: h26 };
         assert!(!allowed(Role::Auditor, &content, false));
         assert!(allowed(Role::Auditor, &content, true));

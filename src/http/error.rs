@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::vault::{
-    CertificateError, DepositError, ExportError, ProofQueryError, QueryError, ReadError, RevokeError, ShareError,
-    StorageError, TrustError,
+    CertificateError, CopyError, DepositError, ExportError, ProofQueryError, QueryError, ReadError, RevokeError,
+    ShareError, StorageError, TrustError, UploadError,
 };
 
 use super::auth::AuthError;
@@ -170,6 +170,37 @@ impl From<ReadError> for ApiError {
             }
             ReadError::Storage(storage) => storage.into(),
         }
+    }
+}
+
+impl From<CopyError> for ApiError {
+    fn from(error: CopyError) -> Self {
+        let error = match error {
+            CopyError::Storage(storage) => return storage.into(),
+            other => other,
+        };
+        let status = match &error {
+            CopyError::Statement(_) => StatusCode::BAD_REQUEST,
+            CopyError::Trust(trust) => trust_status(trust),
+            CopyError::NotFound => StatusCode::NOT_FOUND,
+            CopyError::NotAnUpload(_) | CopyError::UnknownAgency(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            CopyError::NotRequested { .. } => StatusCode::FORBIDDEN,
+            _ => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, error.code(), error.to_string())
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(error: UploadError) -> Self {
+        let status = match error {
+            UploadError::Storage(storage) => return storage.into(),
+            UploadError::Deposit(deposit) => return deposit.into(),
+            UploadError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UploadError::NotAScan => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, error.code(), error.to_string())
     }
 }
 

@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 use crate::ids::{now_unix_ms, Code, Digest, OwnerId};
 use crate::json;
-use crate::statement::{CertificateRevocation, PublicKey, Record, RecordRevocation, Signed};
+use crate::statement::{CertificateRevocation, CopyCertification, PublicKey, Record, RecordRevocation, Signed};
 use crate::vault::{
     DepositError, ExportScope, ListFilter, ProofQueryError, RecordView, StatusKind, Vault, PAGE_SIZE_DEFAULT,
 };
@@ -117,6 +117,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/owners/{owner}/access-log", get(access_log))
         .route("/v1/owners/{owner}/log-entries", get(owner_log_entries))
         .route("/v1/owners/{owner}/export", get(export_store))
+        .route("/v1/agencies/{agency}/certification-requests", get(certification_requests))
+        .route("/v1/certifications", post(certify_copy))
         .route("/v1/certificates", get(list_certificates).post(add_certificate))
         .route("/v1/certificates/{id}/revocation", post(revoke_certificate))
         .route("/v1/trust-anchors", get(trust_anchors))
@@ -374,6 +376,60 @@ async fn revoke_record(
     let accepted = state.blocking(move |vault| vault.revoke(&envelope)).await??;
     let status = if accepted.newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
     let view = load_record(&state, id).await?;
+    Ok((status, Json(json::record_view_json(&view))).into_response())
+}
+
+// ----- certified copies -----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestsQuery {
+    owner: String,
+}
+
+/// What an officer at an agency's counter looks up: the person's uploads sent to the agency for
+/// certification and not yet certified. An attempt at the person's data, so it is in their log.
+async fn certification_requests(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(agency): Path<String>,
+    query: Result<Query<RequestsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let agency = Code::parse("agency", &agency).map_err(|e| ApiError::bad_request("invalid_agency", e.to_string()))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let owner = parse_owner(&query.owner)?;
+    let resource = Resource::CertificationRequests { owner: owner.clone(), agency: agency.clone() };
+    guard(&state, &principal, resource, None, Ok(None), Ok(())).await?;
+    let pending = state.blocking(move |vault| vault.pending_certifications(&agency)).await??;
+    let requests: Vec<Value> = pending
+        .iter()
+        .filter(|(request, _)| request.owner == owner)
+        .map(|(request, view)| {
+            json!({
+                "requested_at": crate::ids::format_unix_ms(request.requested_at_ms),
+                "record": json::record_view_json(view),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "requests": requests })))
+}
+
+/// An agency certifies an upload it was asked to certify (the body is the signed certification).
+async fn certify_copy(State(state): State<AppState>, principal: Principal, body: Body) -> Result<Response, ApiError> {
+    require_role(&principal, Role::Issuer, "certify copies")?;
+    let envelope = statement_body(&state, body).await?;
+    let certification = Signed::<CopyCertification>::from_envelope(&envelope).map_err(crate::vault::CopyError::from)?;
+    let body = certification.body();
+    if principal.agency.as_ref() != Some(&body.agency) {
+        return Err(ApiError::forbidden(
+            "other_agency",
+            "the certification is signed for another agency than the caller's",
+        ));
+    }
+    let record = body.record;
+    let accepted = state.blocking(move |vault| vault.certify_copy(&envelope)).await??;
+    let status = if accepted.newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
+    let view = load_record(&state, record).await?;
     Ok((status, Json(json::record_view_json(&view))).into_response())
 }
 

@@ -15,6 +15,7 @@
 //! recorded the same way before anything is shown.
 
 pub mod i18n;
+mod uploads;
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
@@ -100,6 +101,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/s/{token}", get(shared_page))
         .route("/s/{token}/file", get(shared_file))
         .route("/static/kho.css", get(stylesheet))
+        .merge(uploads::routes(Router::new()))
 }
 
 // ----- every response: security headers and the browser cookie -----
@@ -712,9 +714,10 @@ async fn documents(
             list.sort();
             list.dedup();
         }
-        let statuses = ["valid", "not_yet_valid", "expired", "revoked", "superseded"]
-            .into_iter()
-            .map(|key| (key.to_owned(), status_label(t, key)));
+        let statuses =
+            ["valid", "not_yet_valid", "expired", "revoked", "superseded", "self_uploaded", "certified_copy"]
+                .into_iter()
+                .map(|key| (key.to_owned(), status_label(t, key)));
         let next = page.next_cursor.as_deref().map(|cursor| query.with_cursor(cursor));
         let filtered = [&query.q, &query.document_type, &query.issuer, &query.status, &query.from, &query.to]
             .iter()
@@ -737,14 +740,30 @@ async fn documents(
 fn document_row(t: &Messages, view: &RecordView) -> DocumentRow {
     let body = view.record.body();
     let status = view.status.kind().as_str();
+    let (document_type, issuer) = shown_type_and_issuer(t, view);
     DocumentRow {
         id: view.id().to_hex(),
         title: body.title.to_string(),
-        document_type: body.document_type.to_string(),
-        issuer: body.issuer_agency.to_string(),
+        document_type,
+        issuer,
         issued_on: t.date(&body.issued_on),
         status,
         status_label: status_label(t, status),
+    }
+}
+
+/// A record's type and issuer as people read them: an upload is "a scan", "uploaded by you" or certified
+/// by its agency, not the reserved code.
+fn shown_type_and_issuer(t: &Messages, view: &RecordView) -> (String, String) {
+    let body = view.record.body();
+    if !body.is_self_upload() {
+        return (body.document_type.to_string(), body.issuer_agency.to_string());
+    }
+    match &view.status {
+        Status::CertifiedCopy { agency, original_type, .. } => {
+            (original_type.to_string(), t.fill1("upload.certified_by", agency))
+        }
+        _ => (t.get("upload.type").to_owned(), t.get("upload.by_owner").to_owned()),
     }
 }
 
@@ -763,9 +782,10 @@ fn record_fields(t: &Messages, view: &RecordView) -> Vec<Field> {
     let body = view.record.body();
     let receipt = view.receipt.body();
     let field = |key: &str, value: String| Field { label: t.get(key).to_owned(), value };
+    let (document_type, issuer) = shown_type_and_issuer(t, view);
     let mut fields = vec![
-        field("doc.type", body.document_type.to_string()),
-        field("doc.issuer", body.issuer_agency.to_string()),
+        field("doc.type", document_type),
+        field("doc.issuer", issuer),
         field("doc.issued_on", t.date(&body.issued_on)),
         field("doc.valid_from", t.date(&body.valid_from)),
         field("doc.valid_until", body.valid_until.map_or_else(|| t.get("doc.no_expiry").to_owned(), |d| t.date(&d))),
@@ -780,6 +800,11 @@ fn record_fields(t: &Messages, view: &RecordView) -> Vec<Field> {
     if let Some(superseded) = &body.supersedes {
         fields.push(field("doc.supersedes", superseded.to_hex()));
     }
+    if let Status::CertifiedCopy { original, original_type, officer, certification, .. } = &view.status {
+        fields.push(field("doc.original", format!("{original} ({original_type})")));
+        fields.push(field("doc.certifying_officer", officer.clone()));
+        fields.push(field("doc.certification_id", certification.to_hex()));
+    }
     fields
 }
 
@@ -789,6 +814,10 @@ fn status_detail(t: &Messages, status: &Status) -> String {
             t.fill2("status.revoked_detail", t.datetime(*revoked_at_ms), reason)
         }
         Status::Superseded { by } => t.fill1("status.superseded_detail", by),
+        Status::SelfUploaded => t.get("status.self_uploaded_detail").to_owned(),
+        Status::CertifiedCopy { agency, certified_at_ms, .. } => {
+            t.fill2("status.certified_copy_detail", agency, t.datetime(*certified_at_ms))
+        }
         _ => String::new(),
     }
 }
@@ -798,6 +827,7 @@ fn check_lines(t: &Messages, view: &RecordView, checks: &RecordChecks) -> (Vec<C
     let body = view.record.body();
     let receipt = view.receipt.body();
     let signature = match &checks.signature {
+        Ok(()) if body.is_self_upload() => t.fill1("check.signature_self_upload", t.datetime(receipt.accepted_at_ms)),
         Ok(()) => t.fill2("check.signature_ok", &body.issuer_agency, t.datetime(receipt.accepted_at_ms)),
         Err(reason) => t.fill1("check.signature_failed", reason),
     };
@@ -812,12 +842,20 @@ fn check_lines(t: &Messages, view: &RecordView, checks: &RecordChecks) -> (Vec<C
         Inclusion::Pending => (false, t.get("check.inclusion_pending").to_owned()),
         Inclusion::Failed(reason) => (false, t.fill1("check.inclusion_failed", reason)),
     };
-    let lines = vec![
+    let mut lines = vec![
         CheckLine { passed: checks.signature.is_ok(), text: signature },
         CheckLine { passed: checks.receipt.is_ok(), text: receipt_line },
         CheckLine { passed: included, text: inclusion },
     ];
-    let verdict = if checks.all_passed() {
+    if let Status::CertifiedCopy { agency, certified_at_ms, .. } = &view.status {
+        lines.push(CheckLine {
+            passed: true,
+            text: t.fill2("check.certified_copy", agency, t.datetime(*certified_at_ms)),
+        });
+    }
+    let verdict = if checks.all_passed() && view.status == Status::SelfUploaded {
+        t.get("check.verdict_self_upload")
+    } else if checks.all_passed() {
         t.get("check.verdict_ok")
     } else if checks.signature.is_ok() && checks.receipt.is_ok() && checks.inclusion == Inclusion::Pending {
         t.get("check.verdict_pending")
@@ -897,7 +935,7 @@ async fn document(State(state): State<AppState>, ctx: Ctx, Path(id): Path<String
             status_detail: status_detail(t, &view.status),
             fields: record_fields(t, &view),
             certificate: certificate_fields(t, &checks),
-            verified: checks.all_passed(),
+            verified: checks.all_passed() && view.status != Status::SelfUploaded,
             checks: lines,
             verdict,
             viewer: viewer(&state, &body).await?,
@@ -1371,7 +1409,7 @@ async fn verification(state: &AppState, ctx: &Ctx, view: Option<RecordView>, sha
     html(&VerifyPage {
         chrome: ctx.chrome("page.verify"),
         found: true,
-        verified: checks.all_passed() && matches!(view.status, Status::Valid),
+        verified: checks.all_passed() && matches!(view.status, Status::Valid | Status::CertifiedCopy { .. }),
         verdict,
         status,
         status_label: status_text,
