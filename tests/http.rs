@@ -198,7 +198,7 @@ type BadRead<'a> = (&'a str, String, Headers<'a>, u16, &'a str);
 async fn the_role_matrix_of_security_md_holds_for_every_endpoint() {
     let api = Api::new();
     let id = api.record.to_hex();
-    let reads: [(&str, String, Row); 5] = [
+    let reads: [(&str, String, Row); 6] = [
         //                                          anon own other off+p off  iss  iss2 aud  aud+p adm
         ("GET record", format!("/v1/records/{id}"), [401, 200, 403, 200, 403, 200, 403, 200, 200, 403]),
         ("GET content", format!("/v1/records/{id}/content"), [401, 200, 403, 200, 403, 403, 403, 403, 200, 403]),
@@ -209,6 +209,11 @@ async fn the_role_matrix_of_security_md_holds_for_every_endpoint() {
         ),
         ("GET record bundle", format!("/v1/records/{id}/bundle"), [401, 200, 403, 200, 403, 403, 403, 403, 200, 403]),
         ("GET store export", format!("/v1/owners/{OWNER}/export"), [401, 200, 403, 403, 403, 403, 403, 403, 200, 403]),
+        (
+            "GET certification requests",
+            format!("/v1/agencies/{AGENCY}/certification-requests?owner={OWNER}"),
+            [401, 200, 403, 200, 200, 200, 403, 200, 200, 403],
+        ),
     ];
     let before = api.access_log().len();
     let mut logged = 0;
@@ -595,6 +600,8 @@ async fn the_served_openapi_document_is_the_checked_in_one_and_describes_every_r
         ("get", "/v1/owners/{owner}/log-entries"),
         ("get", "/v1/owners/{owner}/export"),
         ("get", "/v1/records/{id}/bundle"),
+        ("get", "/v1/agencies/{agency}/certification-requests"),
+        ("post", "/v1/certifications"),
         ("get", "/v1/certificates"),
         ("post", "/v1/certificates"),
         ("post", "/v1/certificates/{id}/revocation"),
@@ -962,4 +969,196 @@ async fn the_public_page_of_a_printed_result_says_authentic_and_valid_without_co
     let forged = Browser::new(&api).get(&format!("/verify/{}", "ab".repeat(32))).await;
     assert_eq!(forged.status, StatusCode::NOT_FOUND);
     assert!(forged.text().contains("id=\"verdict\""));
+}
+
+/// A multipart form as a browser sends it: fields in order, the file last.
+fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "----khoformboundary7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes(),
+        );
+    }
+    if let Some((filename, bytes)) = file {
+        body.extend(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{boundary}--\r\n").bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Browser<'_> {
+    async fn upload(&mut self, fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> Reply {
+        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let (content_type, body) = multipart(fields, file);
+        let headers = [("cookie", cookie.as_str()), ("content-type", content_type.as_str())];
+        self.api.call("POST", "/uploads", None, &headers, body).await
+    }
+}
+
+#[tokio::test]
+async fn a_citizen_uploads_a_scan_asks_an_agency_and_the_agencys_certification_makes_it_a_certified_copy() {
+    let api = Api::new();
+    let owner = OwnerId::parse(OWNER).expect("owner");
+    let mut browser = Browser::new(&api);
+    browser.sign_in(&api.token(Role::Citizen)).await;
+    let csrf = browser.csrf().await;
+    let mut scan = b"%PDF-1.4\n".to_vec();
+    scan.extend(std::iter::repeat_n(b'x', 3000));
+
+    // Refused uploads store nothing: no CSRF token, not a scan, no title.
+    let before = api.state();
+    let title = ("title", "Bằng tốt nghiệp THPT");
+    let no_csrf = browser.upload(&[title], Some(("scan.pdf", &scan))).await;
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
+    let wrong_csrf = browser.upload(&[("csrf", &"0".repeat(64)), title], Some(("scan.pdf", &scan))).await;
+    assert_eq!(wrong_csrf.status, StatusCode::FORBIDDEN);
+    let not_a_scan = browser.upload(&[("csrf", &csrf), title], Some(("virus.exe", b"MZ\x90\x00 payload"))).await;
+    assert_eq!(not_a_scan.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let untitled = browser.upload(&[("csrf", &csrf), ("title", " ")], Some(("scan.pdf", &scan))).await;
+    assert_eq!(untitled.status, StatusCode::BAD_REQUEST);
+    assert_eq!(api.state(), before);
+    // An officer is not a citizen: the pages do not sign them in, so nothing is uploaded anywhere.
+    let mut officer = Browser::new(&api);
+    officer.sign_in(&api.token(Role::Officer)).await;
+    let officer_csrf = officer.csrf().await;
+    let refused = officer.upload(&[("csrf", &officer_csrf), title], Some(("scan.pdf", &scan))).await;
+    assert_eq!((refused.status, refused.location()), (StatusCode::SEE_OTHER, "/signin"));
+    assert_eq!(api.state(), before);
+
+    let uploaded = browser.upload(&[("csrf", &csrf), title], Some(("scan.pdf", &scan))).await;
+    assert_eq!(uploaded.status, StatusCode::SEE_OTHER, "{}", uploaded.text());
+    let page = api.state.vault().list_owner(&owner, &Default::default(), None, 10).expect("list");
+    let upload = page.records.iter().find(|v| v.record.body().is_self_upload()).expect("uploaded").id();
+    assert_eq!(uploaded.location(), format!("/uploads#upload-{upload}"));
+    let list = browser.get("/uploads").await.text();
+    assert!(list.contains("badge self_uploaded") && list.contains("Bằng tốt nghiệp THPT"), "{list}");
+    let documents = browser.get("/documents").await.text();
+    assert!(documents.contains("badge self_uploaded"), "the upload is among the documents, marked");
+    let page = browser.get(&format!("/documents/{upload}")).await.text();
+    assert!(page.contains("Tự tải lên") && page.contains("không có giá trị pháp lý"), "marked not legally valid");
+
+    // Another citizen cannot ask for certification of it.
+    let mut other = Browser::new(&api);
+    other.sign_in(&other_citizen(&api)).await;
+    let other_csrf = other.csrf().await;
+    let theirs =
+        other.post(&format!("/uploads/{upload}/certification"), &[("csrf", &other_csrf), ("agency", AGENCY)]).await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    let no_csrf = browser.post(&format!("/uploads/{upload}/certification"), &[("csrf", ""), ("agency", AGENCY)]).await;
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
+    let asked = browser.post(&format!("/uploads/{upload}/certification"), &[("csrf", &csrf), ("agency", AGENCY)]).await;
+    assert_eq!(asked.status, StatusCode::SEE_OTHER);
+
+    // The agency's officer at the counter looks the person up (logged), reads the scan with a purpose
+    // (logged), compares it with the original; the agency's system signs and posts the certification.
+    let requests_uri = format!("/v1/agencies/{AGENCY}/certification-requests?owner={OWNER}");
+    let log_before = api.access_log().len();
+    let requests = api.call("GET", &requests_uri, Some(&api.token(Role::Officer)), &[], Vec::new()).await;
+    assert_eq!(requests.status, StatusCode::OK);
+    let listed = requests.json()["requests"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["record"]["record"]["id"], upload.to_hex());
+    let other_uri = format!("/v1/agencies/{OTHER_AGENCY}/certification-requests?owner={OWNER}");
+    let issuer_other = token_with(&api.idp, Role::Issuer, |c| c.agency = Some(OTHER_AGENCY.into()));
+    let theirs = api.call("GET", &other_uri, Some(&issuer_other), &[], Vec::new()).await;
+    assert!(theirs.json()["requests"].as_array().is_some_and(Vec::is_empty), "nothing was sent to the other agency");
+    let content = api
+        .call(
+            "GET",
+            &format!("/v1/records/{upload}/content"),
+            Some(&api.token(Role::Officer)),
+            &[("kho-purpose", PURPOSE)],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(content.body, scan);
+    let log = api.access_log();
+    assert_eq!(log.len(), log_before + 3, "the look-ups and the read are in the owner's log");
+
+    let certification = |officer: &str, agency: &str, key: &SecretKey| {
+        Signed::sign(
+            kho::statement::CopyCertification {
+                record: upload,
+                agency: code(agency),
+                officer: Title::parse(officer).expect("officer"),
+                original_type: code("BTN"),
+                original: Title::parse("Bằng tốt nghiệp THPT số A123, bản chính").expect("original"),
+                signed_at_ms: now_unix_ms(),
+            },
+            key,
+        )
+        .to_envelope()
+    };
+    let before = api.state();
+    let issuer = api.token(Role::Issuer);
+    let by_officer = api
+        .call(
+            "POST",
+            "/v1/certifications",
+            Some(&api.token(Role::Officer)),
+            &[],
+            certification("A", AGENCY, &api.issuer),
+        )
+        .await;
+    assert_eq!(by_officer.status, StatusCode::FORBIDDEN, "officers compare; the agency's system signs");
+    let for_other = api
+        .call("POST", "/v1/certifications", Some(&issuer), &[], certification("A", OTHER_AGENCY, &api.other_issuer))
+        .await;
+    assert_eq!((for_other.status, for_other.code().as_str()), (StatusCode::FORBIDDEN, "other_agency"));
+    let unasked = api
+        .call(
+            "POST",
+            "/v1/certifications",
+            Some(&issuer_other),
+            &[],
+            certification("A", OTHER_AGENCY, &api.other_issuer),
+        )
+        .await;
+    assert_eq!((unasked.status, unasked.code().as_str()), (StatusCode::FORBIDDEN, "certification_not_requested"));
+    let wrong_key =
+        api.call("POST", "/v1/certifications", Some(&issuer), &[], certification("A", AGENCY, &api.other_issuer)).await;
+    assert_eq!(
+        (wrong_key.status, wrong_key.code().as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "key_of_another_agency")
+    );
+    let garbage = api.call("POST", "/v1/certifications", Some(&issuer), &[], b"not a statement".to_vec()).await;
+    assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
+    assert_eq!(api.state(), before);
+
+    let certified = api
+        .call("POST", "/v1/certifications", Some(&issuer), &[], certification("Nguyễn Văn An", AGENCY, &api.issuer))
+        .await;
+    assert_eq!(certified.status, StatusCode::CREATED, "{}", certified.text());
+    let status = &certified.json()["status"];
+    assert_eq!(status["status"], "certified_copy");
+    assert_eq!((status["agency"].as_str(), status["officer"].as_str()), (Some(AGENCY), Some("Nguyễn Văn An")));
+    let again = api
+        .call("POST", "/v1/certifications", Some(&issuer), &[], certification("Lê Văn C", AGENCY, &api.issuer))
+        .await;
+    assert_eq!((again.status, again.code().as_str()), (StatusCode::CONFLICT, "already_certified"));
+    let requests = api.call("GET", &requests_uri, Some(&api.token(Role::Officer)), &[], Vec::new()).await;
+    assert!(requests.json()["requests"].as_array().is_some_and(Vec::is_empty), "done: no longer pending");
+
+    // The citizen sees a certified copy; so does anyone checking the printed copy's QR code (once the
+    // certification is inside a signed checkpoint).
+    api.state.vault().sign_checkpoint().expect("sign").expect("checkpoint");
+    let list = browser.get("/uploads").await.text();
+    assert!(list.contains("badge certified_copy"), "{list}");
+    let page = browser.get(&format!("/documents/{upload}")).await.text();
+    assert!(
+        page.contains("Bằng tốt nghiệp THPT số A123") && page.contains("Nguyễn Văn An"),
+        "who and from what original"
+    );
+    let public = Browser::new(&api).get(&format!("/verify/{upload}")).await.text();
+    assert!(public.contains("badge certified_copy") && public.contains("notice good"));
+    assert!(!public.contains(OWNER) && !public.contains("Nguyễn Văn An"), "no owner, no officer on the public page");
 }

@@ -1374,9 +1374,99 @@ fn a_citizen_sees_documents_accesses_shares_and_a_printed_copy_check_in_real_chr
     );
     browser.screenshot("08-printed-copy-check");
 
+    // Upload a scan and ask the agency to certify it. The agency's officer looks the person up and
+    // reads the scan for the dossier (both in the owner's log), compares it with the original, and the
+    // agency's system signs the certification with `kho certify-copy`: the upload is a certified copy.
+    let scan = std::fs::read(&qr_png).expect("a PNG to upload");
+    browser.go(&server.url("/uploads"));
+    browser.type_into("#upload-title", "Bằng tốt nghiệp THPT");
+    browser.type_into("#upload-file", &qr_png.display().to_string());
+    browser.click("#upload");
+    let uploads = browser.wait_for("#uploads", "Bằng tốt nghiệp THPT");
+    assert!(uploads.contains("Tự tải lên") && uploads.contains("chưa có giá trị pháp lý"), "{uploads}");
+    browser.screenshot("08b-uploaded");
+    browser.click("button[id^='request-']");
+    browser.wait_for("#uploads", "Đã đề nghị chứng thực");
+    let bearer = |token: &str| format!("Bearer {token}");
+    let requests: serde_json::Value = serde_json::from_str(
+        &agent()
+            .get(server.url(&format!("/v1/agencies/{AGENCY}/certification-requests?owner={OWNER}")))
+            .header("Authorization", bearer(&officer))
+            .call()
+            .expect("the agency's requests")
+            .body_mut()
+            .read_to_string()
+            .expect("body"),
+    )
+    .expect("json");
+    let upload = requests["requests"][0]["record"]["record"]["id"].as_str().expect("one request").to_owned();
+    let read = agent()
+        .get(server.url(&format!("/v1/records/{upload}/content")))
+        .header("Authorization", bearer(&officer))
+        .header("Kho-Purpose", PURPOSE)
+        .call()
+        .expect("the officer reads the scan")
+        .body_mut()
+        .read_to_vec()
+        .expect("bytes");
+    assert_eq!(read, scan, "the officer sees exactly the uploaded bytes");
+    let statement = dir.path().join("copy.kho-certification");
+    let key = dir.path().join("issuer.pem").display().to_string();
+    let signed = kho(
+        &config,
+        &[
+            "certify-copy",
+            "--key",
+            &key,
+            "--agency",
+            AGENCY,
+            "--record",
+            &upload,
+            "--officer",
+            "Nguyễn Thị Hoa",
+            "--original-type",
+            "BTN",
+            "--original",
+            "Bằng tốt nghiệp THPT số A123, bản chính",
+            "--out",
+            &statement.display().to_string(),
+        ],
+    );
+    assert!(signed.status.success(), "{}", text(&signed));
+    let posted = agent()
+        .post(server.url("/v1/certifications"))
+        .header("Authorization", bearer(&issuer))
+        .send(&std::fs::read(&statement).expect("statement")[..])
+        .expect("the agency posts its certification");
+    assert_eq!(posted.status().as_u16(), 201);
+    browser.go(&server.url("/uploads"));
+    assert!(browser.text("#uploads").contains("Bản sao chứng thực"), "{}", browser.text("#uploads"));
+    browser.go(&server.url(&format!("/documents/{upload}")));
+    browser.wait_for_text("#verdict", "Giấy tờ xác thực");
+    let page = browser.text("main");
+    assert!(page.contains("Nguyễn Thị Hoa") && page.contains("Bằng tốt nghiệp THPT số A123"), "{page}");
+    browser.screenshot("08c-certified-copy");
+    // The exported store says so too, to Kho's verifier and to the auditor's independent one.
+    let owner_token = token(&config, "citizen", &["--owner", OWNER]);
+    let store = dir.path().join("store.tar");
+    let store_path = store.display().to_string();
+    let exported =
+        kho(&config, &["export", OWNER, "--out", &store_path, "--server", &server.base, "--token", &owner_token]);
+    assert!(exported.status.success(), "{}", text(&exported));
+    let trust = vec![
+        "--anchor".to_owned(),
+        dir.path().join("anchor.pub.pem").display().to_string(),
+        "--vault-key".to_owned(),
+        dir.path().join("data").join("vault-key.pub.pem").display().to_string(),
+    ];
+    let (rust_code, rust, python_code, python) = verdicts(&config, &store, &trust);
+    assert_eq!((rust_code, python_code), (0, 0), "{rust} {python}");
+    assert_eq!(rust[&upload], "certified_copy");
+    assert_eq!(python, rust, "the Python verifier agrees");
+
     // English, then back: the same pages, other words and formats.
     browser.click("#lang-en");
-    browser.wait_for("h1", "Verify a document");
+    browser.wait_for("h1", "Document");
     browser.go(&server.url("/documents"));
     assert_eq!(browser.text("h1"), "My documents");
     assert!(browser.text("#documents").contains("Valid"));

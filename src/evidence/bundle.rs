@@ -110,7 +110,7 @@ pub fn statement_paths(dir: &str, name: &str, suffix: &str) -> (String, String) 
 
 pub const RECORD_FILE: (&str, &str) = ("record", "kho-record");
 pub const REVOCATION_FILE: (&str, &str) = ("revocation", "kho-revocation");
-pub const CERTIFICATION_FILE: (&str, &str) = ("certification", "kho-certification");
+pub const CERTIFICATION_FILE: (&str, &str) = ("certified-copy", "kho-copy");
 pub const SUPERSEDED_BY_FILE: (&str, &str) = ("superseded-by", "kho-record");
 pub const CERTIFICATE_FILE: (&str, &str) = ("certificate", "kho-cert");
 pub const CERTIFICATE_REVOCATION_FILE: (&str, &str) = ("revocation", "kho-revocation");
@@ -466,4 +466,25 @@ pub fn looks_like_bundle(head: &[u8]) -> bool {
         && head.starts_with(MANIFEST_PATH.as_bytes())
         && head[MANIFEST_PATH.len()] == 0
         && &head[257..262] == b"ustar"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file a record or certificate folder may hold has a name a plain ustar header can carry.
+    #[test]
+    fn every_statement_file_name_fits_a_ustar_name() {
+        let id = Digest([0xab; 32]);
+        let files = [RECORD_FILE, REVOCATION_FILE, CERTIFICATION_FILE, SUPERSEDED_BY_FILE];
+        for (name, suffix) in files {
+            let (statement, receipt) = statement_paths(&record_dir(&id), name, suffix);
+            assert!(statement.len() <= TAR_NAME_BYTES_MAX && receipt.len() <= TAR_NAME_BYTES_MAX, "{statement}");
+        }
+        for (name, suffix) in [CERTIFICATE_FILE, CERTIFICATE_REVOCATION_FILE] {
+            let (statement, receipt) = statement_paths(&certificate_dir(&id), name, suffix);
+            assert!(statement.len() <= TAR_NAME_BYTES_MAX && receipt.len() <= TAR_NAME_BYTES_MAX, "{statement}");
+        }
+        assert!(document_path(&id, "application/pdf").len() <= TAR_NAME_BYTES_MAX);
+    }
 }

@@ -23,12 +23,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from verify_record import Reader, parse  # noqa: E402
 from verify_log import leaf_hash, open_checkpoint, sha256, verify_inclusion, verify_map_proof  # noqa: E402
 
-VERDICTS = ["valid", "not_yet_valid", "expired", "superseded", "revoked", "unknown_issuer", "proof_fails",
-            "tampered"]
+VERDICTS = ["valid", "not_yet_valid", "expired", "superseded", "revoked", "self_uploaded", "certified_copy",
+            "unknown_issuer", "proof_fails", "tampered"]
 FAILURES = {"unknown_issuer", "proof_fails", "tampered"}
 EXTENSIONS = {"application/pdf": "pdf", "image/jpeg": "jpg", "image/png": "png", "image/tiff": "tif",
               "application/xml": "xml", "text/xml": "xml", "application/json": "json", "text/plain": "txt"}
-KIND_NUMBERS = {"record": 1, "record revocation": 2, "key certificate": 3, "certificate revocation": 4}
+KIND_NUMBERS = {"record": 1, "record revocation": 2, "key certificate": 3, "certificate revocation": 4,
+                "copy certification": 9}
+# FORMAT.md 1.5: the vault signs its owners' uploads under this code, and nobody else may.
+SELF_UPLOAD = "kho.self-upload"
 
 
 def fmt_ms(ms):
@@ -215,7 +218,7 @@ def main(argv):
                 return None
         return "; ".join(reasons) or "no certificate in the bundle for the signing key"
 
-    documents, record_ids, revocation_ids = {}, set(), set()
+    documents, record_ids, revocation_ids, certification_ids = {}, set(), set(), set()
     for listed in m["records"]:
         verdict, reasons = "valid", []
 
@@ -245,12 +248,33 @@ def main(argv):
             fail("tampered", "the document is not the one signed (size or SHA-256 differ)")
         try:
             accepted_at = receipted(record, base + "record.kho-receipt")["accepted_at_ms"]
-            reason = acceptance(record["signer"], record["issuer_agency"], accepted_at)
+            if record["issuer_agency"] == SELF_UPLOAD:
+                reason = None if record["signer"] == vault_key else "a self-upload not signed by the vault key"
+            else:
+                reason = acceptance(record["signer"], record["issuer_agency"], accepted_at)
             if reason:
                 fail("unknown_issuer", reason)
         except ValueError as error:
             fail("proof_fails", "record: %s" % error)
-        if verdict not in FAILURES:
+        if verdict not in FAILURES and record["issuer_agency"] == SELF_UPLOAD:
+            verdict = "self_uploaded"
+            if base + "certified-copy.kho-copy" in bundle.files:
+                try:
+                    certification = bundle.statement(base + "certified-copy.kho-copy")
+                    if certification["kind"] != "copy certification" or certification["record"] != rid:
+                        raise ValueError("the certification names another record")
+                    at = receipted(certification, base + "certified-copy.kho-receipt")["accepted_at_ms"]
+                    reason = acceptance(certification["signer"], certification["agency"], at)
+                    if reason:
+                        raise ValueError(reason)
+                    certification_ids.add(certification["id"])
+                    verdict = "certified_copy"
+                    reasons.append("certified by %s at %s from %s" % (certification["agency"], fmt_ms(at),
+                                                                       certification["original"]))
+                except ValueError as error:
+                    verdict = "proof_fails"
+                    reasons.append("certification: %s" % error)
+        elif verdict not in FAILURES:
             if base + "revocation.kho-revocation" in bundle.files:
                 try:
                     revocation = bundle.statement(base + "revocation.kho-revocation")
@@ -292,15 +316,16 @@ def main(argv):
             check(False, "%s belongs to no record the manifest lists" % name)
 
     if m["scope"] == "owner":
-        completeness(bundle, log, entries, checkpoint, record_ids, revocation_ids, check)
+        completeness(bundle, log, entries, checkpoint, record_ids, revocation_ids | certification_ids, check)
 
     failed = [what for ok, what in checks if not ok]
     print(json.dumps({"documents": documents, "failed_checks": failed}, sort_keys=True))
     return 1 if failed or any(v in FAILURES for v in documents.values()) else 0
 
 
-def completeness(bundle, log, entries, checkpoint, record_ids, revocation_ids, check):
-    """Section 4.4, then: every record, revocation and access event of the chain is in the bundle."""
+def completeness(bundle, log, entries, checkpoint, record_ids, statement_ids, check):
+    """Section 4.4, then: every record, revocation, certification and access event of the chain is in
+    the bundle."""
     owner = bundle.manifest["owner"]
     c = log["completeness"]
     index = c["commitment_index"]
@@ -334,7 +359,7 @@ def completeness(bundle, log, entries, checkpoint, record_ids, revocation_ids, c
     if not check(position == 0, "the owner's %d log entries are complete through entry #%d" % (len(chain), index)):
         return
     missing = [e["id"] for _, e in chain if (e["kind"] == 1 and e["id"] not in record_ids)
-               or (e["kind"] == 2 and e["id"] not in revocation_ids)]
+               or (e["kind"] in (2, 9) and e["id"] not in statement_ids)]
     check(not missing, "every record and revocation of the owner's log is in the bundle"
           + ("" if not missing else ": missing " + ", ".join(missing)))
     events = json.loads(bundle.files["access-log.json"])["events"]

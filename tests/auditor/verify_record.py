@@ -137,7 +137,7 @@ class Reader:
 
 
 KINDS = {1: "record", 2: "record revocation", 3: "key certificate", 4: "certificate revocation", 5: "receipt",
-         8: "vault key certificate"}
+         8: "vault key certificate", 9: "copy certification"}
 
 
 def parse(envelope):
@@ -174,6 +174,9 @@ def parse(envelope):
         out.update(certificate=r.hex32(), reason=r.str(), signed_at_ms=r.i64())
     elif kind == 5:
         out.update(statement=r.hex32(), statement_kind=r.u8(), log_index=r.u64(), accepted_at_ms=r.i64())
+    elif kind == 9:
+        out.update(record=r.hex32(), agency=r.str(), officer=r.str(), original_type=r.str(), original=r.str(),
+                   signed_at_ms=r.i64())
     else:
         raise ValueError("unknown statement kind %d" % kind)
     if r.at != len(signed):

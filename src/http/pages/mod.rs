@@ -853,7 +853,7 @@ fn check_lines(t: &Messages, view: &RecordView, checks: &RecordChecks) -> (Vec<C
             text: t.fill2("check.certified_copy", agency, t.datetime(*certified_at_ms)),
         });
     }
-    let verdict = if checks.all_passed() && view.status == Status::SelfUploaded {
+    let verdict = if checks.signature.is_ok() && checks.receipt.is_ok() && view.status == Status::SelfUploaded {
         t.get("check.verdict_self_upload")
     } else if checks.all_passed() {
         t.get("check.verdict_ok")
