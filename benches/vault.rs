@@ -294,8 +294,8 @@ fn log_operations(c: &mut Criterion) {
     group.finish();
 }
 
-/// The citizen's pages rendered by the server at the demo's size (three documents, a page of accesses,
-/// a share): time per page through the router, and each page's weight (printed once).
+/// The citizen's pages rendered by the server at the demo's size (three documents, two uploads, a page
+/// of accesses, a share): time per page through the router, and each page's weight (printed once).
 fn pages(c: &mut Criterion) {
     use kho::http::auth::{mint, Audience, Claims};
     use kho::http::{AppState, Authenticator, Limits, Role};
@@ -328,6 +328,15 @@ fn pages(c: &mut Criterion) {
         };
         bench.vault.record_access(&event).expect("access");
     }
+    // Two scans of the owner's own, one sent to an agency.
+    let mut scan = b"%PDF-1.4\n".to_vec();
+    scan.extend(std::iter::repeat_n(b'x', 200_000));
+    let title = |text: &str| kho::ids::Title::parse(text).expect("title");
+    let upload = bench.vault.upload(&owner, title("Bằng tốt nghiệp (bản chụp)"), &scan[..]).expect("upload").id;
+    scan.push(b'y');
+    bench.vault.upload(&owner, title("Học bạ (bản chụp)"), &scan[..]).expect("upload");
+    let agency = Code::parse("agency", AGENCY).expect("code");
+    bench.vault.request_certification(&owner, &upload, &agency).expect("request");
     let recipient = kho::ids::Title::parse("Ngân hàng ABC").expect("title");
     bench.vault.create_share(&owner, &ids[0], recipient, Duration::from_secs(86_400)).expect("share");
     bench.vault.sign_checkpoint().expect("checkpoint");
@@ -377,6 +386,7 @@ fn pages(c: &mut Criterion) {
         ("document", format!("/documents/{}", ids[0])),
         ("access", "/access".to_owned()),
         ("shares", "/shares".to_owned()),
+        ("uploads", "/uploads".to_owned()),
         ("verify", format!("/verify/{}", ids[1])),
     ] {
         eprintln!("page {name}: {} bytes", get(&path));

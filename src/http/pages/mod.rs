@@ -101,7 +101,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/s/{token}", get(shared_page))
         .route("/s/{token}/file", get(shared_file))
         .route("/static/kho.css", get(stylesheet))
-        .merge(uploads::routes(Router::new()))
+        .merge(uploads::router())
 }
 
 // ----- every response: security headers and the browser cookie -----

@@ -11,8 +11,8 @@ const UPLOAD_FORM_BYTES_MAX: usize = UPLOAD_SIZE_BYTES_MAX as usize + 64 * 1024;
 /// Longest title of an upload, in characters.
 const UPLOAD_TITLE_CHARS_MAX: usize = 200;
 
-pub(super) fn routes(router: Router<AppState>) -> Router<AppState> {
-    router
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
         .route("/uploads", get(uploads_page).post(upload).layer(DefaultBodyLimit::max(UPLOAD_FORM_BYTES_MAX)))
         .route("/uploads/{id}/certification", post(request_certification))
 }
@@ -107,8 +107,7 @@ async fn uploads_page(State(state): State<AppState>, ctx: Ctx) -> Response {
 async fn upload(State(state): State<AppState>, ctx: Ctx, headers: HeaderMap, multipart: Multipart) -> Response {
     let result = async {
         let (_, owner) = ctx.owner()?;
-        let bytes_and_title = read_upload_form(&ctx, &headers, multipart).await?;
-        let (title, bytes) = bytes_and_title;
+        let (title, bytes) = read_upload_form(&ctx, &headers, multipart).await?;
         let accepted = state.blocking(move |vault| vault.upload(&owner, title, &bytes[..])).await?.map_err(
             |error| match error {
                 crate::vault::UploadError::NotAScan => {
