@@ -644,8 +644,8 @@ impl Context<'_> {
         }
     }
 
-    /// For a store: the owner's chain is complete up to the commitment, every record and revocation in
-    /// it is in the bundle, and the access log is exactly the chain's access events.
+    /// For a store: the owner's chain is complete up to the commitment, every record, revocation and copy
+    /// certification in it is in the bundle, and the access log is exactly the chain's access events.
     fn completeness(&self, owner: &OwnerId, checkpoint: &Checkpoint, ids: &StatementIds, checks: &mut Checks) {
         let json = &self.log.json["completeness"];
         let evidence = (|| {

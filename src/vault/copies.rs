@@ -30,7 +30,7 @@ pub const CERTIFICATION_REQUESTS_LISTED_MAX: usize = 500;
 const SNIFF_BYTES: usize = 8;
 
 /// The reserved code as a [`Code`].
-pub fn self_upload_code() -> Code {
+fn self_upload_code() -> Code {
     Code::parse("self upload", SELF_UPLOAD_CODE).expect("the reserved code is a valid code")
 }
 

@@ -26,8 +26,8 @@ pub use access::{AccessAction, AccessEvent, AccessOutcome, AccessPage, Salt, ACC
 pub use checks::{Inclusion, RecordChecks};
 pub use completeness::{ChainPage, CheckedCompleteness, Completeness, COMPLETENESS_CHECK_ENTRIES_MAX};
 pub use copies::{
-    self_upload_code, CertificationRequest, CopyError, Upload, UploadError, CERTIFICATION_REQUESTS_PER_RECORD_MAX,
-    UPLOAD_MEDIA_TYPES, UPLOAD_SIZE_BYTES_MAX,
+    CertificationRequest, CopyError, Upload, UploadError, CERTIFICATION_REQUESTS_PER_RECORD_MAX, UPLOAD_MEDIA_TYPES,
+    UPLOAD_SIZE_BYTES_MAX,
 };
 pub use export::{AccessLogEvidence, Evidence, ExportError, ExportScope, ProvenEntry, Receipted, RecordEvidence};
 pub use scrub::{Finding, FindingKind, ScrubOptions, ScrubProgress, ScrubReport};
