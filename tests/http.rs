@@ -1084,20 +1084,7 @@ async fn a_citizen_uploads_a_scan_asks_an_agency_and_the_agencys_certification_m
     let log = api.access_log();
     assert_eq!(log.len(), log_before + 3, "the look-ups and the read are in the owner's log");
 
-    let certification = |officer: &str, agency: &str, key: &SecretKey| {
-        Signed::sign(
-            kho::statement::CopyCertification {
-                record: upload,
-                agency: code(agency),
-                officer: Title::parse(officer).expect("officer"),
-                original_type: code("BTN"),
-                original: Title::parse("Bằng tốt nghiệp THPT số A123, bản chính").expect("original"),
-                signed_at_ms: now_unix_ms(),
-            },
-            key,
-        )
-        .to_envelope()
-    };
+    let certification = |officer: &str, agency: &str, key: &SecretKey| copy_certification(upload, agency, key, officer);
     let before = api.state();
     let issuer = api.token(Role::Issuer);
     let by_officer = api

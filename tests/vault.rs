@@ -582,21 +582,6 @@ fn scan(seed: u8) -> Vec<u8> {
     bytes
 }
 
-fn copy_certification(record: Digest, agency: &str, key: &kho::statement::SecretKey, officer: &str) -> Vec<u8> {
-    Signed::sign(
-        kho::statement::CopyCertification {
-            record,
-            agency: code(agency),
-            officer: Title::parse(officer).expect("officer"),
-            original_type: code("BTN"),
-            original: Title::parse("Bằng tốt nghiệp THPT số A123").expect("original"),
-            signed_at_ms: now_unix_ms(),
-        },
-        key,
-    )
-    .to_envelope()
-}
-
 fn uploads_are_self_uploaded_until_a_requested_agency_certifies_them() {
     let f = fixture();
     let owner = OwnerId::parse(OWNER).expect("owner");

@@ -222,6 +222,23 @@ fn require_role(principal: &Principal, role: Role, what: &str) -> Result<(), Api
     }
 }
 
+/// Refuses a statement an issuer's system sends for another agency than its own.
+fn require_own_agency(principal: &Principal, agency: &Code, what: &str) -> Result<(), ApiError> {
+    if principal.agency.as_ref() == Some(agency) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("other_agency", format!("the {what} is signed for agency {agency}, not the caller's")))
+    }
+}
+
+/// The answer to an accepted statement about record `id`: 201 when new, 200 when it was accepted
+/// before, with the record as it reads now.
+async fn record_answer(state: &AppState, newly_accepted: bool, id: Digest) -> Result<Response, ApiError> {
+    let status = if newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
+    let view = load_record(state, id).await?;
+    Ok((status, Json(json::record_view_json(&view))).into_response())
+}
+
 /// Reads a statement body (certificates, revocations) up to the configured limit.
 async fn statement_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.0.limits.statement_body_size_bytes_max;
@@ -291,12 +308,7 @@ async fn deposit(
     let envelope = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, header_value.as_bytes())
         .map_err(|_| ApiError::bad_request("malformed_record", "the Kho-Record header is not base64"))?;
     let record = Signed::<Record>::from_envelope(&envelope).map_err(DepositError::from)?;
-    if principal.agency.as_ref() != Some(&record.body().issuer_agency) {
-        return Err(ApiError::forbidden(
-            "other_agency",
-            format!("the record is issued by {}, not by the caller's agency", record.body().issuer_agency),
-        ));
-    }
+    require_own_agency(&principal, &record.body().issuer_agency, "record")?;
     // Content flows from the network to the vault through a small channel: never buffered whole. The
     // worker commits only when told the body ended; a body that stops short, fails, or misses its
     // deadline drops the sender instead, and the deposit is rolled back.
@@ -349,9 +361,7 @@ async fn deposit(
         ));
     }
     let accepted = accepted??;
-    let status = if accepted.newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
-    let view = load_record(&state, accepted.id).await?;
-    Ok((status, Json(json::record_view_json(&view))).into_response())
+    record_answer(&state, accepted.newly_accepted, accepted.id).await
 }
 
 async fn revoke_record(
@@ -367,16 +377,9 @@ async fn revoke_record(
     if revocation.body().record != id {
         return Err(ApiError::bad_request("record_mismatch", "the revocation names another record than the URL"));
     }
-    if principal.agency.as_ref() != Some(&revocation.body().issuer_agency) {
-        return Err(ApiError::forbidden(
-            "other_agency",
-            "the revocation is signed for another agency than the caller's",
-        ));
-    }
+    require_own_agency(&principal, &revocation.body().issuer_agency, "revocation")?;
     let accepted = state.blocking(move |vault| vault.revoke(&envelope)).await??;
-    let status = if accepted.newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
-    let view = load_record(&state, id).await?;
-    Ok((status, Json(json::record_view_json(&view))).into_response())
+    record_answer(&state, accepted.newly_accepted, id).await
 }
 
 // ----- certified copies -----
@@ -420,17 +423,10 @@ async fn certify_copy(State(state): State<AppState>, principal: Principal, body:
     let envelope = statement_body(&state, body).await?;
     let certification = Signed::<CopyCertification>::from_envelope(&envelope).map_err(crate::vault::CopyError::from)?;
     let body = certification.body();
-    if principal.agency.as_ref() != Some(&body.agency) {
-        return Err(ApiError::forbidden(
-            "other_agency",
-            "the certification is signed for another agency than the caller's",
-        ));
-    }
+    require_own_agency(&principal, &body.agency, "certification")?;
     let record = body.record;
     let accepted = state.blocking(move |vault| vault.certify_copy(&envelope)).await??;
-    let status = if accepted.newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
-    let view = load_record(&state, record).await?;
-    Ok((status, Json(json::record_view_json(&view))).into_response())
+    record_answer(&state, accepted.newly_accepted, record).await
 }
 
 // ----- reading records -----

@@ -196,22 +196,9 @@ impl Vault {
     }
 
     /// Uploads `owner`'s scan read from `content`.
-    pub fn upload(
-        &self,
-        owner: &OwnerId,
-        title: Title,
-        mut content: impl std::io::Read,
-    ) -> Result<Accepted, UploadError> {
+    pub fn upload(&self, owner: &OwnerId, title: Title, content: impl std::io::Read) -> Result<Accepted, UploadError> {
         let mut upload = self.begin_upload(owner, title)?;
-        let mut buffer = vec![0u8; self.config.content.frame_size_bytes as usize];
-        loop {
-            match content.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(count) => upload.write(&buffer[..count])?,
-                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(DepositError::ContentRead(error).into()),
-            }
-        }
+        self.read_content(content, |bytes| upload.write(bytes))?;
         upload.commit()
     }
 

@@ -897,19 +897,27 @@ impl Vault {
     }
 
     /// Deposits a signed record with its content read from `content`.
-    pub fn deposit(&self, envelope: &[u8], mut content: impl Read) -> Result<Accepted, DepositError> {
+    pub fn deposit(&self, envelope: &[u8], content: impl Read) -> Result<Accepted, DepositError> {
         let mut deposit = self.begin_deposit(envelope)?;
+        self.read_content(content, |bytes| deposit.write(bytes))?;
+        deposit.commit()
+    }
+
+    /// Feeds `content` to `write` a frame's worth at a time; a failed read is `ContentRead`.
+    fn read_content<E: From<DepositError>>(
+        &self,
+        mut content: impl Read,
+        mut write: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut buffer = vec![0u8; self.config.content.frame_size_bytes as usize];
         loop {
-            let count = match content.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(count) => count,
+            match content.read(&mut buffer) {
+                Ok(0) => return Ok(()),
+                Ok(count) => write(&buffer[..count])?,
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(DepositError::ContentRead(error)),
-            };
-            deposit.write(&buffer[..count])?;
+                Err(error) => return Err(DepositError::ContentRead(error).into()),
+            }
         }
-        deposit.commit()
     }
 
     /// Whether a record with this id has been accepted.

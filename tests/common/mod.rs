@@ -151,6 +151,22 @@ pub fn envelope_signed_by(signed_bytes: &[u8], key: &SecretKey) -> Vec<u8> {
     envelope
 }
 
+/// A copy certification of upload `record` by `agency`, signed with `key`, compared by `officer`.
+pub fn copy_certification(record: Digest, agency: &str, key: &SecretKey, officer: &str) -> Vec<u8> {
+    Signed::sign(
+        kho::statement::CopyCertification {
+            record,
+            agency: code(agency),
+            officer: kho::ids::Title::parse(officer).expect("officer"),
+            original_type: code("BTN"),
+            original: kho::ids::Title::parse("Bằng tốt nghiệp THPT số A123, bản chính").expect("original"),
+            signed_at_ms: now_unix_ms(),
+        },
+        key,
+    )
+    .to_envelope()
+}
+
 /// Deposits `content` for OWNER by the fixture's issuer; returns the record id.
 pub fn deposit(fixture: &Fixture, content: &[u8]) -> Digest {
     let envelope = sign(record_for(content, OWNER, AGENCY), &fixture.issuer);
