@@ -297,7 +297,9 @@ fn log_operations(c: &mut Criterion) {
 /// The citizen's pages rendered by the server at the demo's size (three documents, two uploads, a page
 /// of accesses, a share): time per page through the router, and each page's weight (printed once).
 fn pages(c: &mut Criterion) {
+    use kho::http::auth::Issuer;
     use kho::http::auth::{mint, Audience, Claims};
+    use kho::http::jwks::KeySet;
     use kho::http::{AppState, Authenticator, Limits, Role};
     use tower::ServiceExt as _;
 
@@ -342,13 +344,8 @@ fn pages(c: &mut Criterion) {
     bench.vault.sign_checkpoint().expect("checkpoint");
     let Bench { _dir, vault, .. } = bench;
     let idp = SecretKey::generate();
-    let auth = Authenticator {
-        issuer: "https://id.example.vn".into(),
-        audience: "kho".into(),
-        keys: vec![idp.public_key()],
-        leeway_seconds: 0,
-        dev_key: None,
-    };
+    let provider = Issuer::new("https://id.example.vn", "kho", KeySet::ed25519(&[idp.public_key()]));
+    let auth = Authenticator { leeway_seconds: 0, ..Authenticator::new(vec![provider]) };
     let limits = Limits {
         statement_body_size_bytes_max: 65536,
         request_timeout: Duration::from_secs(30),

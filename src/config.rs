@@ -167,16 +167,109 @@ impl WitnessesConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// The identity provider's `iss` (`KHO_AUTH_ISSUER`).
-    pub issuer: String,
-    /// The `aud` tokens must carry (`KHO_AUTH_AUDIENCE`).
+    /// The `aud` tokens must carry, unless an issuer names its own (`KHO_AUTH_AUDIENCE`).
     pub audience: String,
-    /// The identity provider's Ed25519 public keys, PEM files (`KHO_AUTH_KEYS`, comma-separated).
-    pub keys: Vec<PathBuf>,
     /// Clock skew tolerated on `exp` and `nbf` (`KHO_AUTH_LEEWAY_SECONDS`).
     pub leeway_seconds: u64,
+    /// A token living longer than this (`exp` minus `iat`, or minus now) is refused
+    /// (`KHO_AUTH_TOKEN_LIFETIME_SECONDS_MAX`).
+    pub token_lifetime_seconds_max: u64,
+    /// A key set fetched from a URL is fetched again, on a token naming an unknown key id, at most
+    /// this often (`KHO_AUTH_JWKS_REFRESH_SECONDS_MIN`).
+    pub jwks_refresh_seconds_min: u64,
     /// Accept tokens minted by `kho dev-token` (`KHO_DEV_MODE=true`). Never in production.
     pub dev_mode: bool,
+    /// The identity providers whose tokens are accepted (`[[auth.issuers]]`). The environment can
+    /// name one: `KHO_AUTH_ISSUER` with `KHO_AUTH_JWKS` (a file or an http(s) URL) or `KHO_AUTH_KEYS`,
+    /// and `KHO_AUTH_ALGORITHMS`.
+    pub issuers: Vec<IssuerConfig>,
+}
+
+/// One identity provider (see docs/SECURITY.md, "Sign-in").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The `iss` of its tokens, exactly (VNeID's realm URL, the portal's WSO2 token endpoint ...).
+    pub issuer: String,
+    /// The `aud` its tokens carry; default `auth.audience`.
+    pub audience: Option<String>,
+    /// The algorithms it signs with: some of RS256, PS256, ES256, EdDSA (default: all four).
+    pub algorithms: Vec<String>,
+    /// Its JSON Web Key Set in a file.
+    pub jwks_file: Option<PathBuf>,
+    /// Its JSON Web Key Set's URL (`.../protocol/openid-connect/certs` for Keycloak): fetched at start
+    /// and again when a token names a key id it lacks.
+    pub jwks_url: Option<String>,
+    /// Ed25519 public keys in PEM files, for a provider without a key set.
+    pub keys: Vec<PathBuf>,
+    /// Accepted header `typ` values; a token without one is accepted (default `JWT`, `at+jwt`).
+    pub token_types: Option<Vec<String>>,
+    /// The roles it may grant (default all: citizen, officer, issuer, auditor, admin).
+    pub roles: Option<Vec<String>>,
+    /// Every token of this provider has this role (a citizens' provider such as VNeID); otherwise the
+    /// role comes from `role_claim`.
+    pub role: Option<String>,
+    /// The claim (or dotted path, such as `realm_access.roles`) holding the role name or names.
+    pub role_claim: String,
+    /// The provider's role names mapped to Kho's (`{ "kho-officer" = "officer" }`); empty: Kho's names.
+    pub role_values: std::collections::BTreeMap<String, String>,
+    /// The claims holding the subject, the agency code and the owner id (citizen id number).
+    pub subject_claim: String,
+    pub agency_claim: String,
+    pub owner_claim: String,
+}
+
+impl Default for IssuerConfig {
+    fn default() -> Self {
+        IssuerConfig {
+            issuer: String::new(),
+            audience: None,
+            algorithms: Vec::new(),
+            jwks_file: None,
+            jwks_url: None,
+            keys: Vec::new(),
+            token_types: None,
+            roles: None,
+            role: None,
+            role_claim: "role".into(),
+            role_values: Default::default(),
+            subject_claim: "sub".into(),
+            agency_claim: "agency".into(),
+            owner_claim: "owner".into(),
+        }
+    }
+}
+
+impl IssuerConfig {
+    /// The checks that need no file or network: a name, exactly one kind of key source, known
+    /// algorithms.
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| ConfigError::Invalid(format!("auth.issuers {:?}: {m}", self.issuer));
+        if self.issuer.is_empty() {
+            return Err(ConfigError::Invalid("an entry of auth.issuers has no issuer (its tokens' iss)".into()));
+        }
+        if self.issuer == DEV_TOKEN_ISSUER {
+            return Err(invalid(format!("{DEV_TOKEN_ISSUER:?} is the dev key's issuer; turn on dev_mode instead")));
+        }
+        let sources = usize::from(self.jwks_file.is_some())
+            + usize::from(self.jwks_url.is_some())
+            + usize::from(!self.keys.is_empty());
+        if sources != 1 {
+            return Err(invalid("give exactly one of jwks_url, jwks_file or keys".into()));
+        }
+        if let Some(url) = &self.jwks_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(format!("jwks_url {url:?} is not an http(s) address")));
+            }
+        }
+        for name in &self.algorithms {
+            let known = name.parse::<jsonwebtoken::Algorithm>().ok();
+            if !known.is_some_and(|alg| crate::http::jwks::ALGORITHMS_SUPPORTED.contains(&alg)) {
+                return Err(invalid(format!("algorithm {name:?} is not one of RS256, PS256, ES256, EdDSA")));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -208,11 +301,12 @@ impl Default for Config {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            issuer: String::new(),
             audience: "kho".into(),
-            keys: Vec::new(),
             leeway_seconds: TOKEN_LEEWAY_SECONDS_DEFAULT,
+            token_lifetime_seconds_max: crate::http::auth::TOKEN_LIFETIME_SECONDS_MAX_DEFAULT,
+            jwks_refresh_seconds_min: crate::http::jwks::JWKS_REFRESH_SECONDS_MIN_DEFAULT,
             dev_mode: false,
+            issuers: Vec::new(),
         }
     }
 }
@@ -316,17 +410,34 @@ impl Config {
         if let Some(v) = lookup("KHO_PUBLIC_URL") {
             self.public_url = Some(v);
         }
-        if let Some(v) = lookup("KHO_AUTH_ISSUER") {
-            self.auth.issuer = v;
+        if let Some(issuer) = lookup("KHO_AUTH_ISSUER") {
+            let mut one = IssuerConfig { issuer, ..IssuerConfig::default() };
+            if let Some(v) = lookup("KHO_AUTH_JWKS") {
+                if v.starts_with("http://") || v.starts_with("https://") {
+                    one.jwks_url = Some(v);
+                } else {
+                    one.jwks_file = Some(PathBuf::from(v));
+                }
+            }
+            if let Some(v) = lookup("KHO_AUTH_KEYS") {
+                one.keys = paths(&v);
+            }
+            if let Some(v) = lookup("KHO_AUTH_ALGORITHMS") {
+                one.algorithms = v.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect();
+            }
+            self.auth.issuers = vec![one];
         }
         if let Some(v) = lookup("KHO_AUTH_AUDIENCE") {
             self.auth.audience = v;
         }
-        if let Some(v) = lookup("KHO_AUTH_KEYS") {
-            self.auth.keys = paths(&v);
-        }
         if let Some(v) = lookup("KHO_AUTH_LEEWAY_SECONDS") {
             self.auth.leeway_seconds = parse_env("KHO_AUTH_LEEWAY_SECONDS", &v)?;
+        }
+        if let Some(v) = lookup("KHO_AUTH_TOKEN_LIFETIME_SECONDS_MAX") {
+            self.auth.token_lifetime_seconds_max = parse_env("KHO_AUTH_TOKEN_LIFETIME_SECONDS_MAX", &v)?;
+        }
+        if let Some(v) = lookup("KHO_AUTH_JWKS_REFRESH_SECONDS_MIN") {
+            self.auth.jwks_refresh_seconds_min = parse_env("KHO_AUTH_JWKS_REFRESH_SECONDS_MIN", &v)?;
         }
         if let Some(v) = lookup("KHO_DEV_MODE") {
             self.auth.dev_mode = parse_env("KHO_DEV_MODE", &v)?;
@@ -348,16 +459,17 @@ impl Config {
     }
 
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.auth.keys.is_empty() && !self.auth.dev_mode {
+        if self.auth.issuers.is_empty() && !self.auth.dev_mode {
             return Err(ConfigError::Invalid(
-                "no identity provider keys (auth.keys / KHO_AUTH_KEYS) and dev mode is off: nobody could sign in"
+                "no identity provider ([[auth.issuers]] / KHO_AUTH_ISSUER) and dev mode is off: nobody could sign in"
                     .into(),
             ));
         }
-        if !self.auth.keys.is_empty() && self.auth.issuer.is_empty() {
-            return Err(ConfigError::Invalid(
-                "auth.issuer must name the identity provider whose keys are configured".into(),
-            ));
+        for (index, issuer) in self.auth.issuers.iter().enumerate() {
+            issuer.check()?;
+            if self.auth.issuers[..index].iter().any(|other| other.issuer == issuer.issuer) {
+                return Err(ConfigError::Invalid(format!("auth.issuers names {:?} twice", issuer.issuer)));
+            }
         }
         for (name, value) in [
             ("document_size_bytes_max", self.document_size_bytes_max),
@@ -367,6 +479,7 @@ impl Config {
             ("header_read_timeout_seconds", self.header_read_timeout_seconds),
             ("idle_timeout_seconds", self.idle_timeout_seconds),
             ("connections_max", self.connections_max as u64),
+            ("auth.token_lifetime_seconds_max", self.auth.token_lifetime_seconds_max),
             ("checkpoint_interval_ms", self.checkpoint_interval_ms),
             ("scrub_bytes_per_second", self.scrub_bytes_per_second),
         ] {
@@ -397,7 +510,7 @@ mod tests {
             r#"
             data_dir = "/srv/kho"
             listen = "0.0.0.0:9000"
-            [auth]
+            [[auth.issuers]]
             issuer = "https://id.example.vn"
             keys = ["idp.pub.pem"]
             "#,

@@ -13,7 +13,9 @@ use axum::Router;
 use base64::Engine as _;
 use common::*;
 use http_body_util::BodyExt as _;
+use kho::http::auth::Issuer;
 use kho::http::auth::{mint, Audience, Claims};
+use kho::http::jwks::KeySet;
 use kho::http::{AppState, Authenticator, Limits, Role};
 use kho::ids::{now_unix_ms, Digest, OwnerId, Title};
 use kho::statement::{CertificateRevocation, RecordRevocation, SecretKey, Signed};
@@ -64,13 +66,8 @@ impl Api {
         let record = deposit(&fixture, &content);
         let Fixture { dir, anchor, issuer, other_issuer, vault, .. } = fixture;
         let idp = key(70);
-        let auth = Authenticator {
-            issuer: IDP.into(),
-            audience: "kho".into(),
-            keys: vec![idp.public_key()],
-            leeway_seconds: 0,
-            dev_key: None,
-        };
+        let provider = Issuer::new(IDP, "kho", KeySet::ed25519(&[idp.public_key()]));
+        let auth = Authenticator { leeway_seconds: 0, ..Authenticator::new(vec![provider]) };
         let limits = Limits {
             statement_body_size_bytes_max: 64 * 1024,
             request_timeout: Duration::from_secs(30),

@@ -1268,6 +1268,144 @@ fn read_qr(image: &Path) -> String {
     String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
 }
 
+/// Two identity providers configured in the server's file, as a deployment has them: VNeID (Keycloak,
+/// RS256, every user a citizen, the id number in `citizen_id`) and the agencies' provider (ES256, roles
+/// in `realm_access.roles` under its own names). Tokens they sign reach the API and the pages; each
+/// provider grants only its roles, in its algorithms.
+#[test]
+fn tokens_of_two_identity_providers_sign_in_within_the_roles_and_algorithms_each_is_allowed() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+    use p256::pkcs8::EncodePrivateKey as _;
+    use rsa::pkcs1::EncodeRsaPrivateKey as _;
+    use rsa::traits::PublicKeyParts as _;
+    const VNEID: &str = "https://sso.dancuquocgia.gov.vn/realms/vneid";
+    const AGENCIES: &str = "https://sso.dichvucong.gov.vn/oauth2/token";
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let dir = tempfile::tempdir().expect("dir");
+    let rsa_key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).expect("rsa");
+    let ec_key = p256::SecretKey::random(&mut rand_core::OsRng);
+    let point = ec_key.public_key().to_encoded_point(false);
+    std::fs::write(
+        dir.path().join("vneid.jwks"),
+        serde_json::json!({"keys": [{"kty": "RSA", "kid": "vneid-2026", "use": "sig", "alg": "RS256",
+            "n": b64(&rsa_key.n().to_bytes_be()), "e": b64(&rsa_key.e().to_bytes_be())}]})
+        .to_string(),
+    )
+    .expect("jwks");
+    std::fs::write(
+        dir.path().join("agencies.jwks"),
+        serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "dvc-1",
+            "x": b64(point.x().expect("x")), "y": b64(point.y().expect("y"))}]})
+        .to_string(),
+    )
+    .expect("jwks");
+    let config = dir.path().join("kho.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = {data:?}
+listen = "127.0.0.1:0"
+shutdown_grace_seconds = 5
+[[auth.issuers]]
+issuer = "{VNEID}"
+jwks_file = {vneid:?}
+algorithms = ["RS256"]
+role = "citizen"
+roles = ["citizen"]
+owner_claim = "citizen_id"
+[[auth.issuers]]
+issuer = "{AGENCIES}"
+jwks_file = {agencies:?}
+algorithms = ["ES256"]
+role_claim = "realm_access.roles"
+role_values = {{ "kho-officer" = "officer", "kho-auditor" = "auditor" }}
+roles = ["officer", "auditor"]
+agency_claim = "ma_co_quan"
+"#,
+            data = dir.path().join("data"),
+            vneid = dir.path().join("vneid.jwks"),
+            agencies = dir.path().join("agencies.jwks"),
+        ),
+    )
+    .expect("config");
+    let server = Server::start(&config);
+    let now = now_unix_ms() / 1000;
+    let vneid_token = |claims: serde_json::Value, alg: Algorithm| {
+        let mut header = Header::new(alg);
+        header.kid = Some("vneid-2026".into());
+        let key = match alg {
+            Algorithm::RS256 | Algorithm::PS256 => {
+                EncodingKey::from_rsa_der(rsa_key.to_pkcs1_der().expect("der").as_bytes())
+            }
+            _ => EncodingKey::from_ec_der(ec_key.to_pkcs8_der().expect("der").as_bytes()),
+        };
+        jsonwebtoken::encode(&header, &claims, &key).expect("token")
+    };
+    let agencies_token = |claims: serde_json::Value| {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("dvc-1".into());
+        let key = EncodingKey::from_ec_der(ec_key.to_pkcs8_der().expect("der").as_bytes());
+        jsonwebtoken::encode(&header, &claims, &key).expect("token")
+    };
+    let citizen = serde_json::json!({"iss": VNEID, "aud": "kho", "sub": "f3a1-vneid", "iat": now, "exp": now + 300,
+        "citizen_id": OWNER, "typ": "Bearer"});
+    let officer = serde_json::json!({"iss": AGENCIES, "aud": ["kho", "account"], "sub": "can-bo-07", "iat": now,
+        "exp": now + 300, "realm_access": {"roles": ["offline_access", "kho-officer"]}, "ma_co_quan": AGENCY});
+    let get = |path: &str, token: &str, purpose: Option<&str>| {
+        let mut request = agent().get(server.url(path)).header("authorization", &format!("Bearer {token}"));
+        if let Some(purpose) = purpose {
+            request = request.header("kho-purpose", purpose);
+        }
+        let mut response = request.call().expect("request");
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap_or_default())
+    };
+    let records = format!("/v1/owners/{OWNER}/records");
+    let access = format!("/v1/owners/{OWNER}/access-log");
+
+    // The citizen, from VNeID, reads their own store; the officer, from the agencies' provider, reads it
+    // for a dossier, and that read is in the citizen's access log with the officer's agency.
+    assert_eq!(get(&records, &vneid_token(citizen.clone(), Algorithm::RS256), None).0, 200);
+    assert_eq!(get(&records, &agencies_token(officer.clone()), Some(PURPOSE)).0, 200);
+    let (status, log) = get(&access, &vneid_token(citizen.clone(), Algorithm::RS256), None);
+    assert_eq!(status, 200, "{log}");
+    assert!(log.contains("can-bo-07") && log.contains(AGENCY) && log.contains(PURPOSE), "{log}");
+    // The pages take the same token.
+    let (status, page) = get("/documents", &vneid_token(citizen.clone(), Algorithm::RS256), None);
+    assert_eq!(status, 200);
+    assert!(page.contains(OWNER), "the page names the signed-in citizen");
+
+    // Each provider within its own roles and algorithms.
+    let refused = |token: String, code: &str| {
+        let (status, body) = get(&records, &token, Some(PURPOSE));
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains(code), "{code} expected: {body}");
+    };
+    let mut admin_claim = citizen.clone();
+    admin_claim["role"] = "admin".into();
+    let (status, body) =
+        get(&format!("/v1/owners/{OTHER_OWNER}/records"), &vneid_token(admin_claim, Algorithm::RS256), None);
+    assert_eq!(status, 403, "a VNeID user is a citizen whatever the token claims: {body}");
+    assert!(body.contains("not_your_store"), "{body}");
+    refused(vneid_token(citizen.clone(), Algorithm::PS256), "algorithm_not_allowed");
+    let mut as_citizen = officer.clone();
+    as_citizen["realm_access"]["roles"] = serde_json::json!(["citizen"]);
+    refused(agencies_token(as_citizen), "invalid_claims");
+    let mut foreign = officer.clone();
+    foreign["iss"] = format!("{VNEID}/").into();
+    refused(agencies_token(foreign), "wrong_issuer");
+    let mut long = officer;
+    long["exp"] = (now + 24 * 3600).into();
+    refused(agencies_token(long), "token_lifetime_too_long");
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("vneid-2026".into());
+    header.crit = Some(vec!["b64".into()]);
+    let key = EncodingKey::from_rsa_der(rsa_key.to_pkcs1_der().expect("der").as_bytes());
+    refused(jsonwebtoken::encode(&header, &citizen, &key).expect("token"), "unsupported_critical_header");
+    server.stop();
+}
+
 #[test]
 fn a_citizen_sees_documents_accesses_shares_and_a_printed_copy_check_in_real_chromium() {
     if !webdriver::available() || Command::new("zbarimg").arg("--version").output().is_err() {

@@ -357,8 +357,9 @@ struct DevTokenArgs {
     /// The owner id (citizen).
     #[arg(long)]
     owner: Option<String>,
-    /// Hours until the token expires.
-    #[arg(long, default_value_t = 8)]
+    /// Hours until the token expires (the server refuses tokens living longer than
+    /// auth.token_lifetime_seconds_max, 12 hours by default).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=12))]
     hours: u32,
     /// The server's configuration file: the dev key lives in its data directory.
     #[arg(long, env = "KHO_CONFIG")]

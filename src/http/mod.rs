@@ -8,6 +8,7 @@
 pub mod access;
 pub mod auth;
 mod error;
+pub mod jwks;
 mod log;
 pub mod openapi;
 pub mod pages;
@@ -27,7 +28,7 @@ use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::ids::{now_unix_ms, Code, Digest, OwnerId};
+use crate::ids::{Code, Digest, OwnerId};
 use crate::json;
 use crate::statement::{CertificateRevocation, CopyCertification, PublicKey, Record, RecordRevocation, Signed};
 use crate::vault::{
@@ -184,7 +185,7 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(&parts.headers).ok_or(auth::AuthError::MissingToken)?;
-        let principal = state.0.auth.verify(token, now_unix_ms() / 1000)?;
+        let principal = state.0.auth.authenticate(token).await?;
         if principal.dev {
             tracing::warn!(subject = %principal.subject, role = principal.role.as_str(),
                 "DEV MODE: accepted a token minted by `kho dev-token`; never enable dev mode in production");

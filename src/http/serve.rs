@@ -23,7 +23,6 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, DEV_TOKEN_ISSUER, DEV_TOKEN_KEY_FILE};
 use crate::keys::{self, KeyFileError};
-use crate::statement::PublicKey;
 use crate::vault::{OpenError, Vault};
 
 use super::{router, AppState, Authenticator, Limits};
@@ -67,7 +66,6 @@ pub fn state(config: &Config) -> Result<AppState, ServeError> {
             "the store was repaired at open; see the warnings above"
         );
     }
-    let keys: Vec<PublicKey> = config.auth.keys.iter().map(|p| keys::read_public_key(p)).collect::<Result<_, _>>()?;
     let dev_signer = if config.auth.dev_mode {
         tracing::warn!(
             "DEV MODE IS ON: tokens minted by `kho dev-token` (iss {DEV_TOKEN_ISSUER:?}) are accepted; never run this in production"
@@ -77,13 +75,7 @@ pub fn state(config: &Config) -> Result<AppState, ServeError> {
         None
     };
     let dev_key = dev_signer.as_ref().map(|key| key.public_key());
-    let auth = Authenticator {
-        issuer: config.auth.issuer.clone(),
-        audience: config.auth.audience.clone(),
-        keys,
-        leeway_seconds: config.auth.leeway_seconds,
-        dev_key,
-    };
+    let auth = Authenticator::from_config(&config.auth, dev_key.as_ref())?;
     let limits = Limits {
         statement_body_size_bytes_max: config.statement_body_size_bytes_max,
         request_timeout: Duration::from_secs(config.request_timeout_seconds),

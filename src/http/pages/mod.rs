@@ -192,10 +192,12 @@ impl FromRequestParts<AppState> for Ctx {
         let t = Messages { locale, utc_offset_minutes: state.vault().config().utc_offset_minutes };
         let browser = parts.extensions.get::<BrowserId>().map(|b| b.0.clone()).unwrap_or_default();
         let csrf = blake3::keyed_hash(&state.0.csrf_key, browser.as_bytes());
-        let now = now_unix_ms() / 1000;
         let bearer = super::bearer_token(headers);
         let session = cookie(headers, SESSION_COOKIE);
-        let verified = bearer.or(session).map(|token| state.0.auth.verify(token, now));
+        let verified = match bearer.or(session) {
+            Some(token) => Some(state.0.auth.authenticate(token).await),
+            None => None,
+        };
         let session_ended = matches!(verified, Some(Err(_))) && bearer.is_none();
         let principal = verified.and_then(Result::ok);
         let origin = match &state.0.pages.public_url {
@@ -516,7 +518,7 @@ async fn signin(State(state): State<AppState>, ctx: Ctx, headers: HeaderMap, for
     let result = (|| {
         ctx.check_form(&headers, &form.csrf)?;
         let token = form.token.trim();
-        let principal = state.0.auth.verify(token, now_unix_ms() / 1000).map_err(|error| PageError::Show {
+        let principal = state.0.auth.verify(token).map_err(|error| PageError::Show {
             status: StatusCode::UNAUTHORIZED,
             key: "error.signin_failed",
             detail: error.to_string(),
@@ -545,7 +547,7 @@ async fn signin_demo(State(state): State<AppState>, ctx: Ctx, headers: HeaderMap
         let now = now_unix_ms() / 1000;
         let claims = super::auth::Claims {
             iss: crate::config::DEV_TOKEN_ISSUER.into(),
-            aud: super::auth::Audience::One(state.0.auth.audience.clone()),
+            aud: super::auth::Audience::One(state.0.auth.dev_audience().unwrap_or("kho").to_owned()),
             sub: format!("demo-citizen-{owner}"),
             exp: now + SESSION_SECONDS_MAX,
             nbf: Some(now),
@@ -555,7 +557,7 @@ async fn signin_demo(State(state): State<AppState>, ctx: Ctx, headers: HeaderMap
             owner: Some(owner.to_string()),
         };
         let token = super::auth::mint(&claims, signer);
-        let principal = state.0.auth.verify(&token, now).map_err(ApiError::from)?;
+        let principal = state.0.auth.verify(&token).map_err(ApiError::from)?;
         session_response(&principal, &token)
     })();
     ctx.respond(result)
