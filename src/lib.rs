@@ -39,3 +39,4 @@ pub mod statement;
 pub mod store;
 pub mod vault;
 pub mod witness;
+pub mod x509;

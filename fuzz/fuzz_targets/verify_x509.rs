@@ -1,0 +1,31 @@
+//! Arbitrary bytes as a certificate, a CRL and an OCSP response: the DER parsers, path validation and
+//! the revocation checks never panic, and whatever parses is canonical DER.
+#![no_main]
+
+use kho::x509::path::RevocationPolicy;
+use kho::x509::{Anchor, Certificate, Crl, OcspResponse, RevocationEvidence, TrustStore};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|input: (&[u8], &[u8], i64)| {
+    let (first, second, at_ms) = input;
+    let crl = Crl::from_der(second).ok();
+    let ocsp = OcspResponse::from_der(second).ok();
+    let _ = Certificate::all_from_pem_or_der(first);
+    let Ok(cert) = Certificate::from_der(first) else { return };
+    assert_eq!(cert.der(), first, "a certificate is kept as the exact bytes it came in");
+    let _ = (cert.subject(), cert.issuer(), cert.serial_hex(), cert.validity_ms(), cert.fingerprint());
+    let evidence = RevocationEvidence { crls: crl.into_iter().collect(), ocsp: ocsp.into_iter().collect() };
+    let anchor = Anchor {
+        certificate: cert.clone(),
+        agency_attribute: "2.5.4.11".parse().expect("oid"),
+        agency_prefix: String::new(),
+    };
+    let _ = anchor.agency_of(&cert);
+    for required in [true, false] {
+        let store = TrustStore {
+            anchors: vec![anchor.clone()],
+            revocation: RevocationPolicy { required, ..RevocationPolicy::default() },
+        };
+        let _ = store.validate(&cert, std::slice::from_ref(&cert), at_ms, &evidence);
+    }
+});

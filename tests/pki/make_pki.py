@@ -1,0 +1,160 @@
+"""Builds Kho's test PKI with certomancer and asks pyhanko-certvalidator, an independent validator,
+for its verdict on every case the Rust tests check.
+
+Usage: python make_pki.py OUT_DIR
+
+Writes OUT_DIR/certs/<label>.der, OUT_DIR/crl/<repo>@<date>.der, OUT_DIR/ocsp/<cert>@<date>.der and
+OUT_DIR/cases.json: for each case, the leaf, the intermediates, the roots Kho is configured with, the
+revocation evidence supplied, the validation time, and the validator's verdict, one of
+valid / expired / revoked / no_path / bad_signature / no_revocation_info.
+"""
+
+import asyncio
+import datetime
+import json
+import pathlib
+import sys
+
+from asn1crypto import algos, ocsp, x509
+from certomancer.registry import ArchLabel, CertLabel, CertomancerConfig, ServiceLabel
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pyhanko_certvalidator import CertificateValidator, ValidationContext
+from pyhanko_certvalidator import errors
+
+HERE = pathlib.Path(__file__).resolve().parent
+EC_KEYS = {"pub-root", "pub-interm", "pub-signer-ec", "gov-signer-ec"}
+SIGNERS = ["gov-signer-rsa", "gov-signer-ec", "gov-expired", "gov-revoked", "pub-signer-ec", "pub-signer-rsa",
+           "rogue-signer"]
+
+
+def utc(text):
+    return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.timezone.utc)
+
+
+def make_keys(directory):
+    directory.mkdir(parents=True, exist_ok=True)
+    config = (HERE / "certomancer.yml").read_text()
+    for line in config.splitlines():
+        line = line.strip()
+        if not line.endswith(".key.pem}"):
+            continue
+        label = line.split(":")[0]
+        path = directory / f"{label}.key.pem"
+        if path.exists():
+            continue
+        key = ec.generate_private_key(ec.SECP256R1()) if label in EC_KEYS else rsa.generate_private_key(65537, 2048)
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+
+
+def ocsp_response(arch, cert_label, at):
+    cert = arch.get_cert(CertLabel(cert_label))
+    issuer = arch.get_cert(CertLabel(cert_label.split("-")[0] + "-interm"))
+    cert_id = ocsp.CertId({
+        "hash_algorithm": algos.DigestAlgorithm({"algorithm": "sha1"}),
+        "issuer_name_hash": issuer.subject.sha1,
+        "issuer_key_hash": issuer.public_key.sha1,
+        "serial_number": cert.serial_number,
+    })
+    request = ocsp.OCSPRequest({"tbs_request": {"request_list": [{"req_cert": cert_id}]}})
+    responder = arch.service_registry.summon_responder(ServiceLabel(cert_label.split("-")[0] + "-interm"), at_time=at)
+    return responder.build_ocsp_response(request)
+
+
+async def verdict(leaf, intermediates, roots, crls, ocsps, moment):
+    context = ValidationContext(trust_roots=roots, other_certs=intermediates, crls=crls, ocsps=ocsps, moment=moment,
+                                allow_fetching=False, revocation_mode="hard-fail")
+    validator = CertificateValidator(leaf, intermediate_certs=intermediates, validation_context=context)
+    try:
+        await validator.async_validate_usage({"digital_signature"})
+        return "valid"
+    except errors.RevokedError:
+        return "revoked"
+    except errors.ExpiredError:
+        return "expired"
+    except errors.InsufficientRevinfoError:
+        return "no_revocation_info"
+    except errors.PathBuildingError:
+        return "no_path"
+    except errors.PathValidationError as error:
+        text = str(error).lower()
+        if "signature" in text:
+            return "bad_signature"
+        if "expired" in text or "not valid until" in text:
+            return "expired"
+        if "revoked" in text:
+            return "revoked"
+        if "revocation" in text or "crl" in text or "ocsp" in text:
+            return "no_revocation_info"
+        return "invalid: " + str(error)
+
+
+def main(out):
+    out = pathlib.Path(out)
+    make_keys(out / "keys")
+    config = CertomancerConfig.from_file(str(HERE / "certomancer.yml"), key_search_dir=str(out))
+    arch = config.get_pki_arch(ArchLabel("kho"))
+    for directory in ("certs", "crl", "ocsp"):
+        (out / directory).mkdir(exist_ok=True)
+    certs = {}
+    labels = ["gov-root", "gov-interm", "gov-ocsp", "tsa", "pub-root", "pub-interm", "rogue-root"] + SIGNERS
+    for label in labels:
+        cert = arch.get_cert(CertLabel(label))
+        certs[label] = cert
+        (out / "certs" / f"{label}.der").write_bytes(cert.dump())
+    # A signer whose certificate's signature was altered on the way.
+    tampered = bytearray(certs["gov-signer-rsa"].dump())
+    tampered[-10] ^= 0x01
+    (out / "certs" / "gov-signer-rsa-tampered.der").write_bytes(bytes(tampered))
+    certs["gov-signer-rsa-tampered"] = x509.Certificate.load(bytes(tampered))
+
+    dates = {"2025-03-01": utc("2025-03-01T12:00:00"), "2026-02-01": utc("2026-02-01T12:00:00"),
+             "2026-06-01": utc("2026-06-01T12:00:00")}
+    crls, ocsps = {}, {}
+    for repo in ("gov-interm", "pub-interm", "gov-root", "pub-root"):
+        for name, at in dates.items():
+            crl = arch.service_registry.get_crl(ServiceLabel(repo), at_time=at)
+            crls[f"{repo}@{name}"] = crl
+            (out / "crl" / f"{repo}@{name}.der").write_bytes(crl.dump())
+    for signer in SIGNERS:
+        if signer.startswith("rogue"):
+            continue
+        for name, at in dates.items():
+            response = ocsp_response(arch, signer, at)
+            ocsps[f"{signer}@{name}"] = response
+            (out / "ocsp" / f"{signer}@{name}.der").write_bytes(response.dump())
+
+    gov = ["gov-root"]
+    pub = ["pub-root"]
+    both = gov + pub
+    cases = [
+        # name, leaf, intermediates, roots, crls, ocsps, time
+        ("gov RSA signer, CRLs", "gov-signer-rsa", ["gov-interm"], both, ["gov-interm@2026-06-01", "gov-root@2026-06-01"], [], "2026-06-01"),
+        ("gov ECDSA signer, OCSP", "gov-signer-ec", ["gov-interm"], both, ["gov-root@2026-06-01"], ["gov-signer-ec@2026-06-01"], "2026-06-01"),
+        ("public CA ECDSA signer, CRLs", "pub-signer-ec", ["pub-interm"], both, ["pub-interm@2026-06-01", "pub-root@2026-06-01"], [], "2026-06-01"),
+        ("public CA RSA signer, OCSP", "pub-signer-rsa", ["pub-interm"], both, ["pub-root@2026-06-01"], ["pub-signer-rsa@2026-06-01"], "2026-06-01"),
+        ("expired signer", "gov-expired", ["gov-interm"], both, ["gov-interm@2026-06-01", "gov-root@2026-06-01"], [], "2026-06-01"),
+        ("expired signer, at a time it was valid", "gov-expired", ["gov-interm"], both, ["gov-interm@2025-03-01", "gov-root@2025-03-01"], [], "2025-03-01"),
+        ("revoked signer, after the revocation", "gov-revoked", ["gov-interm"], both, ["gov-interm@2026-06-01", "gov-root@2026-06-01"], [], "2026-06-01"),
+        ("revoked signer, OCSP after the revocation", "gov-revoked", ["gov-interm"], both, ["gov-root@2026-06-01"], ["gov-revoked@2026-06-01"], "2026-06-01"),
+        ("revoked signer, before the revocation", "gov-revoked", ["gov-interm"], both, ["gov-interm@2026-02-01", "gov-root@2026-02-01"], [], "2026-02-01"),
+        ("public CA signer, only the gov root configured", "pub-signer-ec", ["pub-interm"], gov, ["pub-interm@2026-06-01", "pub-root@2026-06-01"], [], "2026-06-01"),
+        ("a rogue root with the gov root's name", "rogue-signer", [], both, [], [], "2026-06-01"),
+        ("tampered certificate", "gov-signer-rsa-tampered", ["gov-interm"], both, ["gov-interm@2026-06-01", "gov-root@2026-06-01"], [], "2026-06-01"),
+        ("no revocation evidence", "gov-signer-rsa", ["gov-interm"], both, [], [], "2026-06-01"),
+        ("stale CRL (past its next update)", "gov-signer-rsa", ["gov-interm"], both, ["gov-interm@2025-03-01", "gov-root@2026-06-01"], [], "2026-06-01"),
+        ("missing intermediate", "gov-signer-rsa", [], both, ["gov-interm@2026-06-01", "gov-root@2026-06-01"], [], "2026-06-01"),
+    ]
+    results = []
+    for name, leaf, intermediates, roots, crl_names, ocsp_names, when in cases:
+        result = asyncio.run(verdict(certs[leaf], [certs[i] for i in intermediates], [certs[r] for r in roots],
+                                     [crls[c] for c in crl_names], [ocsps[o] for o in ocsp_names], dates[when]))
+        results.append({"name": name, "leaf": leaf, "intermediates": intermediates, "roots": roots, "crls": crl_names,
+                        "ocsps": ocsp_names, "time": dates[when].isoformat(), "verdict": result})
+        print(f"{result:>20}  {name}")
+    (out / "cases.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
