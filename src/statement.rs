@@ -39,7 +39,7 @@ pub enum DecodeError {
     UnsupportedVersion(u8),
     #[error("statement kind {found} where a {expected} was expected")]
     WrongKind { expected: &'static str, found: u8 },
-    #[error("signature algorithm {0} is not supported (1 = Ed25519)")]
+    #[error("signature algorithm {0} is not supported (1 = Ed25519, 2 = ECDSA P-256 X.509, 3 = RSA X.509)")]
     UnsupportedAlgorithm(u16),
     #[error("malformed public key: {0}")]
     BadPublicKey(String),
@@ -53,51 +53,189 @@ pub enum DecodeError {
     BadSignature,
 }
 
-/// Signature algorithms. Only Ed25519 is implemented; the identifiers of the suites that Vietnamese
-/// law also recognizes are reserved so they can be added without a format migration.
+/// Signature algorithms (docs/FORMAT.md section 1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
-    /// Pure Ed25519 (RFC 8032) over the signed bytes.
+    /// Pure Ed25519 (RFC 8032) over the signed bytes; Kho's own key certificates.
     Ed25519,
+    /// ECDSA on P-256 with SHA-256, the signer named by its X.509 certificate chain.
+    EcdsaP256Sha256,
+    /// RSA with SHA-256 (PKCS#1 v1.5 or PSS, as the signer says), the signer named by its X.509
+    /// certificate chain.
+    RsaSha256,
 }
 
 impl Algorithm {
     pub const ED25519_ID: u16 = 1;
-    /// Reserved: ECDSA P-256 with SHA-256, X.509 certificates.
     pub const ECDSA_P256_SHA256_ID: u16 = 2;
-    /// Reserved: RSA-PSS with SHA-256, X.509 certificates.
-    pub const RSA_PSS_SHA256_ID: u16 = 3;
+    pub const RSA_SHA256_ID: u16 = 3;
 
     pub fn id(self) -> u16 {
         match self {
             Algorithm::Ed25519 => Self::ED25519_ID,
+            Algorithm::EcdsaP256Sha256 => Self::ECDSA_P256_SHA256_ID,
+            Algorithm::RsaSha256 => Self::RSA_SHA256_ID,
         }
     }
 }
 
+/// The RSA signature scheme of an algorithm-3 signer, part of the signed bytes so it cannot be
+/// swapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RsaPadding {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (what most tokens and remote-signing services make).
+    Pkcs1v15,
+    /// RSASSA-PSS with SHA-256, MGF1 with SHA-256 and a 32-byte salt.
+    Pss,
+}
+
+impl RsaPadding {
+    fn id(self) -> u8 {
+        match self {
+            RsaPadding::Pkcs1v15 => 1,
+            RsaPadding::Pss => 2,
+        }
+    }
+}
+
+/// Certificates an X.509 signer may carry: its own and the intermediates up to (not including) a root.
+pub const X509_CHAIN_LENGTH_MAX: usize = 1 + crate::x509::path::INTERMEDIATES_MAX;
+
+/// A signer known by its X.509 certificate chain (algorithms 2 and 3): the chain travels in the signed
+/// bytes, so the statement alone names who signed; whether that chain is trusted is the vault's
+/// decision (path validation to a configured root, `x509::TrustStore`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct X509Signer {
+    algorithm: Algorithm,
+    padding: Option<RsaPadding>,
+    chain: std::sync::Arc<Vec<crate::x509::Certificate>>,
+    encoded: std::sync::Arc<[u8]>,
+}
+
+impl X509Signer {
+    /// A signer with `chain` (its certificate first), the algorithm taken from its key: P-256 gives
+    /// algorithm 2, RSA algorithm 3 with `padding`.
+    pub fn new(chain: Vec<crate::x509::Certificate>, padding: RsaPadding) -> Result<X509Signer, DecodeError> {
+        use crate::x509::signature::{EC_PUBLIC_KEY, RSA_ENCRYPTION};
+        if chain.is_empty() || chain.len() > X509_CHAIN_LENGTH_MAX {
+            return Err(DecodeError::BadPublicKey(format!(
+                "a signer's chain holds 1 to {X509_CHAIN_LENGTH_MAX} certificates"
+            )));
+        }
+        let (algorithm, padding) = match chain[0].inner().tbs_certificate.subject_public_key_info.algorithm.oid {
+            EC_PUBLIC_KEY => (Algorithm::EcdsaP256Sha256, None),
+            RSA_ENCRYPTION => (Algorithm::RsaSha256, Some(padding)),
+            other => {
+                return Err(DecodeError::BadPublicKey(format!(
+                    "the signer's certificate holds a {other} key, not P-256 or RSA"
+                )))
+            }
+        };
+        let mut writer = Writer::default();
+        if let Some(padding) = padding {
+            writer.u8(padding.id());
+        }
+        writer.u8(u8::try_from(chain.len()).unwrap_or(u8::MAX));
+        for certificate in &chain {
+            writer.bytes(certificate.der());
+        }
+        Ok(X509Signer { algorithm, padding, chain: std::sync::Arc::new(chain), encoded: writer.into_bytes().into() })
+    }
+
+    fn decode(algorithm_id: u16, raw: &[u8]) -> Result<X509Signer, DecodeError> {
+        let mut reader = Reader::new(raw);
+        let padding = match algorithm_id {
+            Algorithm::RSA_SHA256_ID => match reader.u8("RSA padding")? {
+                1 => RsaPadding::Pkcs1v15,
+                2 => RsaPadding::Pss,
+                other => {
+                    return Err(DecodeError::BadPublicKey(format!("RSA padding {other} (1 = PKCS#1 v1.5, 2 = PSS)")))
+                }
+            },
+            _ => RsaPadding::Pkcs1v15,
+        };
+        let count = usize::from(reader.u8("certificate count")?);
+        let mut chain = Vec::with_capacity(count.min(X509_CHAIN_LENGTH_MAX));
+        for _ in 0..count.min(X509_CHAIN_LENGTH_MAX + 1) {
+            let der = reader.bytes("certificate")?;
+            chain.push(crate::x509::Certificate::from_der(der).map_err(|e| DecodeError::BadPublicKey(e.to_string()))?);
+        }
+        reader.finish()?;
+        let signer = X509Signer::new(chain, padding)?;
+        if signer.algorithm.id() != algorithm_id {
+            return Err(DecodeError::BadPublicKey(format!(
+                "algorithm {algorithm_id} does not fit the signer certificate's key (algorithm {})",
+                signer.algorithm.id()
+            )));
+        }
+        Ok(signer)
+    }
+
+    /// The signer's certificate.
+    pub fn certificate(&self) -> &crate::x509::Certificate {
+        &self.chain[0]
+    }
+
+    /// The intermediates it carries.
+    pub fn intermediates(&self) -> &[crate::x509::Certificate] {
+        &self.chain[1..]
+    }
+
+    pub fn padding(&self) -> Option<RsaPadding> {
+        self.padding
+    }
+
+    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), DecodeError> {
+        let key = &self.certificate().inner().tbs_certificate.subject_public_key_info;
+        let verified = match self.padding {
+            None => crate::x509::signature::verify_p256_sha256_fixed(key, message, signature),
+            Some(padding) => {
+                crate::x509::signature::verify_rsa_sha256(key, message, signature, padding == RsaPadding::Pss)
+            }
+        };
+        verified.map_err(|_| DecodeError::BadSignature)
+    }
+}
+
 /// A public key with its algorithm.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum PublicKey {
     Ed25519(ed25519_dalek::VerifyingKey),
+    X509(X509Signer),
 }
 
 impl PublicKey {
     pub fn algorithm(&self) -> Algorithm {
         match self {
             PublicKey::Ed25519(_) => Algorithm::Ed25519,
+            PublicKey::X509(signer) => signer.algorithm,
         }
     }
 
+    /// The key as the signed bytes carry it: Ed25519's 32 bytes, or an X.509 signer's chain.
     pub fn raw_bytes(&self) -> &[u8] {
         match self {
             PublicKey::Ed25519(key) => key.as_bytes(),
+            PublicKey::X509(signer) => &signer.encoded,
         }
     }
 
-    /// SHA-256 of the algorithm id (2 bytes, big-endian) and the raw key: a stable name for a key.
+    /// The Ed25519 key, if this is one (Kho's own key certificates certify only Ed25519 keys).
+    pub fn ed25519(&self) -> Option<&ed25519_dalek::VerifyingKey> {
+        match self {
+            PublicKey::Ed25519(key) => Some(key),
+            PublicKey::X509(_) => None,
+        }
+    }
+
+    /// SHA-256 of the algorithm id (2 bytes, big-endian) and the raw key (for an X.509 signer, its
+    /// certificate): a stable name for a key.
     pub fn fingerprint(&self) -> Digest {
         let mut bytes = self.algorithm().id().to_be_bytes().to_vec();
-        bytes.extend_from_slice(self.raw_bytes());
+        match self {
+            PublicKey::Ed25519(key) => bytes.extend_from_slice(key.as_bytes()),
+            PublicKey::X509(signer) => bytes.extend_from_slice(signer.certificate().der()),
+        }
         Digest::sha256(&bytes)
     }
 
@@ -110,6 +248,12 @@ impl PublicKey {
                 ed25519_dalek::VerifyingKey::from_bytes(&bytes)
                     .map(PublicKey::Ed25519)
                     .map_err(|e| DecodeError::BadPublicKey(e.to_string()))
+            }
+            Algorithm::ECDSA_P256_SHA256_ID | Algorithm::RSA_SHA256_ID => {
+                X509Signer::decode(algorithm_id, raw).map(PublicKey::X509).map_err(|e| match e {
+                    DecodeError::BadPublicKey(_) => e,
+                    other => DecodeError::BadPublicKey(format!("not an X.509 signer's chain: {other}")),
+                })
             }
             other => Err(DecodeError::UnsupportedAlgorithm(other)),
         }
@@ -127,13 +271,27 @@ impl PublicKey {
                     ed25519_dalek::Signature::from_slice(signature).map_err(|_| DecodeError::BadSignature)?;
                 key.verify_strict(message, &signature).map_err(|_| DecodeError::BadSignature)
             }
+            PublicKey::X509(signer) => signer.verify(message, signature),
         }
     }
 }
 
+/// What can sign a statement: Kho's Ed25519 keys, or an agency's X.509 key (`keys::X509SigningKey`).
+pub trait StatementSigner {
+    /// The key the signed bytes name.
+    fn public_key(&self) -> PublicKey;
+    /// A signature over `message` in the key's algorithm.
+    fn sign_raw(&self, message: &[u8]) -> Vec<u8>;
+}
+
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PublicKey::{:?}({})", self.algorithm(), hex::encode(self.raw_bytes()))
+        match self {
+            PublicKey::Ed25519(key) => write!(f, "PublicKey::Ed25519({})", hex::encode(key.as_bytes())),
+            PublicKey::X509(signer) => {
+                write!(f, "PublicKey::{:?}({})", signer.algorithm, signer.certificate().subject())
+            }
+        }
     }
 }
 
@@ -168,6 +326,16 @@ impl SecretKey {
     /// A raw signature over `message` (signed notes; statements are signed through [`Signed::sign`]).
     pub(crate) fn sign_raw(&self, message: &[u8]) -> Vec<u8> {
         self.0.sign(message).to_bytes().to_vec()
+    }
+}
+
+impl StatementSigner for SecretKey {
+    fn public_key(&self) -> PublicKey {
+        SecretKey::public_key(self)
+    }
+
+    fn sign_raw(&self, message: &[u8]) -> Vec<u8> {
+        SecretKey::sign_raw(self, message)
     }
 }
 
@@ -467,6 +635,11 @@ impl CertifiedKey {
 
     fn decode(r: &mut Reader<'_>) -> Result<CertifiedKey, DecodeError> {
         let algorithm = r.u16("subject algorithm")?;
+        if algorithm != Algorithm::ED25519_ID {
+            return Err(DecodeError::BadPublicKey(
+                "Kho's key certificates certify Ed25519 keys; an X.509 signer is trusted through its own chain".into(),
+            ));
+        }
         let subject = PublicKey::from_raw(algorithm, r.bytes("subject key")?)?;
         let certified = CertifiedKey {
             subject,
@@ -647,7 +820,7 @@ pub struct Signed<T> {
 
 impl<T: StatementBody> Signed<T> {
     /// Signs `body` with `key`.
-    pub fn sign(body: T, key: &SecretKey) -> Signed<T> {
+    pub fn sign<K: StatementSigner + ?Sized>(body: T, key: &K) -> Signed<T> {
         let signer = key.public_key();
         let signed_bytes = encode_signed_bytes(&body, &signer);
         let signature = key.sign_raw(&signed_bytes);
@@ -829,11 +1002,15 @@ mod tests {
         bytes.push(0);
         assert!(matches!(Signed::<Record>::from_parts(&bytes, signed.signature()), Err(DecodeError::TrailingBytes(1))));
         let mut bytes = signed.signed_bytes().to_vec();
-        bytes[10..12].copy_from_slice(&Algorithm::ECDSA_P256_SHA256_ID.to_be_bytes());
+        bytes[10..12].copy_from_slice(&4u16.to_be_bytes());
         assert!(matches!(
             Signed::<Record>::from_parts(&bytes, signed.signature()),
-            Err(DecodeError::UnsupportedAlgorithm(2))
+            Err(DecodeError::UnsupportedAlgorithm(4))
         ));
+        // An Ed25519 key relabelled as an X.509 signer is not a certificate chain.
+        let mut bytes = signed.signed_bytes().to_vec();
+        bytes[10..12].copy_from_slice(&Algorithm::ECDSA_P256_SHA256_ID.to_be_bytes());
+        assert!(matches!(Signed::<Record>::from_parts(&bytes, signed.signature()), Err(DecodeError::BadPublicKey(_))));
     }
 
     #[test]

@@ -190,7 +190,7 @@ fn a_flipped_byte_in_the_catalog_deletes_nothing_refuses_to_open_and_recovery_br
     let packs_before = packs_state(&data);
 
     // The vault refuses to open, names the gap, and changes nothing.
-    let config = kho::vault::VaultConfig::new(&data, vec![anchor]);
+    let config = kho::vault::VaultConfig::new(&data, vec![anchor.clone()]);
     let error = kho::vault::Vault::open(config.clone()).err().expect("a damaged catalog must not open silently");
     let message = error.to_string();
     assert!(message.contains("behind what was acknowledged") && message.contains("--recover"), "{message}");

@@ -122,9 +122,125 @@ fn the_agency_code_comes_from_the_configured_field_and_revocation_can_be_optiona
         .validate(&signer, std::slice::from_ref(&interm), at, &RevocationEvidence::default())
         .expect_err("required");
     assert_eq!(error.code(), "no_revocation_info");
-    assert!(error.to_string().contains("none was supplied"), "{error}");
+    assert!(error.to_string().contains("none from its issuer"), "{error}");
     store.revocation.required = false;
     let path = store.validate(&signer, &[interm], at, &RevocationEvidence::default()).expect("allowed unchecked");
     assert!(path.revocation.iter().all(Option::is_none));
     assert_eq!(path.root(), &certificate(&dir, "gov-root"));
+}
+
+/// Runs openssl, an independent implementation, to verify `signature` over `message` with the public
+/// key of `certificate` (DER), as FORMAT.md section 1.3 defines algorithms 2 and 3.
+fn openssl_verifies(certificate: &Certificate, message: &[u8], signature: &[u8], pss: bool) -> bool {
+    let dir = tempfile::tempdir().expect("dir");
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        path
+    };
+    let cert = write("cert.der", certificate.der());
+    let message = write("message", message);
+    let signature = write("signature", signature);
+    let key = dir.path().join("key.pem");
+    let extracted = std::process::Command::new("openssl")
+        .args(["x509", "-inform", "DER", "-pubkey", "-noout", "-in"])
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(extracted.status.success());
+    std::fs::write(&key, extracted.stdout).expect("key");
+    let mut command = std::process::Command::new("openssl");
+    command.args(["dgst", "-sha256", "-verify"]).arg(&key).arg("-signature").arg(&signature);
+    if pss {
+        command.args([
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            "rsa_pss_saltlen:32",
+            "-sigopt",
+            "rsa_mgf1_md:sha256",
+        ]);
+    }
+    command.arg(&message).output().expect("run openssl").status.success()
+}
+
+#[test]
+fn records_signed_with_x509_keys_carry_their_chain_verify_and_validate_to_their_root() {
+    use kho::keys::X509SigningKey;
+    use kho::statement::{Algorithm, PublicKey, Record, RsaPadding, Signed};
+    let Some(dir) = pki() else { return };
+    let owner = kho::ids::OwnerId::parse("001204012345").expect("owner");
+    let store = TrustStore {
+        anchors: vec![anchor(&dir, "gov-root"), anchor(&dir, "pub-root")],
+        revocation: RevocationPolicy::default(),
+    };
+    let evidence = RevocationEvidence {
+        crls: ["gov-interm@2026-06-01", "pub-interm@2026-06-01", "gov-root@2026-06-01", "pub-root@2026-06-01"]
+            .iter()
+            .map(|name| Crl::from_der(&read(&dir, "crl", name)).expect("crl"))
+            .collect(),
+        ocsp: Vec::new(),
+    };
+    for (signer, padding, algorithm, agency) in [
+        ("gov-signer-rsa", RsaPadding::Pkcs1v15, Algorithm::RsaSha256, "000.00.00.H26"),
+        ("gov-signer-rsa", RsaPadding::Pss, Algorithm::RsaSha256, "000.00.00.H26"),
+        ("gov-signer-ec", RsaPadding::Pkcs1v15, Algorithm::EcdsaP256Sha256, "000.00.00.H26"),
+        ("pub-signer-rsa", RsaPadding::Pss, Algorithm::RsaSha256, "000.00.00.G01"),
+        ("pub-signer-ec", RsaPadding::Pkcs1v15, Algorithm::EcdsaP256Sha256, "000.00.00.G01"),
+    ] {
+        let key = X509SigningKey::read(
+            &dir.join("keys").join(format!("{signer}.key.pem")),
+            &dir.join("chains").join(format!("{signer}.pem")),
+            padding,
+        )
+        .unwrap_or_else(|e| panic!("{signer}: {e}"));
+        let agency_code = kho::ids::Code::parse("agency", agency).expect("agency");
+        let record = kho::sample::record(b"%PDF-1.7 a result", &owner, &agency_code, 1_780_000_000_000);
+        let signed = Signed::sign(record.clone(), &key);
+        let envelope = signed.to_envelope();
+        let decoded = Signed::<Record>::from_envelope(&envelope).unwrap_or_else(|e| panic!("{signer}: {e}"));
+        assert_eq!(decoded.body(), &record);
+        assert_eq!(decoded.id(), signed.id());
+        let PublicKey::X509(x509) = decoded.signer() else { panic!("{signer}: not an X.509 signer") };
+        assert_eq!(decoded.signer().algorithm(), algorithm);
+        assert_eq!(x509.certificate(), &certificate(&dir, signer));
+        assert_eq!(x509.intermediates().len(), 1);
+        // openssl, independently, verifies the signature over the signed bytes with the certificate's key.
+        let signature = if algorithm == Algorithm::EcdsaP256Sha256 {
+            p256::ecdsa::Signature::from_slice(decoded.signature()).expect("r||s").to_der().as_bytes().to_vec()
+        } else {
+            decoded.signature().to_vec()
+        };
+        assert!(
+            openssl_verifies(
+                x509.certificate(),
+                decoded.signed_bytes(),
+                &signature,
+                padding == RsaPadding::Pss && algorithm == Algorithm::RsaSha256
+            ),
+            "{signer}: openssl does not verify Kho's signature"
+        );
+        // The chain it carries validates to its own hierarchy's root, and names the record's agency.
+        let path = store
+            .validate(x509.certificate(), x509.intermediates(), time_ms("2026-06-01T12:00:00+00:00"), &evidence)
+            .unwrap_or_else(|e| panic!("{signer}: {e}"));
+        assert_eq!(store.anchors[path.anchor].agency_of(x509.certificate()).as_deref(), Some(agency));
+        // A flipped signature bit, or a flipped bit in the signed bytes, is refused.
+        let mut bad = decoded.signature().to_vec();
+        bad[5] ^= 1;
+        assert!(Signed::<Record>::from_parts(decoded.signed_bytes(), &bad).is_err());
+        let mut bad = decoded.signed_bytes().to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(Signed::<Record>::from_parts(&bad, decoded.signature()).is_err());
+    }
+    // A chain that is not for the key is refused when the key is read.
+    let error = X509SigningKey::read(
+        &dir.join("keys/gov-signer-ec.key.pem"),
+        &dir.join("chains/gov-signer-rsa.pem"),
+        RsaPadding::Pkcs1v15,
+    )
+    .err()
+    .expect("mismatch");
+    assert!(error.to_string().contains("not for the key"), "{error}");
 }

@@ -106,7 +106,7 @@ fuzz_target!(|input: Input| {
             let _ = verify(&bytes, None);
         }
         Input::Flips(flips) => {
-            let original = verify(&archive(&seed.files), Some(seed.vault_key)).expect("the seed reads");
+            let original = verify(&archive(&seed.files), Some(seed.vault_key.clone())).expect("the seed reads");
             assert!(!original.failed(), "the untouched bundle verifies: {original:?}");
             let mut files = seed.files.clone();
             for (file, offset, xor) in flips.into_iter().take(8) {
@@ -120,7 +120,7 @@ fuzz_target!(|input: Input| {
             }
             // Two flips of the same byte cancel: what changed is what differs from the seed.
             let changed: Vec<usize> = (0..files.len()).filter(|&i| files[i].1 != seed.files[i].1).collect();
-            let Some(report) = verify(&archive(&files), Some(seed.vault_key)) else { return };
+            let Some(report) = verify(&archive(&files), Some(seed.vault_key.clone())) else { return };
             for &index in &changed {
                 let path = &files[index].0;
                 // Signed bytes: a flip anywhere in a statement or the checkpoint fails something.

@@ -10,7 +10,6 @@ use sha2::Digest as _;
 
 use super::{sign_record, ClientArgs, DepositArgs, EXIT_DENIED, EXIT_INVALID, EXIT_NOT_FOUND};
 use crate::ids::Digest;
-use crate::keys;
 use crate::statement::{Receipt, Record, Signed};
 
 pub(super) fn agent() -> ureq::Agent {
@@ -64,8 +63,8 @@ fn json_body(response: &mut ureq::http::Response<ureq::Body>) -> anyhow::Result<
 }
 
 pub(super) fn deposit(args: DepositArgs) -> anyhow::Result<ExitCode> {
-    let key = keys::read_secret_key(&args.key)?;
-    let record = sign_record(&args.fields, &key, &args.file)?;
+    let key = args.signer.load()?;
+    let record = sign_record(&args.fields, key.as_ref(), &args.file)?;
     let envelope = base64::engine::general_purpose::STANDARD.encode(record.to_envelope());
     let mut file = std::fs::File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let request = authorized(&args.client, agent().post(url(&args.client, "/v1/records")))

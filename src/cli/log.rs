@@ -45,7 +45,7 @@ impl VaultTrustArgs {
                     anchor.fingerprint()
                 );
                 let body = certificate.body();
-                Ok((body.subject, Some(body.origin.clone())))
+                Ok((body.subject.clone(), Some(body.origin.clone())))
             }
             _ => anyhow::bail!("give --vault-key, or --vault-certificate with --anchor"),
         }

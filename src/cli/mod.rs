@@ -290,9 +290,8 @@ struct RecordFields {
 
 #[derive(Args)]
 struct SignArgs {
-    /// The agency's secret key.
-    #[arg(long)]
-    key: PathBuf,
+    #[command(flatten)]
+    signer: SignerArgs,
     #[command(flatten)]
     fields: RecordFields,
     /// Output file; default FILE.kho-record.
@@ -300,6 +299,39 @@ struct SignArgs {
     out: Option<PathBuf>,
     /// The document.
     file: PathBuf,
+}
+
+/// The key a record is signed with: an Ed25519 key Kho's anchors certified, or an X.509 key with its
+/// certificate chain from the agency's CA.
+#[derive(Args)]
+struct SignerArgs {
+    /// The agency's secret key: Ed25519 (PKCS#8 PEM), or with --chain an RSA or ECDSA P-256 key
+    /// (PKCS#8 PEM) whose certificate a CA issued.
+    #[arg(long)]
+    key: PathBuf,
+    /// The key's X.509 certificate chain (PEM: its own certificate first, then the intermediates up to,
+    /// not including, the root): the record then names its signer by this chain.
+    #[arg(long)]
+    chain: Option<PathBuf>,
+    /// The RSA signature scheme, with an RSA key: pkcs1 (PKCS#1 v1.5) or pss.
+    #[arg(long, default_value = "pkcs1", value_parser = ["pkcs1", "pss"])]
+    rsa_padding: String,
+}
+
+impl SignerArgs {
+    fn load(&self) -> anyhow::Result<Box<dyn statement::StatementSigner>> {
+        Ok(match &self.chain {
+            None => Box::new(keys::read_secret_key(&self.key)?),
+            Some(chain) => {
+                let padding = if self.rsa_padding == "pss" {
+                    statement::RsaPadding::Pss
+                } else {
+                    statement::RsaPadding::Pkcs1v15
+                };
+                Box::new(keys::X509SigningKey::read(&self.key, chain, padding)?)
+            }
+        })
+    }
 }
 
 /// Where the server is and who is calling.
@@ -318,9 +350,8 @@ struct ClientArgs {
 
 #[derive(Args)]
 struct DepositArgs {
-    /// The agency's secret key.
-    #[arg(long)]
-    key: PathBuf,
+    #[command(flatten)]
+    signer: SignerArgs,
     #[command(flatten)]
     fields: RecordFields,
     #[command(flatten)]
@@ -465,8 +496,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
             write_statement(&out, &Signed::sign(revocation, &anchor))
         }
         Command::Sign(args) => {
-            let key = keys::read_secret_key(&args.key)?;
-            let record = sign_record(&args.fields, &key, &args.file)?;
+            let key = args.signer.load()?;
+            let record = sign_record(&args.fields, key.as_ref(), &args.file)?;
             let out = args.out.unwrap_or_else(|| with_suffix(&args.file, RECORD_SUFFIX));
             write_statement(&out, &record)
         }
@@ -937,7 +968,11 @@ fn hash_file(path: &Path) -> anyhow::Result<(Digest, Digest, u64)> {
 }
 
 /// Hashes `file` and signs a record for it with `key`.
-fn sign_record(fields: &RecordFields, key: &statement::SecretKey, file: &Path) -> anyhow::Result<Signed<Record>> {
+fn sign_record(
+    fields: &RecordFields,
+    key: &dyn statement::StatementSigner,
+    file: &Path,
+) -> anyhow::Result<Signed<Record>> {
     let (blake3, sha256, size_bytes) = hash_file(file)?;
     let today = Date::at(now_unix_ms(), crate::vault::UTC_OFFSET_MINUTES_DEFAULT);
     let issued_on = fields.issued_on.as_deref().map(Date::parse).transpose()?.unwrap_or(today);
@@ -1028,7 +1063,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                     anchor.fingerprint()
                 ),
             );
-            (body.subject, Some((body.valid_from_ms, body.valid_until_ms)))
+            (body.subject.clone(), Some((body.valid_from_ms, body.valid_until_ms)))
         }
         (None, None) => bail!("give --vault-key or --vault-certificate"),
     };

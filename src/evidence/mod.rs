@@ -23,7 +23,7 @@ pub struct Check {
 
 /// How the vault key is trusted: known out of band (`window: None`), or certified by a trust anchor
 /// for receipts inside a validity window.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct VaultTrust {
     pub key: PublicKey,
     pub window: Option<(i64, i64)>,

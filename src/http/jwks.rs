@@ -133,7 +133,8 @@ impl KeySet {
     pub fn ed25519(keys: &[PublicKey]) -> KeySet {
         let keys = keys
             .iter()
-            .map(|PublicKey::Ed25519(key)| VerificationKey {
+            .filter_map(PublicKey::ed25519)
+            .map(|key| VerificationKey {
                 kid: None,
                 alg: Some(Algorithm::EdDSA),
                 family: AlgorithmFamily::Ed,

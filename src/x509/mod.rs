@@ -91,6 +91,8 @@ impl PartialEq for Certificate {
     }
 }
 
+impl Eq for Certificate {}
+
 impl Certificate {
     pub fn from_der(bytes: &[u8]) -> Result<Certificate, ParseError> {
         Ok(Certificate { der: bytes.to_vec(), cert: parse_der("certificate", bytes)? })

@@ -293,7 +293,11 @@ impl TrustStore {
         Err(PathError::NoRevocationInfo {
             subject: cert.subject(),
             at: format_ms(at_ms),
-            reasons: if reasons.is_empty() { "none was supplied".into() } else { reasons.join("; ") },
+            reasons: if reasons.is_empty() {
+                format!("none from its issuer ({}) was supplied", cert.issuer())
+            } else {
+                reasons.join("; ")
+            },
         })
     }
 }

@@ -204,3 +204,44 @@ fn verify_ecdsa(curve: Option<Oid>, point: &[u8], prehash: &[u8], signature: &[u
         ))),
     }
 }
+
+/// Kho statements signed under algorithm 2: ECDSA P-256 with SHA-256, the signature as the 64 bytes
+/// `r || s` (one encoding, unlike DER's).
+pub fn verify_p256_sha256_fixed(
+    key: &SubjectPublicKeyInfoOwned,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), SignatureError> {
+    use p256::ecdsa::signature::Verifier as _;
+    let curve = key.algorithm.parameters.as_ref().and_then(|p| p.decode_as::<Oid>().ok());
+    if key.algorithm.oid != EC_PUBLIC_KEY || curve != Some(P256) {
+        return Err(SignatureError::KeyMismatch { algorithm: "ECDSA P-256 SHA-256".into(), key: "non-P-256" });
+    }
+    let point = key.subject_public_key.as_bytes().ok_or_else(|| SignatureError::BadKey("unused bits".into()))?;
+    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(|e| SignatureError::BadKey(e.to_string()))?;
+    let signature = p256::ecdsa::Signature::from_slice(signature).map_err(|_| SignatureError::Invalid)?;
+    key.verify(message, &signature).map_err(|_| SignatureError::Invalid)
+}
+
+/// Kho statements signed under algorithm 3: RSA with SHA-256, PKCS#1 v1.5 or PSS (MGF1 SHA-256, a
+/// 32-byte salt).
+pub fn verify_rsa_sha256(
+    key: &SubjectPublicKeyInfoOwned,
+    message: &[u8],
+    signature: &[u8],
+    pss: bool,
+) -> Result<(), SignatureError> {
+    use rsa::signature::Verifier as _;
+    if key.algorithm.oid != RSA_ENCRYPTION {
+        return Err(SignatureError::KeyMismatch { algorithm: "RSA SHA-256".into(), key: "non-RSA" });
+    }
+    let key = rsa_key(key.subject_public_key.as_bytes().ok_or_else(|| SignatureError::BadKey("unused bits".into()))?)?;
+    if pss {
+        let signature = rsa::pss::Signature::try_from(signature).map_err(|_| SignatureError::Invalid)?;
+        rsa::pss::VerifyingKey::<sha2::Sha256>::new_with_salt_len(key, 32).verify(message, &signature)
+    } else {
+        let signature = rsa::pkcs1v15::Signature::try_from(signature).map_err(|_| SignatureError::Invalid)?;
+        rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key).verify(message, &signature)
+    }
+    .map_err(|_| SignatureError::Invalid)
+}

@@ -4,12 +4,14 @@ for its verdict on every case the Rust tests check.
 Usage: python make_pki.py OUT_DIR
 
 Writes OUT_DIR/certs/<label>.der, OUT_DIR/crl/<repo>@<date>.der, OUT_DIR/ocsp/<cert>@<date>.der and
-OUT_DIR/cases.json: for each case, the leaf, the intermediates, the roots Kho is configured with, the
+OUT_DIR/chains/<signer>.pem (a signer's certificate and its intermediate, for `kho sign --chain`),
+OUT_DIR/keys/<label>.key.pem (PKCS#8), and OUT_DIR/cases.json: for each case, the leaf, the intermediates, the roots Kho is configured with, the
 revocation evidence supplied, the validation time, and the validator's verdict, one of
 valid / expired / revoked / no_path / bad_signature / no_revocation_info.
 """
 
 import asyncio
+import base64
 import datetime
 import json
 import pathlib
@@ -30,6 +32,12 @@ SIGNERS = ["gov-signer-rsa", "gov-signer-ec", "gov-expired", "gov-revoked", "pub
 
 def utc(text):
     return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.timezone.utc)
+
+
+def pem_armor(cert):
+    body = base64.encodebytes(cert.dump()).decode().replace("\n", "")
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
 
 
 def make_keys(directory):
@@ -103,6 +111,12 @@ def main(out):
         cert = arch.get_cert(CertLabel(label))
         certs[label] = cert
         (out / "certs" / f"{label}.der").write_bytes(cert.dump())
+    # Each signer's chain as `kho sign --chain` takes it: PEM, its own certificate first.
+    (out / "chains").mkdir(exist_ok=True)
+    for signer in SIGNERS:
+        issuer = signer.split("-")[0] + ("-root" if signer.startswith("rogue") else "-interm")
+        chain = [certs[signer]] + ([] if signer.startswith("rogue") else [certs[issuer]])
+        (out / "chains" / f"{signer}.pem").write_text("".join(pem_armor(c) for c in chain))
     # A signer whose certificate's signature was altered on the way.
     tampered = bytearray(certs["gov-signer-rsa"].dump())
     tampered[-10] ^= 0x01
