@@ -244,3 +244,70 @@ fn records_signed_with_x509_keys_carry_their_chain_verify_and_validate_to_their_
     .expect("mismatch");
     assert!(error.to_string().contains("not for the key"), "{error}");
 }
+
+#[derive(serde::Deserialize)]
+struct CmsCase {
+    name: String,
+    p7s: String,
+    data: String,
+    crls: Vec<String>,
+    time: String,
+    timestamped: bool,
+    verdict: String,
+}
+
+/// Detached CMS signatures (`.p7s`) made by pyHanko, with and without an RFC 3161 timestamp: Kho's
+/// verdict (the signature's bytes, then the signer's path at the timestamp's time, or at the time
+/// pyHanko validated, and the timestamping authority's path) equals pyHanko's on every case.
+#[test]
+fn detached_cms_signatures_get_pyhankos_verdict_and_a_timestamp_decides_the_time() {
+    use kho::x509::cms::verify_detached;
+    let Some(dir) = pki() else { return };
+    let cms = dir.join("cms");
+    let cases: Vec<CmsCase> =
+        serde_json::from_slice(&std::fs::read(dir.join("cms_cases.json")).expect("cms_cases.json")).expect("cases");
+    assert!(cases.len() >= 9);
+    let store = TrustStore {
+        anchors: vec![anchor(&dir, "gov-root"), anchor(&dir, "pub-root")],
+        revocation: RevocationPolicy::default(),
+    };
+    for case in &cases {
+        let p7s = std::fs::read(cms.join(&case.p7s)).expect("p7s");
+        let data = std::fs::read(cms.join(&case.data)).expect("data");
+        let evidence = RevocationEvidence {
+            crls: case
+                .crls
+                .iter()
+                .map(|name| Crl::from_der(&std::fs::read(cms.join(format!("{name}.crl"))).expect("crl")).expect("crl"))
+                .collect(),
+            ocsp: Vec::new(),
+        };
+        let ours = match verify_detached(&p7s, &data) {
+            Err(error) => error.code().to_owned(),
+            Ok(signature) => {
+                assert_eq!(signature.timestamp.is_some(), case.timestamped, "{}", case.name);
+                let at = match &signature.timestamp {
+                    Some(timestamp) => {
+                        // The authority's own path, at the time it vouches for.
+                        let tsa =
+                            store.validate(&timestamp.authority, &timestamp.certificates, timestamp.time_ms, &evidence);
+                        assert!(tsa.is_ok(), "{}: the timestamping authority: {tsa:?}", case.name);
+                        assert_eq!(timestamp.time_ms, time_ms(&case.time), "{}: the timestamp's time", case.name);
+                        timestamp.time_ms
+                    }
+                    None => time_ms(&case.time),
+                };
+                match store.validate(&signature.signer, &signature.certificates, at, &evidence) {
+                    Ok(_) => "valid".to_owned(),
+                    Err(error) => error.code().to_owned(),
+                }
+            }
+        };
+        assert_eq!(ours, case.verdict, "{}", case.name);
+    }
+    // Bytes that are not a signature, or a signature cut short, are refused by name.
+    let p7s = std::fs::read(cms.join(&cases[0].p7s)).expect("p7s");
+    let data = std::fs::read(cms.join(&cases[0].data)).expect("data");
+    assert_eq!(verify_detached(b"not a signature", &data).expect_err("garbage").code(), "malformed_signature");
+    assert_eq!(verify_detached(&p7s[..p7s.len() - 1], &data).expect_err("truncated").code(), "malformed_signature");
+}

@@ -1,5 +1,6 @@
-//! Arbitrary bytes as a certificate, a CRL and an OCSP response: the DER parsers, path validation and
-//! the revocation checks never panic, and whatever parses is canonical DER.
+//! Arbitrary bytes as a certificate, a CRL, an OCSP response and a detached CMS signature (with its
+//! timestamp token): the DER parsers, CMS and timestamp checks, path validation and the revocation
+//! checks never panic, and whatever parses is canonical DER.
 #![no_main]
 
 use kho::x509::path::RevocationPolicy;
@@ -11,6 +12,9 @@ fuzz_target!(|input: (&[u8], &[u8], i64)| {
     let crl = Crl::from_der(second).ok();
     let ocsp = OcspResponse::from_der(second).ok();
     let _ = Certificate::all_from_pem_or_der(first);
+    if let Ok(signature) = kho::x509::cms::verify_detached(second, first) {
+        assert!(signature.certificates.contains(&signature.signer));
+    }
     let Ok(cert) = Certificate::from_der(first) else { return };
     assert_eq!(cert.der(), first, "a certificate is kept as the exact bytes it came in");
     let _ = (cert.subject(), cert.issuer(), cert.serial_hex(), cert.validity_ms(), cert.fingerprint());

@@ -6,6 +6,7 @@
 //! verdict. Every parser here reads untrusted bytes and is fuzzed (`verify_x509`).
 
 use x509_cert::der;
+pub mod cms;
 pub mod path;
 pub mod revocation;
 pub mod signature;
@@ -174,7 +175,7 @@ impl Certificate {
         self.extension::<KeyUsage>()
     }
 
-    fn subject_key_id(&self) -> Option<Vec<u8>> {
+    pub(crate) fn subject_key_id(&self) -> Option<Vec<u8>> {
         self.extension::<SubjectKeyIdentifier>().ok().flatten().map(|id| id.0.as_bytes().to_vec())
     }
 
@@ -185,7 +186,7 @@ impl Certificate {
             .and_then(|id| id.key_identifier.map(|k| k.as_bytes().to_vec()))
     }
 
-    fn extended_key_usage(&self) -> Result<Vec<Oid>, String> {
+    pub(crate) fn extended_key_usage(&self) -> Result<Vec<Oid>, String> {
         Ok(self.extension::<x509_cert::ext::pkix::ExtendedKeyUsage>()?.map(|eku| eku.0).unwrap_or_default())
     }
 

@@ -21,7 +21,12 @@ from asn1crypto import algos, ocsp, x509
 from certomancer.registry import ArchLabel, CertLabel, CertomancerConfig, ServiceLabel
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from asn1crypto import keys
+from pyhanko.sign import signers
+from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
+from pyhanko.sign.validation.generic_cms import async_validate_detached_cms
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
+from pyhanko_certvalidator.registry import SimpleCertificateStore
 from pyhanko_certvalidator import errors
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -168,6 +173,92 @@ def main(out):
                         "ocsps": ocsp_names, "time": dates[when].isoformat(), "verdict": result})
         print(f"{result:>20}  {name}")
     (out / "cases.json").write_text(json.dumps(results, indent=1))
+    asyncio.run(cms_cases(out, arch, certs))
+
+
+def load_key(out, label):
+    key = serialization.load_pem_private_key((out / "keys" / f"{label}.key.pem").read_bytes(), password=None)
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    return keys.PrivateKeyInfo.load(der)
+
+
+async def cms_cases(out, arch, certs):
+    """Detached CMS signatures (.p7s) over a document, as agencies attach them to any file: with and
+    without an RFC 3161 timestamp, by good, expired, revoked and unknown signers, and over altered
+    bytes. Each is validated by pyHanko at the signing time (the timestamp's, or now) with the CRLs
+    current then; Kho must agree."""
+    (out / "cms").mkdir(exist_ok=True)
+    now = datetime.datetime.now(tz=datetime.timezone.utc).replace(microsecond=0)
+    before_revocation = utc("2026-02-01T12:00:00")
+    document = b"Ket qua giai quyet thu tuc hanh chinh: Giay khai sinh so 123/2026\n" * 40
+    (out / "cms" / "document.txt").write_bytes(document)
+    interms = [certs["gov-interm"], certs["pub-interm"]]
+    cases = [
+        # name, signer, timestamp time or None, tamper
+        ("gov RSA, no timestamp", "gov-signer-rsa", None, False),
+        ("public CA ECDSA, no timestamp", "pub-signer-ec", None, False),
+        ("gov ECDSA, timestamped", "gov-signer-ec", now, False),
+        ("public CA RSA, timestamped", "pub-signer-rsa", now, False),
+        ("document altered after signing", "gov-signer-rsa", None, True),
+        ("revoked signer, timestamped after the revocation", "gov-revoked", now, False),
+        ("revoked signer, timestamped before the revocation", "gov-revoked", before_revocation, False),
+        ("expired signer", "gov-expired", now, False),
+        ("unknown root", "rogue-signer", None, False),
+    ]
+    results = []
+    for index, (name, signer_label, ts_time, tamper) in enumerate(cases):
+        chain = [] if signer_label.startswith("rogue") else [certs[signer_label.split("-")[0] + "-interm"]]
+        signer = signers.SimpleSigner(signing_cert=certs[signer_label], signing_key=load_key(out, signer_label),
+                                      cert_registry=SimpleCertificateStore.from_certs(chain))
+        timestamper = None
+        if ts_time is not None:
+            timestamper = DummyTimeStamper(tsa_cert=certs["tsa"], tsa_key=load_key(out, "tsa"),
+                                           certs_to_embed=SimpleCertificateStore.from_certs([certs["gov-root"]]),
+                                           fixed_dt=ts_time)
+        signed = await signer.async_sign_general_data(document, "sha256", detached=True, timestamper=timestamper)
+        data = document + b"!" if tamper else document
+        stem = f"case{index}"
+        (out / "cms" / f"{stem}.p7s").write_bytes(signed.dump())
+        (out / "cms" / f"{stem}.data").write_bytes(data)
+        moment = ts_time or now
+        crls = [arch.service_registry.get_crl(ServiceLabel(repo), at_time=moment)
+                for repo in ("gov-interm", "pub-interm", "gov-root", "pub-root")]
+        crl_names = []
+        for repo, crl in zip(("gov-interm", "pub-interm", "gov-root", "pub-root"), crls):
+            crl_name = f"{stem}-{repo}"
+            (out / "cms" / f"{crl_name}.crl").write_bytes(crl.dump())
+            crl_names.append(crl_name)
+        context = lambda: ValidationContext(trust_roots=[certs["gov-root"], certs["pub-root"]], other_certs=interms,
+                                            crls=crls, moment=moment, allow_fetching=False,
+                                            revocation_mode="hard-fail")
+        try:
+            status = await async_validate_detached_cms(data, signed["content"], signer_validation_context=context(),
+                                                       ts_validation_context=context())
+            verdict_text = cms_verdict(status)
+        except errors.PathBuildingError:
+            verdict_text = "no_path"
+        results.append({"name": name, "p7s": f"{stem}.p7s", "data": f"{stem}.data", "crls": crl_names,
+                        "time": moment.isoformat(), "timestamped": ts_time is not None,
+                        "verdict": verdict_text})
+        print(f"{results[-1]['verdict']:>20}  {name}")
+    (out / "cms_cases.json").write_text(json.dumps(results, indent=1))
+
+
+def cms_verdict(status):
+    if not status.intact:
+        return "bad_digest"
+    if not status.valid:
+        return "bad_signature"
+    if status.trusted and not status.revoked:
+        return "valid"
+    indication = str(status.trust_problem_indic)
+    for key, verdict in (("REVOKED", "revoked"), ("EXPIRED", "expired"), ("OUT_OF_BOUNDS", "expired"),
+                         ("NO_CERTIFICATE_CHAIN", "no_path"), ("TRY_LATER", "no_revocation_info"),
+                         ("NOT_YET_VALID", "not_yet_valid")):
+        if key in indication:
+            return verdict
+    return "invalid: " + indication
 
 
 if __name__ == "__main__":
