@@ -311,3 +311,64 @@ fn detached_cms_signatures_get_pyhankos_verdict_and_a_timestamp_decides_the_time
     assert_eq!(verify_detached(b"not a signature", &data).expect_err("garbage").code(), "malformed_signature");
     assert_eq!(verify_detached(&p7s[..p7s.len() - 1], &data).expect_err("truncated").code(), "malformed_signature");
 }
+
+#[derive(serde::Deserialize)]
+struct PdfCase {
+    name: String,
+    pdf: String,
+    crls: Vec<String>,
+    time: String,
+    timestamped: bool,
+    verdict: String,
+}
+
+/// PDFs signed by pyHanko as PAdES B-B and B-T, one altered after signing: Kho finds the signature,
+/// checks it over its byte range, and gives pyHanko's verdict at the timestamp's time (or pyHanko's).
+/// Bytes appended after signing are refused whoever signed.
+#[test]
+fn pades_signed_pdfs_get_pyhankos_verdict_and_appended_bytes_are_refused() {
+    use kho::x509::pdf;
+    let Some(dir) = pki() else { return };
+    let folder = dir.join("pdf");
+    let cases: Vec<PdfCase> =
+        serde_json::from_slice(&std::fs::read(dir.join("pdf_cases.json")).expect("pdf_cases.json")).expect("cases");
+    assert!(cases.len() >= 5);
+    let store = TrustStore {
+        anchors: vec![anchor(&dir, "gov-root"), anchor(&dir, "pub-root")],
+        revocation: RevocationPolicy::default(),
+    };
+    for case in &cases {
+        let bytes = std::fs::read(folder.join(&case.pdf)).expect("pdf");
+        let evidence = RevocationEvidence {
+            crls: case
+                .crls
+                .iter()
+                .map(|name| {
+                    Crl::from_der(&std::fs::read(folder.join(format!("{name}.crl"))).expect("crl")).expect("crl")
+                })
+                .collect(),
+            ocsp: Vec::new(),
+        };
+        let ours = match pdf::verify(&bytes) {
+            Err(error) => error.code().to_owned(),
+            Ok((found, signature)) => {
+                assert_eq!(found.byte_range[2] + found.byte_range[3], bytes.len(), "{}", case.name);
+                assert_eq!(signature.timestamp.is_some(), case.timestamped, "{}", case.name);
+                let at = signature.timestamp.as_ref().map_or(time_ms(&case.time), |t| t.time_ms);
+                match store.validate(&signature.signer, &signature.certificates, at, &evidence) {
+                    Ok(path) => {
+                        assert!(store.anchors[path.anchor].agency_of(&signature.signer).is_some(), "{}", case.name);
+                        "valid".to_owned()
+                    }
+                    Err(error) => error.code().to_owned(),
+                }
+            }
+        };
+        assert_eq!(ours, case.verdict, "{}", case.name);
+    }
+    // An incremental update appended after signing (which could add or replace pages) is refused.
+    let mut appended = std::fs::read(folder.join(&cases[0].pdf)).expect("pdf");
+    appended.extend_from_slice(b"\n1 0 obj\n<< /Type /Catalog /Pages 9 0 R >>\nendobj\n%%EOF\n");
+    assert_eq!(pdf::verify(&appended).expect_err("appended").code(), "changed_after_signing");
+    assert_eq!(pdf::verify(b"%PDF-1.7\nunsigned\n%%EOF").expect_err("unsigned").code(), "no_signature");
+}

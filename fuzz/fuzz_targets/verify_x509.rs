@@ -1,6 +1,7 @@
-//! Arbitrary bytes as a certificate, a CRL, an OCSP response and a detached CMS signature (with its
-//! timestamp token): the DER parsers, CMS and timestamp checks, path validation and the revocation
-//! checks never panic, and whatever parses is canonical DER.
+//! Arbitrary bytes as a certificate, a CRL, an OCSP response, a detached CMS signature (with its
+//! timestamp token) and a signed PDF (its signature dictionaries): the DER parsers, the PDF scanner, CMS
+//! and timestamp checks, path validation and the revocation checks never panic, and whatever parses is
+//! canonical DER.
 #![no_main]
 
 use kho::x509::path::RevocationPolicy;
@@ -12,6 +13,15 @@ fuzz_target!(|input: (&[u8], &[u8], i64)| {
     let crl = Crl::from_der(second).ok();
     let ocsp = OcspResponse::from_der(second).ok();
     let _ = Certificate::all_from_pem_or_der(first);
+    if let Ok(found) = kho::x509::pdf::signatures(first) {
+        for signature in found {
+            let [start, length, second, rest] = signature.byte_range;
+            assert!(start == 0 && length < second && second + rest <= first.len());
+        }
+    }
+    if let Ok((found, _)) = kho::x509::pdf::verify(first) {
+        assert_eq!(found.byte_range[2] + found.byte_range[3], first.len());
+    }
     if let Ok(signature) = kho::x509::cms::verify_detached(second, first) {
         assert!(signature.certificates.contains(&signature.signer));
     }

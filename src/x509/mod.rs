@@ -8,6 +8,7 @@
 use x509_cert::der;
 pub mod cms;
 pub mod path;
+pub mod pdf;
 pub mod revocation;
 pub mod signature;
 

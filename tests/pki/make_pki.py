@@ -174,6 +174,7 @@ def main(out):
         print(f"{result:>20}  {name}")
     (out / "cases.json").write_text(json.dumps(results, indent=1))
     asyncio.run(cms_cases(out, arch, certs))
+    asyncio.run(pdf_cases(out, arch, certs))
 
 
 def load_key(out, label):
@@ -243,6 +244,84 @@ async def cms_cases(out, arch, certs):
                         "verdict": verdict_text})
         print(f"{results[-1]['verdict']:>20}  {name}")
     (out / "cms_cases.json").write_text(json.dumps(results, indent=1))
+
+
+def minimal_pdf(text):
+    """A one-page PDF with a classic cross-reference table, written by hand."""
+    stream = f"BT /F1 14 Tf 40 780 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    body = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, obj in enumerate(objects, start=1):
+        offsets.append(len(body))
+        body += f"{number} 0 obj\n".encode() + obj + b"\nendobj\n"
+    xref = len(body)
+    body += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    for offset in offsets:
+        body += f"{offset:010d} 00000 n \n".encode()
+    body += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(body)
+
+
+async def pdf_cases(out, arch, certs):
+    """PDFs signed by pyHanko as PAdES B-B and B-T (a signature covering the whole file), and altered
+    ones; pyHanko validates each at the signing time, Kho must agree."""
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign import fields
+    from pyhanko.sign.validation.pdf_embedded import async_validate_pdf_signature
+    import io
+    (out / "pdf").mkdir(exist_ok=True)
+    now = datetime.datetime.now(tz=datetime.timezone.utc).replace(microsecond=0)
+    cases = [
+        ("PAdES B-B, gov RSA", "gov-signer-rsa", None, None),
+        ("PAdES B-T, public CA ECDSA", "pub-signer-ec", now, None),
+        ("PAdES B-T, revoked signer timestamped after the revocation", "gov-revoked", now, None),
+        ("PAdES B-B, a byte of the page changed after signing", "gov-signer-rsa", None, "flip"),
+        ("PAdES B-T, expired signer", "gov-expired", now, None),
+    ]
+    results = []
+    for index, (name, signer_label, ts_time, tamper) in enumerate(cases):
+        chain = [certs[signer_label.split("-")[0] + "-interm"]]
+        signer = signers.SimpleSigner(signing_cert=certs[signer_label], signing_key=load_key(out, signer_label),
+                                      cert_registry=SimpleCertificateStore.from_certs(chain))
+        timestamper = None
+        if ts_time is not None:
+            timestamper = DummyTimeStamper(tsa_cert=certs["tsa"], tsa_key=load_key(out, "tsa"),
+                                           certs_to_embed=SimpleCertificateStore.from_certs([certs["gov-root"]]),
+                                           fixed_dt=ts_time)
+        writer = IncrementalPdfFileWriter(io.BytesIO(minimal_pdf(f"Giay khai sinh so {index}")))
+        meta = signers.PdfSignatureMetadata(field_name="Signature1", subfilter=fields.SigSeedSubFilter.PADES)
+        signed = bytearray((await signers.async_sign_pdf(writer, meta, signer=signer, timestamper=timestamper)).getvalue())
+        if tamper == "flip":
+            position = signed.index(b"Giay khai sinh")
+            signed[position] ^= 0x20
+        stem = f"pdf{index}"
+        (out / "pdf" / f"{stem}.pdf").write_bytes(bytes(signed))
+        moment = ts_time or now
+        crls = [arch.service_registry.get_crl(ServiceLabel(repo), at_time=moment)
+                for repo in ("gov-interm", "pub-interm", "gov-root", "pub-root")]
+        crl_names = []
+        for repo, crl in zip(("gov-interm", "pub-interm", "gov-root", "pub-root"), crls):
+            (out / "pdf" / f"{stem}-{repo}.crl").write_bytes(crl.dump())
+            crl_names.append(f"{stem}-{repo}")
+        context = lambda: ValidationContext(trust_roots=[certs["gov-root"], certs["pub-root"]],
+                                            other_certs=[certs["gov-interm"], certs["pub-interm"]], crls=crls,
+                                            moment=moment, allow_fetching=False, revocation_mode="hard-fail")
+        reader = PdfFileReader(io.BytesIO(bytes(signed)))
+        status = await async_validate_pdf_signature(reader.embedded_signatures[0], signer_validation_context=context(),
+                                                    ts_validation_context=context(), skip_diff=True)
+        results.append({"name": name, "pdf": f"{stem}.pdf", "crls": crl_names, "time": moment.isoformat(),
+                        "timestamped": ts_time is not None, "verdict": cms_verdict(status)})
+        print(f"{results[-1]['verdict']:>20}  {name}")
+    (out / "pdf_cases.json").write_text(json.dumps(results, indent=1))
 
 
 def cms_verdict(status):
