@@ -93,6 +93,97 @@ pub struct Config {
     pub recover: bool,
     pub auth: AuthConfig,
     pub witnesses: WitnessesConfig,
+    pub x509: X509Config,
+}
+
+/// The X.509 hierarchies agencies sign under (`[x509]`; docs/SECURITY.md, "Signatures under X.509").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct X509Config {
+    /// The root certificates, each with where its signers' certificates hold the agency code.
+    pub roots: Vec<X509RootConfig>,
+    /// Files or folders of CRLs and OCSP responses (DER or PEM), read again when they change: the
+    /// revocation evidence Kho decides with, since it never asks a CA.
+    pub revocation_evidence: Vec<PathBuf>,
+    /// Refuse a signer no evidence speaks for (default true).
+    pub revocation_required: bool,
+    /// How long evidence without a next update counts (OCSP responses without one).
+    pub revocation_age_hours_max: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct X509RootConfig {
+    /// The root certificate (PEM or DER).
+    pub certificate: PathBuf,
+    /// The subject attribute holding the agency code in signers' certificates: CN, O, OU, UID,
+    /// serialNumber, organizationIdentifier, or a dotted OID.
+    pub agency_attribute: String,
+    /// Text the CA writes before the code (such as `MNS:`); it must be there and is removed.
+    #[serde(default)]
+    pub agency_prefix: String,
+}
+
+impl Default for X509Config {
+    fn default() -> Self {
+        X509Config {
+            roots: Vec::new(),
+            revocation_evidence: Vec::new(),
+            revocation_required: true,
+            revocation_age_hours_max: (crate::x509::path::REVOCATION_AGE_MS_MAX_DEFAULT / 3_600_000) as u64,
+        }
+    }
+}
+
+impl X509Config {
+    /// The trust store these settings describe: every root read and checked, every attribute known.
+    pub fn trust_store(&self) -> Result<crate::x509::TrustStore, ConfigError> {
+        let mut anchors = Vec::new();
+        for root in &self.roots {
+            let invalid = |m: String| ConfigError::Invalid(format!("x509 root {}: {m}", root.certificate.display()));
+            let bytes = std::fs::read(&root.certificate)
+                .map_err(|source| ConfigError::Read { path: root.certificate.clone(), source })?;
+            let mut certificates =
+                crate::x509::Certificate::all_from_pem_or_der(&bytes).map_err(|e| invalid(e.to_string()))?;
+            if certificates.len() != 1 {
+                return Err(invalid(format!("holds {} certificates; give one root per entry", certificates.len())));
+            }
+            let agency_attribute = attribute_oid(&root.agency_attribute).ok_or_else(|| {
+                invalid(format!(
+                    "agency_attribute {:?} is not CN, O, OU, UID, serialNumber, organizationIdentifier or a dotted OID",
+                    root.agency_attribute
+                ))
+            })?;
+            anchors.push(crate::x509::Anchor {
+                certificate: certificates.remove(0),
+                agency_attribute,
+                agency_prefix: root.agency_prefix.clone(),
+            });
+        }
+        let age_ms_max = i64::try_from(self.revocation_age_hours_max.saturating_mul(3_600_000))
+            .map_err(|_| ConfigError::Invalid("x509.revocation_age_hours_max is too large".into()))?;
+        Ok(crate::x509::TrustStore {
+            anchors,
+            revocation: crate::x509::path::RevocationPolicy { required: self.revocation_required, age_ms_max },
+        })
+    }
+}
+
+/// The object identifier of a subject attribute named as CAs' certificate profiles name them.
+fn attribute_oid(name: &str) -> Option<x509_cert::der::asn1::ObjectIdentifier> {
+    let dotted = match name {
+        "CN" | "commonName" => "2.5.4.3",
+        "O" | "organizationName" => "2.5.4.10",
+        "OU" | "organizationalUnitName" => "2.5.4.11",
+        "C" | "countryName" => "2.5.4.6",
+        "L" | "localityName" => "2.5.4.7",
+        "ST" | "stateOrProvinceName" => "2.5.4.8",
+        "serialNumber" => "2.5.4.5",
+        "organizationIdentifier" => "2.5.4.97",
+        "UID" | "userId" => "0.9.2342.19200300.100.1.1",
+        other => other,
+    };
+    dotted.parse().ok()
 }
 
 /// The witnesses that cosign the log's checkpoints (`[witnesses]`; see docs/OPERATIONS.md).
@@ -294,6 +385,7 @@ impl Default for Config {
             recover: false,
             auth: AuthConfig::default(),
             witnesses: WitnessesConfig::default(),
+            x509: X509Config::default(),
         }
     }
 }
@@ -323,8 +415,16 @@ fn paths(value: &str) -> Vec<PathBuf> {
 }
 
 impl Config {
-    /// Reads `path` if given (a missing file is an error), then applies the environment.
+    /// Reads `path` if given (a missing file is an error), then applies the environment, and checks
+    /// that a server could run with it.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let config = Config::read(path)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// [`Config::load`] without the checks that only a server needs (sign-in), for offline commands.
+    pub fn read(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut config = match path {
             None => Config::default(),
             Some(path) => {
@@ -335,7 +435,6 @@ impl Config {
             }
         };
         config.apply_env(|name| std::env::var(name).ok())?;
-        config.check()?;
         Ok(config)
     }
 
@@ -561,6 +660,32 @@ mod tests {
         assert!(config.witnesses.policy().unwrap_err().to_string().contains("not a witness's"));
         let none = WitnessesConfig { fail_closed: true, ..WitnessesConfig::default() };
         assert!(none.policy().unwrap_err().to_string().contains("no witness"));
+    }
+
+    #[test]
+    fn x509_roots_are_read_with_their_agency_attribute_and_bad_ones_are_named() {
+        let mut config: Config = toml::from_str(
+            r#"
+            [x509]
+            roots = [{ certificate = "/nonexistent/root.pem", agency_attribute = "UID", agency_prefix = "MNS:" }]
+            "#,
+        )
+        .expect("parses");
+        assert!(config.x509.revocation_required, "revocation evidence is required unless turned off");
+        let error = config.x509.trust_store().expect_err("missing file").to_string();
+        assert!(error.contains("/nonexistent/root.pem"), "{error}");
+        assert_eq!(attribute_oid("UID").map(|o| o.to_string()).as_deref(), Some("0.9.2342.19200300.100.1.1"));
+        assert_eq!(attribute_oid("2.5.4.97").map(|o| o.to_string()).as_deref(), Some("2.5.4.97"));
+        assert!(attribute_oid("Department").is_none());
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("root.pem");
+        std::fs::write(&path, "not a certificate").expect("write");
+        config.x509.roots[0].certificate = path;
+        assert!(config.x509.trust_store().expect_err("not a certificate").to_string().contains("root.pem"));
+        assert!(
+            toml::from_str::<Config>("[x509]\nroots = [{ certificate = \"a\" }]").is_err(),
+            "the attribute is required"
+        );
     }
 
     #[test]

@@ -286,19 +286,13 @@ fn detached_cms_signatures_get_pyhankos_verdict_and_a_timestamp_decides_the_time
             Err(error) => error.code().to_owned(),
             Ok(signature) => {
                 assert_eq!(signature.timestamp.is_some(), case.timestamped, "{}", case.name);
-                let at = match &signature.timestamp {
-                    Some(timestamp) => {
-                        // The authority's own path, at the time it vouches for.
-                        let tsa =
-                            store.validate(&timestamp.authority, &timestamp.certificates, timestamp.time_ms, &evidence);
-                        assert!(tsa.is_ok(), "{}: the timestamping authority: {tsa:?}", case.name);
-                        assert_eq!(timestamp.time_ms, time_ms(&case.time), "{}: the timestamp's time", case.name);
-                        timestamp.time_ms
+                match kho::x509::check_signature(&store, &signature, &evidence, time_ms(&case.time)) {
+                    Ok(check) => {
+                        // A timestamp decides the time, and it is the one pyHanko was told.
+                        assert_eq!(check.at_ms, time_ms(&case.time), "{}", case.name);
+                        assert_eq!(check.timestamped_by.is_some(), case.timestamped, "{}", case.name);
+                        "valid".to_owned()
                     }
-                    None => time_ms(&case.time),
-                };
-                match store.validate(&signature.signer, &signature.certificates, at, &evidence) {
-                    Ok(_) => "valid".to_owned(),
                     Err(error) => error.code().to_owned(),
                 }
             }
@@ -354,10 +348,9 @@ fn pades_signed_pdfs_get_pyhankos_verdict_and_appended_bytes_are_refused() {
             Ok((found, signature)) => {
                 assert_eq!(found.byte_range[2] + found.byte_range[3], bytes.len(), "{}", case.name);
                 assert_eq!(signature.timestamp.is_some(), case.timestamped, "{}", case.name);
-                let at = signature.timestamp.as_ref().map_or(time_ms(&case.time), |t| t.time_ms);
-                match store.validate(&signature.signer, &signature.certificates, at, &evidence) {
-                    Ok(path) => {
-                        assert!(store.anchors[path.anchor].agency_of(&signature.signer).is_some(), "{}", case.name);
+                match kho::x509::check_signature(&store, &signature, &evidence, time_ms(&case.time)) {
+                    Ok(check) => {
+                        assert!(check.agency.is_some(), "{}", case.name);
                         "valid".to_owned()
                     }
                     Err(error) => error.code().to_owned(),
@@ -371,4 +364,61 @@ fn pades_signed_pdfs_get_pyhankos_verdict_and_appended_bytes_are_refused() {
     appended.extend_from_slice(b"\n1 0 obj\n<< /Type /Catalog /Pages 9 0 R >>\nendobj\n%%EOF\n");
     assert_eq!(pdf::verify(&appended).expect_err("appended").code(), "changed_after_signing");
     assert_eq!(pdf::verify(b"%PDF-1.7\nunsigned\n%%EOF").expect_err("unsigned").code(), "no_signature");
+}
+
+/// `kho check-signature` through the real binary, with the roots and evidence folder of a config file:
+/// the sentence an officer reads, the agency, and exit 3 with the reason for a revoked signer.
+#[test]
+fn kho_check_signature_says_who_signed_under_which_root_when_and_by_whose_timestamp() {
+    let Some(dir) = pki() else { return };
+    let cases: Vec<PdfCase> =
+        serde_json::from_slice(&std::fs::read(dir.join("pdf_cases.json")).expect("pdf_cases.json")).expect("cases");
+    let work = tempfile::tempdir().expect("dir");
+    let run = |case: &PdfCase, with_evidence: bool| {
+        let evidence = work.path().join(&case.pdf);
+        std::fs::create_dir_all(&evidence).expect("evidence folder");
+        if with_evidence {
+            for name in &case.crls {
+                let crl = format!("{name}.crl");
+                std::fs::copy(dir.join("pdf").join(&crl), evidence.join(&crl)).expect("crl");
+            }
+        }
+        let config = work.path().join(format!("{}.toml", case.pdf));
+        std::fs::write(
+            &config,
+            format!(
+                "[x509]\nrevocation_evidence = [{evidence:?}]\n[[x509.roots]]\ncertificate = {:?}\nagency_attribute = \"OU\"\n\
+                 [[x509.roots]]\ncertificate = {:?}\nagency_attribute = \"2.5.4.11\"\n",
+                dir.join("certs/gov-root.der"),
+                dir.join("certs/pub-root.der"),
+            ),
+        )
+        .expect("config");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_kho"))
+            .arg("check-signature")
+            .arg(dir.join("pdf").join(&case.pdf))
+            .args(["--at", &case.time])
+            .env("KHO_CONFIG", &config)
+            .output()
+            .expect("run kho");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code(), text)
+    };
+    let timestamped = cases.iter().find(|c| c.verdict == "valid" && c.timestamped).expect("a valid B-T case");
+    let (code, text) = run(timestamped, true);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("signature valid: signed by CN=Cuc Quan ly chat luong"), "{text}");
+    assert!(text.contains("under CN=Kho Test Public Root CA"), "{text}");
+    assert!(text.contains("timestamped by CN=Kho Test Time Stamping Authority"), "{text}");
+    assert!(text.contains("agency: 000.00.00.G01"), "{text}");
+    assert!(text.contains("not revoked: CN=Kho Test Public Issuing CA"), "{text}");
+    let revoked = cases.iter().find(|c| c.verdict == "revoked").expect("a revoked case");
+    let (code, text) = run(revoked, true);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("SIGNATURE INVALID (revoked)"), "{text}");
+    // Without the CRLs nothing shows the signer unrevoked.
+    let untimestamped = cases.iter().find(|c| c.verdict == "valid" && !c.timestamped).expect("a valid B-B case");
+    let (code, text) = run(untimestamped, false);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("SIGNATURE INVALID (no_revocation_info)"), "{text}");
 }

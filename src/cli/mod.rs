@@ -12,6 +12,7 @@ mod bench;
 mod client;
 mod evidence;
 mod log;
+mod x509;
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -91,6 +92,11 @@ enum Command {
     /// Check offline: a document against its record, receipt, certificate and trust anchor; or an
     /// evidence bundle (`kho export`), with a verdict per document.
     Verify(VerifyArgs),
+    /// Check a signed document as agencies issue them (a PAdES-signed PDF, or any file with its
+    /// detached CMS signature) against the X.509 roots and revocation evidence of the configuration:
+    /// who signed, under which root, when (the timestamp's time if it has one), and that nothing was
+    /// revoked then. Exit 3 if it does not hold.
+    CheckSignature(x509::CheckSignatureArgs),
     /// Print any Kho statement file (record, certificate, revocation, receipt) as JSON.
     Show { file: PathBuf },
     /// Deposit a folder (files with FILE.kho-record beside them, *.kho-cert certificates) or a JSON
@@ -527,6 +533,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             write_statement(&out, &Signed::sign(certification, &key))
         }
         Command::Verify(args) => verify(args),
+        Command::CheckSignature(args) => x509::check_signature(args),
         Command::Show { file } => show(&file),
         Command::Import(args) => import(args),
         Command::Demo { dir } => demo(&dir).map(|_| ExitCode::SUCCESS),

@@ -19,8 +19,9 @@ use x509_cert::ext::pkix::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, S
 pub use path::{Anchor, PathError, TrustStore, ValidatedPath};
 pub use revocation::{Crl, OcspResponse, RevocationEvidence};
 
-/// Largest certificate, CRL or OCSP response accepted.
-pub const OBJECT_SIZE_BYTES_MAX: usize = 1024 * 1024;
+/// Largest certificate, CRL or OCSP response accepted (a national CA's CRL can run to megabytes;
+/// certificates inside statements are bounded by the statement's own limit).
+pub const OBJECT_SIZE_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -236,4 +237,74 @@ pub fn format_ms(ms: i64) -> String {
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| ms.to_string())
+}
+
+/// A signature that validated: who signed, under which root, when, and what showed it unrevoked.
+#[derive(Debug, Clone)]
+pub struct SignatureCheck {
+    pub signer: String,
+    /// The agency code the root's mapping reads from the signer's certificate, if it holds one.
+    pub agency: Option<String>,
+    pub root: String,
+    /// The time the signer's certificate was validated at: the timestamp's, or the time asked.
+    pub at_ms: i64,
+    pub timestamped_by: Option<String>,
+    pub signer_path: ValidatedPath,
+}
+
+impl std::fmt::Display for SignatureCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "signed by {} under {}, at {}", self.signer, self.root, format_ms(self.at_ms))?;
+        if let Some(authority) = &self.timestamped_by {
+            write!(f, ", timestamped by {authority}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a well-formed signature is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    #[error("the signer: {0}")]
+    Signer(PathError),
+    #[error("the timestamping authority: {0}")]
+    TimestampAuthority(PathError),
+}
+
+impl CheckError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            CheckError::Signer(error) => error.code(),
+            CheckError::TimestampAuthority(_) => "untrusted_timestamp",
+        }
+    }
+}
+
+/// Validates a signature's signer (and its timestamping authority) under `store`: at the timestamp's
+/// time if it has one (a trusted third party's word for when it was signed), else at `at_ms`.
+pub fn check_signature(
+    store: &TrustStore,
+    signature: &cms::CmsSignature,
+    evidence: &RevocationEvidence,
+    at_ms: i64,
+) -> Result<SignatureCheck, CheckError> {
+    let (at_ms, timestamped_by) = match &signature.timestamp {
+        Some(timestamp) => {
+            store
+                .validate(&timestamp.authority, &timestamp.certificates, timestamp.time_ms, evidence)
+                .map_err(CheckError::TimestampAuthority)?;
+            (timestamp.time_ms, Some(timestamp.authority.subject()))
+        }
+        None => (at_ms, None),
+    };
+    let path =
+        store.validate(&signature.signer, &signature.certificates, at_ms, evidence).map_err(CheckError::Signer)?;
+    Ok(SignatureCheck {
+        signer: signature.signer.subject(),
+        agency: store.anchors[path.anchor].agency_of(&signature.signer),
+        root: path.root().subject(),
+        at_ms,
+        timestamped_by,
+        signer_path: path,
+    })
 }

@@ -56,6 +56,53 @@ pub enum Source {
     Ocsp { responder: String, produced_at_ms: i64 },
 }
 
+/// Files read from one evidence folder at most.
+pub const EVIDENCE_FILES_MAX: usize = 10_000;
+
+impl RevocationEvidence {
+    /// Reads CRLs and OCSP responses (DER, or PEM `X509 CRL` blocks) from files and folders (their
+    /// files, not below). A file that is neither is an error naming it: evidence an operator put there
+    /// and Kho ignored would be a silent hole.
+    pub fn read_paths(paths: &[std::path::PathBuf]) -> Result<RevocationEvidence, String> {
+        let mut evidence = RevocationEvidence::default();
+        for path in paths {
+            let files = if path.is_dir() {
+                let mut files: Vec<_> = std::fs::read_dir(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+                    .filter_map(|entry| entry.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file())
+                    .take(EVIDENCE_FILES_MAX + 1)
+                    .collect();
+                if files.len() > EVIDENCE_FILES_MAX {
+                    return Err(format!("{}: more than {EVIDENCE_FILES_MAX} files", path.display()));
+                }
+                files.sort();
+                files
+            } else {
+                vec![path.clone()]
+            };
+            for file in files {
+                let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+                let blocks =
+                    super::pem_or_der_blocks(&bytes, "X509 CRL").map_err(|e| format!("{}: {e}", file.display()))?;
+                for block in blocks {
+                    match (Crl::from_der(&block), OcspResponse::from_der(&block)) {
+                        (Ok(crl), _) => evidence.crls.push(crl),
+                        (_, Ok(response)) => evidence.ocsp.push(response),
+                        (Err(crl), Err(ocsp)) => {
+                            return Err(format!(
+                                "{} is neither a CRL ({crl}) nor an OCSP response ({ocsp})",
+                                file.display()
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        Ok(evidence)
+    }
+}
+
 impl Crl {
     pub fn from_der(bytes: &[u8]) -> Result<Crl, ParseError> {
         Ok(Crl { der: bytes.to_vec(), crl: parse_der("CRL", bytes)? })
