@@ -127,6 +127,10 @@ fn the_agency_code_comes_from_the_configured_field_and_revocation_can_be_optiona
     let path = store.validate(&signer, &[interm], at, &RevocationEvidence::default()).expect("allowed unchecked");
     assert!(path.revocation.iter().all(Option::is_none));
     assert_eq!(path.root(), &certificate(&dir, "gov-root"));
+    // A root signs certificates, not documents.
+    let root = certificate(&dir, "gov-root");
+    let error = store.validate(&root, &[], at, &RevocationEvidence::default()).expect_err("a root as signer");
+    assert_eq!(error.code(), "no_path");
 }
 
 /// Runs openssl, an independent implementation, to verify `signature` over `message` with the public

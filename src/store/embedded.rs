@@ -130,13 +130,30 @@ pub fn open(directory: &Path, config: &EmbeddedConfig) -> Result<Engines, StoreE
     Ok(Engines { catalog: Arc::new(engine), blobs: Arc::new(blobs), report })
 }
 
+/// How long an open waits for the lock on sled's files. A store closed a moment ago in this process
+/// keeps the lock until sled's flusher thread notices (up to its flush interval); another process
+/// holding the store still gets the lock error, after this wait.
+const SLED_LOCK_WAIT_MS: u64 = 3_000;
+
 fn open_sled(directory: &Path, config: &EmbeddedConfig) -> Result<sled::Db, sled::Error> {
-    sled::Config::new()
-        .path(directory)
-        .segment_size(SEGMENT_SIZE_BYTES)
-        .cache_capacity(config.cache_capacity_bytes)
-        .mode(sled::Mode::HighThroughput)
-        .open()
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(directory)
+            .segment_size(SEGMENT_SIZE_BYTES)
+            .cache_capacity(config.cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match opened {
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && started.elapsed() < std::time::Duration::from_millis(SLED_LOCK_WAIT_MS) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn engine_error(error: sled::Error) -> StoreError {

@@ -153,6 +153,12 @@ impl TrustStore {
                 detail: format!(": more than {INTERMEDIATES_MAX} intermediates"),
             });
         }
+        if self.anchors.iter().any(|anchor| anchor.certificate == *signer) {
+            return Err(PathError::NoPath {
+                subject,
+                detail: ": it is a root certificate, which signs certificates, not documents".into(),
+            });
+        }
         let paths = self.candidate_paths(signer, intermediates);
         if paths.is_empty() {
             return Err(PathError::NoPath { subject, detail: String::new() });

@@ -106,7 +106,8 @@ impl Browser {
     }
 
     /// Runs a command on the element matching `selector`, finding it again if the page changed under
-    /// it (a click's navigation lands a moment later).
+    /// it (a click's navigation lands a moment later). ChromeDriver reports that race either as a stale
+    /// element or, when the new document replaced the node mid-command, as an inspector error.
     fn on_element(&self, selector: &str, method: &str, command: &str, body: Value) -> Value {
         let started = Instant::now();
         loop {
@@ -114,9 +115,7 @@ impl Browser {
             let path = format!("/session/{}/element/{}{command}", self.session, element.0);
             match self.try_command(method, &path, body.clone()) {
                 Ok(value) => return value,
-                Err(error)
-                    if error["error"] == "stale element reference" && started.elapsed() < Duration::from_secs(10) =>
-                {
+                Err(error) if is_replaced_node(&error) && started.elapsed() < Duration::from_secs(10) => {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(error) => panic!("{method} {command} on {selector}: {error}"),
@@ -233,4 +232,10 @@ impl Drop for Browser {
         let _ = self.driver.wait();
         let _ = &self.profile;
     }
+}
+
+/// Whether a WebDriver error says the element was replaced by a navigation (so finding it again helps).
+fn is_replaced_node(error: &Value) -> bool {
+    error["error"] == "stale element reference"
+        || error["message"].as_str().is_some_and(|m| m.contains("does not belong to the document"))
 }
