@@ -1492,6 +1492,8 @@ fn a_citizen_sees_documents_accesses_shares_and_a_printed_copy_check_in_real_chr
     assert!(browser.text("#access-log").contains("Ngân hàng ABC"), "the share's use is in the access log");
     browser.go(&server.url("/shares"));
     browser.click("button[id^='revoke-']");
+    // The revocation's answer must arrive before the next navigation, which would abort its form.
+    browser.wait_for("#shares", "Đã thu hồi");
     browser.go(&link);
     assert!(browser.text("main").contains("thu hồi"), "{}", browser.text("main"));
     assert!(!browser.source().contains("Nguyễn Văn An"));

@@ -13,7 +13,6 @@ pub mod revocation;
 pub mod signature;
 
 use der::asn1::ObjectIdentifier as Oid;
-use der::Encode as _;
 use x509_cert::ext::pkix::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier};
 
 pub use path::{Anchor, PathError, TrustStore, ValidatedPath};
@@ -155,11 +154,6 @@ impl Certificate {
         (time_ms(validity.not_before), time_ms(validity.not_after))
     }
 
-    /// The DER of the signed part.
-    fn tbs_der(&self) -> Vec<u8> {
-        self.cert.tbs_certificate.to_der().unwrap_or_default()
-    }
-
     fn extension<T: for<'a> der::Decode<'a> + der::oid::AssociatedOid>(&self) -> Result<Option<T>, String> {
         let Some(extension) = self.extensions().find(|e| e.extn_id == T::OID) else { return Ok(None) };
         T::from_der(extension.extn_value.as_bytes()).map(Some).map_err(|e| format!("extension {}: {e}", T::OID))
@@ -211,13 +205,20 @@ impl Certificate {
         if self.cert.signature_algorithm != self.cert.tbs_certificate.signature {
             return Err(signature::SignatureError::Invalid);
         }
-        let signature = self.cert.signature.as_bytes().ok_or(signature::SignatureError::Invalid)?;
-        signature::verify(
-            &issuer.cert.tbs_certificate.subject_public_key_info,
-            &self.cert.signature_algorithm,
-            &self.tbs_der(),
-            signature,
-        )
+        issuer.signature_on(&self.cert.tbs_certificate, &self.cert.signature_algorithm, &self.cert.signature)
+    }
+
+    /// Checks `signature` over the DER of `signed` (a certificate's, CRL's or OCSP response's signed
+    /// part; all were checked to be canonical DER) under this certificate's key.
+    fn signature_on(
+        &self,
+        signed: &impl der::Encode,
+        algorithm: &x509_cert::spki::AlgorithmIdentifierOwned,
+        signature: &der::asn1::BitString,
+    ) -> Result<(), signature::SignatureError> {
+        let signature = signature.as_bytes().ok_or(signature::SignatureError::Invalid)?;
+        let signed = signed.to_der().map_err(|_| signature::SignatureError::Invalid)?;
+        signature::verify(&self.cert.tbs_certificate.subject_public_key_info, algorithm, &signed, signature)
     }
 }
 

@@ -133,18 +133,12 @@ impl Crl {
                 _ => {}
             }
         }
-        let signature = self.crl.signature.as_bytes().ok_or("its signature has unused bits")?;
         if self.crl.signature_algorithm != tbs.signature {
             return Err("its two signature algorithm fields differ".into());
         }
-        let signed = tbs.to_der().map_err(|e| e.to_string())?;
-        super::signature::verify(
-            &issuer.cert.tbs_certificate.subject_public_key_info,
-            &self.crl.signature_algorithm,
-            &signed,
-            signature,
-        )
-        .map_err(|e| format!("its signature: {e}"))?;
+        issuer
+            .signature_on(tbs, &self.crl.signature_algorithm, &self.crl.signature)
+            .map_err(|e| format!("its signature: {e}"))?;
         let this_update = time_ms(tbs.this_update);
         let next_update = tbs.next_update.map(time_ms).ok_or("it has no next update")?;
         if at_ms < this_update || at_ms > next_update {
@@ -226,15 +220,9 @@ impl OcspResponse {
                 return Err(format!("unsupported critical OCSP extension {}", extension.extn_id));
             }
         }
-        let signature = self.basic.signature.as_bytes().ok_or("its signature has unused bits")?;
-        let signed = data.to_der().map_err(|e| e.to_string())?;
-        super::signature::verify(
-            &responder.cert.tbs_certificate.subject_public_key_info,
-            &self.basic.signature_algorithm,
-            &signed,
-            signature,
-        )
-        .map_err(|e| format!("its signature: {e}"))?;
+        responder
+            .signature_on(data, &self.basic.signature_algorithm, &self.basic.signature)
+            .map_err(|e| format!("its signature: {e}"))?;
         let single = data
             .responses
             .iter()

@@ -184,6 +184,37 @@ def load_key(out, label):
     return keys.PrivateKeyInfo.load(der)
 
 
+def pyhanko_signer(out, certs, label):
+    """pyHanko's signer for a test signer, carrying its intermediate (the rogue one carries none)."""
+    chain = [] if label.startswith("rogue") else [certs[label.split("-")[0] + "-interm"]]
+    return signers.SimpleSigner(signing_cert=certs[label], signing_key=load_key(out, label),
+                                cert_registry=SimpleCertificateStore.from_certs(chain))
+
+
+def timestamper_at(out, certs, when):
+    """The test TSA, answering with `when` as its time (None: no timestamp)."""
+    if when is None:
+        return None
+    return DummyTimeStamper(tsa_cert=certs["tsa"], tsa_key=load_key(out, "tsa"),
+                            certs_to_embed=SimpleCertificateStore.from_certs([certs["gov-root"]]), fixed_dt=when)
+
+
+def crls_at(arch, folder, stem, moment):
+    """The CRLs of every CA current at `moment`, written as folder/<stem>-<repo>.crl; their names and
+    the validation context pyHanko validates with at that moment."""
+    repos = ("gov-interm", "pub-interm", "gov-root", "pub-root")
+    crls = [arch.service_registry.get_crl(ServiceLabel(repo), at_time=moment) for repo in repos]
+    for repo, crl in zip(repos, crls):
+        (folder / f"{stem}-{repo}.crl").write_bytes(crl.dump())
+    return [f"{stem}-{repo}" for repo in repos], crls
+
+
+def context_at(certs, crls, moment):
+    return ValidationContext(trust_roots=[certs["gov-root"], certs["pub-root"]],
+                             other_certs=[certs["gov-interm"], certs["pub-interm"]], crls=crls, moment=moment,
+                             allow_fetching=False, revocation_mode="hard-fail")
+
+
 async def cms_cases(out, arch, certs):
     """Detached CMS signatures (.p7s) over a document, as agencies attach them to any file: with and
     without an RFC 3161 timestamp, by good, expired, revoked and unknown signers, and over altered
@@ -194,7 +225,6 @@ async def cms_cases(out, arch, certs):
     before_revocation = utc("2026-02-01T12:00:00")
     document = b"Ket qua giai quyet thu tuc hanh chinh: Giay khai sinh so 123/2026\n" * 40
     (out / "cms" / "document.txt").write_bytes(document)
-    interms = [certs["gov-interm"], certs["pub-interm"]]
     cases = [
         # name, signer, timestamp time or None, tamper
         ("gov RSA, no timestamp", "gov-signer-rsa", None, False),
@@ -209,33 +239,19 @@ async def cms_cases(out, arch, certs):
     ]
     results = []
     for index, (name, signer_label, ts_time, tamper) in enumerate(cases):
-        chain = [] if signer_label.startswith("rogue") else [certs[signer_label.split("-")[0] + "-interm"]]
-        signer = signers.SimpleSigner(signing_cert=certs[signer_label], signing_key=load_key(out, signer_label),
-                                      cert_registry=SimpleCertificateStore.from_certs(chain))
-        timestamper = None
-        if ts_time is not None:
-            timestamper = DummyTimeStamper(tsa_cert=certs["tsa"], tsa_key=load_key(out, "tsa"),
-                                           certs_to_embed=SimpleCertificateStore.from_certs([certs["gov-root"]]),
-                                           fixed_dt=ts_time)
-        signed = await signer.async_sign_general_data(document, "sha256", detached=True, timestamper=timestamper)
+        signer = pyhanko_signer(out, certs, signer_label)
+        signed = await signer.async_sign_general_data(document, "sha256", detached=True,
+                                                      timestamper=timestamper_at(out, certs, ts_time))
         data = document + b"!" if tamper else document
         stem = f"case{index}"
         (out / "cms" / f"{stem}.p7s").write_bytes(signed.dump())
         (out / "cms" / f"{stem}.data").write_bytes(data)
         moment = ts_time or now
-        crls = [arch.service_registry.get_crl(ServiceLabel(repo), at_time=moment)
-                for repo in ("gov-interm", "pub-interm", "gov-root", "pub-root")]
-        crl_names = []
-        for repo, crl in zip(("gov-interm", "pub-interm", "gov-root", "pub-root"), crls):
-            crl_name = f"{stem}-{repo}"
-            (out / "cms" / f"{crl_name}.crl").write_bytes(crl.dump())
-            crl_names.append(crl_name)
-        context = lambda: ValidationContext(trust_roots=[certs["gov-root"], certs["pub-root"]], other_certs=interms,
-                                            crls=crls, moment=moment, allow_fetching=False,
-                                            revocation_mode="hard-fail")
+        crl_names, crls = crls_at(arch, out / "cms", stem, moment)
         try:
-            status = await async_validate_detached_cms(data, signed["content"], signer_validation_context=context(),
-                                                       ts_validation_context=context())
+            status = await async_validate_detached_cms(data, signed["content"],
+                                                       signer_validation_context=context_at(certs, crls, moment),
+                                                       ts_validation_context=context_at(certs, crls, moment))
             verdict_text = cms_verdict(status)
         except errors.PathBuildingError:
             verdict_text = "no_path"
@@ -289,14 +305,8 @@ async def pdf_cases(out, arch, certs):
     ]
     results = []
     for index, (name, signer_label, ts_time, tamper) in enumerate(cases):
-        chain = [certs[signer_label.split("-")[0] + "-interm"]]
-        signer = signers.SimpleSigner(signing_cert=certs[signer_label], signing_key=load_key(out, signer_label),
-                                      cert_registry=SimpleCertificateStore.from_certs(chain))
-        timestamper = None
-        if ts_time is not None:
-            timestamper = DummyTimeStamper(tsa_cert=certs["tsa"], tsa_key=load_key(out, "tsa"),
-                                           certs_to_embed=SimpleCertificateStore.from_certs([certs["gov-root"]]),
-                                           fixed_dt=ts_time)
+        signer = pyhanko_signer(out, certs, signer_label)
+        timestamper = timestamper_at(out, certs, ts_time)
         writer = IncrementalPdfFileWriter(io.BytesIO(minimal_pdf(f"Giay khai sinh so {index}")))
         meta = signers.PdfSignatureMetadata(field_name="Signature1", subfilter=fields.SigSeedSubFilter.PADES)
         signed = bytearray((await signers.async_sign_pdf(writer, meta, signer=signer, timestamper=timestamper)).getvalue())
@@ -306,18 +316,12 @@ async def pdf_cases(out, arch, certs):
         stem = f"pdf{index}"
         (out / "pdf" / f"{stem}.pdf").write_bytes(bytes(signed))
         moment = ts_time or now
-        crls = [arch.service_registry.get_crl(ServiceLabel(repo), at_time=moment)
-                for repo in ("gov-interm", "pub-interm", "gov-root", "pub-root")]
-        crl_names = []
-        for repo, crl in zip(("gov-interm", "pub-interm", "gov-root", "pub-root"), crls):
-            (out / "pdf" / f"{stem}-{repo}.crl").write_bytes(crl.dump())
-            crl_names.append(f"{stem}-{repo}")
-        context = lambda: ValidationContext(trust_roots=[certs["gov-root"], certs["pub-root"]],
-                                            other_certs=[certs["gov-interm"], certs["pub-interm"]], crls=crls,
-                                            moment=moment, allow_fetching=False, revocation_mode="hard-fail")
+        crl_names, crls = crls_at(arch, out / "pdf", stem, moment)
         reader = PdfFileReader(io.BytesIO(bytes(signed)))
-        status = await async_validate_pdf_signature(reader.embedded_signatures[0], signer_validation_context=context(),
-                                                    ts_validation_context=context(), skip_diff=True)
+        status = await async_validate_pdf_signature(reader.embedded_signatures[0],
+                                                    signer_validation_context=context_at(certs, crls, moment),
+                                                    ts_validation_context=context_at(certs, crls, moment),
+                                                    skip_diff=True)
         results.append({"name": name, "pdf": f"{stem}.pdf", "crls": crl_names, "time": moment.isoformat(),
                         "timestamped": ts_time is not None, "verdict": cms_verdict(status)})
         print(f"{results[-1]['verdict']:>20}  {name}")
