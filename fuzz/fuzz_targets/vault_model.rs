@@ -312,33 +312,54 @@ fuzz_target!(|input: Input| {
                 None => unsure = Some(None),
             },
         }
-        let Some(unsure) = unsure else { continue };
+        let Some(mut unsure) = unsure else { continue };
         vault = harness.restart(vault);
-        match unsure {
-            Some(Unsure::Deposit { record, supersedes }) => {
-                if vault.record(&record.id).expect("lookup after restart").is_some() {
-                    if let Some(index) = supersedes {
-                        model[index].superseded_by = Some(record.id);
+        // A restart before the fault fired leaves it armed, so it may fire during these checks: that
+        // read fails like any other, and the check is made again after one more restart (the fault
+        // is then spent). Nothing below changes the model until its lookup succeeded.
+        loop {
+            let checked = (|| -> Result<(), String> {
+                // Look up first, change the model after: a failed lookup leaves `unsure` for the retry.
+                match &unsure {
+                    Some(Unsure::Deposit { record, .. }) => {
+                        let found = vault.record(&record.id).map_err(|e| e.to_string())?.is_some();
+                        if let Some(Unsure::Deposit { record, supersedes }) = unsure.take() {
+                            if found {
+                                if let Some(index) = supersedes {
+                                    model[index].superseded_by = Some(record.id);
+                                }
+                                model.push(record);
+                            }
+                        }
                     }
-                    model.push(record);
+                    Some(Unsure::Revoke { index }) => {
+                        let index = *index;
+                        let view = vault.record(&model[index].id).map_err(|e| e.to_string())?.expect("present");
+                        model[index].revoked = matches!(view.status, Status::Revoked { .. });
+                        unsure = None;
+                    }
+                    None => {}
+                }
+                // No checkpoint ever covered an entry the restart lost, and the log still extends each one.
+                let tree = tree_of(&vault, vault.log_size())?;
+                for (size, root) in &checkpoints {
+                    assert!(*size <= tree.size(), "checkpoint {size} covers entries lost by the restart");
+                    assert_eq!(&tree.root(*size), root, "the log after the restart contradicts checkpoint {size}");
+                }
+                // Everything acknowledged survived the restart, with its bytes.
+                for entry in &model {
+                    let view = vault.record(&entry.id).map_err(|e| e.to_string())?;
+                    assert!(view.is_some(), "acknowledged record {:?} lost", entry.id);
+                }
+                Ok(())
+            })();
+            match checked {
+                Ok(()) => break,
+                Err(error) => {
+                    assert!(harness.faults.fired(), "a check after a restart failed with no fault injected: {error}");
+                    vault = harness.restart(vault);
                 }
             }
-            Some(Unsure::Revoke { index }) => {
-                let view = vault.record(&model[index].id).expect("lookup after restart").expect("present");
-                model[index].revoked = matches!(view.status, Status::Revoked { .. });
-            }
-            None => {}
-        }
-        // No checkpoint ever covered an entry the restart lost, and the log still extends each one.
-        let tree = tree_of(&vault, vault.log_size()).expect("no fault fires after a restart");
-        for (size, root) in &checkpoints {
-            assert!(*size <= tree.size(), "checkpoint {size} covers entries lost by the restart");
-            assert_eq!(&tree.root(*size), root, "the log after the restart contradicts checkpoint {size}");
-        }
-        // Everything acknowledged survived the restart, with its bytes.
-        for entry in &model {
-            let view = vault.record(&entry.id).expect("lookup after restart");
-            assert!(view.is_some(), "acknowledged record {:?} lost", entry.id);
         }
     }
 });

@@ -19,7 +19,8 @@ fn b64(bytes: &[u8]) -> String {
 /// Tokens of each algorithm with signatures of plausible sizes, to run through keys parsed from the
 /// fuzzed set (building each kind of verifier from fuzzed key material).
 static PROBES: LazyLock<Vec<String>> = LazyLock::new(|| {
-    let claims = b64(format!(r#"{{"iss":"{ISSUER}","aud":"kho","sub":"s","exp":9999999999,"role":"auditor"}}"#).as_bytes());
+    let claims =
+        b64(format!(r#"{{"iss":"{ISSUER}","aud":"kho","sub":"s","exp":9999999999,"role":"auditor"}}"#).as_bytes());
     [("RS256", 256), ("PS256", 256), ("ES256", 64), ("EdDSA", 64)]
         .iter()
         .flat_map(|(alg, length)| {
