@@ -775,6 +775,103 @@ impl Encoding for CopyCertification {
     }
 }
 
+/// Pieces of revocation evidence one validation may name.
+pub const VALIDATION_EVIDENCE_MAX: usize = 64;
+
+/// What decided the time an X.509 signer was validated at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValidationBasis {
+    /// The moment the vault accepted the statement.
+    Acceptance,
+    /// An RFC 3161 timestamp over the signature: the SHA-256 of the token and its authority.
+    Timestamp { token: Digest, authority: Title },
+}
+
+/// The vault's record of why it trusted a signature made under X.509 (kind 10): which statement (or
+/// deposited document's record), the agency the root's mapping read from the signer's certificate, the
+/// signer's certificate and the root (by SHA-256 of their DER, and their subjects for people), the time
+/// that decided and why, and the SHA-256 of each CRL or OCSP response that showed a certificate
+/// unrevoked then (the bytes are kept beside it). Accepted into the log before the statement it
+/// validates, so that validity at signing time stays provable after the certificates expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureValidation {
+    pub statement: Digest,
+    pub agency: Code,
+    pub signer_certificate: Digest,
+    pub signer: Title,
+    pub root: Digest,
+    pub root_subject: Title,
+    pub decided_at_ms: i64,
+    pub basis: ValidationBasis,
+    pub evidence: Vec<Digest>,
+    pub signed_at_ms: i64,
+}
+
+impl StatementBody for SignatureValidation {
+    const KIND: u8 = 10;
+    const NAME: &'static str = "signature validation";
+}
+
+impl Encoding for SignatureValidation {
+    fn encode_body(&self, w: &mut Writer) {
+        w.digest(&self.statement);
+        w.str(self.agency.as_str());
+        w.digest(&self.signer_certificate);
+        w.str(self.signer.as_str());
+        w.digest(&self.root);
+        w.str(self.root_subject.as_str());
+        w.i64(self.decided_at_ms);
+        match &self.basis {
+            ValidationBasis::Acceptance => w.u8(1),
+            ValidationBasis::Timestamp { token, authority } => {
+                w.u8(2);
+                w.digest(token);
+                w.str(authority.as_str());
+            }
+        }
+        w.u16(u16::try_from(self.evidence.len()).unwrap_or(u16::MAX));
+        for digest in &self.evidence {
+            w.digest(digest);
+        }
+        w.i64(self.signed_at_ms);
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let statement = r.digest("statement")?;
+        let agency = r.code("agency")?;
+        let signer_certificate = r.digest("signer certificate")?;
+        let signer = Title::parse(r.str("signer")?)?;
+        let root = r.digest("root")?;
+        let root_subject = Title::parse(r.str("root subject")?)?;
+        let decided_at_ms = r.i64("decided at")?;
+        let basis = match r.u8("basis")? {
+            1 => ValidationBasis::Acceptance,
+            2 => ValidationBasis::Timestamp {
+                token: r.digest("timestamp token")?,
+                authority: Title::parse(r.str("timestamp authority")?)?,
+            },
+            other => return Err(FieldError::new("basis", format!("{other} is not 1 (acceptance) or 2 (timestamp)")).into()),
+        };
+        let count = usize::from(r.u16("evidence count")?);
+        if count > VALIDATION_EVIDENCE_MAX {
+            return Err(FieldError::new("evidence", format!("more than {VALIDATION_EVIDENCE_MAX} pieces")).into());
+        }
+        let evidence = (0..count).map(|_| r.digest("evidence")).collect::<Result<_, _>>()?;
+        Ok(SignatureValidation {
+            statement,
+            agency,
+            signer_certificate,
+            signer,
+            root,
+            root_subject,
+            decided_at_ms,
+            basis,
+            evidence,
+            signed_at_ms: r.i64("signed at")?,
+        })
+    }
+}
+
 /// Kho's own statement that it accepted a statement at a time, as entry `log_index` of its
 /// transparency log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -956,6 +1053,43 @@ mod tests {
         assert_eq!(decoded.body(), &sample_record());
         assert_eq!(decoded.id(), signed.id());
         assert_eq!(decoded.signer(), &key(1).public_key());
+    }
+
+    #[test]
+    fn a_signature_validation_round_trips_and_refuses_an_unknown_basis_or_too_much_evidence() {
+        let validation = SignatureValidation {
+            statement: Digest([3; 32]),
+            agency: Code::parse("agency", "000.00.00.H26").expect("code"),
+            signer_certificate: Digest([4; 32]),
+            signer: Title::parse("CN=Sở Tư pháp tỉnh Thái Bình,OU=000.00.00.H26,C=VN").expect("title"),
+            root: Digest([5; 32]),
+            root_subject: Title::parse("CN=Root CA,O=Ban Cơ yếu Chính phủ,C=VN").expect("title"),
+            decided_at_ms: 1_780_000_000_000,
+            basis: ValidationBasis::Timestamp {
+                token: Digest([6; 32]),
+                authority: Title::parse("CN=Time Stamping Authority,C=VN").expect("title"),
+            },
+            evidence: vec![Digest([7; 32]), Digest([8; 32])],
+            signed_at_ms: 1_780_000_000_500,
+        };
+        let signed = Signed::sign(validation.clone(), &key(1));
+        let decoded = Signed::<SignatureValidation>::from_envelope(&signed.to_envelope()).expect("decodes");
+        assert_eq!(decoded.body(), &validation);
+        assert_eq!(peek_kind(&signed.to_envelope()), Some(10));
+        // The basis byte sits after the fixed fields: flip it to an unknown value.
+        let mut body = Writer::default();
+        validation.encode_body(&mut body);
+        let body = body.into_bytes();
+        let basis_at = 32 + 4 + 13 + 32 + 4 + validation.signer.as_str().len() + 32 + 4
+            + validation.root_subject.as_str().len() + 8;
+        let mut bad = body.clone();
+        bad[basis_at] = 3;
+        assert!(SignatureValidation::decode_body(&mut Reader::new(&bad)).is_err());
+        let mut many = validation;
+        many.evidence = vec![Digest([1; 32]); VALIDATION_EVIDENCE_MAX + 1];
+        let mut body = Writer::default();
+        many.encode_body(&mut body);
+        assert!(SignatureValidation::decode_body(&mut Reader::new(&body.into_bytes())).is_err());
     }
 
     #[test]

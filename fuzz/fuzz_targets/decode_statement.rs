@@ -3,7 +3,7 @@
 #![no_main]
 
 use kho::statement::{
-    CertificateRevocation, CopyCertification, KeyCertificate, Receipt, Record, RecordRevocation, Signed, StatementBody,
+    CertificateRevocation, CopyCertification, KeyCertificate, SignatureValidation, Receipt, Record, RecordRevocation, Signed, StatementBody,
     VaultKeyCertificate,
 };
 use libfuzzer_sys::fuzz_target;
@@ -22,5 +22,6 @@ fuzz_target!(|data: &[u8]| {
     check::<CertificateRevocation>(data);
     check::<Receipt>(data);
     check::<CopyCertification>(data);
+    check::<SignatureValidation>(data);
     let _ = kho::statement::peek_kind(data);
 });
