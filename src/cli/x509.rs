@@ -63,10 +63,10 @@ pub(super) fn check_signature(args: CheckSignatureArgs) -> anyhow::Result<ExitCo
             }
             for (certificate, source) in check.signer_path.chain.iter().zip(&check.signer_path.revocation) {
                 let source = match source {
-                    Some(x509::revocation::Source::Crl { issuer, this_update_ms }) => {
+                    Some(x509::revocation::Source::Crl { issuer, this_update_ms, .. }) => {
                         format!("CRL of {issuer} of {}", x509::format_ms(*this_update_ms))
                     }
-                    Some(x509::revocation::Source::Ocsp { responder, produced_at_ms }) => {
+                    Some(x509::revocation::Source::Ocsp { responder, produced_at_ms, .. }) => {
                         format!("OCSP response of {responder} of {}", x509::format_ms(*produced_at_ms))
                     }
                     None => "not checked (x509.revocation_required = false)".into(),

@@ -38,6 +38,11 @@ pub const KIND_OWNER_MAP: u8 = 7;
 pub const KIND_COPY_CERTIFICATION: u8 = 9;
 const _: () =
     assert!(KIND_COPY_CERTIFICATION == <crate::statement::CopyCertification as crate::statement::StatementBody>::KIND);
+/// The kind byte of the vault's validation of an X.509 signature (`statement::SignatureValidation`).
+pub const KIND_SIGNATURE_VALIDATION: u8 = 10;
+const _: () = assert!(
+    KIND_SIGNATURE_VALIDATION == <crate::statement::SignatureValidation as crate::statement::StatementBody>::KIND
+);
 
 /// Where an entry stands in its owner's chain: the owner's entries (records, their revocations and
 /// supersessions, and every access to their data) are linked leaf to leaf, so the newest one commits to
@@ -86,7 +91,7 @@ impl Entry {
             return Err(DecodeError::UnsupportedVersion(version));
         }
         let kind = reader.u8("entry kind")?;
-        if !matches!(kind, 1..=4 | KIND_ACCESS_EVENT | KIND_OWNER_MAP | KIND_COPY_CERTIFICATION) {
+        if !matches!(kind, 1..=4 | KIND_ACCESS_EVENT | KIND_OWNER_MAP | KIND_COPY_CERTIFICATION | KIND_SIGNATURE_VALIDATION) {
             return Err(DecodeError::WrongKind { expected: "log entry", found: kind });
         }
         let accepted_at_ms = reader.i64("accepted_at_ms")?;

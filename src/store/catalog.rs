@@ -66,6 +66,14 @@ pub enum Change {
         record: Digest,
         envelope: Vec<u8>,
     },
+    /// The vault's validation of an X.509 signature on `statement`, with the revocation evidence it
+    /// used (each piece under the SHA-256 of its bytes, stored once).
+    SignatureValidation {
+        id: Digest,
+        statement: Digest,
+        envelope: Vec<u8>,
+        evidence: Vec<(Digest, Vec<u8>)>,
+    },
     Access {
         owner: OwnerId,
         event: Vec<u8>,
@@ -248,6 +256,18 @@ mod key {
     pub(super) fn copy_certification(record: &Digest) -> Vec<u8> {
         [b"rc/".as_slice(), &record.0].concat()
     }
+    /// The newest validation of an X.509 signature on a statement.
+    pub(super) fn signature_validation(statement: &Digest) -> Vec<u8> {
+        [b"sv/".as_slice(), &statement.0].concat()
+    }
+    /// A validation's statement, by the validation's own id (for scrub and exports walking the log).
+    pub(super) fn validation_by_id(validation: &Digest) -> Vec<u8> {
+        [b"vi/".as_slice(), &validation.0].concat()
+    }
+    /// A CRL or OCSP response a validation used, by the SHA-256 of its bytes.
+    pub(super) fn revocation_evidence(digest: &Digest) -> Vec<u8> {
+        [b"re/".as_slice(), &digest.0].concat()
+    }
     /// An owner's request that `agency` certify a record; the agency's requests, newest first.
     pub(super) fn certification_request_prefix(record: &Digest) -> Vec<u8> {
         [b"cq/".as_slice(), &record.0].concat()
@@ -408,6 +428,13 @@ impl Store {
             }
             Change::CopyCertification { record, envelope } => {
                 batch.insert(key::copy_certification(&record), entry(envelope));
+            }
+            Change::SignatureValidation { id, statement, envelope, evidence } => {
+                batch.insert(key::signature_validation(&statement), entry(envelope));
+                batch.insert(key::validation_by_id(&id), statement.0.to_vec());
+                for (digest, bytes) in evidence {
+                    batch.insert(key::revocation_evidence(&digest), bytes);
+                }
             }
             Change::Access { owner, event } => {
                 batch.insert(key::access_entry(&owner, sequence), event);
@@ -647,6 +674,27 @@ impl Store {
     /// A record's copy certification, if an agency certified it.
     pub fn copy_certification(&self, record: &Digest) -> Result<Option<StatementEntry>, StoreError> {
         self.get_decoded(&key::copy_certification(record), "copy certification entry")
+    }
+
+    /// The newest validation of an X.509 signature on `statement`.
+    pub fn signature_validation(&self, statement: &Digest) -> Result<Option<StatementEntry>, StoreError> {
+        self.get_decoded(&key::signature_validation(statement), "signature validation entry")
+    }
+
+    /// The statement a validation (by its own id) is about.
+    pub fn validated_statement(&self, validation: &Digest) -> Result<Option<Digest>, StoreError> {
+        self.get_value(&key::validation_by_id(validation))?
+            .map(|bytes| {
+                <[u8; 32]>::try_from(bytes.as_slice())
+                    .map(Digest)
+                    .map_err(|_| StoreError::Corrupt(format!("validation {validation} names no statement")))
+            })
+            .transpose()
+    }
+
+    /// A CRL or OCSP response kept by a validation.
+    pub fn revocation_evidence(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_value(&key::revocation_evidence(digest))
     }
 
     /// The signed checkpoint kept for tree size `size`, if one was signed at that size.

@@ -52,8 +52,22 @@ pub enum Status {
 /// Which piece of evidence decided, for the record of a validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    Crl { issuer: String, this_update_ms: i64 },
-    Ocsp { responder: String, produced_at_ms: i64 },
+    Crl { issuer: String, this_update_ms: i64, sha256: [u8; 32] },
+    Ocsp { responder: String, produced_at_ms: i64, sha256: [u8; 32] },
+}
+
+impl Source {
+    /// SHA-256 of the CRL's or OCSP response's bytes: how a validation names the evidence it kept.
+    pub fn sha256(&self) -> [u8; 32] {
+        match self {
+            Source::Crl { sha256, .. } | Source::Ocsp { sha256, .. } => *sha256,
+        }
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
 }
 
 /// Files read from one evidence folder at most.
@@ -149,7 +163,7 @@ impl Crl {
                 super::format_ms(at_ms)
             ));
         }
-        let source = Source::Crl { issuer: tbs.issuer.to_string(), this_update_ms: this_update };
+        let source = Source::Crl { issuer: tbs.issuer.to_string(), this_update_ms: this_update, sha256: sha256(&self.der) };
         let serial = &cert.cert.tbs_certificate.serial_number;
         for revoked in tbs.revoked_certificates.iter().flatten() {
             for extension in revoked.crl_entry_extensions.iter().flatten() {
@@ -239,8 +253,11 @@ impl OcspResponse {
                 super::format_ms(at_ms)
             ));
         }
-        let source =
-            Source::Ocsp { responder: responder.subject(), produced_at_ms: generalized_ms(data.produced_at.0) };
+        let source = Source::Ocsp {
+            responder: responder.subject(),
+            produced_at_ms: generalized_ms(data.produced_at.0),
+            sha256: sha256(&self.der),
+        };
         match &single.cert_status {
             CertStatus::Good(_) => Ok(Status::Good(source)),
             CertStatus::Revoked(info) => {
