@@ -554,6 +554,10 @@ impl Config {
         vault_config.log_origin = self.log_origin.clone();
         vault_config.store.recover = self.recover;
         vault_config.witnesses = self.witnesses.policy()?;
+        vault_config.x509 = crate::vault::X509Trust {
+            store: self.x509.trust_store()?,
+            evidence: self.x509.revocation_evidence.clone(),
+        };
         Ok(vault_config)
     }
 

@@ -850,7 +850,9 @@ impl Encoding for SignatureValidation {
                 token: r.digest("timestamp token")?,
                 authority: Title::parse(r.str("timestamp authority")?)?,
             },
-            other => return Err(FieldError::new("basis", format!("{other} is not 1 (acceptance) or 2 (timestamp)")).into()),
+            other => {
+                return Err(FieldError::new("basis", format!("{other} is not 1 (acceptance) or 2 (timestamp)")).into())
+            }
         };
         let count = usize::from(r.u16("evidence count")?);
         if count > VALIDATION_EVIDENCE_MAX {
@@ -1080,8 +1082,16 @@ mod tests {
         let mut body = Writer::default();
         validation.encode_body(&mut body);
         let body = body.into_bytes();
-        let basis_at = 32 + 4 + 13 + 32 + 4 + validation.signer.as_str().len() + 32 + 4
-            + validation.root_subject.as_str().len() + 8;
+        let basis_at = 32
+            + 4
+            + 13
+            + 32
+            + 4
+            + validation.signer.as_str().len()
+            + 32
+            + 4
+            + validation.root_subject.as_str().len()
+            + 8;
         let mut bad = body.clone();
         bad[basis_at] = 3;
         assert!(SignatureValidation::decode_body(&mut Reader::new(&bad)).is_err());

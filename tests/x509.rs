@@ -426,3 +426,79 @@ fn kho_check_signature_says_who_signed_under_which_root_when_and_by_whose_timest
     assert_eq!(code, Some(3), "{text}");
     assert!(text.contains("SIGNATURE INVALID (no_revocation_info)"), "{text}");
 }
+
+/// The vault accepts a record signed with an agency's X.509 key only after validating its chain now,
+/// with the configured evidence, for the agency its root's mapping reads; it records that validation in
+/// the log first (kind 10) with the CRLs it used; every refusal names its reason and changes nothing.
+#[test]
+fn the_vault_accepts_x509_signed_records_after_logging_their_validation_and_refuses_the_rest() {
+    use kho::keys::X509SigningKey;
+    use kho::statement::{RsaPadding, Signed};
+    use kho::vault::{Vault, VaultConfig, X509Trust};
+    let Some(dir) = pki() else { return };
+    let cases: Vec<PdfCase> =
+        serde_json::from_slice(&std::fs::read(dir.join("pdf_cases.json")).expect("pdf_cases.json")).expect("cases");
+    // The CRLs current when the PKI was made (minutes ago): the untimestamped PDF case's.
+    let current = cases.iter().find(|c| !c.timestamped).expect("a B-B case");
+    let work = tempfile::tempdir().expect("dir");
+    let evidence = work.path().join("revocation");
+    std::fs::create_dir_all(&evidence).expect("evidence");
+    for name in &current.crls {
+        std::fs::copy(dir.join("pdf").join(format!("{name}.crl")), evidence.join(format!("{name}.crl"))).expect("crl");
+    }
+    let anchor_key = kho::statement::SecretKey::generate();
+    let mut config = VaultConfig::new(work.path().join("data"), vec![anchor_key.public_key()]);
+    config.x509 = X509Trust {
+        store: TrustStore {
+            anchors: vec![anchor(&dir, "gov-root"), anchor(&dir, "pub-root")],
+            revocation: RevocationPolicy::default(),
+        },
+        evidence: vec![evidence.clone()],
+    };
+    let vault = Vault::open(config).expect("open");
+    let owner = kho::ids::OwnerId::parse("001204012345").expect("owner");
+    let key = |label: &str| {
+        X509SigningKey::read(
+            &dir.join("keys").join(format!("{label}.key.pem")),
+            &dir.join("chains").join(format!("{label}.pem")),
+            RsaPadding::Pkcs1v15,
+        )
+        .expect("key")
+    };
+    let deposit = |label: &str, agency: &str, content: &[u8]| {
+        let agency = kho::ids::Code::parse("agency", agency).expect("agency");
+        let record = kho::sample::record(content, &owner, &agency, kho::ids::now_unix_ms());
+        vault.deposit(&Signed::sign(record, &key(label)).to_envelope(), content)
+    };
+    let before = vault.log_size();
+    let accepted = deposit("gov-signer-rsa", "000.00.00.H26", b"%PDF-1.7 giay khai sinh").expect("accepted");
+    assert_eq!(vault.log_size(), before + 2, "the validation, then the record");
+    let validation = vault.log_entry(before).expect("entry").expect("present");
+    assert_eq!(validation[1], 10, "the entry before the record is a signature validation");
+    assert_eq!(accepted.receipt.body().log_index, before + 1);
+    assert!(vault.record(&accepted.id).expect("record").is_some());
+    let state = vault.state_digest().expect("state");
+    let refused = |label: &str, agency: &str, content: &[u8]| {
+        let error = deposit(label, agency, content).expect_err("refused");
+        assert_eq!(vault.state_digest().expect("state"), state, "{label}: a refusal changes nothing");
+        match error {
+            kho::vault::DepositError::Trust(trust) => trust.code(),
+            other => panic!("{label}: {other}"),
+        }
+    };
+    assert_eq!(refused("gov-signer-ec", "000.00.00.G01", b"another agency's"), "x509_other_agency");
+    assert_eq!(refused("gov-revoked", "000.00.00.H26", b"revoked"), "x509_revoked");
+    assert_eq!(refused("gov-expired", "000.00.00.H26", b"expired"), "x509_expired");
+    assert_eq!(refused("rogue-signer", "000.00.00.H26", b"rogue"), "x509_no_path");
+    for file in std::fs::read_dir(&evidence).expect("evidence") {
+        std::fs::remove_file(file.expect("file").path()).expect("remove");
+    }
+    assert_eq!(refused("gov-signer-ec", "000.00.00.H26", b"no evidence"), "x509_no_revocation_info");
+    // Scrub checks the validation and the evidence it kept; the owner's chain, which now holds the
+    // validation before the record, still proves complete.
+    let report = vault.scrub(Default::default(), |_| {}).expect("scrub");
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    vault.sign_checkpoint().expect("checkpoint");
+    let checked = vault.check_completeness(&owner).expect("completeness").expect("a checkpoint");
+    assert!(checked.is_ok(), "{checked:?}");
+}

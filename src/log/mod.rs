@@ -91,7 +91,10 @@ impl Entry {
             return Err(DecodeError::UnsupportedVersion(version));
         }
         let kind = reader.u8("entry kind")?;
-        if !matches!(kind, 1..=4 | KIND_ACCESS_EVENT | KIND_OWNER_MAP | KIND_COPY_CERTIFICATION | KIND_SIGNATURE_VALIDATION) {
+        if !matches!(
+            kind,
+            1..=4 | KIND_ACCESS_EVENT | KIND_OWNER_MAP | KIND_COPY_CERTIFICATION | KIND_SIGNATURE_VALIDATION
+        ) {
             return Err(DecodeError::WrongKind { expected: "log entry", found: kind });
         }
         let accepted_at_ms = reader.i64("accepted_at_ms")?;

@@ -256,13 +256,13 @@ mod key {
     pub(super) fn copy_certification(record: &Digest) -> Vec<u8> {
         [b"rc/".as_slice(), &record.0].concat()
     }
-    /// The newest validation of an X.509 signature on a statement.
-    pub(super) fn signature_validation(statement: &Digest) -> Vec<u8> {
-        [b"sv/".as_slice(), &statement.0].concat()
+    /// A validation of an X.509 signature, by its own id (every one the log holds).
+    pub(super) fn validation(validation: &Digest) -> Vec<u8> {
+        [b"vd/".as_slice(), &validation.0].concat()
     }
-    /// A validation's statement, by the validation's own id (for scrub and exports walking the log).
-    pub(super) fn validation_by_id(validation: &Digest) -> Vec<u8> {
-        [b"vi/".as_slice(), &validation.0].concat()
+    /// The newest validation of a statement's signature.
+    pub(super) fn statement_validation(statement: &Digest) -> Vec<u8> {
+        [b"vs/".as_slice(), &statement.0].concat()
     }
     /// A CRL or OCSP response a validation used, by the SHA-256 of its bytes.
     pub(super) fn revocation_evidence(digest: &Digest) -> Vec<u8> {
@@ -430,8 +430,8 @@ impl Store {
                 batch.insert(key::copy_certification(&record), entry(envelope));
             }
             Change::SignatureValidation { id, statement, envelope, evidence } => {
-                batch.insert(key::signature_validation(&statement), entry(envelope));
-                batch.insert(key::validation_by_id(&id), statement.0.to_vec());
+                batch.insert(key::validation(&id), entry(envelope));
+                batch.insert(key::statement_validation(&statement), id.0.to_vec());
                 for (digest, bytes) in evidence {
                     batch.insert(key::revocation_evidence(&digest), bytes);
                 }
@@ -676,20 +676,18 @@ impl Store {
         self.get_decoded(&key::copy_certification(record), "copy certification entry")
     }
 
-    /// The newest validation of an X.509 signature on `statement`.
-    pub fn signature_validation(&self, statement: &Digest) -> Result<Option<StatementEntry>, StoreError> {
-        self.get_decoded(&key::signature_validation(statement), "signature validation entry")
+    /// A validation of an X.509 signature, by its own id.
+    pub fn validation(&self, validation: &Digest) -> Result<Option<StatementEntry>, StoreError> {
+        self.get_decoded(&key::validation(validation), "signature validation entry")
     }
 
-    /// The statement a validation (by its own id) is about.
-    pub fn validated_statement(&self, validation: &Digest) -> Result<Option<Digest>, StoreError> {
-        self.get_value(&key::validation_by_id(validation))?
-            .map(|bytes| {
-                <[u8; 32]>::try_from(bytes.as_slice())
-                    .map(Digest)
-                    .map_err(|_| StoreError::Corrupt(format!("validation {validation} names no statement")))
-            })
-            .transpose()
+    /// The newest validation of an X.509 signature on `statement`.
+    pub fn signature_validation(&self, statement: &Digest) -> Result<Option<StatementEntry>, StoreError> {
+        let Some(bytes) = self.get_value(&key::statement_validation(statement))? else { return Ok(None) };
+        let id = <[u8; 32]>::try_from(bytes.as_slice())
+            .map(Digest)
+            .map_err(|_| StoreError::Corrupt(format!("the validation index of {statement} is not an id")))?;
+        self.validation(&id)
     }
 
     /// A CRL or OCSP response kept by a validation.

@@ -44,7 +44,7 @@ impl Vault {
         let id = view.id();
         let receipt = view.receipt.body();
         let signature = self
-            .trust_check(view.record.signer(), &record.issuer_agency, receipt.accepted_at_ms)?
+            .trust_check(&id, view.record.signer(), &record.issuer_agency, receipt.accepted_at_ms)?
             .map_err(|error| error.to_string());
         let mut certificate = None;
         for certificate_id in self.store.certificates_of_key(&view.record.signer().fingerprint()) {

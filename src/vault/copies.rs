@@ -291,7 +291,7 @@ impl Vault {
                 return Err(CopyError::AlreadyCertified { record: body.record, agency: earlier.body().agency.clone() });
             }
             let accepted_at_ms = now_unix_ms();
-            self.trust_check(certification.signer(), &body.agency, accepted_at_ms)??;
+            self.trust_check(&id, certification.signer(), &body.agency, accepted_at_ms)??;
             Ok(Decision::Accept(Acceptance {
                 kind: CopyCertification::KIND,
                 id,

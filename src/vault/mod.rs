@@ -20,6 +20,7 @@ mod scrub;
 mod sequencer;
 mod shares;
 mod transparency;
+mod validation;
 mod witnessing;
 
 pub use access::{AccessAction, AccessEvent, AccessOutcome, AccessPage, Salt, ACCESS_EVENT_VERSION};
@@ -85,6 +86,16 @@ pub struct VaultConfig {
     pub log_origin: Option<String>,
     /// The witnesses asked to cosign checkpoints, and the quorum.
     pub witnesses: crate::witness::WitnessPolicy,
+    /// The X.509 roots statements may be signed under, and the revocation evidence files.
+    pub x509: X509Trust,
+}
+
+/// The X.509 side of trust: configured roots (with their agency mapping) and where the CRLs and OCSP
+/// responses are (read at each validation, so a CA's new CRL dropped there counts at once).
+#[derive(Debug, Clone, Default)]
+pub struct X509Trust {
+    pub store: crate::x509::TrustStore,
+    pub evidence: Vec<PathBuf>,
 }
 
 impl VaultConfig {
@@ -98,6 +109,7 @@ impl VaultConfig {
             utc_offset_minutes: UTC_OFFSET_MINUTES_DEFAULT,
             log_origin: None,
             witnesses: crate::witness::WitnessPolicy::default(),
+            x509: X509Trust::default(),
         }
     }
 }
@@ -257,6 +269,14 @@ pub enum TrustError {
         crate::statement::SELF_UPLOAD_CODE
     )]
     SelfUploadNotByVault { fingerprint: Digest },
+    #[error("the X.509 signer is not trusted: {0}")]
+    X509(crate::x509::PathError),
+    #[error("the signer's certificate is for agency {found:?} under its root's mapping, not {claimed}")]
+    X509OtherAgency { claimed: Code, found: Option<String> },
+    #[error("the revocation evidence cannot be read: {0}")]
+    X509Evidence(String),
+    #[error("no validation of this X.509 signature was recorded before it was accepted")]
+    X509NotValidated,
 }
 
 impl TrustError {
@@ -270,6 +290,18 @@ impl TrustError {
             TrustError::KeyRevoked { .. } => "key_revoked",
             TrustError::UnknownAnchor { .. } => "unknown_trust_anchor",
             TrustError::SelfUploadNotByVault { .. } => "self_upload_not_by_vault",
+            TrustError::X509(error) => match error {
+                crate::x509::PathError::NoPath { .. } => "x509_no_path",
+                crate::x509::PathError::BadSignature { .. } => "x509_bad_signature",
+                crate::x509::PathError::Expired { .. } => "x509_expired",
+                crate::x509::PathError::NotYetValid { .. } => "x509_not_yet_valid",
+                crate::x509::PathError::Revoked { .. } => "x509_revoked",
+                crate::x509::PathError::NoRevocationInfo { .. } => "x509_no_revocation_info",
+                _ => "x509_invalid_certificate",
+            },
+            TrustError::X509OtherAgency { .. } => "x509_other_agency",
+            TrustError::X509Evidence(_) => "x509_evidence_unreadable",
+            TrustError::X509NotValidated => "x509_not_validated",
         }
     }
 }
@@ -710,13 +742,19 @@ impl Vault {
         }
     }
 
-    /// Checks that `signer` holds a certificate for `agency`, valid and unrevoked at `at_ms`.
+    /// Checks that `signer` of `statement` holds a certificate for `agency`, valid and unrevoked at
+    /// `at_ms`: a Kho key certificate for an Ed25519 key, or, for an X.509 signer, the validation the
+    /// vault recorded just before (`validation`).
     fn trust_check(
         &self,
+        statement: &Digest,
         signer: &PublicKey,
         agency: &Code,
         at_ms: i64,
     ) -> Result<Result<(), TrustError>, StorageError> {
+        if let PublicKey::X509(_) = signer {
+            return self.x509_trust(statement, agency, at_ms);
+        }
         if agency.as_str() == crate::statement::SELF_UPLOAD_CODE {
             // Owners' uploads: signed by this vault alone, for the reserved code alone.
             return Ok(if signer == &self.key.public_key() {
@@ -890,7 +928,13 @@ impl Vault {
                 limit_bytes: self.config.document_size_bytes_max,
             });
         }
-        self.trust_check(record.signer(), &body.issuer_agency, now_unix_ms())??;
+        match record.signer() {
+            // Refused before any byte is read: validated now, recorded only at the commit.
+            PublicKey::X509(signer) => {
+                self.prepare_validation(record.id(), signer, &body.issuer_agency, Some(&body.owner))?;
+            }
+            signer => self.trust_check(&record.id(), signer, &body.issuer_agency, now_unix_ms())??,
+        }
         let writer =
             ContentWriter::begin(&self.store, &self.config.content, body.size_bytes).map_err(StorageError::from)?;
         Ok(Deposit { vault: self, record, writer })
@@ -938,6 +982,20 @@ impl Vault {
         let id = record.id();
         let body = record.body();
         let mut content_stored = false;
+        if let PublicKey::X509(signer) = record.signer() {
+            // The validation goes into the log first; the record's acceptance below requires it.
+            let validated = match self.store.record(&id) {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => self
+                    .prepare_validation(id, signer, &body.issuer_agency, Some(&body.owner))
+                    .map_err(DepositError::from)
+                    .and_then(|prepared| Ok(self.accept_validation(prepared)?)),
+                Err(error) => Err(StorageError::from(error).into()),
+            };
+            if let Err(error) = validated {
+                return (Err(error), false);
+            }
+        }
         let sequenced = self.accept(|| {
             if let Some(entry) = self.store.record(&id)? {
                 return Ok(Decision::Existing { id, sequence: entry.sequence });
@@ -945,7 +1003,7 @@ impl Vault {
             let accepted_at_ms = now_unix_ms();
             // The signer was checked when the deposit began; check again at the moment of acceptance, in
             // case its certificate was revoked or expired while the content streamed in.
-            self.trust_check(record.signer(), &body.issuer_agency, accepted_at_ms)??;
+            self.trust_check(&id, record.signer(), &body.issuer_agency, accepted_at_ms)??;
             if let Some(old) = body.supersedes {
                 self.check_supersession(body, old)?;
             }
@@ -1022,7 +1080,7 @@ impl Vault {
                 });
             }
             let accepted_at_ms = now_unix_ms();
-            self.trust_check(revocation.signer(), &body.issuer_agency, accepted_at_ms)??;
+            self.trust_check(&id, revocation.signer(), &body.issuer_agency, accepted_at_ms)??;
             let state = self.store.record_state(&body.record)?;
             if let Some(existing) = &state.revocation {
                 if Signed::<RecordRevocation>::from_envelope(&existing.envelope).is_ok_and(|e| e.id() == id) {

@@ -175,6 +175,11 @@ impl Vault {
                         report.findings.push(Finding::new(FindingKind::Statement, Some(index), None, &None, detail));
                     }
                 }
+                k if k == crate::statement::SignatureValidation::KIND => {
+                    if let Err(detail) = self.scrub_validation(&id) {
+                        report.findings.push(Finding::new(FindingKind::Statement, Some(index), None, &owner, detail));
+                    }
+                }
                 k if k == RecordRevocation::KIND
                     || k == CertificateRevocation::KIND
                     || k == CopyCertification::KIND =>
@@ -274,6 +279,30 @@ impl Vault {
         .map_err(|e| e.to_string())?
         {
             revocations.insert(revocation.id());
+        }
+        Ok(())
+    }
+
+    /// A validation of an X.509 signature: stored, signed by this vault, and every CRL and OCSP
+    /// response it names kept with the bytes it names.
+    fn scrub_validation(&self, id: &Digest) -> Result<(), String> {
+        let (validation, _) = Self::decode_statement::<crate::statement::SignatureValidation>(
+            self.store.validation(id).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("signature validation {id} is in the log but not stored"))?;
+        if validation.signer() != &self.key.public_key() {
+            return Err(format!("signature validation {id} is not signed by this vault"));
+        }
+        for digest in &validation.body().evidence {
+            let bytes = self
+                .store
+                .revocation_evidence(digest)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("signature validation {id}: revocation evidence {digest} is missing"))?;
+            if Digest::sha256(&bytes) != *digest {
+                return Err(format!("signature validation {id}: revocation evidence {digest} is damaged"));
+            }
         }
         Ok(())
     }

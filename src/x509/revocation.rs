@@ -163,7 +163,8 @@ impl Crl {
                 super::format_ms(at_ms)
             ));
         }
-        let source = Source::Crl { issuer: tbs.issuer.to_string(), this_update_ms: this_update, sha256: sha256(&self.der) };
+        let source =
+            Source::Crl { issuer: tbs.issuer.to_string(), this_update_ms: this_update, sha256: sha256(&self.der) };
         let serial = &cert.cert.tbs_certificate.serial_number;
         for revoked in tbs.revoked_certificates.iter().flatten() {
             for extension in revoked.crl_entry_extensions.iter().flatten() {

@@ -1,0 +1,119 @@
+//! Statements signed under X.509 (algorithms 2 and 3): the signer's chain is validated against the
+//! configured roots at acceptance, with the revocation evidence on hand, and the vault records why it
+//! trusted it: a [`SignatureValidation`] (kind 10) accepted into the log *before* the statement, with
+//! the CRLs and OCSP responses it used kept beside it. The statement's own acceptance then requires that
+//! validation (`x509_trust`), so a crash between the two leaves a harmless validation, never a statement
+//! accepted without one; and validity at signing time stays provable after the certificates expire.
+
+use super::sequencer::{Acceptance, Decision};
+use super::{StorageError, TrustError, Vault};
+use crate::ids::{now_unix_ms, Code, Digest, OwnerId, Title};
+use crate::statement::{SignatureValidation, Signed, StatementBody as _, ValidationBasis, X509Signer};
+use crate::store::Change;
+
+/// A validation counts for the statement's acceptance only if made this recently before it.
+pub const VALIDATION_AGE_MS_MAX: i64 = 10 * 60 * 1000;
+
+/// A validation made but not yet accepted.
+pub(super) struct PreparedValidation {
+    signed: Signed<SignatureValidation>,
+    evidence: Vec<(Digest, Vec<u8>)>,
+    owner: Option<OwnerId>,
+}
+
+fn title(text: String) -> Title {
+    // Subjects are RFC 4514 text; a very long one is cut to what a title holds, never refused.
+    let cut: String = text.chars().filter(|c| !c.is_control()).take(512).collect();
+    Title::parse(&cut).unwrap_or_else(|_| Title::parse("(unnamed)").unwrap_or_else(|_| unreachable!()))
+}
+
+impl Vault {
+    /// Validates `signer` of `statement` for `agency` now, storing nothing: the chain to a configured
+    /// root, every certificate unrevoked by the evidence on hand, and the agency the root's mapping reads
+    /// from the signer's certificate.
+    pub(super) fn prepare_validation(
+        &self,
+        statement: Digest,
+        signer: &X509Signer,
+        agency: &Code,
+        owner: Option<&OwnerId>,
+    ) -> Result<PreparedValidation, TrustError> {
+        let trust = &self.config.x509;
+        let evidence =
+            crate::x509::RevocationEvidence::read_paths(&trust.evidence).map_err(TrustError::X509Evidence)?;
+        let now = now_unix_ms();
+        let path = trust
+            .store
+            .validate(signer.certificate(), signer.intermediates(), now, &evidence)
+            .map_err(TrustError::X509)?;
+        let found = trust.store.anchors[path.anchor].agency_of(signer.certificate());
+        if found.as_deref() != Some(agency.as_str()) {
+            return Err(TrustError::X509OtherAgency { claimed: agency.clone(), found });
+        }
+        let used: Vec<[u8; 32]> = path.revocation.iter().flatten().map(|source| source.sha256()).collect();
+        let kept: Vec<(Digest, Vec<u8>)> = used
+            .iter()
+            .filter_map(|digest| {
+                let bytes = evidence
+                    .crls
+                    .iter()
+                    .map(|crl| crl.der())
+                    .chain(evidence.ocsp.iter().map(|response| response.der()))
+                    .find(|der| Digest::sha256(der).0 == *digest)?;
+                Some((Digest(*digest), bytes.to_vec()))
+            })
+            .collect();
+        let body = SignatureValidation {
+            statement,
+            agency: agency.clone(),
+            signer_certificate: Digest(signer.certificate().fingerprint()),
+            signer: title(signer.certificate().subject()),
+            root: Digest(path.root().fingerprint()),
+            root_subject: title(path.root().subject()),
+            decided_at_ms: now,
+            basis: ValidationBasis::Acceptance,
+            evidence: kept.iter().map(|(digest, _)| *digest).collect(),
+            signed_at_ms: now,
+        };
+        Ok(PreparedValidation { signed: Signed::sign(body, &self.key), evidence: kept, owner: owner.cloned() })
+    }
+
+    /// Accepts a prepared validation into the log, durably, before the statement it validates.
+    pub(super) fn accept_validation(&self, prepared: PreparedValidation) -> Result<(), StorageError> {
+        let PreparedValidation { signed, evidence, owner } = prepared;
+        let id = signed.id();
+        let statement = signed.body().statement;
+        self.accept(|| {
+            Ok::<_, StorageError>(Decision::Accept(Acceptance {
+                kind: SignatureValidation::KIND,
+                id,
+                owner,
+                accepted_at_ms: signed.body().signed_at_ms,
+                change: Change::SignatureValidation { id, statement, envelope: signed.to_envelope(), evidence },
+                receipted: true,
+            }))
+        })?;
+        Ok(())
+    }
+
+    /// Whether `statement`'s X.509 signer counts at `at_ms`: a validation of it for `agency` was
+    /// accepted, at most [`VALIDATION_AGE_MS_MAX`] before.
+    pub(super) fn x509_trust(
+        &self,
+        statement: &Digest,
+        agency: &Code,
+        at_ms: i64,
+    ) -> Result<Result<(), TrustError>, StorageError> {
+        let Some(entry) = self.store.signature_validation(statement)? else {
+            return Ok(Err(TrustError::X509NotValidated));
+        };
+        let validation = Signed::<SignatureValidation>::from_envelope(&entry.envelope)
+            .map_err(|e| StorageError::Corrupt(format!("the validation of {statement}: {e}")))?;
+        let body = validation.body();
+        let fresh = body.decided_at_ms <= at_ms && at_ms - body.decided_at_ms <= VALIDATION_AGE_MS_MAX;
+        if &body.agency != agency || !fresh || validation.signer() != &self.key.public_key() {
+            return Ok(Err(TrustError::X509NotValidated));
+        }
+        Ok(Ok(()))
+    }
+}
