@@ -490,10 +490,27 @@ fn the_vault_accepts_x509_signed_records_after_logging_their_validation_and_refu
     assert_eq!(refused("gov-revoked", "000.00.00.H26", b"revoked"), "x509_revoked");
     assert_eq!(refused("gov-expired", "000.00.00.H26", b"expired"), "x509_expired");
     assert_eq!(refused("rogue-signer", "000.00.00.H26", b"rogue"), "x509_no_path");
+    // The agency revokes its record with its X.509 key: validated and logged the same way; another
+    // hierarchy's key for another agency cannot.
+    let revocation = |agency: &str| kho::statement::RecordRevocation {
+        record: accepted.id,
+        issuer_agency: kho::ids::Code::parse("agency", agency).expect("agency"),
+        reason: kho::ids::Title::parse("Cấp nhầm").expect("reason"),
+        signed_at_ms: kho::ids::now_unix_ms(),
+    };
+    let wrong = Signed::sign(revocation("000.00.00.G01"), &key("pub-signer-ec"));
+    assert!(vault.revoke(&wrong.to_envelope()).is_err(), "another agency's key cannot revoke it");
+    let size = vault.log_size();
+    let revoked = vault.revoke(&Signed::sign(revocation("000.00.00.H26"), &key("gov-signer-rsa")).to_envelope());
+    assert!(revoked.is_ok(), "{revoked:?}");
+    assert_eq!(vault.log_size(), size + 2, "the revocation's validation, then the revocation");
     for file in std::fs::read_dir(&evidence).expect("evidence") {
         std::fs::remove_file(file.expect("file").path()).expect("remove");
     }
-    assert_eq!(refused("gov-signer-ec", "000.00.00.H26", b"no evidence"), "x509_no_revocation_info");
+    let state = vault.state_digest().expect("state");
+    let error = deposit("gov-signer-ec", "000.00.00.H26", b"no evidence").expect_err("no evidence");
+    assert!(matches!(&error, kho::vault::DepositError::Trust(t) if t.code() == "x509_no_revocation_info"), "{error}");
+    assert_eq!(vault.state_digest().expect("state"), state, "a refusal changes nothing");
     // Scrub checks the validation and the evidence it kept; the owner's chain, which now holds the
     // validation before the record, still proves complete.
     let report = vault.scrub(Default::default(), |_| {}).expect("scrub");

@@ -982,19 +982,15 @@ impl Vault {
         let id = record.id();
         let body = record.body();
         let mut content_stored = false;
-        if let PublicKey::X509(signer) = record.signer() {
-            // The validation goes into the log first; the record's acceptance below requires it.
-            let validated = match self.store.record(&id) {
-                Ok(Some(_)) => Ok(()),
-                Ok(None) => self
-                    .prepare_validation(id, signer, &body.issuer_agency, Some(&body.owner))
-                    .map_err(DepositError::from)
-                    .and_then(|prepared| Ok(self.accept_validation(prepared)?)),
-                Err(error) => Err(StorageError::from(error).into()),
-            };
-            if let Err(error) = validated {
-                return (Err(error), false);
-            }
+        // An X.509 signer's validation goes into the log first (not again for a record already
+        // accepted); the record's acceptance below requires it.
+        let validated = match self.store.record(&id) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => self.validate_signer(id, record.signer(), &body.issuer_agency, Some(&body.owner)),
+            Err(error) => Err(StorageError::from(error).into()),
+        };
+        if let Err(error) = validated {
+            return (Err(error), false);
         }
         let sequenced = self.accept(|| {
             if let Some(entry) = self.store.record(&id)? {
@@ -1069,6 +1065,14 @@ impl Vault {
         let revocation = Signed::<RecordRevocation>::from_envelope(envelope)?;
         let body = revocation.body();
         let id = revocation.id();
+        if let Some((record, _)) = Self::decode_statement::<Record>(self.store.record(&body.record)?)? {
+            self.validate_signer::<RevokeError>(
+                id,
+                revocation.signer(),
+                &body.issuer_agency,
+                Some(&record.body().owner),
+            )?;
+        }
         let sequenced = self.accept(|| {
             let (record, _) = Self::decode_statement::<Record>(self.store.record(&body.record)?)?
                 .ok_or(RevokeError::UnknownRecord(body.record))?;

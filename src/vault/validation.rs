@@ -8,7 +8,7 @@
 use super::sequencer::{Acceptance, Decision};
 use super::{StorageError, TrustError, Vault};
 use crate::ids::{now_unix_ms, Code, Digest, OwnerId, Title};
-use crate::statement::{SignatureValidation, Signed, StatementBody as _, ValidationBasis, X509Signer};
+use crate::statement::{PublicKey, SignatureValidation, Signed, StatementBody as _, ValidationBasis, X509Signer};
 use crate::store::Change;
 
 /// A validation counts for the statement's acceptance only if made this recently before it.
@@ -93,6 +93,21 @@ impl Vault {
                 receipted: true,
             }))
         })?;
+        Ok(())
+    }
+
+    /// For a statement signed under X.509: validates its signer now and logs the validation, which the
+    /// statement's own acceptance then requires. Nothing for Kho's own Ed25519 keys.
+    pub(super) fn validate_signer<E: From<TrustError> + From<StorageError>>(
+        &self,
+        statement: Digest,
+        signer: &PublicKey,
+        agency: &Code,
+        owner: Option<&OwnerId>,
+    ) -> Result<(), E> {
+        let PublicKey::X509(signer) = signer else { return Ok(()) };
+        let prepared = self.prepare_validation(statement, signer, agency, owner)?;
+        self.accept_validation(prepared)?;
         Ok(())
     }
 
