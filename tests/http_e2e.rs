@@ -1041,39 +1041,8 @@ impl Drop for WitnessProcess {
 
 /// Deposits a generated document through `kho deposit` as the issuer; returns the record id.
 fn deposit_as_issuer(config: &Path, server: &Server, issuer: &str, name: &str, seed: u64) -> String {
-    let d = config.parent().expect("dir");
-    std::fs::write(d.join(name), document(20_000 + seed as usize * 100, seed, true)).expect("document");
-    let key = d.join("issuer.pem").display().to_string();
-    let file = d.join(name).display().to_string();
-    let output = kho(
-        config,
-        &[
-            "deposit",
-            "--key",
-            &key,
-            "--owner",
-            OWNER,
-            "--type",
-            "GKS",
-            "--title",
-            name,
-            "--agency",
-            AGENCY,
-            "--media-type",
-            "application/pdf",
-            "--procedure",
-            "1.001193",
-            "--dossier",
-            "H26.22-240301-0001",
-            "--server",
-            &server.base,
-            "--token",
-            issuer,
-            &file,
-        ],
-    );
-    assert!(output.status.success(), "{}", text(&output));
-    text(&output).split("as record ").nth(1).and_then(|r| r.split_whitespace().next()).expect("id").to_owned()
+    let content = document(20_000 + seed as usize * 100, seed, true);
+    deposit_document(config, server, issuer, name, "application/pdf", &content)
 }
 
 /// Waits until the server's checkpoint covers at least `size` entries and is cosigned by `cosigned`

@@ -39,6 +39,29 @@ fn anchor(dir: &std::path::Path, label: &str) -> Anchor {
     }
 }
 
+/// A trust store of both test hierarchies' roots, revocation evidence required.
+fn both_roots(dir: &std::path::Path) -> TrustStore {
+    TrustStore {
+        anchors: vec![anchor(dir, "gov-root"), anchor(dir, "pub-root")],
+        revocation: RevocationPolicy::default(),
+    }
+}
+
+/// The CRLs `folder/<name>.crl` as revocation evidence.
+fn crls_in(folder: &std::path::Path, names: &[String]) -> RevocationEvidence {
+    let crl = |name: &String| {
+        let bytes = std::fs::read(folder.join(format!("{name}.crl"))).unwrap_or_else(|e| panic!("{name}: {e}"));
+        Crl::from_der(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    RevocationEvidence { crls: names.iter().map(crl).collect(), ocsp: Vec::new() }
+}
+
+/// The cases the PKI script wrote to `dir/<file>`.
+fn read_cases<T: serde::de::DeserializeOwned>(dir: &std::path::Path, file: &str) -> Vec<T> {
+    serde_json::from_slice(&std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}")))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
 fn time_ms(text: &str) -> i64 {
     let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).expect("time");
     i64::try_from(time.unix_timestamp_nanos() / 1_000_000).expect("ms")
@@ -59,8 +82,7 @@ struct Case {
 #[test]
 fn kho_gives_the_independent_validators_verdict_on_every_case_of_the_test_pki() {
     let Some(dir) = pki() else { return };
-    let cases: Vec<Case> =
-        serde_json::from_slice(&std::fs::read(dir.join("cases.json")).expect("cases.json")).expect("cases");
+    let cases: Vec<Case> = read_cases(&dir, "cases.json");
     assert!(cases.len() >= 15, "the PKI script wrote {} cases", cases.len());
     let mut verdicts = std::collections::BTreeMap::<String, usize>::new();
     for case in &cases {
@@ -174,10 +196,7 @@ fn records_signed_with_x509_keys_carry_their_chain_verify_and_validate_to_their_
     use kho::statement::{Algorithm, PublicKey, Record, RsaPadding, Signed};
     let Some(dir) = pki() else { return };
     let owner = kho::ids::OwnerId::parse("001204012345").expect("owner");
-    let store = TrustStore {
-        anchors: vec![anchor(&dir, "gov-root"), anchor(&dir, "pub-root")],
-        revocation: RevocationPolicy::default(),
-    };
+    let store = both_roots(&dir);
     let evidence = RevocationEvidence {
         crls: ["gov-interm@2026-06-01", "pub-interm@2026-06-01", "gov-root@2026-06-01", "pub-root@2026-06-01"]
             .iter()
@@ -268,24 +287,13 @@ fn detached_cms_signatures_get_pyhankos_verdict_and_a_timestamp_decides_the_time
     use kho::x509::cms::verify_detached;
     let Some(dir) = pki() else { return };
     let cms = dir.join("cms");
-    let cases: Vec<CmsCase> =
-        serde_json::from_slice(&std::fs::read(dir.join("cms_cases.json")).expect("cms_cases.json")).expect("cases");
+    let cases: Vec<CmsCase> = read_cases(&dir, "cms_cases.json");
     assert!(cases.len() >= 9);
-    let store = TrustStore {
-        anchors: vec![anchor(&dir, "gov-root"), anchor(&dir, "pub-root")],
-        revocation: RevocationPolicy::default(),
-    };
+    let store = both_roots(&dir);
     for case in &cases {
         let p7s = std::fs::read(cms.join(&case.p7s)).expect("p7s");
         let data = std::fs::read(cms.join(&case.data)).expect("data");
-        let evidence = RevocationEvidence {
-            crls: case
-                .crls
-                .iter()
-                .map(|name| Crl::from_der(&std::fs::read(cms.join(format!("{name}.crl"))).expect("crl")).expect("crl"))
-                .collect(),
-            ocsp: Vec::new(),
-        };
+        let evidence = crls_in(&cms, &case.crls);
         let ours = match verify_detached(&p7s, &data) {
             Err(error) => error.code().to_owned(),
             Ok(signature) => {
@@ -328,25 +336,12 @@ fn pades_signed_pdfs_get_pyhankos_verdict_and_appended_bytes_are_refused() {
     use kho::x509::pdf;
     let Some(dir) = pki() else { return };
     let folder = dir.join("pdf");
-    let cases: Vec<PdfCase> =
-        serde_json::from_slice(&std::fs::read(dir.join("pdf_cases.json")).expect("pdf_cases.json")).expect("cases");
+    let cases: Vec<PdfCase> = read_cases(&dir, "pdf_cases.json");
     assert!(cases.len() >= 5);
-    let store = TrustStore {
-        anchors: vec![anchor(&dir, "gov-root"), anchor(&dir, "pub-root")],
-        revocation: RevocationPolicy::default(),
-    };
+    let store = both_roots(&dir);
     for case in &cases {
         let bytes = std::fs::read(folder.join(&case.pdf)).expect("pdf");
-        let evidence = RevocationEvidence {
-            crls: case
-                .crls
-                .iter()
-                .map(|name| {
-                    Crl::from_der(&std::fs::read(folder.join(format!("{name}.crl"))).expect("crl")).expect("crl")
-                })
-                .collect(),
-            ocsp: Vec::new(),
-        };
+        let evidence = crls_in(&folder, &case.crls);
         let ours = match pdf::verify(&bytes) {
             Err(error) => error.code().to_owned(),
             Ok((found, signature)) => {
@@ -375,8 +370,7 @@ fn pades_signed_pdfs_get_pyhankos_verdict_and_appended_bytes_are_refused() {
 #[test]
 fn kho_check_signature_says_who_signed_under_which_root_when_and_by_whose_timestamp() {
     let Some(dir) = pki() else { return };
-    let cases: Vec<PdfCase> =
-        serde_json::from_slice(&std::fs::read(dir.join("pdf_cases.json")).expect("pdf_cases.json")).expect("cases");
+    let cases: Vec<PdfCase> = read_cases(&dir, "pdf_cases.json");
     let work = tempfile::tempdir().expect("dir");
     let run = |case: &PdfCase, with_evidence: bool| {
         let evidence = work.path().join(&case.pdf);

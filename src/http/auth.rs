@@ -382,7 +382,7 @@ impl Authenticator {
     }
 
     fn check_lifetime(&self, claims: &serde_json::Value) -> Result<(), AuthError> {
-        let times: Times = serde_json::from_value(claims.clone())
+        let times = Times::deserialize(claims)
             .map_err(|e| AuthError::InvalidClaims(format!("exp and iat must be integers: {e}")))?;
         let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
         let max = i64::try_from(self.lifetime_seconds_max).unwrap_or(i64::MAX);

@@ -84,6 +84,11 @@ struct SignedParts {
 
 /// Verifies a detached signature `cms` (a DER ContentInfo) over `content`.
 pub fn verify_detached(cms: &[u8], content: &[u8]) -> Result<CmsSignature, CmsError> {
+    verify_detached_parts(cms, &[content])
+}
+
+/// Verifies a detached signature over the concatenation of `content` (a PDF's two signed ranges).
+pub fn verify_detached_parts(cms: &[u8], content: &[&[u8]]) -> Result<CmsSignature, CmsError> {
     let info: cms::content_info::ContentInfo = parse_der("CMS signature", cms)?;
     let parts = signed_parts(&info, ID_DATA).map_err(CmsError::Unsupported)?;
     if parts.content.is_some() {
@@ -115,11 +120,11 @@ fn verify_timestamp(token: &[u8], signature_value: &[u8]) -> Result<Timestamp, C
     let bad = CmsError::BadTimestamp;
     let info = cms::content_info::ContentInfo::from_der(token).map_err(|e| bad(e.to_string()))?;
     let parts = signed_parts(&info, ID_TST_INFO).map_err(bad)?;
-    let content = parts.content.clone().ok_or_else(|| bad("it has no TSTInfo".into()))?;
-    check_signed_attributes(&parts, ID_TST_INFO, &content, |_| {
+    let content = parts.content.as_deref().ok_or_else(|| bad("it has no TSTInfo".into()))?;
+    check_signed_attributes(&parts, ID_TST_INFO, &[content], |_| {
         bad("its signed attributes do not bind its TSTInfo".into())
     })?;
-    let tst = x509_tsp::TstInfo::from_der(&content).map_err(|e| bad(format!("its TSTInfo: {e}")))?;
+    let tst = x509_tsp::TstInfo::from_der(content).map_err(|e| bad(format!("its TSTInfo: {e}")))?;
     let imprint = DigestAlgorithm::from_oid(&tst.message_imprint.hash_algorithm.oid)
         .filter(|d| *d != DigestAlgorithm::Sha1)
         .ok_or_else(|| bad("its imprint's hash algorithm is not SHA-2".into()))?;
@@ -144,7 +149,7 @@ fn single_value(attribute: &x509_cert::attr::Attribute) -> Result<&der::Any, Str
 fn check_signed_attributes(
     parts: &SignedParts,
     content_type: Oid,
-    content: &[u8],
+    content: &[&[u8]],
     bad_digest: impl Fn(DigestAlgorithm) -> CmsError,
 ) -> Result<Option<i64>, CmsError> {
     let unsupported = |m: &str| CmsError::Unsupported(m.to_owned());
@@ -158,7 +163,7 @@ fn check_signed_attributes(
         .map_err(CmsError::Unsupported)?
         .decode_as::<der::asn1::OctetString>()
         .map_err(|_| unsupported("its message digest is not an octet string"))?;
-    if digest.as_bytes() != parts.digest.digest(content) {
+    if digest.as_bytes() != parts.digest.digest_parts(content) {
         return Err(bad_digest(parts.digest));
     }
     let signing_time = match find(ATTR_SIGNING_TIME) {

@@ -77,10 +77,8 @@ pub fn verify(pdf: &[u8]) -> Result<(PdfSignature, CmsSignature), PdfError> {
         .find(|s| s.byte_range[2] + s.byte_range[3] == pdf.len())
         .ok_or(PdfError::ChangedAfterSigning { covered, length: pdf.len() })?;
     let [first_start, first_length, second_start, second_length] = last.byte_range;
-    let mut signed = Vec::with_capacity(first_length + second_length);
-    signed.extend_from_slice(&pdf[first_start..first_start + first_length]);
-    signed.extend_from_slice(&pdf[second_start..second_start + second_length]);
-    let signature = cms::verify_detached(&last.cms, &signed)?;
+    let signed = [&pdf[first_start..first_start + first_length], &pdf[second_start..second_start + second_length]];
+    let signature = cms::verify_detached_parts(&last.cms, &signed)?;
     Ok((last, signature))
 }
 

@@ -155,14 +155,7 @@ impl Crl {
             .map_err(|e| format!("its signature: {e}"))?;
         let this_update = time_ms(tbs.this_update);
         let next_update = tbs.next_update.map(time_ms).ok_or("it has no next update")?;
-        if at_ms < this_update || at_ms > next_update {
-            return Err(format!(
-                "it is current from {} to {}, not at {}",
-                super::format_ms(this_update),
-                super::format_ms(next_update),
-                super::format_ms(at_ms)
-            ));
-        }
+        current_at(this_update, next_update, at_ms)?;
         let source =
             Source::Crl { issuer: tbs.issuer.to_string(), this_update_ms: this_update, sha256: sha256(&self.der) };
         let serial = &cert.cert.tbs_certificate.serial_number;
@@ -181,6 +174,19 @@ impl Crl {
         }
         Ok(Status::Good(source))
     }
+}
+
+/// Evidence speaks for `at_ms` only between its this update and its next update.
+fn current_at(this_update: i64, next_update: i64, at_ms: i64) -> Result<(), String> {
+    if at_ms < this_update || at_ms > next_update {
+        return Err(format!(
+            "it is current from {} to {}, not at {}",
+            super::format_ms(this_update),
+            super::format_ms(next_update),
+            super::format_ms(at_ms)
+        ));
+    }
+    Ok(())
 }
 
 /// A CRL whose issuing distribution point limits it to user or CA certificates covers only those;
@@ -246,14 +252,7 @@ impl OcspResponse {
         let this_update = generalized_ms(single.this_update.0);
         let next_update =
             single.next_update.map(|t| generalized_ms(t.0)).unwrap_or(this_update.saturating_add(age_ms_max));
-        if at_ms < this_update || at_ms > next_update {
-            return Err(format!(
-                "it is current from {} to {}, not at {}",
-                super::format_ms(this_update),
-                super::format_ms(next_update),
-                super::format_ms(at_ms)
-            ));
-        }
+        current_at(this_update, next_update, at_ms)?;
         let source = Source::Ocsp {
             responder: responder.subject(),
             produced_at_ms: generalized_ms(data.produced_at.0),

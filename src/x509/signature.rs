@@ -4,7 +4,6 @@
 
 use der::asn1::ObjectIdentifier as Oid;
 use der::{Decode as _, Encode as _};
-use sha2::Digest as _;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::der;
 use x509_cert::spki;
@@ -66,11 +65,23 @@ impl DigestAlgorithm {
     }
 
     pub fn digest(self, message: &[u8]) -> Vec<u8> {
+        self.digest_parts(&[message])
+    }
+
+    /// The digest of `parts` one after another (a PDF's two signed ranges, without copying them).
+    pub fn digest_parts(self, parts: &[&[u8]]) -> Vec<u8> {
+        fn run<D: sha2::Digest>(parts: &[&[u8]]) -> Vec<u8> {
+            let mut hasher = D::new();
+            for part in parts {
+                hasher.update(part);
+            }
+            hasher.finalize().to_vec()
+        }
         match self {
-            DigestAlgorithm::Sha1 => sha1::Sha1::digest(message).to_vec(),
-            DigestAlgorithm::Sha256 => sha2::Sha256::digest(message).to_vec(),
-            DigestAlgorithm::Sha384 => sha2::Sha384::digest(message).to_vec(),
-            DigestAlgorithm::Sha512 => sha2::Sha512::digest(message).to_vec(),
+            DigestAlgorithm::Sha1 => run::<sha1::Sha1>(parts),
+            DigestAlgorithm::Sha256 => run::<sha2::Sha256>(parts),
+            DigestAlgorithm::Sha384 => run::<sha2::Sha384>(parts),
+            DigestAlgorithm::Sha512 => run::<sha2::Sha512>(parts),
         }
     }
 }
