@@ -3,7 +3,7 @@
 //! checked against the verdict of pyhanko-certvalidator, an independent validator
 //! (tests/pki/make_pki.py; `scripts/test` builds it).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kho::x509::path::RevocationPolicy;
 use kho::x509::{Anchor, Certificate, Crl, OcspResponse, RevocationEvidence, TrustStore};
@@ -157,6 +157,24 @@ fn the_agency_code_comes_from_the_configured_field_and_revocation_can_be_optiona
 
 /// Runs openssl, an independent implementation, to verify `signature` over `message` with the public
 /// key of `certificate` (DER), as FORMAT.md section 1.3 defines algorithms 2 and 3.
+/// Whether tests/auditor/verify_record.py's parser (Python's standard library only) verifies the
+/// statement's signature.
+fn python_verifies(envelope: &[u8]) -> bool {
+    let file = tempfile::NamedTempFile::new().expect("temp");
+    std::fs::write(file.path(), envelope).expect("write");
+    let auditor = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auditor");
+    let script = "import sys; sys.path.insert(0, sys.argv[1]); from verify_record import parse; \
+                  print(parse(open(sys.argv[2], 'rb').read())['signature_valid'])";
+    let output = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&auditor)
+        .arg(file.path())
+        .output()
+        .expect("python3");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim() == "True"
+}
+
 fn openssl_verifies(certificate: &Certificate, message: &[u8], signature: &[u8], pss: bool) -> bool {
     let dir = tempfile::tempdir().expect("dir");
     let write = |name: &str, bytes: &[u8]| {
@@ -243,6 +261,12 @@ fn records_signed_with_x509_keys_carry_their_chain_verify_and_validate_to_their_
             ),
             "{signer}: openssl does not verify Kho's signature"
         );
+        // So does the auditors' standard-library Python verifier; not once a bit of the signature flips.
+        assert!(python_verifies(&envelope), "{signer}: verify_record.py does not verify it");
+        let mut flipped = envelope.clone();
+        let last = flipped.len() - 3;
+        flipped[last] ^= 1;
+        assert!(!python_verifies(&flipped), "{signer}: verify_record.py verifies a flipped signature");
         // The chain it carries validates to its own hierarchy's root, and names the record's agency.
         let path = store
             .validate(x509.certificate(), x509.intermediates(), time_ms("2026-06-01T12:00:00+00:00"), &evidence)
@@ -498,6 +522,8 @@ fn the_vault_accepts_x509_signed_records_after_logging_their_validation_and_refu
     let revoked = vault.revoke(&Signed::sign(revocation("000.00.00.H26"), &key("gov-signer-rsa")).to_envelope());
     assert!(revoked.is_ok(), "{revoked:?}");
     assert_eq!(vault.log_size(), size + 2, "the revocation's validation, then the revocation");
+    let valid = deposit("gov-signer-ec", "000.00.00.H26", b"%PDF-1.7 ban sao").expect("accepted");
+    bundle_of_x509_records_verifies_offline(&vault, &owner, &dir, accepted.id, valid.id);
     for file in std::fs::read_dir(&evidence).expect("evidence") {
         std::fs::remove_file(file.expect("file").path()).expect("remove");
     }
@@ -512,4 +538,117 @@ fn the_vault_accepts_x509_signed_records_after_logging_their_validation_and_refu
     vault.sign_checkpoint().expect("checkpoint");
     let checked = vault.check_completeness(&owner).expect("completeness").expect("a checkpoint");
     assert!(checked.is_ok(), "{checked:?}");
+}
+
+/// The owner's store exported: each X.509-signed statement's validation and the CRLs it used travel
+/// with it, and the offline verifier validates the chains again from the bundle alone; taking a piece
+/// out, swapping evidence, or pinning another root each fails it.
+fn bundle_of_x509_records_verifies_offline(
+    vault: &kho::vault::Vault,
+    owner: &kho::ids::OwnerId,
+    pki: &Path,
+    revoked: kho::ids::Digest,
+    valid: kho::ids::Digest,
+) {
+    use kho::evidence::{verify_bundle, Bundle, BundlePlan, Verdict, VerifyOptions};
+    use kho::statement::{SignatureValidation, Signed};
+    let evidence = vault.export_evidence(&kho::vault::ExportScope::Owner(owner.clone())).expect("export");
+    assert_eq!(evidence.validations.len(), 3, "the two records' and the revocation's");
+    assert!(!evidence.x509_evidence.is_empty(), "the CRLs the validations used");
+    let mut archive = Vec::new();
+    let open = |blake3: &kho::ids::Digest| -> std::io::Result<Box<dyn std::io::Read>> {
+        Ok(Box::new(vault.open_content(blake3, None).expect("open").expect("content")))
+    };
+    BundlePlan::new(&evidence, kho::ids::now_unix_ms()).write(&mut archive, open, |_| {}).expect("write");
+    let path = pki.join("x509-store-bundle.tar");
+    std::fs::write(&path, &archive).expect("bundle file");
+    let bundle = Bundle::read(archive.as_slice(), |_| {}).expect("read");
+    let manifest = bundle.manifest().expect("manifest");
+    assert_eq!(manifest.x509_roots.len(), 2);
+    let verdicts = |bundle: &Bundle, options: &VerifyOptions| {
+        let report = verify_bundle(bundle, &manifest, options);
+        let failed: Vec<String> = report.checks.iter().filter(|c| !c.passed).map(|c| c.what.clone()).collect();
+        let of = |id: kho::ids::Digest| {
+            report.documents.iter().find(|d| d.id == id.to_hex()).map(|d| (d.verdict, d.reasons.join("; ")))
+        };
+        (of(revoked).expect("revoked one"), of(valid).expect("valid one"), failed)
+    };
+    let options = VerifyOptions { vault_key: Some(vault.public_key()), ..Default::default() };
+    let ((verdict, reasons), (valid_verdict, valid_reasons), failed) = verdicts(&bundle, &options);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(verdict, Verdict::Revoked, "{reasons}");
+    assert_eq!(valid_verdict, Verdict::Valid, "{valid_reasons}");
+    assert!(
+        valid_reasons.contains("signed by")
+            && valid_reasons.contains("CN=UBND xa Dong Son")
+            && valid_reasons.contains("under")
+            && valid_reasons.contains("CN=Kho Test Gov Root CA"),
+        "{valid_reasons}"
+    );
+    // The auditors' standard-library verifier agrees, and refuses the bundle without the validation.
+    let vault_key = hex::encode(vault.public_key().raw_bytes());
+    let python = |bundle: &Path| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auditor/verify_bundle.py");
+        let output = std::process::Command::new("python3")
+            .arg(script)
+            .arg(bundle)
+            .args(["--vault-key", &vault_key])
+            .output()
+            .expect("python3");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let summary: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|_| panic!("{stdout}"));
+        (output.status.success(), summary, stdout)
+    };
+    let (passed, summary, stdout) = python(&path);
+    assert!(passed, "{stdout}");
+    assert_eq!(summary["documents"][revoked.to_hex()], "revoked", "{stdout}");
+    assert_eq!(summary["documents"][valid.to_hex()], "valid", "{stdout}");
+    assert!(stdout.contains("signed by CN=UBND xa Dong Son"), "{stdout}");
+    // Pinning the root that signed them passes; pinning only the other hierarchy's fails them.
+    let root = |name: &str| std::fs::read(pki.join("certs").join(format!("{name}.der"))).expect("root");
+    let gov = VerifyOptions { x509_roots: Some(vec![root("gov-root")]), ..options.clone() };
+    let (_, (pinned, _), failed) = verdicts(&bundle, &gov);
+    assert_eq!((pinned, failed.len()), (Verdict::Valid, 0));
+    let public = VerifyOptions { x509_roots: Some(vec![root("pub-root")]), ..options.clone() };
+    let (_, (other, reasons), _) = verdicts(&bundle, &public);
+    assert_eq!(other, Verdict::UnknownIssuer, "{reasons}");
+    // The validation of the valid record taken out: the record fails and the store is incomplete.
+    let mut without = Bundle { files: bundle.files.clone(), documents: bundle.documents.clone() };
+    let validation = without
+        .files
+        .iter()
+        .find(|(path, bytes)| {
+            path.starts_with("validations/")
+                && Signed::<SignatureValidation>::from_envelope(bytes).is_ok_and(|v| v.body().statement == valid)
+        })
+        .map(|(path, _)| path.clone())
+        .expect("the valid record's validation");
+    without.files.remove(&validation).expect("validation file");
+    let (_, (verdict, reasons), failed) = verdicts(&without, &options);
+    assert_eq!(verdict, Verdict::UnknownIssuer, "{reasons}");
+    assert!(failed.iter().any(|f| f.contains("signature validation")), "{failed:?}");
+    let stripped = pki.join("x509-store-bundle-without-validation.tar");
+    let copy = "import sys, tarfile\n\
+                src, dst = tarfile.open(sys.argv[1]), tarfile.open(sys.argv[2], 'w', format=tarfile.USTAR_FORMAT)\n\
+                [dst.addfile(m, src.extractfile(m)) for m in src if m.name != sys.argv[3]]\n\
+                dst.close()";
+    let status = std::process::Command::new("python3")
+        .args(["-c", copy])
+        .arg(&path)
+        .arg(&stripped)
+        .arg(&validation)
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    let (passed, summary, stdout) = python(&stripped);
+    assert!(!passed, "{stdout}");
+    assert_eq!(summary["documents"][valid.to_hex()], "unknown_issuer", "{stdout}");
+    assert!(stdout.contains("FAIL every record"), "{stdout}");
+    // A CRL swapped for another file: the validation no longer finds what it names.
+    let mut swapped = Bundle { files: bundle.files.clone(), documents: bundle.documents.clone() };
+    let crl = swapped.files.keys().find(|p| p.starts_with("x509/evidence/")).cloned().expect("a CRL");
+    swapped.files.insert(crl, b"not a CRL".to_vec());
+    let (_, (verdict, reasons), _) = verdicts(&swapped, &options);
+    assert_eq!(verdict, Verdict::UnknownIssuer, "{reasons}");
 }

@@ -112,6 +112,19 @@ pub(super) struct BundleTrust<'a> {
     pub json: bool,
     pub witnesses: &'a [String],
     pub quorum: Option<usize>,
+    pub x509_roots: &'a [PathBuf],
+}
+
+/// The DER of every certificate in the files given (PEM or DER).
+fn read_x509_roots(paths: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut roots = Vec::new();
+    for path in paths {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let certificates = crate::x509::Certificate::all_from_pem_or_der(&bytes)
+            .with_context(|| format!("{} holds no X.509 certificate", path.display()))?;
+        roots.extend(certificates.into_iter().map(|c| c.der().to_vec()));
+    }
+    Ok(roots)
 }
 
 /// `kho verify BUNDLE`: every document's verdict, with reasons; exit 3 if any evidence fails.
@@ -145,6 +158,10 @@ pub(super) fn verify(path: &Path, trust: BundleTrust<'_>) -> anyhow::Result<Exit
         today: trust.at.map(Date::parse).transpose().context("--at")?,
         witnesses: super::audit::witness_keys(trust.witnesses)?,
         quorum: trust.quorum,
+        x509_roots: match trust.x509_roots {
+            [] => None,
+            paths => Some(read_x509_roots(paths)?),
+        },
     };
     let report = verify_bundle(&bundle, &manifest, &options);
     if trust.json {

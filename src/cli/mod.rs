@@ -447,6 +447,10 @@ struct VerifyArgs {
     /// For a bundle: how many of the --witness keys must have cosigned; default a majority.
     #[arg(long, requires = "witnesses")]
     quorum: Option<usize>,
+    /// For a bundle: an X.509 root certificate (PEM or DER) that records signed under X.509 must chain
+    /// to; repeat for several. Without it, the bundle's own roots are used and their fingerprints printed.
+    #[arg(long = "x509-root")]
+    x509_roots: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -1043,6 +1047,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             json: args.json,
             witnesses: &args.witnesses,
             quorum: args.quorum,
+            x509_roots: &args.x509_roots,
         };
         return evidence::verify(&args.file, trust);
     }

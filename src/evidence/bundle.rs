@@ -55,6 +55,21 @@ pub struct Manifest {
     /// vaults that had none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witnesses: Option<ManifestWitnesses>,
+    /// The X.509 roots the vault trusts, when it has any: where each root's certificate is in the
+    /// bundle and how the agency code is read from certificates under it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub x509_roots: Vec<ManifestRoot>,
+}
+
+/// A configured X.509 root and its agency mapping.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestRoot {
+    /// `x509/roots/<sha256>.der`.
+    pub certificate: String,
+    /// The dotted OID of the subject attribute that holds the agency code.
+    pub agency_attribute: String,
+    pub agency_prefix: String,
 }
 
 /// The checkpoint's cosignatures as the vault counted them, and the witnesses it was configured with.
@@ -101,6 +116,23 @@ pub fn document_path(id: &Digest, media_type: &str) -> String {
         _ => "bin",
     };
     format!("{}/document.{extension}", record_dir(id))
+}
+
+/// A validation (kind 10) of an X.509 signer, by its own id, and its receipt.
+pub fn validation_paths(validation: &Digest) -> (String, String) {
+    statement_paths(VALIDATIONS_DIR, &validation.to_hex(), "kho-validation")
+}
+
+pub const VALIDATIONS_DIR: &str = "validations";
+
+/// A CRL or OCSP response (DER) a validation used, by its SHA-256.
+pub fn x509_evidence_path(sha256: &Digest) -> String {
+    format!("x509/evidence/{sha256}.der")
+}
+
+/// A configured X.509 root certificate (DER), by its SHA-256.
+pub fn x509_root_path(sha256: &Digest) -> String {
+    format!("x509/roots/{sha256}.der")
 }
 
 /// The statement and receipt files of a receipted statement in `dir` under `name`.
@@ -169,6 +201,15 @@ impl BundlePlan {
                 })
                 .collect(),
             certificates: evidence.certificates.iter().map(|c| c.certificate.id().to_hex()).collect(),
+            x509_roots: evidence
+                .x509_roots
+                .iter()
+                .map(|anchor| ManifestRoot {
+                    certificate: x509_root_path(&Digest(anchor.certificate.fingerprint())),
+                    agency_attribute: anchor.agency_attribute.to_string(),
+                    agency_prefix: anchor.agency_prefix.clone(),
+                })
+                .collect(),
         };
         add(MANIFEST_PATH.into(), pretty(&manifest));
         add(CHECKPOINT_PATH.into(), evidence.checkpoint.note.clone().into_bytes());
@@ -206,6 +247,17 @@ impl BundlePlan {
             if let Some(by) = &record.superseded_by {
                 add_receipted(&mut add, &dir, SUPERSEDED_BY_FILE, by);
             }
+        }
+        for (id, validation) in &evidence.validations {
+            let (path, receipt_path) = validation_paths(id);
+            add(path, validation.statement.to_envelope());
+            add(receipt_path, validation.receipt.to_envelope());
+        }
+        for (sha256, der) in &evidence.x509_evidence {
+            add(x509_evidence_path(sha256), der.clone());
+        }
+        for anchor in &evidence.x509_roots {
+            add(x509_root_path(&Digest(anchor.certificate.fingerprint())), anchor.certificate.der().to_vec());
         }
         for record in &evidence.records {
             let body = record.record.statement.body();
@@ -486,5 +538,9 @@ mod tests {
             assert!(statement.len() <= TAR_NAME_BYTES_MAX && receipt.len() <= TAR_NAME_BYTES_MAX, "{statement}");
         }
         assert!(document_path(&id, "application/pdf").len() <= TAR_NAME_BYTES_MAX);
+        let (validation, receipt) = validation_paths(&id);
+        for path in [validation, receipt, x509_evidence_path(&id), x509_root_path(&id)] {
+            assert!(path.len() <= TAR_NAME_BYTES_MAX, "{path}");
+        }
     }
 }

@@ -9,19 +9,21 @@ use serde_json::Value;
 
 use super::bundle::{self, Bundle, DocumentDigest, Manifest};
 use super::{check_acceptance, Check, Issuer, VaultTrust};
-use crate::ids::{format_unix_ms, Date, Digest, OwnerId};
+use crate::ids::{format_unix_ms, Code, Date, Digest, OwnerId};
 use crate::log::chain::{verify_completeness, CompletenessEvidence};
 use crate::log::checkpoint::{self, Checkpoint};
 use crate::log::map::MapProof;
 use crate::log::{leaf_hash, verify_inclusion, Entry, Hash, KIND_ACCESS_EVENT, KIND_OWNER_MAP};
 use crate::statement::{
-    CertificateRevocation, CopyCertification, KeyCertificate, PublicKey, Receipt, Record, RecordRevocation, Signed,
-    StatementBody, VaultKeyCertificate,
+    CertificateRevocation, CopyCertification, KeyCertificate, PublicKey, Receipt, Record, RecordRevocation,
+    SignatureValidation, Signed, StatementBody, VaultKeyCertificate, X509Signer,
 };
+use crate::x509::{Anchor, Certificate, RevocationEvidence, TrustStore};
 
 const KIND_RECORD: u8 = <Record as StatementBody>::KIND;
 const KIND_RECORD_REVOCATION: u8 = <RecordRevocation as StatementBody>::KIND;
 const KIND_COPY_CERTIFICATION: u8 = <CopyCertification as StatementBody>::KIND;
+const KIND_SIGNATURE_VALIDATION: u8 = <SignatureValidation as StatementBody>::KIND;
 
 /// The statements of the owner's chain that the bundle's record folders showed to be present.
 struct StatementIds {
@@ -114,6 +116,9 @@ pub struct VerifyOptions {
     pub witnesses: Vec<checkpoint::VerifierKey>,
     /// How many of them must have cosigned; default a majority.
     pub quorum: Option<usize>,
+    /// X.509 roots (DER) given by the caller; `None` takes the bundle's own (and says so). Either way
+    /// each root's agency mapping is the bundle's.
+    pub x509_roots: Option<Vec<Vec<u8>>>,
 }
 
 /// The checkpoint's cosignatures: checked against the witnesses given, or, with none given, reported
@@ -178,7 +183,8 @@ pub fn verify_bundle(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptio
         }
     });
     let log = LogEvidence::read(bundle, checkpoint.as_ref(), &mut checks);
-    let context = Context { bundle, trust: trust.as_ref(), log: &log };
+    let x509 = x509_roots(bundle, manifest, options, &mut checks);
+    let context = Context { bundle, trust: trust.as_ref(), log: &log, x509: &x509 };
     let certificates = context.certificates(manifest);
 
     let owner = OwnerId::parse(&manifest.owner).ok();
@@ -300,6 +306,62 @@ fn establish_trust(
     }
 }
 
+/// The X.509 roots statements may have been signed under: the bundle's own (said so), or those of them
+/// the caller gave; each with the agency mapping the bundle states for it. Revocation is judged by the
+/// evidence each validation names, and a certificate it had none for is reported, not refused (the
+/// vault's policy may not have required it).
+fn x509_roots(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptions, checks: &mut Checks) -> TrustStore {
+    let mut store = TrustStore::default();
+    store.revocation.required = false;
+    let given: Option<Vec<[u8; 32]>> =
+        options.x509_roots.as_ref().map(|roots| roots.iter().map(|der| Digest::sha256(der).0).collect());
+    for root in &manifest.x509_roots {
+        let anchor = (|| {
+            let der = bundle.files.get(&root.certificate).ok_or("it is missing")?;
+            let certificate = Certificate::from_der(der).map_err(|e| e.to_string())?;
+            if bundle::x509_root_path(&Digest(certificate.fingerprint())) != root.certificate {
+                return Err("its name is not its SHA-256".to_owned());
+            }
+            let agency_attribute =
+                root.agency_attribute.parse().map_err(|_| "its agency attribute is not an OID".to_owned())?;
+            Ok::<_, String>(Anchor { certificate, agency_attribute, agency_prefix: root.agency_prefix.clone() })
+        })();
+        match anchor {
+            Err(error) => checks.push(false, format!("the X.509 root {}: {error}", root.certificate)),
+            Ok(anchor) => {
+                if given.as_ref().is_none_or(|given| given.contains(&anchor.certificate.fingerprint())) {
+                    store.anchors.push(anchor);
+                }
+            }
+        }
+    }
+    let subjects: Vec<String> = store
+        .anchors
+        .iter()
+        .map(|a| format!("{} ({}…)", a.certificate.subject(), &hex::encode(a.certificate.fingerprint())[..16]))
+        .collect();
+    match &given {
+        None if !store.anchors.is_empty() => checks.push(
+            true,
+            format!(
+                "trusting the bundle's own X.509 roots {} (compare them with the CAs' published fingerprints, or \
+                 give --x509-root)",
+                subjects.join("; ")
+            ),
+        ),
+        None => {}
+        Some(given) => checks.push(
+            store.anchors.len() == given.len(),
+            format!(
+                "the {} X.509 root(s) given are among the bundle's, with their agency mapping: {}",
+                given.len(),
+                if subjects.is_empty() { "none".to_owned() } else { subjects.join("; ") }
+            ),
+        ),
+    }
+    store
+}
+
 /// An entry of `log.json`: its bytes, its inclusion proof if it has one, and whether that proof holds.
 struct LoggedEntry {
     bytes: Vec<u8>,
@@ -373,6 +435,7 @@ struct Context<'a> {
     bundle: &'a Bundle,
     trust: Option<&'a Trust>,
     log: &'a LogEvidence,
+    x509: &'a TrustStore,
 }
 
 /// The ids a record's folder showed to be in the bundle.
@@ -441,6 +504,120 @@ impl Context<'_> {
         Ok(receipt)
     }
 
+    /// The vault's acceptance rule for `statement`, signed for `agency` and receipted by `receipt`: a Kho
+    /// key certificate for an Ed25519 signer; for an X.509 signer, the vault's validation of it,
+    /// re-checked here (then a line saying who signed under which root).
+    fn acceptance<T: StatementBody>(
+        &self,
+        statement: &Signed<T>,
+        agency: &Code,
+        receipt: &Receipt,
+        issuers: &[Issuer],
+    ) -> Result<Option<String>, String> {
+        match statement.signer() {
+            PublicKey::X509(signer) => self.x509_acceptance(signer, &statement.id(), agency, receipt).map(Some),
+            signer => check_acceptance(signer, agency, receipt.accepted_at_ms, issuers).map(|()| None),
+        }
+    }
+
+    /// FORMAT.md 1.5 for an X.509 signer: the vault's validation (kind 10) of this statement's signer,
+    /// for this agency, receipted and in the log before the statement and at most
+    /// `VALIDATION_AGE_MS_MAX` earlier; and the same validation done again here from the bundle: the
+    /// chain to a trusted root at the time the vault decided, the CRLs and OCSP responses it names, and
+    /// the agency the root's mapping reads.
+    fn x509_acceptance(
+        &self,
+        signer: &X509Signer,
+        statement: &Digest,
+        agency: &Code,
+        receipt: &Receipt,
+    ) -> Result<String, String> {
+        let validations = self.validations_of(statement);
+        if validations.is_empty() {
+            return Err("the bundle holds no validation by the vault of this statement's X.509 signer".to_owned());
+        }
+        let mut reasons = Vec::new();
+        for (id, validation) in validations {
+            match self.x509_validation(signer, &validation, agency, receipt) {
+                Ok(line) => return Ok(line),
+                Err(reason) => reasons.push(format!("validation {id}: {reason}")),
+            }
+        }
+        Err(reasons.join("; "))
+    }
+
+    /// The validations in the bundle that name `statement`.
+    fn validations_of(&self, statement: &Digest) -> Vec<(Digest, Signed<SignatureValidation>)> {
+        self.bundle
+            .files
+            .iter()
+            .filter(|(path, _)| path.starts_with(bundle::VALIDATIONS_DIR) && path.ends_with(".kho-validation"))
+            .filter_map(|(_, bytes)| Signed::<SignatureValidation>::from_envelope(bytes).ok())
+            .filter(|validation| &validation.body().statement == statement)
+            .map(|validation| (validation.id(), validation))
+            .collect()
+    }
+
+    /// One validation checked for the statement receipted by `receipt`, and done again.
+    fn x509_validation(
+        &self,
+        signer: &X509Signer,
+        validation: &Signed<SignatureValidation>,
+        agency: &Code,
+        receipt: &Receipt,
+    ) -> Result<String, String> {
+        let trust = self.trust.ok_or("the vault key is not trusted")?;
+        if validation.signer() != &trust.vault.key {
+            return Err("it is not signed by the vault key".to_owned());
+        }
+        let (_, receipt_path) = bundle::validation_paths(&validation.id());
+        let validated = self.receipted(validation, &receipt_path)?;
+        let (v, validated) = (validation.body(), validated.body());
+        if &v.agency != agency {
+            return Err(format!("it is for agency {}, not {agency}", v.agency));
+        }
+        let age = receipt.accepted_at_ms - validated.accepted_at_ms;
+        if validated.log_index >= receipt.log_index || !(0..=crate::vault::VALIDATION_AGE_MS_MAX).contains(&age) {
+            return Err("it was not logged in the minutes before the statement".to_owned());
+        }
+        if v.signer_certificate.0 != signer.certificate().fingerprint() {
+            return Err("it is of another certificate than the statement's signer".to_owned());
+        }
+        let mut evidence = RevocationEvidence::default();
+        for digest in &v.evidence {
+            let file = bundle::x509_evidence_path(digest);
+            let der = self.bundle.files.get(&file).ok_or_else(|| format!("{file} is missing"))?;
+            if Digest::sha256(der) != *digest {
+                return Err(format!("{file} is not the evidence the validation names"));
+            }
+            evidence.push_der(der).map_err(|e| format!("{file}: {e}"))?;
+        }
+        let at = v.decided_at_ms;
+        let path = self
+            .x509
+            .validate(signer.certificate(), signer.intermediates(), at, &evidence)
+            .map_err(|e| format!("the signer's chain does not validate at {}: {e}", format_unix_ms(at)))?;
+        if path.root().fingerprint() != v.root.0 {
+            return Err("the chain leads to another root than the validation names".to_owned());
+        }
+        let found = self.x509.anchors[path.anchor].agency_of(signer.certificate());
+        if found.as_deref() != Some(agency.as_str()) {
+            return Err(format!("under its root's mapping the signer's certificate is for {found:?}, not {agency}"));
+        }
+        let unchecked = path.revocation.iter().filter(|source| source.is_none()).count();
+        Ok(format!(
+            "signed by {} under {}, validated at {}{}",
+            signer.certificate().subject(),
+            path.root().subject(),
+            format_unix_ms(at),
+            if unchecked == 0 {
+                String::new()
+            } else {
+                format!("; REVOCATION UNCHECKED for {unchecked} certificate(s) (the vault did not require evidence)")
+            }
+        ))
+    }
+
     fn record(
         &self,
         listed: &bundle::ManifestRecord,
@@ -502,26 +679,25 @@ impl Context<'_> {
             }
         }
         // Acceptance: receipt, log entry, issuer certificate at the receipt's time.
-        let accepted_at = match self.receipted(&record, &receipt_path) {
-            Err(error) => {
-                fail(&mut report, Verdict::ProofFails, format!("record: {error}"));
-                None
-            }
-            Ok(receipt) => Some(receipt.body().accepted_at_ms),
-        };
-        if let Some(accepted_at) = accepted_at {
-            let accepted = if body.is_self_upload() {
-                self.uploaded_by_vault(record.signer())
-            } else {
-                check_acceptance(record.signer(), &body.issuer_agency, accepted_at, issuers)
-            };
-            if let Err(error) = accepted {
-                fail(&mut report, Verdict::UnknownIssuer, error);
+        let mut signed_by = None;
+        match self.receipted(&record, &receipt_path) {
+            Err(error) => fail(&mut report, Verdict::ProofFails, format!("record: {error}")),
+            Ok(receipt) => {
+                let accepted = if body.is_self_upload() {
+                    self.uploaded_by_vault(record.signer()).map(|()| None)
+                } else {
+                    self.acceptance(&record, &body.issuer_agency, receipt.body(), issuers)
+                };
+                match accepted {
+                    Ok(line) => signed_by = line,
+                    Err(error) => fail(&mut report, Verdict::UnknownIssuer, error),
+                }
             }
         }
         if report.verdict.is_failure() {
             return (report, ids);
         }
+        report.reasons.extend(signed_by);
         if body.is_self_upload() {
             self.upload_status(&dir, &id, issuers, &mut report, &mut ids);
             return (report, ids);
@@ -538,7 +714,7 @@ impl Context<'_> {
                     return Err("the revocation names another record or agency".to_owned());
                 }
                 let receipt = self.receipted(&revocation, &revocation_receipt)?;
-                check_acceptance(revocation.signer(), &r.issuer_agency, receipt.body().accepted_at_ms, issuers)?;
+                self.acceptance(&revocation, &r.issuer_agency, receipt.body(), issuers)?;
                 Ok((revocation, receipt))
             });
             match checked {
@@ -561,7 +737,7 @@ impl Context<'_> {
                     return Err("the superseding record does not supersede this one".to_owned());
                 }
                 let receipt = self.receipted(&by, &by_receipt)?;
-                check_acceptance(by.signer(), &b.issuer_agency, receipt.body().accepted_at_ms, issuers)?;
+                self.acceptance(&by, &b.issuer_agency, receipt.body(), issuers)?;
                 Ok((by, receipt))
             });
             match checked {
@@ -620,7 +796,7 @@ impl Context<'_> {
                 return Err("the certification names another record".to_owned());
             }
             let receipt = self.receipted(&certification, &receipt_path)?;
-            check_acceptance(certification.signer(), &c.agency, receipt.body().accepted_at_ms, issuers)?;
+            self.acceptance(&certification, &c.agency, receipt.body(), issuers)?;
             Ok((certification, receipt))
         });
         match checked {
@@ -719,6 +895,19 @@ impl Context<'_> {
                     BTreeMap::new()
                 }
             };
+        // The vault's validations of X.509 signers the bundle carries, receipted and in the log (each
+        // is checked further where a statement relies on it).
+        let validations: BTreeSet<Digest> = self
+            .bundle
+            .files
+            .iter()
+            .filter(|(path, _)| path.starts_with(bundle::VALIDATIONS_DIR) && path.ends_with(".kho-validation"))
+            .filter_map(|(path, bytes)| {
+                let validation = Signed::<SignatureValidation>::from_envelope(bytes).ok()?;
+                let receipt_path = path.replace(".kho-validation", ".kho-receipt");
+                self.receipted(&validation, &receipt_path).ok().map(|_| validation.id())
+            })
+            .collect();
         let mut missing = Vec::new();
         let mut chained_events = BTreeMap::new();
         for (index, entry) in &complete.entries {
@@ -731,6 +920,9 @@ impl Context<'_> {
                 }
                 KIND_COPY_CERTIFICATION if !ids.certifications.contains(&entry.id) => {
                     missing.push(format!("copy certification {} (entry #{index})", entry.id))
+                }
+                KIND_SIGNATURE_VALIDATION if !validations.contains(&entry.id) => {
+                    missing.push(format!("signature validation {} (entry #{index})", entry.id))
                 }
                 KIND_ACCESS_EVENT => {
                     chained_events.insert(*index, entry.id);

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Completeness, ProofQueryError, SignedCheckpoint, StorageError, Vault};
 use crate::ids::{Digest, OwnerId};
 use crate::log::Hash;
-use crate::statement::{CopyCertification, PublicKey, Receipt, Record, RecordRevocation, Signed, VaultKeyCertificate};
+use crate::statement::{
+    CopyCertification, PublicKey, Receipt, Record, RecordRevocation, SignatureValidation, Signed, VaultKeyCertificate,
+};
 use crate::vault::{AccessEvent, CertificateView};
 
 /// Pages read from the catalog while gathering evidence.
@@ -82,6 +84,13 @@ pub struct Evidence {
     /// By log index.
     pub entries: BTreeMap<u64, ProvenEntry>,
     pub access_log: Option<AccessLogEvidence>,
+    /// The vault's validations of X.509 signers: of each statement here, and (for a store) every other
+    /// one in the owner's chain; by the validation's id.
+    pub validations: BTreeMap<Digest, Receipted<SignatureValidation>>,
+    /// The CRLs and OCSP responses those validations used, by the SHA-256 of their DER.
+    pub x509_evidence: BTreeMap<Digest, Vec<u8>>,
+    /// The X.509 roots the vault trusts, with their agency mappings (as configured now).
+    pub x509_roots: Vec<crate::x509::Anchor>,
 }
 
 impl Evidence {
@@ -161,7 +170,14 @@ impl Vault {
         let records =
             records.into_iter().map(|record| self.record_evidence(record, size)).collect::<Result<Vec<_>, _>>()?;
 
-        let mut gather = Gather { vault: self, size, entries: BTreeMap::new(), signers: BTreeSet::new() };
+        let mut gather = Gather {
+            vault: self,
+            size,
+            entries: BTreeMap::new(),
+            signers: BTreeSet::new(),
+            validations: BTreeMap::new(),
+            x509_evidence: BTreeMap::new(),
+        };
         for evidence in &records {
             gather.statement(&evidence.record)?;
             if let Some(revocation) = &evidence.revocation {
@@ -192,6 +208,9 @@ impl Vault {
             certificates,
             entries: gather.entries,
             access_log,
+            validations: gather.validations,
+            x509_evidence: gather.x509_evidence,
+            x509_roots: self.config.x509.store.anchors.clone(),
         })
     }
 
@@ -246,6 +265,8 @@ struct Gather<'v> {
     size: u64,
     entries: BTreeMap<u64, ProvenEntry>,
     signers: BTreeSet<[u8; 32]>,
+    validations: BTreeMap<Digest, Receipted<SignatureValidation>>,
+    x509_evidence: BTreeMap<Digest, Vec<u8>>,
 }
 
 impl Gather<'_> {
@@ -264,8 +285,39 @@ impl Gather<'_> {
     }
 
     fn statement<T: crate::statement::StatementBody>(&mut self, statement: &Receipted<T>) -> Result<(), ExportError> {
-        self.signers.insert(statement.statement.signer().fingerprint().0);
-        self.entry(statement.receipt.body().log_index, true)
+        self.entry(statement.receipt.body().log_index, true)?;
+        match statement.statement.signer() {
+            PublicKey::X509(_) => self.validation(&statement.statement.id()),
+            signer => {
+                self.signers.insert(signer.fingerprint().0);
+                Ok(())
+            }
+        }
+    }
+
+    /// The validation the vault logged before accepting a statement signed under X.509.
+    fn validation(&mut self, statement: &Digest) -> Result<(), ExportError> {
+        let entry = self.vault.store.signature_validation(statement)?;
+        self.add_validation(entry, statement)
+    }
+
+    /// A validation with its receipt, its log entry and the CRLs and OCSP responses it used.
+    fn add_validation(&mut self, entry: Option<crate::store::StatementEntry>, of: &Digest) -> Result<(), ExportError> {
+        let missing = || StorageError::Corrupt(format!("the X.509 validation {of} is missing"));
+        let (validation, sequence) = Vault::decode_statement::<SignatureValidation>(entry)?.ok_or_else(missing)?;
+        if sequence >= self.size {
+            return Err(missing().into());
+        }
+        for digest in &validation.body().evidence {
+            let bytes = self.vault.store.revocation_evidence(digest)?.ok_or_else(|| {
+                StorageError::Corrupt(format!("revocation evidence {digest} of the validation {of} is missing"))
+            })?;
+            self.x509_evidence.insert(*digest, bytes);
+        }
+        let receipted = Receipted { statement: validation, receipt: self.vault.load_receipt(sequence)? };
+        self.entry(sequence, true)?;
+        self.validations.insert(receipted.statement.id(), receipted);
+        Ok(())
     }
 
     /// The certificates of every signer seen, with their entries; a certificate or revocation accepted
@@ -303,6 +355,15 @@ impl Gather<'_> {
         }
         for (index, bytes) in &chain {
             self.entries.entry(*index).or_insert_with(|| ProvenEntry { bytes: bytes.clone(), inclusion: None });
+        }
+        // Every validation in the owner's chain travels, including one whose statement was then refused
+        // (a completeness check needs them all).
+        for (_, bytes) in &chain {
+            let entry = crate::log::Entry::decode(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            if entry.kind == crate::log::KIND_SIGNATURE_VALIDATION && !self.validations.contains_key(&entry.id) {
+                let stored = self.vault.store.validation(&entry.id)?;
+                self.add_validation(stored, &entry.id)?;
+            }
         }
         self.entry(commitment, true)?;
         let mut events = Vec::new();

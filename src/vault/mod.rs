@@ -21,6 +21,7 @@ mod sequencer;
 mod shares;
 mod transparency;
 mod validation;
+pub use validation::VALIDATION_AGE_MS_MAX;
 mod witnessing;
 
 pub use access::{AccessAction, AccessEvent, AccessOutcome, AccessPage, Salt, ACCESS_EVENT_VERSION};
@@ -1065,7 +1066,9 @@ impl Vault {
         let revocation = Signed::<RecordRevocation>::from_envelope(envelope)?;
         let body = revocation.body();
         let id = revocation.id();
-        if let Some((record, _)) = Self::decode_statement::<Record>(self.store.record(&body.record)?)? {
+        // Validated (and the validation logged) only once the revocation could be accepted otherwise.
+        let record = Self::decode_statement::<Record>(self.store.record(&body.record)?)?;
+        if let Some((record, _)) = record.filter(|(record, _)| record.body().issuer_agency == body.issuer_agency) {
             self.validate_signer::<RevokeError>(
                 id,
                 revocation.signer(),

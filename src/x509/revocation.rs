@@ -100,20 +100,21 @@ impl RevocationEvidence {
                 let blocks =
                     super::pem_or_der_blocks(&bytes, "X509 CRL").map_err(|e| format!("{}: {e}", file.display()))?;
                 for block in blocks {
-                    match (Crl::from_der(&block), OcspResponse::from_der(&block)) {
-                        (Ok(crl), _) => evidence.crls.push(crl),
-                        (_, Ok(response)) => evidence.ocsp.push(response),
-                        (Err(crl), Err(ocsp)) => {
-                            return Err(format!(
-                                "{} is neither a CRL ({crl}) nor an OCSP response ({ocsp})",
-                                file.display()
-                            ))
-                        }
-                    }
+                    evidence.push_der(&block).map_err(|e| format!("{}: {e}", file.display()))?;
                 }
             }
         }
         Ok(evidence)
+    }
+
+    /// Adds one CRL or OCSP response in DER.
+    pub fn push_der(&mut self, der: &[u8]) -> Result<(), String> {
+        match (Crl::from_der(der), OcspResponse::from_der(der)) {
+            (Ok(crl), _) => self.crls.push(crl),
+            (_, Ok(response)) => self.ocsp.push(response),
+            (Err(crl), Err(ocsp)) => return Err(format!("neither a CRL ({crl}) nor an OCSP response ({ocsp})")),
+        }
+        Ok(())
     }
 }
 

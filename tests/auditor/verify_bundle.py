@@ -5,7 +5,10 @@ library only: the statements and their rule from section 1, the log from section
 usage: verify_bundle.py BUNDLE [--anchor HEX]... [--vault-key HEX] [--at YYYY-MM-DD]
 Without --anchor, the bundle's own trust anchors are used (and printed). Without --vault-key, the
 bundle's vault key certificate must be signed by an anchor. Documents are checked by size and SHA-256
-(the standard library has no BLAKE3; the record signs both).
+(the standard library has no BLAKE3; the record signs both). A statement signed under X.509 is checked
+against the vault's validation of its signer (kind 10): logged just before it, for its certificate and
+agency, with the CRLs and OCSP responses it names present; the chain itself is validated again by
+`kho verify`, not here.
 Prints one line per check and per document, then a JSON summary {"documents": {id: verdict},
 "failed_checks": [...]}; exits 1 if any check fails or any document's evidence fails.
 """
@@ -29,7 +32,9 @@ FAILURES = {"unknown_issuer", "proof_fails", "tampered"}
 EXTENSIONS = {"application/pdf": "pdf", "image/jpeg": "jpg", "image/png": "png", "image/tiff": "tif",
               "application/xml": "xml", "text/xml": "xml", "application/json": "json", "text/plain": "txt"}
 KIND_NUMBERS = {"record": 1, "record revocation": 2, "key certificate": 3, "certificate revocation": 4,
-                "copy certification": 9}
+                "copy certification": 9, "signature validation": 10}
+# FORMAT.md 1.5: an X.509 signer's validation counts only if logged at most this long before its statement.
+VALIDATION_AGE_MS_MAX = 10 * 60 * 1000
 # FORMAT.md 1.5: the vault signs its owners' uploads under this code, and nobody else may.
 SELF_UPLOAD = "kho.self-upload"
 
@@ -198,8 +203,58 @@ def main(argv):
                 pass
         issuers.append((cert, accepted, revoked, cert["signer"] in anchors))
 
-    def acceptance(signer, agency, at):
-        """None if a trusted certificate covers `signer` for `agency` at `at`, else the reason."""
+    # The vault's validations of X.509 signers, by the statement each validated; those receipted and in
+    # the log count for the owner's chain (even one whose statement was then refused).
+    validations, validation_ids, signed_by = {}, set(), {}
+    for name in bundle.files:
+        if name.startswith("validations/") and name.endswith(".kho-validation"):
+            receipt_path = name[:-len(".kho-validation")] + ".kho-receipt"
+            try:
+                validation = bundle.statement(name)
+                if validation["kind"] != "signature validation":
+                    continue
+                receipted(validation, receipt_path)
+            except ValueError:
+                continue
+            validation_ids.add(validation["id"])
+            validations.setdefault(validation["statement"], []).append((validation, receipt_path))
+
+    def x509_acceptance(statement, agency, receipt):
+        """None if the vault's logged validation covers the X.509 `statement`, else the reason."""
+        reasons = []
+        for validation, receipt_path in validations.get(statement["id"], []):
+            try:
+                if validation["signer"] != vault_key:
+                    raise ValueError("not signed by the vault key")
+                validated = bundle.statement(receipt_path)
+                if validation["agency"] != agency:
+                    raise ValueError("for another agency")
+                age = receipt["accepted_at_ms"] - validated["accepted_at_ms"]
+                if validated["log_index"] >= receipt["log_index"] or not 0 <= age <= VALIDATION_AGE_MS_MAX:
+                    raise ValueError("not logged in the minutes before the statement")
+                if validation["signer_certificate"] != statement["x509_certificate"]:
+                    raise ValueError("of another certificate than the signer's")
+                for digest in validation["evidence"]:
+                    data = bundle.files.get("x509/evidence/%s.der" % digest)
+                    if data is None or hashlib.sha256(data).hexdigest() != digest:
+                        raise ValueError("its revocation evidence %s is missing or altered" % digest)
+            except ValueError as error:
+                reasons.append("validation %s: %s" % (validation["id"], error))
+                continue
+            signed_by[statement["id"]] = (
+                "signed by %s under %s, as the vault validated at %s with %d CRL/OCSP response(s) (the chain is "
+                "validated again by `kho verify`, not here)" % (validation["signer_subject"], validation["root_subject"],
+                                                                   fmt_ms(validation["decided_at_ms"]),
+                                                                   len(validation["evidence"])))
+            return None
+        return "; ".join(reasons) or "no validation by the vault of this X.509 signer in the bundle"
+
+    def acceptance(statement, agency, receipt):
+        """None if a trusted certificate (or, for an X.509 signer, the vault's validation) covers the
+        signer of `statement` for `agency` when `receipt` says it was accepted, else the reason."""
+        if statement["signer"].startswith("x509:"):
+            return x509_acceptance(statement, agency, receipt)
+        signer, at = statement["signer"], receipt["accepted_at_ms"]
         reasons = []
         for cert, accepted, revoked, anchored in issuers:
             if cert["subject"] != signer:
@@ -247,13 +302,15 @@ def main(argv):
         elif bundle.documents[document] != (record["sha256"], record["size_bytes"]):
             fail("tampered", "the document is not the one signed (size or SHA-256 differ)")
         try:
-            accepted_at = receipted(record, base + "record.kho-receipt")["accepted_at_ms"]
+            receipt = receipted(record, base + "record.kho-receipt")
             if record["issuer_agency"] == SELF_UPLOAD:
                 reason = None if record["signer"] == vault_key else "a self-upload not signed by the vault key"
             else:
-                reason = acceptance(record["signer"], record["issuer_agency"], accepted_at)
+                reason = acceptance(record, record["issuer_agency"], receipt)
             if reason:
                 fail("unknown_issuer", reason)
+            elif rid in signed_by:
+                reasons.append(signed_by[rid])
         except ValueError as error:
             fail("proof_fails", "record: %s" % error)
         if verdict not in FAILURES and record["issuer_agency"] == SELF_UPLOAD:
@@ -263,8 +320,9 @@ def main(argv):
                     certification = bundle.statement(base + "certified-copy.kho-copy")
                     if certification["kind"] != "copy certification" or certification["record"] != rid:
                         raise ValueError("the certification names another record")
-                    at = receipted(certification, base + "certified-copy.kho-receipt")["accepted_at_ms"]
-                    reason = acceptance(certification["signer"], certification["agency"], at)
+                    receipt = receipted(certification, base + "certified-copy.kho-receipt")
+                    at = receipt["accepted_at_ms"]
+                    reason = acceptance(certification, certification["agency"], receipt)
                     if reason:
                         raise ValueError(reason)
                     certification_ids.add(certification["id"])
@@ -280,8 +338,9 @@ def main(argv):
                     revocation = bundle.statement(base + "revocation.kho-revocation")
                     if revocation["record"] != rid or revocation["issuer_agency"] != record["issuer_agency"]:
                         raise ValueError("the revocation names another record or agency")
-                    at = receipted(revocation, base + "revocation.kho-receipt")["accepted_at_ms"]
-                    reason = acceptance(revocation["signer"], revocation["issuer_agency"], at)
+                    receipt = receipted(revocation, base + "revocation.kho-receipt")
+                    at = receipt["accepted_at_ms"]
+                    reason = acceptance(revocation, revocation["issuer_agency"], receipt)
                     if reason:
                         raise ValueError(reason)
                     revocation_ids.add(revocation["id"])
@@ -295,8 +354,8 @@ def main(argv):
                     if (by["supersedes"], by["owner"], by["issuer_agency"]) != (
                             rid, record["owner"], record["issuer_agency"]):
                         raise ValueError("the superseding record does not supersede this one")
-                    at = receipted(by, base + "superseded-by.kho-receipt")["accepted_at_ms"]
-                    reason = acceptance(by["signer"], by["issuer_agency"], at)
+                    receipt = receipted(by, base + "superseded-by.kho-receipt")
+                    reason = acceptance(by, by["issuer_agency"], receipt)
                     if reason:
                         raise ValueError(reason)
                     verdict = "superseded"
@@ -316,7 +375,8 @@ def main(argv):
             check(False, "%s belongs to no record the manifest lists" % name)
 
     if m["scope"] == "owner":
-        completeness(bundle, log, entries, checkpoint, record_ids, revocation_ids | certification_ids, check)
+        completeness(bundle, log, entries, checkpoint, record_ids,
+                     revocation_ids | certification_ids | validation_ids, check)
 
     failed = [what for ok, what in checks if not ok]
     print(json.dumps({"documents": documents, "failed_checks": failed}, sort_keys=True))
@@ -359,7 +419,7 @@ def completeness(bundle, log, entries, checkpoint, record_ids, statement_ids, ch
     if not check(position == 0, "the owner's %d log entries are complete through entry #%d" % (len(chain), index)):
         return
     missing = [e["id"] for _, e in chain if (e["kind"] == 1 and e["id"] not in record_ids)
-               or (e["kind"] in (2, 9) and e["id"] not in statement_ids)]
+               or (e["kind"] in (2, 9, 10) and e["id"] not in statement_ids)]
     check(not missing, "every record and revocation of the owner's log is in the bundle"
           + ("" if not missing else ": missing " + ", ".join(missing)))
     events = json.loads(bundle.files["access-log.json"])["events"]

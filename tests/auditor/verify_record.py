@@ -2,7 +2,11 @@
 """Verify a Kho record, its issuer key certificate and its document without Kho's code.
 
 Written from docs/FORMAT.md alone, with only the Python standard library: the Ed25519 verification
-below follows RFC 8032 section 6 (reference implementation), SHA-256 comes from hashlib.
+below follows RFC 8032 section 6 (reference implementation), SHA-256 comes from hashlib; statements signed
+under X.509 (algorithms 2 and 3) are verified with the key of the signer's certificate (ECDSA P-256 from
+FIPS 186-4, RSA PKCS#1 v1.5 and PSS from RFC 8017). Whether that certificate chains to a root is the
+vault's validation (statement kind 10), which verify_bundle.py checks is logged; `kho verify` validates
+the chain again.
 
 usage: verify_record.py RECORD RECEIPT CERTIFICATE ANCHOR_KEY_HEX VAULT_KEY_HEX [DOCUMENT]
                         [--revocation CERTIFICATE_REVOCATION REVOCATION_RECEIPT]
@@ -89,6 +93,122 @@ def ed25519_verify(public, message, signature):
     return _equal(_mul(s, BASE), _add(r, _mul(h, a)))
 
 
+# ---- X.509 signers (docs/FORMAT.md 1.3): the key in the signer's certificate ----
+def der_items(data):
+    """The top-level DER items of `data`: (tag, contents) pairs."""
+    items, at = [], 0
+    while at < len(data):
+        tag, length = data[at], data[at + 1]
+        at += 2
+        if length & 0x80:
+            count = length & 0x7F
+            length = int.from_bytes(data[at:at + count], "big")
+            at += count
+        if at + length > len(data):
+            raise ValueError("truncated DER")
+        items.append((tag, data[at:at + length]))
+        at += length
+    return items
+
+
+def certificate_key(der):
+    """(algorithm OID bytes, key bytes) of a certificate's subjectPublicKeyInfo."""
+    (tag, certificate), = der_items(der)
+    tbs = der_items(der_items(certificate)[0][1])
+    fields = tbs[1:] if tbs[0][0] == 0xA0 else tbs  # skip the explicit version
+    spki = der_items(fields[5][1])  # serial, signature, issuer, validity, subject, then the key
+    algorithm = der_items(spki[0][1])[0][1]
+    return algorithm, spki[1][1][1:]  # the BIT STRING without its unused-bits byte
+
+
+EC_PUBLIC_KEY = bytes.fromhex("2a8648ce3d0201")
+RSA_ENCRYPTION = bytes.fromhex("2a864886f70d010101")
+# P-256 (FIPS 186-4 D.1.2.3)
+P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+P256_B = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
+P256_G = (0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296,
+          0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
+
+
+def _ec_add(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if a[0] == b[0] and (a[1] + b[1]) % P256_P == 0:
+        return None
+    if a == b:
+        slope = (3 * a[0] * a[0] - 3) * pow(2 * a[1], -1, P256_P)
+    else:
+        slope = (b[1] - a[1]) * pow(b[0] - a[0], -1, P256_P)
+    x = (slope * slope - a[0] - b[0]) % P256_P
+    return x, (slope * (a[0] - x) - a[1]) % P256_P
+
+
+def _ec_mul(k, point):
+    result = None
+    while k:
+        if k & 1:
+            result = _ec_add(result, point)
+        point, k = _ec_add(point, point), k >> 1
+    return result
+
+
+def ecdsa_p256_verify(point, message, signature):
+    if len(point) != 65 or point[0] != 4 or len(signature) != 64:
+        return False
+    q = (int.from_bytes(point[1:33], "big"), int.from_bytes(point[33:], "big"))
+    if (q[1] * q[1] - q[0] ** 3 + 3 * q[0] - P256_B) % P256_P:
+        return False
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    if not (0 < r < P256_N and 0 < s < P256_N):
+        return False
+    e = int.from_bytes(hashlib.sha256(message).digest(), "big")
+    w = pow(s, -1, P256_N)
+    point = _ec_add(_ec_mul(e * w % P256_N, P256_G), _ec_mul(r * w % P256_N, q))
+    return point is not None and point[0] % P256_N == r
+
+
+def _mgf1(seed, length):
+    out, counter = b"", 0
+    while len(out) < length:
+        out += hashlib.sha256(seed + counter.to_bytes(4, "big")).digest()
+        counter += 1
+    return out[:length]
+
+
+def rsa_verify(key, message, signature, padding):
+    n, e = (int.from_bytes(value, "big") for _, value in der_items(der_items(key)[0][1]))
+    k = (n.bit_length() + 7) // 8
+    if len(signature) != k or int.from_bytes(signature, "big") >= n:
+        return False
+    digest = hashlib.sha256(message).digest()
+    if padding == 1:  # PKCS#1 v1.5 (RFC 8017 9.2) with SHA-256's DigestInfo
+        info = bytes.fromhex("3031300d060960864801650304020105000420") + digest
+        expected = b"\x00\x01" + b"\xff" * (k - len(info) - 3) + b"\x00" + info
+        return pow(int.from_bytes(signature, "big"), e, n).to_bytes(k, "big") == expected
+    em_bits = n.bit_length() - 1  # PSS (RFC 8017 9.1.2), MGF1-SHA-256, 32-byte salt
+    em_len = (em_bits + 7) // 8
+    em = pow(int.from_bytes(signature, "big"), e, n).to_bytes(k, "big")[-em_len:]
+    if em[-1] != 0xBC:
+        return False
+    masked, h = em[:em_len - 33], em[em_len - 33:-1]
+    db = bytes(a ^ b for a, b in zip(masked, _mgf1(h, len(masked))))
+    db = bytes([db[0] & (0xFF >> (8 * em_len - em_bits))]) + db[1:]
+    salt_at = len(db) - 32
+    if db[:salt_at - 1].strip(b"\x00") or db[salt_at - 1] != 1:
+        return False
+    return hashlib.sha256(bytes(8) + digest + db[salt_at:]).digest() == h
+
+
+def x509_verify(algorithm, padding, chain, message, signature):
+    oid, key = certificate_key(chain[0])
+    if algorithm == 2:
+        return oid == EC_PUBLIC_KEY and ecdsa_p256_verify(key, message, signature)
+    return oid == RSA_ENCRYPTION and rsa_verify(key, message, signature, padding)
+
+
 # ---- The canonical encoding (docs/FORMAT.md, "Signed statements") ----
 class Reader:
     def __init__(self, data):
@@ -137,7 +257,7 @@ class Reader:
 
 
 KINDS = {1: "record", 2: "record revocation", 3: "key certificate", 4: "certificate revocation", 5: "receipt",
-         8: "vault key certificate", 9: "copy certification"}
+         8: "vault key certificate", 9: "copy certification", 10: "signature validation"}
 
 
 def parse(envelope):
@@ -149,9 +269,20 @@ def parse(envelope):
     if r.take(8) != b"kho-stmt" or r.u8() != 1:
         raise ValueError("not a version 1 Kho statement")
     kind = r.u8()
-    if r.u16() != 1:
-        raise ValueError("only algorithm 1 (Ed25519) is handled here")
-    out = {"kind": KINDS.get(kind), "signer": r.bytes().hex()}
+    algorithm = r.u16()
+    if algorithm not in (1, 2, 3):
+        raise ValueError("unknown signature algorithm %d" % algorithm)
+    signer = r.bytes()
+    out = {"kind": KINDS.get(kind), "signer": signer.hex()}
+    if algorithm != 1:
+        key = Reader(signer)
+        padding = key.u8() if algorithm == 3 else None
+        chain = [key.bytes() for _ in range(key.u8())]
+        if not 1 <= len(chain) <= 9 or key.at != len(signer) or padding not in (None, 1, 2):
+            raise ValueError("a malformed X.509 signer")
+        # Identified by its certificate: FORMAT.md's key fingerprint.
+        out.update(signer="x509:" + hashlib.sha256(algorithm.to_bytes(2, "big") + chain[0]).hexdigest(),
+                   x509_chain=[c.hex() for c in chain], x509_certificate=hashlib.sha256(chain[0]).hexdigest())
     if kind == 1:
         out.update(owner=r.str(), document_type=r.str(), title=r.str(), issuer_agency=r.str(),
                    issued_on=r.date(), valid_from=r.date(), valid_until=r.option(r.date),
@@ -174,6 +305,15 @@ def parse(envelope):
         out.update(certificate=r.hex32(), reason=r.str(), signed_at_ms=r.i64())
     elif kind == 5:
         out.update(statement=r.hex32(), statement_kind=r.u8(), log_index=r.u64(), accepted_at_ms=r.i64())
+    elif kind == 10:
+        out.update(statement=r.hex32(), agency=r.str(), signer_certificate=r.hex32(), signer_subject=r.str(),
+                   root=r.hex32(), root_subject=r.str(), decided_at_ms=r.i64())
+        basis = r.u8()
+        if basis == 2:
+            out.update(timestamp_token=r.hex32(), timestamp_authority=r.str())
+        elif basis != 1:
+            raise ValueError("unknown validation basis %d" % basis)
+        out.update(evidence=[r.hex32() for _ in range(r.u16())], signed_at_ms=r.i64())
     elif kind == 9:
         out.update(record=r.hex32(), agency=r.str(), officer=r.str(), original_type=r.str(), original=r.str(),
                    signed_at_ms=r.i64())
@@ -182,7 +322,13 @@ def parse(envelope):
     if r.at != len(signed):
         raise ValueError("trailing bytes after the last field")
     out["id"] = hashlib.sha256(signed).hexdigest()
-    out["signature_valid"] = ed25519_verify(bytes.fromhex(out["signer"]), signed, signature)
+    if algorithm == 1:
+        out["signature_valid"] = ed25519_verify(signer, signed, signature)
+    else:
+        try:
+            out["signature_valid"] = x509_verify(algorithm, padding, chain, signed, signature)
+        except (ValueError, IndexError):
+            out["signature_valid"] = False
     return out
 
 
