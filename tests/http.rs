@@ -297,8 +297,17 @@ async fn only_issuers_and_admins_write_and_denied_writes_change_nothing() {
     .to_envelope();
     let record_uri = format!("/v1/records/{}/revocation", api.record);
     let certificate_uri = format!("/v1/certificates/{certificate_id}/revocation");
-    let writes: [Write; 4] = [
+    // Not a signed PDF: an issuer of any agency (depositing for its own) gets the signature's reason.
+    let signed_document = format!("/v1/signed-documents?owner={OWNER}&document_type=GKS&title=x&procedure=p&dossier=d");
+    let writes: [Write; 5] = [
         //                                                     anon own other off+p off  iss  iss2 aud  aud+p adm
+        (
+            "deposit signed document",
+            signed_document.as_str(),
+            b"%PDF-1.7\nunsigned\n%%EOF\n".to_vec(),
+            &[],
+            [401, 403, 403, 403, 403, 422, 422, 403, 403, 403],
+        ),
         (
             "deposit",
             "/v1/records",
@@ -589,6 +598,7 @@ async fn the_served_openapi_document_is_the_checked_in_one_and_describes_every_r
     assert_eq!(served, checked_in, "docs/openapi.json is stale: run `cargo run -- openapi > docs/openapi.json`");
     let routes = [
         ("post", "/v1/records"),
+        ("post", "/v1/signed-documents"),
         ("get", "/v1/records/{id}"),
         ("get", "/v1/records/{id}/content"),
         ("post", "/v1/records/{id}/revocation"),

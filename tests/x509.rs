@@ -652,3 +652,110 @@ fn bundle_of_x509_records_verifies_offline(
     let (_, (verdict, reasons), _) = verdicts(&swapped, &options);
     assert_eq!(verdict, Verdict::UnknownIssuer, "{reasons}");
 }
+
+/// Signed PDFs deposited as they are: the vault checks the embedded PAdES signature (at its timestamp's
+/// time when it has one), records the document for the agency its signer's certificate names, with the
+/// validation logged first; every bad document is refused with pyHanko's reason and changes nothing; the
+/// same document again is the same record; and the evidence travels: the bundle verifies offline, in
+/// Rust and in the auditors' Python.
+#[test]
+fn signed_pdfs_are_deposited_as_they_are_with_their_validation_and_bad_ones_refused_with_the_reason() {
+    use kho::evidence::{verify_bundle, Bundle, BundlePlan, Verdict, VerifyOptions};
+    use kho::ids::{Code, Date, OwnerId, Title};
+    use kho::vault::{DepositError, DocumentDetails, Vault, VaultConfig, X509Trust};
+    let Some(dir) = pki() else { return };
+    let cases: Vec<PdfCase> = read_cases(&dir, "pdf_cases.json");
+    let pdf = |n: usize| std::fs::read(dir.join("pdf").join(&cases[n].pdf)).expect("pdf");
+    let work = tempfile::tempdir().expect("dir");
+    let evidence = work.path().join("revocation");
+    std::fs::create_dir_all(&evidence).expect("evidence");
+    for name in cases.iter().flat_map(|case| &case.crls) {
+        std::fs::copy(dir.join("pdf").join(format!("{name}.crl")), evidence.join(format!("{name}.crl"))).expect("crl");
+    }
+    let mut config =
+        VaultConfig::new(work.path().join("data"), vec![kho::statement::SecretKey::generate().public_key()]);
+    config.x509 = X509Trust { store: both_roots(&dir), evidence: vec![evidence] };
+    let vault = Vault::open(config).expect("open");
+    let owner = OwnerId::parse("001204012345").expect("owner");
+    let details = |agency: &str| DocumentDetails {
+        owner: owner.clone(),
+        agency: Code::parse("agency", agency).expect("agency"),
+        document_type: Code::parse("type", "GKS").expect("type"),
+        title: Title::parse("Giấy khai sinh").expect("title"),
+        issued_on: Date::from_yyyymmdd(20261101).expect("date"),
+        valid_from: Date::from_yyyymmdd(20261101).expect("date"),
+        valid_until: None,
+        procedure: Code::parse("procedure", "1.001193").expect("procedure"),
+        dossier: Code::parse("dossier", "H26.22-261101-0001").expect("dossier"),
+        supersedes: None,
+    };
+    // B-B under the government CA, for the agency its certificate's OU names.
+    let before = vault.log_size();
+    let gov = vault.deposit_signed_pdf(&pdf(0), details("000.00.00.H26")).expect("B-B accepted");
+    assert!(gov.newly_accepted);
+    assert_eq!(vault.log_size(), before + 2, "the validation, then the record");
+    assert_eq!(vault.log_entry(before).expect("entry").expect("present")[1], 10);
+    let view = vault.record(&gov.id).expect("read").expect("record");
+    assert_eq!(view.record.signer(), &vault.public_key(), "the vault's record of the document");
+    assert_eq!(view.record.body().issuer_agency.as_str(), "000.00.00.H26");
+    assert_eq!(view.record.body().sha256, kho::ids::Digest::sha256(&pdf(0)), "the PDF exactly as signed");
+    let again = vault.deposit_signed_pdf(&pdf(0), details("000.00.00.H26")).expect("again");
+    assert_eq!((again.id, again.newly_accepted, vault.log_size()), (gov.id, false, before + 2), "the same record");
+    // B-T under a public CA: decided at the timestamp's time.
+    let public = vault.deposit_signed_pdf(&pdf(1), details("000.00.00.G01")).expect("B-T accepted");
+    let record = vault.record(&public.id).expect("read").expect("record");
+    assert_eq!(record.record.body().issuer_agency.as_str(), "000.00.00.G01");
+    // Refusals: each with the reason pyHanko gives, none changing anything.
+    let state = vault.state_digest().expect("state");
+    let refused = |bytes: &[u8], agency: &str| {
+        let error = vault.deposit_signed_pdf(bytes, details(agency)).expect_err("refused");
+        assert_eq!(vault.state_digest().expect("state"), state, "{error}: a refusal changes nothing");
+        match &error {
+            DepositError::EmbeddedSignature { code, .. } => code.to_string(),
+            DepositError::Trust(trust) => trust.code().to_owned(),
+            other => panic!("{other}"),
+        }
+    };
+    assert_eq!(refused(&pdf(0), "000.00.00.G01"), "x509_other_agency", "another agency's name on it");
+    for (n, case) in cases.iter().enumerate().skip(2) {
+        assert_eq!(refused(&pdf(n), "000.00.00.H26"), case.verdict, "{}", case.name);
+    }
+    let mut appended = pdf(0);
+    appended.extend_from_slice(b"\n1 0 obj\n<< /Type /Catalog /Pages 9 0 R >>\nendobj\n%%EOF\n");
+    assert_eq!(refused(&appended, "000.00.00.H26"), "changed_after_signing");
+    assert_eq!(refused(b"%PDF-1.7\nunsigned\n%%EOF", "000.00.00.H26"), "no_signature");
+    assert_eq!(refused(b"GIF89a", "000.00.00.H26"), "not_a_pdf");
+    let report = vault.scrub(Default::default(), |_| {}).expect("scrub");
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    // The evidence travels.
+    let evidence = vault.export_evidence(&kho::vault::ExportScope::Owner(owner.clone())).expect("export");
+    let mut archive = Vec::new();
+    let open = |blake3: &kho::ids::Digest| -> std::io::Result<Box<dyn std::io::Read>> {
+        Ok(Box::new(vault.open_content(blake3, None).expect("open").expect("content")))
+    };
+    BundlePlan::new(&evidence, kho::ids::now_unix_ms()).write(&mut archive, open, |_| {}).expect("write");
+    let bundle = Bundle::read(archive.as_slice(), |_| {}).expect("read");
+    let options = VerifyOptions { vault_key: Some(vault.public_key()), ..Default::default() };
+    let report = verify_bundle(&bundle, &bundle.manifest().expect("manifest"), &options);
+    assert!(!report.failed(), "{report:?}");
+    for document in &report.documents {
+        assert_eq!(document.verdict, Verdict::Valid, "{document:?}");
+        assert!(
+            document.reasons.iter().any(|r| r.starts_with("the document's own signature: signed by")),
+            "{document:?}"
+        );
+    }
+    let timestamped = report.documents.iter().find(|d| d.id == public.id.to_hex()).expect("B-T");
+    assert!(timestamped.reasons.iter().any(|r| r.contains("timestamped by")), "{timestamped:?}");
+    let path = dir.join("signed-pdf-bundle.tar");
+    std::fs::write(&path, &archive).expect("bundle file");
+    let output = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auditor/verify_bundle.py"))
+        .arg(&path)
+        .args(["--vault-key", &hex::encode(vault.public_key().raw_bytes())])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("the document's own signature: signed by"), "{stdout}");
+}

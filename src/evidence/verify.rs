@@ -515,7 +515,12 @@ impl Context<'_> {
         issuers: &[Issuer],
     ) -> Result<Option<String>, String> {
         match statement.signer() {
-            PublicKey::X509(signer) => self.x509_acceptance(signer, &statement.id(), agency, receipt).map(Some),
+            PublicKey::X509(signer) => self.x509_acceptance(Some(signer), &statement.id(), agency, receipt).map(Some),
+            // A signed document deposited as it is: the vault's record, trusted through the validation
+            // of the document's own signature.
+            signer if self.trust.is_some_and(|trust| &trust.vault.key == signer) && T::KIND == KIND_RECORD => {
+                self.x509_acceptance(None, &statement.id(), agency, receipt).map(Some)
+            }
             signer => check_acceptance(signer, agency, receipt.accepted_at_ms, issuers).map(|()| None),
         }
     }
@@ -527,7 +532,7 @@ impl Context<'_> {
     /// the agency the root's mapping reads.
     fn x509_acceptance(
         &self,
-        signer: &X509Signer,
+        signer: Option<&X509Signer>,
         statement: &Digest,
         agency: &Code,
         receipt: &Receipt,
@@ -558,10 +563,12 @@ impl Context<'_> {
             .collect()
     }
 
-    /// One validation checked for the statement receipted by `receipt`, and done again.
+    /// One validation checked for the statement receipted by `receipt`, and done again for a statement
+    /// signed under X.509. For a document deposited with its own signature (`signer` None) the chain is
+    /// in the document: the line says how to check it again.
     fn x509_validation(
         &self,
-        signer: &X509Signer,
+        signer: Option<&X509Signer>,
         validation: &Signed<SignatureValidation>,
         agency: &Code,
         receipt: &Receipt,
@@ -580,9 +587,6 @@ impl Context<'_> {
         if validated.log_index >= receipt.log_index || !(0..=crate::vault::VALIDATION_AGE_MS_MAX).contains(&age) {
             return Err("it was not logged in the minutes before the statement".to_owned());
         }
-        if v.signer_certificate.0 != signer.certificate().fingerprint() {
-            return Err("it is of another certificate than the statement's signer".to_owned());
-        }
         let mut evidence = RevocationEvidence::default();
         for digest in &v.evidence {
             let file = bundle::x509_evidence_path(digest);
@@ -591,6 +595,27 @@ impl Context<'_> {
                 return Err(format!("{file} is not the evidence the validation names"));
             }
             evidence.push_der(der).map_err(|e| format!("{file}: {e}"))?;
+        }
+        let Some(signer) = signer else {
+            return Ok(format!(
+                "the document's own signature: signed by {} under {}, at {}{}, as the vault validated it with {} CRL \
+                 or OCSP response(s); check it again with `kho check-signature` on the document with --at {} and \
+                 --evidence x509/evidence",
+                v.signer,
+                v.root_subject,
+                format_unix_ms(v.decided_at_ms),
+                match &v.basis {
+                    crate::statement::ValidationBasis::Timestamp { authority, .. } => {
+                        format!(", timestamped by {authority}")
+                    }
+                    _ => String::new(),
+                },
+                v.evidence.len(),
+                format_unix_ms(v.decided_at_ms),
+            ));
+        };
+        if v.signer_certificate.0 != signer.certificate().fingerprint() {
+            return Err("it is of another certificate than the statement's signer".to_owned());
         }
         let at = v.decided_at_ms;
         let path = self

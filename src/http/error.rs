@@ -82,9 +82,9 @@ impl From<DepositError> for ApiError {
             DepositError::DocumentTooLarge { .. } | DepositError::ContentTooLong { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            DepositError::Blake3Mismatch { .. } | DepositError::Sha256Mismatch { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            DepositError::Blake3Mismatch { .. }
+            | DepositError::Sha256Mismatch { .. }
+            | DepositError::EmbeddedSignature { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             DepositError::SupersedesUnknown(_) => StatusCode::UNPROCESSABLE_ENTITY,
             DepositError::SupersedesOtherAgency { .. } | DepositError::SupersedesOtherOwner { .. } => {
                 StatusCode::FORBIDDEN

@@ -28,7 +28,7 @@ use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::ids::{Code, Digest, OwnerId};
+use crate::ids::{Code, Date, Digest, OwnerId, Title};
 use crate::json;
 use crate::statement::{CertificateRevocation, CopyCertification, PublicKey, Record, RecordRevocation, Signed};
 use crate::vault::{
@@ -106,7 +106,7 @@ impl AppState {
 /// The whole service.
 pub fn router(state: AppState) -> Router {
     let limits = state.0.limits.clone();
-    // Every route but the deposit answers 408 when its handler overruns. A deposit applies the same
+    // Every route but the deposits answers 408 when its handler overruns. A deposit applies the same
     // deadline to its body only: once the body has ended, its commit is never cut off, so a 408 always
     // means nothing was stored.
     let timed = Router::new()
@@ -139,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         ));
     let api = Router::new()
         .route("/v1/records", post(deposit))
+        .route("/v1/signed-documents", post(deposit_signed_document))
         .merge(timed)
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint; see /v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
@@ -362,6 +363,86 @@ async fn deposit(
         ));
     }
     let accepted = accepted??;
+    record_answer(&state, accepted.newly_accepted, accepted.id).await
+}
+
+/// What an agency says about a signed document it deposits as it is (`POST /v1/signed-documents`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignedDocumentQuery {
+    owner: String,
+    document_type: String,
+    title: String,
+    procedure: String,
+    dossier: String,
+    /// Default: the day the signature counts from (its timestamp's, else today), in Vietnam.
+    issued_on: Option<String>,
+    /// Default: the day it was issued.
+    valid_from: Option<String>,
+    valid_until: Option<String>,
+    supersedes: Option<String>,
+}
+
+impl SignedDocumentQuery {
+    fn details(self, agency: Code, today: Date) -> Result<crate::vault::DocumentDetails, ApiError> {
+        let invalid =
+            |field: &str, error: String| ApiError::bad_request("invalid_details", format!("{field}: {error}"));
+        let code = |field: &str, text: &str| Code::parse("code", text).map_err(|e| invalid(field, e.to_string()));
+        let date = |field: &str, text: &Option<String>| {
+            text.as_deref().map(Date::parse).transpose().map_err(|e| invalid(field, e.to_string()))
+        };
+        let issued_on = date("issued_on", &self.issued_on)?.unwrap_or(today);
+        Ok(crate::vault::DocumentDetails {
+            owner: OwnerId::parse(&self.owner).map_err(|e| invalid("owner", e.to_string()))?,
+            agency,
+            document_type: code("document_type", &self.document_type)?,
+            title: Title::parse(&self.title).map_err(|e| invalid("title", e.to_string()))?,
+            issued_on,
+            valid_from: date("valid_from", &self.valid_from)?.unwrap_or(issued_on),
+            valid_until: date("valid_until", &self.valid_until)?,
+            procedure: code("procedure", &self.procedure)?,
+            dossier: code("dossier", &self.dossier)?,
+            supersedes: self.supersedes.as_deref().map(parse_record_id).transpose()?,
+        })
+    }
+}
+
+/// An agency deposits a document it signed (a PAdES-signed PDF) as it is: the vault checks the
+/// embedded signature and records it for the caller's agency (`Vault::deposit_signed_pdf`).
+async fn deposit_signed_document(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<SignedDocumentQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_role(&principal, Role::Issuer, "deposit documents")?;
+    let agency = principal
+        .agency
+        .clone()
+        .ok_or_else(|| ApiError::forbidden("other_agency", "the caller's token names no agency"))?;
+    let today = Date::at(crate::ids::now_unix_ms(), state.0.vault.config().utc_offset_minutes);
+    let details = query.details(agency, today)?;
+    let limit = crate::vault::SIGNED_DOCUMENT_SIZE_BYTES_MAX.min(state.0.vault.config().document_size_bytes_max);
+    // The body is read within the request deadline; once it is in, the check and commit are never cut off.
+    let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let bytes = match tokio::time::timeout(state.0.limits.request_timeout, read).await {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the document's body did not end in time; nothing was stored",
+            ))
+        }
+        Ok(Err(_)) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "document_too_large",
+                format!("the body could not be read whole: a signed document is checked whole and may be at most {limit} bytes; nothing was stored"),
+            ))
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
+    let accepted = state.blocking(move |vault| vault.deposit_signed_pdf(&bytes, details)).await??;
     record_answer(&state, accepted.newly_accepted, accepted.id).await
 }
 

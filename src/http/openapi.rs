@@ -44,6 +44,37 @@ const OPERATIONS: &[Operation] = &[
         ],
     },
     Operation {
+        method: "post",
+        path: "/v1/signed-documents",
+        summary: "Deposit a document as the agency signed it (a PAdES-signed PDF): its signature, chain to a \
+                  configured X.509 root, timestamp and revocation evidence are checked, and the vault records it \
+                  for the caller's agency with the validation logged",
+        roles: "issuer (own agency: the signer's certificate must name it)",
+        parameters: &[
+            ("owner", "query", "12-digit citizen id or 10/13-digit organization code"),
+            ("document_type", "query", "document type code"),
+            ("title", "query", "title, 1-512 characters"),
+            ("procedure", "query", "procedure code"),
+            ("dossier", "query", "dossier code"),
+            ("issued_on", "query", "YYYY-MM-DD; default the day the signature counts from"),
+            ("valid_from", "query", "YYYY-MM-DD; default issued_on"),
+            ("valid_until", "query", "YYYY-MM-DD, inclusive; default none"),
+            ("supersedes", "query", "64 hex digits: the record this one replaces"),
+        ],
+        body: Some(("application/pdf", "the signed PDF, exactly as signed")),
+        responses: &[
+            ("201", "accepted; the record view with its receipt"),
+            ("200", "this document was accepted before with the same details; the earlier record"),
+            ("400", "malformed details"),
+            UNAUTHENTICATED,
+            ("403", "not an issuer, or the token names no agency; supersedes another agency's or owner's record"),
+            ("409", "supersedes a record that is already superseded or revoked"),
+            ("413", "larger than the signed-document limit"),
+            ("422", "the embedded signature fails (its code says why: changed_after_signing, bad_digest, revoked, \
+                     expired, no_path, no_revocation_info, ...), or its certificate is another agency's"),
+        ],
+    },
+    Operation {
         method: "get",
         path: "/v1/agencies/{agency}/certification-requests",
         summary: "A person's uploads sent to this agency for certification and not yet certified (logged in their access log)",

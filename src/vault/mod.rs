@@ -19,8 +19,10 @@ mod export;
 mod scrub;
 mod sequencer;
 mod shares;
+mod signed;
 mod transparency;
 mod validation;
+pub use signed::{DocumentDetails, SIGNED_DOCUMENT_SIZE_BYTES_MAX};
 pub use validation::VALIDATION_AGE_MS_MAX;
 mod witnessing;
 
@@ -336,6 +338,8 @@ pub enum DepositError {
     AlreadySuperseded { record: Digest, by: Digest },
     #[error("reading the content failed: {0}")]
     ContentRead(std::io::Error),
+    #[error("the document's own signature is not valid: {message}")]
+    EmbeddedSignature { code: &'static str, message: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -347,6 +351,7 @@ impl DepositError {
             DepositError::Statement(DecodeError::BadSignature) => "bad_signature",
             DepositError::Statement(_) => "malformed_record",
             DepositError::Trust(error) => error.code(),
+            DepositError::EmbeddedSignature { code, .. } => code,
             DepositError::DocumentTooLarge { .. } => "document_too_large",
             DepositError::ContentTooLong { .. } => "content_too_long",
             DepositError::ContentTruncated { .. } => "content_truncated",
@@ -754,6 +759,11 @@ impl Vault {
         at_ms: i64,
     ) -> Result<Result<(), TrustError>, StorageError> {
         if let PublicKey::X509(_) = signer {
+            return self.x509_trust(statement, agency, at_ms);
+        }
+        if signer == &self.key.public_key() && agency.as_str() != crate::statement::SELF_UPLOAD_CODE {
+            // A signed document deposited as it is: the vault's record of it counts for the agency only
+            // with the validation of the document's own signature the vault logged just before.
             return self.x509_trust(statement, agency, at_ms);
         }
         if agency.as_str() == crate::statement::SELF_UPLOAD_CODE {

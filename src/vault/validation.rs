@@ -10,6 +10,7 @@ use super::{StorageError, TrustError, Vault};
 use crate::ids::{now_unix_ms, Code, Digest, OwnerId, Title};
 use crate::statement::{PublicKey, SignatureValidation, Signed, StatementBody as _, ValidationBasis, X509Signer};
 use crate::store::Change;
+use crate::x509::{RevocationEvidence, ValidatedPath};
 
 /// A validation counts for the statement's acceptance only if made this recently before it.
 pub const VALIDATION_AGE_MS_MAX: i64 = 10 * 60 * 1000;
@@ -21,7 +22,7 @@ pub(super) struct PreparedValidation {
     owner: Option<OwnerId>,
 }
 
-fn title(text: String) -> Title {
+pub(super) fn title(text: String) -> Title {
     // Subjects are RFC 4514 text; a very long one is cut to what a title holds, never refused.
     let cut: String = text.chars().filter(|c| !c.is_control()).take(512).collect();
     Title::parse(&cut).unwrap_or_else(|_| Title::parse("(unnamed)").unwrap_or_else(|_| unreachable!()))
@@ -39,8 +40,7 @@ impl Vault {
         owner: Option<&OwnerId>,
     ) -> Result<PreparedValidation, TrustError> {
         let trust = &self.config.x509;
-        let evidence =
-            crate::x509::RevocationEvidence::read_paths(&trust.evidence).map_err(TrustError::X509Evidence)?;
+        let evidence = RevocationEvidence::read_paths(&trust.evidence).map_err(TrustError::X509Evidence)?;
         let now = now_unix_ms();
         let path = trust
             .store
@@ -50,32 +50,48 @@ impl Vault {
         if found.as_deref() != Some(agency.as_str()) {
             return Err(TrustError::X509OtherAgency { claimed: agency.clone(), found });
         }
-        let used: Vec<[u8; 32]> = path.revocation.iter().flatten().map(|source| source.sha256()).collect();
-        let kept: Vec<(Digest, Vec<u8>)> = used
+        Ok(self.validation_of_path(statement, agency, &path, &evidence, ValidationBasis::Acceptance, owner))
+    }
+
+    /// The validation of a path that validated at `path.at_ms`, keeping the CRLs and OCSP responses that
+    /// showed its certificates unrevoked.
+    pub(super) fn validation_of_path(
+        &self,
+        statement: Digest,
+        agency: &Code,
+        path: &ValidatedPath,
+        evidence: &RevocationEvidence,
+        basis: ValidationBasis,
+        owner: Option<&OwnerId>,
+    ) -> PreparedValidation {
+        let kept: Vec<(Digest, Vec<u8>)> = path
+            .revocation
             .iter()
-            .filter_map(|digest| {
+            .flatten()
+            .filter_map(|source| {
+                let digest = source.sha256();
                 let bytes = evidence
                     .crls
                     .iter()
                     .map(|crl| crl.der())
                     .chain(evidence.ocsp.iter().map(|response| response.der()))
-                    .find(|der| Digest::sha256(der).0 == *digest)?;
-                Some((Digest(*digest), bytes.to_vec()))
+                    .find(|der| Digest::sha256(der).0 == digest)?;
+                Some((Digest(digest), bytes.to_vec()))
             })
             .collect();
         let body = SignatureValidation {
             statement,
             agency: agency.clone(),
-            signer_certificate: Digest(signer.certificate().fingerprint()),
-            signer: title(signer.certificate().subject()),
+            signer_certificate: Digest(path.signer().fingerprint()),
+            signer: title(path.signer().subject()),
             root: Digest(path.root().fingerprint()),
             root_subject: title(path.root().subject()),
-            decided_at_ms: now,
-            basis: ValidationBasis::Acceptance,
+            decided_at_ms: path.at_ms,
+            basis,
             evidence: kept.iter().map(|(digest, _)| *digest).collect(),
-            signed_at_ms: now,
+            signed_at_ms: now_unix_ms(),
         };
-        Ok(PreparedValidation { signed: Signed::sign(body, &self.key), evidence: kept, owner: owner.cloned() })
+        PreparedValidation { signed: Signed::sign(body, &self.key), evidence: kept, owner: owner.cloned() }
     }
 
     /// Accepts a prepared validation into the log, durably, before the statement it validates.
@@ -125,7 +141,8 @@ impl Vault {
         let validation = Signed::<SignatureValidation>::from_envelope(&entry.envelope)
             .map_err(|e| StorageError::Corrupt(format!("the validation of {statement}: {e}")))?;
         let body = validation.body();
-        let fresh = body.decided_at_ms <= at_ms && at_ms - body.decided_at_ms <= VALIDATION_AGE_MS_MAX;
+        // Made (and signed) by this vault just before; `decided_at` may be a timestamp's, long before.
+        let fresh = body.signed_at_ms <= at_ms && at_ms - body.signed_at_ms <= VALIDATION_AGE_MS_MAX;
         if &body.agency != agency || !fresh || validation.signer() != &self.key.public_key() {
             return Ok(Err(TrustError::X509NotValidated));
         }

@@ -66,6 +66,8 @@ pub struct CmsSignature {
 #[derive(Debug, Clone)]
 pub struct Timestamp {
     pub time_ms: i64,
+    /// SHA-256 of the timestamp token (its DER).
+    pub token_sha256: [u8; 32],
     pub authority: Certificate,
     pub certificates: Vec<Certificate>,
 }
@@ -134,7 +136,12 @@ fn verify_timestamp(token: &[u8], signature_value: &[u8]) -> Result<Timestamp, C
     if !parts.signer.extended_key_usage().map_err(bad)?.contains(&ID_KP_TIME_STAMPING) {
         return Err(bad(format!("{} is not a timestamping authority (extended key usage)", parts.signer.subject())));
     }
-    Ok(Timestamp { time_ms: generalized_ms(tst.gen_time), authority: parts.signer, certificates: parts.certificates })
+    Ok(Timestamp {
+        time_ms: generalized_ms(tst.gen_time),
+        token_sha256: <sha2::Sha256 as sha2::Digest>::digest(token).into(),
+        authority: parts.signer,
+        certificates: parts.certificates,
+    })
 }
 
 fn single_value(attribute: &x509_cert::attr::Attribute) -> Result<&der::Any, String> {

@@ -232,7 +232,9 @@ def main(argv):
                 age = receipt["accepted_at_ms"] - validated["accepted_at_ms"]
                 if validated["log_index"] >= receipt["log_index"] or not 0 <= age <= VALIDATION_AGE_MS_MAX:
                     raise ValueError("not logged in the minutes before the statement")
-                if validation["signer_certificate"] != statement["x509_certificate"]:
+                # A document deposited with its own signature: the certificate is in the document.
+                embedded = statement["signer"] == vault_key
+                if not embedded and validation["signer_certificate"] != statement["x509_certificate"]:
                     raise ValueError("of another certificate than the signer's")
                 for digest in validation["evidence"]:
                     data = bundle.files.get("x509/evidence/%s.der" % digest)
@@ -241,18 +243,20 @@ def main(argv):
             except ValueError as error:
                 reasons.append("validation %s: %s" % (validation["id"], error))
                 continue
-            signed_by[statement["id"]] = (
-                "signed by %s under %s, as the vault validated at %s with %d CRL/OCSP response(s) (the chain is "
-                "validated again by `kho verify`, not here)" % (validation["signer_subject"], validation["root_subject"],
-                                                                   fmt_ms(validation["decided_at_ms"]),
-                                                                   len(validation["evidence"])))
+            again = ("check the document's signature again with `kho check-signature`" if embedded
+                     else "the chain is validated again by `kho verify`, not here")
+            signed_by[statement["id"]] = "%ssigned by %s under %s, as the vault validated at %s with %d CRL/OCSP " \
+                "response(s) (%s)" % ("the document's own signature: " if embedded else "", validation["signer_subject"],
+                                      validation["root_subject"], fmt_ms(validation["decided_at_ms"]),
+                                      len(validation["evidence"]), again)
             return None
         return "; ".join(reasons) or "no validation by the vault of this X.509 signer in the bundle"
 
     def acceptance(statement, agency, receipt):
         """None if a trusted certificate (or, for an X.509 signer, the vault's validation) covers the
         signer of `statement` for `agency` when `receipt` says it was accepted, else the reason."""
-        if statement["signer"].startswith("x509:"):
+        if statement["signer"].startswith("x509:") or (statement["signer"] == vault_key
+                                                         and statement["kind"] == "record"):
             return x509_acceptance(statement, agency, receipt)
         signer, at = statement["signer"], receipt["accepted_at_ms"]
         reasons = []
