@@ -64,6 +64,25 @@ pub fn record_view_json(view: &RecordView) -> Value {
         "status": status_json(&view.status),
         "receipt": receipt_json(&view.receipt),
         "envelope_base64": base64(&view.record.to_envelope()),
+        "signature": view.signature.as_ref().map(signature_json),
+    })
+}
+
+/// The vault's validation of an X.509 signature: who signed under which root, when, timestamped by
+/// whom, and the signed validation itself.
+pub fn signature_json(validation: &crate::statement::Signed<crate::statement::SignatureValidation>) -> Value {
+    let v = validation.body();
+    let timestamped_by = match &v.basis {
+        crate::statement::ValidationBasis::Timestamp { authority, .. } => Some(authority.to_string()),
+        _ => None,
+    };
+    json!({
+        "signer": v.signer.to_string(),
+        "root": v.root_subject.to_string(),
+        "signed_at": format_unix_ms(v.decided_at_ms),
+        "timestamped_by": timestamped_by,
+        "validation": validation.id().to_hex(),
+        "validation_envelope_base64": base64(&validation.to_envelope()),
     })
 }
 

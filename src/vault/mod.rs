@@ -558,6 +558,9 @@ pub struct RecordView {
     pub record: Signed<Record>,
     pub receipt: Signed<Receipt>,
     pub status: Status,
+    /// For a record trusted through X.509 (signed under it, or a signed document deposited as it is):
+    /// the vault's validation of that signature, which says who signed under which root and when.
+    pub signature: Option<Signed<crate::statement::SignatureValidation>>,
 }
 
 impl RecordView {
@@ -1129,7 +1132,21 @@ impl Vault {
             return Err(StorageError::Corrupt(format!("receipt {sequence} does not name record {id}")));
         }
         let status = self.status(&record, now_unix_ms())?;
-        Ok(Some(RecordView { record, receipt, status }))
+        let signature = self.signature_validation_of(&record)?;
+        Ok(Some(RecordView { record, receipt, status, signature }))
+    }
+
+    /// The validation a record's acceptance relied on, if its trust came from X.509.
+    fn signature_validation_of(
+        &self,
+        record: &Signed<Record>,
+    ) -> Result<Option<Signed<crate::statement::SignatureValidation>>, StorageError> {
+        let by_vault = record.signer() == &self.key.public_key() && !record.body().is_self_upload();
+        if !matches!(record.signer(), PublicKey::X509(_)) && !by_vault {
+            return Ok(None);
+        }
+        let entry = self.store.signature_validation(&record.id())?;
+        Ok(Self::decode_statement(entry)?.map(|(validation, _)| validation))
     }
 
     fn status(&self, record: &Signed<Record>, now_ms: i64) -> Result<Status, StorageError> {
@@ -1227,7 +1244,8 @@ impl Vault {
             let (record, sequence) = Self::decode_statement::<Record>(self.store.record(&id)?)?
                 .ok_or_else(|| StorageError::Corrupt(format!("indexed record {id} is missing")))?;
             let status = self.status(&record, now_ms)?;
-            let view = RecordView { record, receipt: self.load_receipt(sequence)?, status };
+            let signature = self.signature_validation_of(&record)?;
+            let view = RecordView { record, receipt: self.load_receipt(sequence)?, status, signature };
             if keep(&view) {
                 if records.len() == page_size {
                     // One more match exists: the page is full and there is a next one.

@@ -849,6 +849,15 @@ fn check_lines(t: &Messages, view: &RecordView, checks: &RecordChecks) -> (Vec<C
         CheckLine { passed: checks.receipt.is_ok(), text: receipt_line },
         CheckLine { passed: included, text: inclusion },
     ];
+    if let Some(validation) = &view.signature {
+        let v = validation.body();
+        let mut text =
+            t.fill2("check.x509_signed", &v.signer, &v.root_subject).replace("{2}", &t.datetime(v.decided_at_ms));
+        if let crate::statement::ValidationBasis::Timestamp { authority, .. } = &v.basis {
+            text = format!("{text} {}", t.fill1("check.x509_timestamped", authority));
+        }
+        lines.push(CheckLine { passed: true, text });
+    }
     if let Status::CertifiedCopy { agency, certified_at_ms, .. } = &view.status {
         lines.push(CheckLine {
             passed: true,
