@@ -375,7 +375,7 @@ struct SignedDocumentQuery {
     title: String,
     procedure: String,
     dossier: String,
-    /// Default: the day the signature counts from (its timestamp's, else today), in Vietnam.
+    /// Default: today, in Vietnam.
     issued_on: Option<String>,
     /// Default: the day it was issued.
     valid_from: Option<String>,

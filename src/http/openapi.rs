@@ -56,7 +56,7 @@ const OPERATIONS: &[Operation] = &[
             ("title", "query", "title, 1-512 characters"),
             ("procedure", "query", "procedure code"),
             ("dossier", "query", "dossier code"),
-            ("issued_on", "query", "YYYY-MM-DD; default the day the signature counts from"),
+            ("issued_on", "query", "YYYY-MM-DD; default today (Vietnam)"),
             ("valid_from", "query", "YYYY-MM-DD; default issued_on"),
             ("valid_until", "query", "YYYY-MM-DD, inclusive; default none"),
             ("supersedes", "query", "64 hex digits: the record this one replaces"),
