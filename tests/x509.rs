@@ -754,6 +754,13 @@ fn signed_pdfs_are_deposited_as_they_are_with_their_validation_and_bad_ones_refu
     }
     let timestamped = report.documents.iter().find(|d| d.id == public.id.to_hex()).expect("B-T");
     assert!(timestamped.reasons.iter().any(|r| r.contains("timestamped by")), "{timestamped:?}");
+    // A single document's bundle carries its validation too.
+    let single = vault.export_evidence(&kho::vault::ExportScope::Record(public.id)).expect("export");
+    let mut archive_one = Vec::new();
+    BundlePlan::new(&single, kho::ids::now_unix_ms()).write(&mut archive_one, open, |_| {}).expect("write");
+    let one = Bundle::read(archive_one.as_slice(), |_| {}).expect("read");
+    let report_one = verify_bundle(&one, &one.manifest().expect("manifest"), &options);
+    assert!(!report_one.failed(), "{report_one:?}");
     let path = dir.join("signed-pdf-bundle.tar");
     std::fs::write(&path, &archive).expect("bundle file");
     let output = std::process::Command::new("python3")

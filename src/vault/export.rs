@@ -286,19 +286,23 @@ impl Gather<'_> {
 
     fn statement<T: crate::statement::StatementBody>(&mut self, statement: &Receipted<T>) -> Result<(), ExportError> {
         self.entry(statement.receipt.body().log_index, true)?;
+        let id = statement.statement.id();
         match statement.statement.signer() {
-            PublicKey::X509(_) => self.validation(&statement.statement.id()),
+            PublicKey::X509(_) => {
+                let entry = self.vault.store.signature_validation(&id)?;
+                self.add_validation(entry, &id)
+            }
+            // The vault's own record of a signed document deposited as it is, trusted through the
+            // validation of the document's signature (a self-upload has none).
+            signer if signer == &self.vault.public_key() => match self.vault.store.signature_validation(&id)? {
+                Some(entry) => self.add_validation(Some(entry), &id),
+                None => Ok(()),
+            },
             signer => {
                 self.signers.insert(signer.fingerprint().0);
                 Ok(())
             }
         }
-    }
-
-    /// The validation the vault logged before accepting a statement signed under X.509.
-    fn validation(&mut self, statement: &Digest) -> Result<(), ExportError> {
-        let entry = self.vault.store.signature_validation(statement)?;
-        self.add_validation(entry, statement)
     }
 
     /// A validation with its receipt, its log entry and the CRLs and OCSP responses it used.
