@@ -184,7 +184,8 @@ pub fn verify_bundle(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptio
     });
     let log = LogEvidence::read(bundle, checkpoint.as_ref(), &mut checks);
     let x509 = x509_roots(bundle, manifest, options, &mut checks);
-    let context = Context { bundle, trust: trust.as_ref(), log: &log, x509: &x509 };
+    let validations = read_validations(bundle);
+    let context = Context { bundle, trust: trust.as_ref(), log: &log, x509: &x509, validations: &validations };
     let certificates = context.certificates(manifest);
 
     let owner = OwnerId::parse(&manifest.owner).ok();
@@ -362,6 +363,20 @@ fn x509_roots(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptions, che
     store
 }
 
+/// The vault's validations of X.509 signers the bundle carries, decoded once, by the statement each
+/// names (each is checked where a statement relies on it, and for the owner's chain).
+fn read_validations(bundle: &Bundle) -> BTreeMap<Digest, Vec<Signed<SignatureValidation>>> {
+    let mut validations: BTreeMap<Digest, Vec<Signed<SignatureValidation>>> = BTreeMap::new();
+    let files = bundle
+        .files
+        .iter()
+        .filter(|(path, _)| path.starts_with(bundle::VALIDATIONS_DIR) && path.ends_with(".kho-validation"));
+    for validation in files.filter_map(|(_, bytes)| Signed::<SignatureValidation>::from_envelope(bytes).ok()) {
+        validations.entry(validation.body().statement).or_default().push(validation);
+    }
+    validations
+}
+
 /// An entry of `log.json`: its bytes, its inclusion proof if it has one, and whether that proof holds.
 struct LoggedEntry {
     bytes: Vec<u8>,
@@ -436,6 +451,7 @@ struct Context<'a> {
     trust: Option<&'a Trust>,
     log: &'a LogEvidence,
     x509: &'a TrustStore,
+    validations: &'a BTreeMap<Digest, Vec<Signed<SignatureValidation>>>,
 }
 
 /// The ids a record's folder showed to be in the bundle.
@@ -537,30 +553,18 @@ impl Context<'_> {
         agency: &Code,
         receipt: &Receipt,
     ) -> Result<String, String> {
-        let validations = self.validations_of(statement);
+        let validations = self.validations.get(statement).map(Vec::as_slice).unwrap_or_default();
         if validations.is_empty() {
             return Err("the bundle holds no validation by the vault of this statement's X.509 signer".to_owned());
         }
         let mut reasons = Vec::new();
-        for (id, validation) in validations {
-            match self.x509_validation(signer, &validation, agency, receipt) {
+        for validation in validations {
+            match self.x509_validation(signer, validation, agency, receipt) {
                 Ok(line) => return Ok(line),
-                Err(reason) => reasons.push(format!("validation {id}: {reason}")),
+                Err(reason) => reasons.push(format!("validation {}: {reason}", validation.id())),
             }
         }
         Err(reasons.join("; "))
-    }
-
-    /// The validations in the bundle that name `statement`.
-    fn validations_of(&self, statement: &Digest) -> Vec<(Digest, Signed<SignatureValidation>)> {
-        self.bundle
-            .files
-            .iter()
-            .filter(|(path, _)| path.starts_with(bundle::VALIDATIONS_DIR) && path.ends_with(".kho-validation"))
-            .filter_map(|(_, bytes)| Signed::<SignatureValidation>::from_envelope(bytes).ok())
-            .filter(|validation| &validation.body().statement == statement)
-            .map(|validation| (validation.id(), validation))
-            .collect()
     }
 
     /// One validation checked for the statement receipted by `receipt`, and done again for a statement
@@ -920,18 +924,16 @@ impl Context<'_> {
                     BTreeMap::new()
                 }
             };
-        // The vault's validations of X.509 signers the bundle carries, receipted and in the log (each
-        // is checked further where a statement relies on it).
+        // The validations in the bundle that are receipted and in the log.
         let validations: BTreeSet<Digest> = self
-            .bundle
-            .files
-            .iter()
-            .filter(|(path, _)| path.starts_with(bundle::VALIDATIONS_DIR) && path.ends_with(".kho-validation"))
-            .filter_map(|(path, bytes)| {
-                let validation = Signed::<SignatureValidation>::from_envelope(bytes).ok()?;
-                let receipt_path = path.replace(".kho-validation", ".kho-receipt");
-                self.receipted(&validation, &receipt_path).ok().map(|_| validation.id())
+            .validations
+            .values()
+            .flatten()
+            .filter(|validation| {
+                let (_, receipt_path) = bundle::validation_paths(&validation.id());
+                self.receipted(*validation, &receipt_path).is_ok()
             })
+            .map(Signed::id)
             .collect();
         let mut missing = Vec::new();
         let mut chained_events = BTreeMap::new();
