@@ -550,19 +550,14 @@ fn bundle_of_x509_records_verifies_offline(
     revoked: kho::ids::Digest,
     valid: kho::ids::Digest,
 ) {
-    use kho::evidence::{verify_bundle, Bundle, BundlePlan, Verdict, VerifyOptions};
+    use kho::evidence::{verify_bundle, Bundle, Verdict, VerifyOptions};
     use kho::statement::{SignatureValidation, Signed};
     let evidence = vault.export_evidence(&kho::vault::ExportScope::Owner(owner.clone())).expect("export");
     assert_eq!(evidence.validations.len(), 3, "the two records' and the revocation's");
     assert!(!evidence.x509_evidence.is_empty(), "the CRLs the validations used");
-    let mut archive = Vec::new();
-    let open = |blake3: &kho::ids::Digest| -> std::io::Result<Box<dyn std::io::Read>> {
-        Ok(Box::new(vault.open_content(blake3, None).expect("open").expect("content")))
-    };
-    BundlePlan::new(&evidence, kho::ids::now_unix_ms()).write(&mut archive, open, |_| {}).expect("write");
+    let (archive, bundle) = write_bundle(vault, &evidence);
     let path = pki.join("x509-store-bundle.tar");
     std::fs::write(&path, &archive).expect("bundle file");
-    let bundle = Bundle::read(archive.as_slice(), |_| {}).expect("read");
     let manifest = bundle.manifest().expect("manifest");
     assert_eq!(manifest.x509_roots.len(), 2);
     let verdicts = |bundle: &Bundle, options: &VerifyOptions| {
@@ -586,21 +581,7 @@ fn bundle_of_x509_records_verifies_offline(
         "{valid_reasons}"
     );
     // The auditors' standard-library verifier agrees, and refuses the bundle without the validation.
-    let vault_key = hex::encode(vault.public_key().raw_bytes());
-    let python = |bundle: &Path| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auditor/verify_bundle.py");
-        let output = std::process::Command::new("python3")
-            .arg(script)
-            .arg(bundle)
-            .args(["--vault-key", &vault_key])
-            .output()
-            .expect("python3");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let summary: serde_json::Value =
-            serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|_| panic!("{stdout}"));
-        (output.status.success(), summary, stdout)
-    };
-    let (passed, summary, stdout) = python(&path);
+    let (passed, summary, stdout) = python_verify_bundle(&path, vault);
     assert!(passed, "{stdout}");
     assert_eq!(summary["documents"][revoked.to_hex()], "revoked", "{stdout}");
     assert_eq!(summary["documents"][valid.to_hex()], "valid", "{stdout}");
@@ -641,7 +622,7 @@ fn bundle_of_x509_records_verifies_offline(
         .status()
         .expect("python3");
     assert!(status.success());
-    let (passed, summary, stdout) = python(&stripped);
+    let (passed, summary, stdout) = python_verify_bundle(&stripped, vault);
     assert!(!passed, "{stdout}");
     assert_eq!(summary["documents"][valid.to_hex()], "unknown_issuer", "{stdout}");
     assert!(stdout.contains("FAIL every record"), "{stdout}");
@@ -660,7 +641,7 @@ fn bundle_of_x509_records_verifies_offline(
 /// Rust and in the auditors' Python.
 #[test]
 fn signed_pdfs_are_deposited_as_they_are_with_their_validation_and_bad_ones_refused_with_the_reason() {
-    use kho::evidence::{verify_bundle, Bundle, BundlePlan, Verdict, VerifyOptions};
+    use kho::evidence::{verify_bundle, Verdict, VerifyOptions};
     use kho::ids::{Code, Date, OwnerId, Title};
     use kho::vault::{DepositError, DocumentDetails, Vault, VaultConfig, X509Trust};
     let Some(dir) = pki() else { return };
@@ -736,12 +717,7 @@ fn signed_pdfs_are_deposited_as_they_are_with_their_validation_and_bad_ones_refu
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     // The evidence travels.
     let evidence = vault.export_evidence(&kho::vault::ExportScope::Owner(owner.clone())).expect("export");
-    let mut archive = Vec::new();
-    let open = |blake3: &kho::ids::Digest| -> std::io::Result<Box<dyn std::io::Read>> {
-        Ok(Box::new(vault.open_content(blake3, None).expect("open").expect("content")))
-    };
-    BundlePlan::new(&evidence, kho::ids::now_unix_ms()).write(&mut archive, open, |_| {}).expect("write");
-    let bundle = Bundle::read(archive.as_slice(), |_| {}).expect("read");
+    let (archive, bundle) = write_bundle(&vault, &evidence);
     let options = VerifyOptions { vault_key: Some(vault.public_key()), ..Default::default() };
     let report = verify_bundle(&bundle, &bundle.manifest().expect("manifest"), &options);
     assert!(!report.failed(), "{report:?}");
@@ -756,20 +732,38 @@ fn signed_pdfs_are_deposited_as_they_are_with_their_validation_and_bad_ones_refu
     assert!(timestamped.reasons.iter().any(|r| r.contains("timestamped by")), "{timestamped:?}");
     // A single document's bundle carries its validation too.
     let single = vault.export_evidence(&kho::vault::ExportScope::Record(public.id)).expect("export");
-    let mut archive_one = Vec::new();
-    BundlePlan::new(&single, kho::ids::now_unix_ms()).write(&mut archive_one, open, |_| {}).expect("write");
-    let one = Bundle::read(archive_one.as_slice(), |_| {}).expect("read");
+    let (_, one) = write_bundle(&vault, &single);
     let report_one = verify_bundle(&one, &one.manifest().expect("manifest"), &options);
     assert!(!report_one.failed(), "{report_one:?}");
     let path = dir.join("signed-pdf-bundle.tar");
     std::fs::write(&path, &archive).expect("bundle file");
+    let (passed, _, stdout) = python_verify_bundle(&path, &vault);
+    assert!(passed, "{stdout}");
+    assert!(stdout.contains("the document's own signature: signed by"), "{stdout}");
+}
+
+/// The archive of `evidence` exported from `vault`, and the archive read back.
+fn write_bundle(vault: &kho::vault::Vault, evidence: &kho::vault::Evidence) -> (Vec<u8>, kho::evidence::Bundle) {
+    let mut archive = Vec::new();
+    let open = |blake3: &kho::ids::Digest| -> std::io::Result<Box<dyn std::io::Read>> {
+        Ok(Box::new(vault.open_content(blake3, None).expect("open").expect("content")))
+    };
+    kho::evidence::BundlePlan::new(evidence, kho::ids::now_unix_ms()).write(&mut archive, open, |_| {}).expect("write");
+    let bundle = kho::evidence::Bundle::read(archive.as_slice(), |_| {}).expect("read");
+    (archive, bundle)
+}
+
+/// tests/auditor/verify_bundle.py on the bundle at `path` with the vault key given: whether it passed,
+/// its JSON summary, and everything it printed.
+fn python_verify_bundle(path: &Path, vault: &kho::vault::Vault) -> (bool, serde_json::Value, String) {
     let output = std::process::Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auditor/verify_bundle.py"))
-        .arg(&path)
+        .arg(path)
         .args(["--vault-key", &hex::encode(vault.public_key().raw_bytes())])
         .output()
         .expect("python3");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
-    assert!(stdout.contains("the document's own signature: signed by"), "{stdout}");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|_| panic!("{stdout}"));
+    (output.status.success(), summary, stdout)
 }
