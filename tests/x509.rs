@@ -318,9 +318,16 @@ fn detached_cms_signatures_get_pyhankos_verdict_and_a_timestamp_decides_the_time
         let p7s = std::fs::read(cms.join(&case.p7s)).expect("p7s");
         let data = std::fs::read(cms.join(&case.data)).expect("data");
         let evidence = crls_in(&cms, &case.crls);
+        // Checked against the content's SHA-256 alone (as a Kho record names it), the same verdict.
+        let by_digest = kho::x509::cms::verify_detached_sha256(&p7s, &kho::ids::Digest::sha256(&data).0);
         let ours = match verify_detached(&p7s, &data) {
-            Err(error) => error.code().to_owned(),
+            Err(error) => {
+                assert_eq!(by_digest.expect_err("by digest too").code(), error.code(), "{}", case.name);
+                error.code().to_owned()
+            }
             Ok(signature) => {
+                let by_digest = by_digest.unwrap_or_else(|e| panic!("{}: by digest: {e}", case.name));
+                assert_eq!(by_digest.signer, signature.signer, "{}", case.name);
                 assert_eq!(signature.timestamp.is_some(), case.timestamped, "{}", case.name);
                 match kho::x509::check_signature(&store, &signature, &evidence, time_ms(&case.time)) {
                     Ok(check) => {
@@ -340,6 +347,8 @@ fn detached_cms_signatures_get_pyhankos_verdict_and_a_timestamp_decides_the_time
     let data = std::fs::read(cms.join(&cases[0].data)).expect("data");
     assert_eq!(verify_detached(b"not a signature", &data).expect_err("garbage").code(), "malformed_signature");
     assert_eq!(verify_detached(&p7s[..p7s.len() - 1], &data).expect_err("truncated").code(), "malformed_signature");
+    let other = kho::ids::Digest::sha256(b"other content").0;
+    assert_eq!(kho::x509::cms::verify_detached_sha256(&p7s, &other).expect_err("other").code(), "bad_digest");
 }
 
 #[derive(serde::Deserialize)]

@@ -91,13 +91,28 @@ pub fn verify_detached(cms: &[u8], content: &[u8]) -> Result<CmsSignature, CmsEr
 
 /// Verifies a detached signature over the concatenation of `content` (a PDF's two signed ranges).
 pub fn verify_detached_parts(cms: &[u8], content: &[&[u8]]) -> Result<CmsSignature, CmsError> {
+    verify_detached_digest(cms, |algorithm| Some(algorithm.digest_parts(content)))
+}
+
+/// Verifies a detached signature over content known only by its SHA-256 (as a Kho record names it):
+/// a signature that digested the content otherwise cannot be checked this way.
+pub fn verify_detached_sha256(cms: &[u8], sha256: &[u8; 32]) -> Result<CmsSignature, CmsError> {
+    verify_detached_digest(cms, |algorithm| (algorithm == DigestAlgorithm::Sha256).then(|| sha256.to_vec()))
+}
+
+/// Verifies a detached signature whose content's digest under an algorithm `content_digest` gives (None:
+/// not known under that one).
+fn verify_detached_digest(
+    cms: &[u8],
+    content_digest: impl Fn(DigestAlgorithm) -> Option<Vec<u8>>,
+) -> Result<CmsSignature, CmsError> {
     let info: cms::content_info::ContentInfo = parse_der("CMS signature", cms)?;
     let parts = signed_parts(&info, ID_DATA).map_err(CmsError::Unsupported)?;
     if parts.content.is_some() {
         return Err(CmsError::Unsupported("it encapsulates its content; a detached signature was expected".into()));
     }
     let claimed_signing_time_ms =
-        check_signed_attributes(&parts, ID_DATA, content, |algorithm| CmsError::BadDigest { algorithm })?;
+        check_signed_attributes(&parts, ID_DATA, &content_digest, |algorithm| CmsError::BadDigest { algorithm })?;
     let timestamp = match parts.unsigned_attributes.iter().find(|a| a.oid == ATTR_TIMESTAMP_TOKEN) {
         None => None,
         Some(attribute) => {
@@ -123,9 +138,12 @@ fn verify_timestamp(token: &[u8], signature_value: &[u8]) -> Result<Timestamp, C
     let info = cms::content_info::ContentInfo::from_der(token).map_err(|e| bad(e.to_string()))?;
     let parts = signed_parts(&info, ID_TST_INFO).map_err(bad)?;
     let content = parts.content.as_deref().ok_or_else(|| bad("it has no TSTInfo".into()))?;
-    check_signed_attributes(&parts, ID_TST_INFO, &[content], |_| {
-        bad("its signed attributes do not bind its TSTInfo".into())
-    })?;
+    check_signed_attributes(
+        &parts,
+        ID_TST_INFO,
+        &|algorithm: DigestAlgorithm| Some(algorithm.digest_parts(&[content])),
+        |_| bad("its signed attributes do not bind its TSTInfo".into()),
+    )?;
     let tst = x509_tsp::TstInfo::from_der(content).map_err(|e| bad(format!("its TSTInfo: {e}")))?;
     let imprint = DigestAlgorithm::from_oid(&tst.message_imprint.hash_algorithm.oid)
         .filter(|d| *d != DigestAlgorithm::Sha1)
@@ -156,7 +174,7 @@ fn single_value(attribute: &x509_cert::attr::Attribute) -> Result<&der::Any, Str
 fn check_signed_attributes(
     parts: &SignedParts,
     content_type: Oid,
-    content: &[&[u8]],
+    content_digest: &dyn Fn(DigestAlgorithm) -> Option<Vec<u8>>,
     bad_digest: impl Fn(DigestAlgorithm) -> CmsError,
 ) -> Result<Option<i64>, CmsError> {
     let unsupported = |m: &str| CmsError::Unsupported(m.to_owned());
@@ -170,7 +188,10 @@ fn check_signed_attributes(
         .map_err(CmsError::Unsupported)?
         .decode_as::<der::asn1::OctetString>()
         .map_err(|_| unsupported("its message digest is not an octet string"))?;
-    if digest.as_bytes() != parts.digest.digest_parts(content) {
+    let expected = content_digest(parts.digest).ok_or_else(|| {
+        CmsError::Unsupported(format!("it digests its content with {:?}, which cannot be checked here", parts.digest))
+    })?;
+    if digest.as_bytes() != expected {
         return Err(bad_digest(parts.digest));
     }
     let signing_time = match find(ATTR_SIGNING_TIME) {
