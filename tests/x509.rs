@@ -722,6 +722,27 @@ fn signed_pdfs_are_deposited_as_they_are_with_their_validation_and_bad_ones_refu
     assert_eq!(refused(&appended, "000.00.00.H26"), "changed_after_signing");
     assert_eq!(refused(b"%PDF-1.7\nunsigned\n%%EOF", "000.00.00.H26"), "no_signature");
     assert_eq!(refused(b"GIF89a", "000.00.00.H26"), "not_a_pdf");
+    // A file with its detached signature (.p7s): the same, with the signature kept beside the record.
+    let cms = |n: usize, file: &str| std::fs::read(dir.join("cms").join(format!("case{n}.{file}"))).expect("cms");
+    for n in [0, 4, 8] {
+        for name in ["gov-interm", "pub-interm", "gov-root", "pub-root"] {
+            let crl = format!("case{n}-{name}.crl");
+            std::fs::copy(dir.join("cms").join(&crl), work.path().join("revocation").join(&crl)).expect("crl");
+        }
+    }
+    let octets = kho::ids::MediaType::parse("application/octet-stream").expect("media type");
+    let detached = vault
+        .deposit_detached_signed(&cms(0, "data"), &cms(0, "p7s"), octets.clone(), details("000.00.00.H26"))
+        .expect("a detached signature accepted");
+    assert!(detached.newly_accepted);
+    let state = vault.state_digest().expect("state");
+    for (n, code) in [(4, "bad_digest"), (8, "no_path")] {
+        let error = vault
+            .deposit_detached_signed(&cms(n, "data"), &cms(n, "p7s"), octets.clone(), details("000.00.00.H26"))
+            .expect_err("refused");
+        assert!(matches!(&error, DepositError::EmbeddedSignature { code: c, .. } if *c == code), "{error}");
+        assert_eq!(vault.state_digest().expect("state"), state, "a refusal changes nothing");
+    }
     let report = vault.scrub(Default::default(), |_| {}).expect("scrub");
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     // The evidence travels.

@@ -73,6 +73,8 @@ pub enum Change {
         statement: Digest,
         envelope: Vec<u8>,
         evidence: Vec<(Digest, Vec<u8>)>,
+        /// A detached CMS signature (`.p7s`) the validation is of, kept beside the statement.
+        detached: Option<Vec<u8>>,
     },
     Access {
         owner: OwnerId,
@@ -264,6 +266,10 @@ mod key {
     pub(super) fn statement_validation(statement: &Digest) -> Vec<u8> {
         [b"vs/".as_slice(), &statement.0].concat()
     }
+    /// The detached signature (`.p7s`) a record's document was deposited with.
+    pub(super) fn detached_signature(statement: &Digest) -> Vec<u8> {
+        [b"ds/".as_slice(), &statement.0].concat()
+    }
     /// A CRL or OCSP response a validation used, by the SHA-256 of its bytes.
     pub(super) fn revocation_evidence(digest: &Digest) -> Vec<u8> {
         [b"re/".as_slice(), &digest.0].concat()
@@ -429,9 +435,12 @@ impl Store {
             Change::CopyCertification { record, envelope } => {
                 batch.insert(key::copy_certification(&record), entry(envelope));
             }
-            Change::SignatureValidation { id, statement, envelope, evidence } => {
+            Change::SignatureValidation { id, statement, envelope, evidence, detached } => {
                 batch.insert(key::validation(&id), entry(envelope));
                 batch.insert(key::statement_validation(&statement), id.0.to_vec());
+                if let Some(signature) = detached {
+                    batch.insert(key::detached_signature(&statement), signature);
+                }
                 for (digest, bytes) in evidence {
                     batch.insert(key::revocation_evidence(&digest), bytes);
                 }
@@ -688,6 +697,11 @@ impl Store {
             .map(Digest)
             .map_err(|_| StoreError::Corrupt(format!("the validation index of {statement} is not an id")))?;
         self.validation(&id)
+    }
+
+    /// The detached signature (`.p7s`) a record's document was deposited with, if it was.
+    pub fn detached_signature(&self, statement: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_value(&key::detached_signature(statement))
     }
 
     /// A CRL or OCSP response kept by a validation.

@@ -15,6 +15,10 @@ use crate::x509::RevocationEvidence;
 /// Largest signed document checked at deposit: it is held in memory while its signature is verified.
 pub const SIGNED_DOCUMENT_SIZE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+fn embedded(code: &'static str, message: String) -> DepositError {
+    DepositError::EmbeddedSignature { code, message }
+}
+
 /// What the depositing agency says about a signed document; the vault adds its hashes, size, type and
 /// the time its signature counts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,15 +42,54 @@ impl Vault {
     /// accepted before (a timestamped signature gives the same record; an untimestamped one is found by
     /// its content). Refusals change nothing.
     pub fn deposit_signed_pdf(&self, pdf: &[u8], details: DocumentDetails) -> Result<Accepted, DepositError> {
-        let limit = SIGNED_DOCUMENT_SIZE_BYTES_MAX.min(self.config.document_size_bytes_max);
-        if pdf.len() as u64 > limit {
-            return Err(DepositError::DocumentTooLarge { declared_bytes: pdf.len() as u64, limit_bytes: limit });
-        }
-        let embedded = |code: &'static str, message: String| DepositError::EmbeddedSignature { code, message };
+        self.check_signed_size(pdf)?;
         let (_, signature) = crate::x509::pdf::verify(pdf).map_err(|e| embedded(e.code(), e.to_string()))?;
+        let media_type =
+            MediaType::parse("application/pdf").map_err(|e| embedded("malformed_record", e.to_string()))?;
+        self.deposit_signed(pdf, &signature, media_type, details, None)
+    }
+
+    /// Verifies `content` against its detached CMS signature (`.p7s`) and, if it holds for
+    /// `details.agency`, accepts the content with the validation logged first and the signature kept
+    /// beside the record (an outsider checks it again against the record's SHA-256).
+    pub fn deposit_detached_signed(
+        &self,
+        content: &[u8],
+        p7s: &[u8],
+        media_type: MediaType,
+        details: DocumentDetails,
+    ) -> Result<Accepted, DepositError> {
+        self.check_signed_size(content)?;
+        let der = crate::x509::pem_or_der_blocks(p7s, "PKCS7")
+            .ok()
+            .and_then(|blocks| blocks.into_iter().next())
+            .ok_or_else(|| embedded("malformed_signature", "the signature is neither DER nor PEM".to_owned()))?;
+        let signature =
+            crate::x509::cms::verify_detached(&der, content).map_err(|e| embedded(e.code(), e.to_string()))?;
+        self.deposit_signed(content, &signature, media_type, details, Some(der))
+    }
+
+    fn check_signed_size(&self, content: &[u8]) -> Result<(), DepositError> {
+        let limit = SIGNED_DOCUMENT_SIZE_BYTES_MAX.min(self.config.document_size_bytes_max);
+        if content.len() as u64 > limit {
+            return Err(DepositError::DocumentTooLarge { declared_bytes: content.len() as u64, limit_bytes: limit });
+        }
+        Ok(())
+    }
+
+    /// A verified signature over `content`: its signer validated for the agency, then the validation
+    /// and the vault's record of the content accepted, in that order.
+    fn deposit_signed(
+        &self,
+        content: &[u8],
+        signature: &crate::x509::cms::CmsSignature,
+        media_type: MediaType,
+        details: DocumentDetails,
+        detached: Option<Vec<u8>>,
+    ) -> Result<Accepted, DepositError> {
         let trust = &self.config.x509;
         let evidence = RevocationEvidence::read_paths(&trust.evidence).map_err(TrustError::X509Evidence)?;
-        let check = crate::x509::check_signature(&trust.store, &signature, &evidence, now_unix_ms())
+        let check = crate::x509::check_signature(&trust.store, signature, &evidence, now_unix_ms())
             .map_err(|e| embedded(e.code(), e.to_string()))?;
         if check.agency.as_deref() != Some(details.agency.as_str()) {
             return Err(TrustError::X509OtherAgency { claimed: details.agency, found: check.agency }.into());
@@ -61,10 +104,10 @@ impl Vault {
             valid_until: details.valid_until,
             procedure: details.procedure,
             dossier: details.dossier,
-            blake3: Digest(*blake3::hash(pdf).as_bytes()),
-            sha256: Digest::sha256(pdf),
-            size_bytes: pdf.len() as u64,
-            media_type: MediaType::parse("application/pdf").map_err(|e| embedded("malformed_record", e.to_string()))?,
+            blake3: Digest(*blake3::hash(content).as_bytes()),
+            sha256: Digest::sha256(content),
+            size_bytes: content.len() as u64,
+            media_type,
             supersedes: details.supersedes,
             signed_at_ms: check.at_ms,
         };
@@ -84,7 +127,7 @@ impl Vault {
             None => ValidationBasis::Acceptance,
         };
         let body = record.body();
-        let prepared = self.validation_of_path(
+        let mut prepared = self.validation_of_path(
             record.id(),
             &body.issuer_agency,
             &check.signer_path,
@@ -92,8 +135,9 @@ impl Vault {
             basis,
             Some(&body.owner),
         );
+        prepared.detached = detached;
         self.accept_validation(prepared)?;
-        self.deposit(&envelope, pdf)
+        self.deposit(&envelope, content)
     }
 
     /// The record this vault made earlier for the same signed document, owner and details, if any.

@@ -20,6 +20,8 @@ pub(super) struct PreparedValidation {
     signed: Signed<SignatureValidation>,
     evidence: Vec<(Digest, Vec<u8>)>,
     owner: Option<OwnerId>,
+    /// The detached signature validated, kept beside the statement.
+    pub(super) detached: Option<Vec<u8>>,
 }
 
 pub(super) fn title(text: String) -> Title {
@@ -91,12 +93,17 @@ impl Vault {
             evidence: kept.iter().map(|(digest, _)| *digest).collect(),
             signed_at_ms: now_unix_ms(),
         };
-        PreparedValidation { signed: Signed::sign(body, &self.key), evidence: kept, owner: owner.cloned() }
+        PreparedValidation {
+            signed: Signed::sign(body, &self.key),
+            evidence: kept,
+            owner: owner.cloned(),
+            detached: None,
+        }
     }
 
     /// Accepts a prepared validation into the log, durably, before the statement it validates.
     pub(super) fn accept_validation(&self, prepared: PreparedValidation) -> Result<(), StorageError> {
-        let PreparedValidation { signed, evidence, owner } = prepared;
+        let PreparedValidation { signed, evidence, owner, detached } = prepared;
         let id = signed.id();
         let statement = signed.body().statement;
         self.accept(|| {
@@ -105,7 +112,13 @@ impl Vault {
                 id,
                 owner,
                 accepted_at_ms: signed.body().signed_at_ms,
-                change: Change::SignatureValidation { id, statement, envelope: signed.to_envelope(), evidence },
+                change: Change::SignatureValidation {
+                    id,
+                    statement,
+                    envelope: signed.to_envelope(),
+                    evidence,
+                    detached,
+                },
                 receipted: true,
             }))
         })?;
