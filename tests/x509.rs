@@ -754,12 +754,25 @@ fn signed_pdfs_are_deposited_as_they_are_with_their_validation_and_bad_ones_refu
     for document in &report.documents {
         assert_eq!(document.verdict, Verdict::Valid, "{document:?}");
         assert!(
-            document.reasons.iter().any(|r| r.starts_with("the document's own signature: signed by")),
+            document.reasons.iter().any(|r| r.starts_with("the document's own signature: signed by")
+                || r.starts_with("the document's detached signature, checked again: signed by")),
             "{document:?}"
         );
     }
+    let with_p7s = report.documents.iter().find(|d| d.id == detached.id.to_hex()).expect("detached");
+    assert!(with_p7s.reasons.iter().any(|r| r.contains("checked again: signed by")), "{with_p7s:?}");
     let timestamped = report.documents.iter().find(|d| d.id == public.id.to_hex()).expect("B-T");
     assert!(timestamped.reasons.iter().any(|r| r.contains("timestamped by")), "{timestamped:?}");
+    // The kept .p7s altered in the bundle: that document's evidence fails.
+    let mut altered = kho::evidence::Bundle { files: bundle.files.clone(), documents: bundle.documents.clone() };
+    let p7s = kho::evidence::bundle::detached_signature_path(&detached.id);
+    let mut bytes = altered.files.get(&p7s).expect("the .p7s travels").clone();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 1;
+    altered.files.insert(p7s, bytes);
+    let altered_report = verify_bundle(&altered, &altered.manifest().expect("manifest"), &options);
+    let with_p7s = altered_report.documents.iter().find(|d| d.id == detached.id.to_hex()).expect("detached");
+    assert_eq!(with_p7s.verdict, Verdict::UnknownIssuer, "{with_p7s:?}");
     // A single document's bundle carries its validation too.
     let single = vault.export_evidence(&kho::vault::ExportScope::Record(public.id)).expect("export");
     let (_, one) = write_bundle(&vault, &single);

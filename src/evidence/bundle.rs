@@ -125,6 +125,11 @@ pub fn validation_paths(validation: &Digest) -> (String, String) {
 
 pub const VALIDATIONS_DIR: &str = "validations";
 
+/// The detached CMS signature (DER) a record's document was deposited with.
+pub fn detached_signature_path(record: &Digest) -> String {
+    format!("{}/signature.p7s", record_dir(record))
+}
+
 /// A CRL or OCSP response (DER) a validation used, by its SHA-256.
 pub fn x509_evidence_path(sha256: &Digest) -> String {
     format!("x509/evidence/{sha256}.der")
@@ -252,6 +257,9 @@ impl BundlePlan {
             let (path, receipt_path) = validation_paths(id);
             add(path, validation.statement.to_envelope());
             add(receipt_path, validation.receipt.to_envelope());
+        }
+        for (record, signature) in &evidence.detached_signatures {
+            add(detached_signature_path(record), signature.clone());
         }
         for (sha256, der) in &evidence.x509_evidence {
             add(x509_evidence_path(sha256), der.clone());

@@ -601,6 +601,9 @@ impl Context<'_> {
             evidence.push_der(der).map_err(|e| format!("{file}: {e}"))?;
         }
         let Some(signer) = signer else {
+            if let Some(line) = self.detached_again(validation, agency, &evidence)? {
+                return Ok(line);
+            }
             return Ok(format!(
                 "the document's own signature: signed by {} under {}, at {}{}, as the vault validated it with {} CRL \
                  or OCSP response(s); check it again with `kho check-signature` on the document with --at {} and \
@@ -645,6 +648,38 @@ impl Context<'_> {
                 format!("; REVOCATION UNCHECKED for {unchecked} certificate(s) (the vault did not require evidence)")
             }
         ))
+    }
+
+    /// A document deposited with a detached signature: the `.p7s` beside the record checked again
+    /// against the record's SHA-256 (its message digest), and its signer validated again at the time
+    /// the vault decided, with the evidence the validation names. None without a `.p7s`.
+    fn detached_again(
+        &self,
+        validation: &Signed<SignatureValidation>,
+        agency: &Code,
+        evidence: &RevocationEvidence,
+    ) -> Result<Option<String>, String> {
+        let v = validation.body();
+        let Some(p7s) = self.bundle.files.get(&bundle::detached_signature_path(&v.statement)) else {
+            return Ok(None);
+        };
+        let dir = bundle::record_dir(&v.statement);
+        let (record_path, _) = bundle::statement_paths(&dir, bundle::RECORD_FILE.0, bundle::RECORD_FILE.1);
+        let record = read_statement::<Record>(self.bundle, &record_path)?;
+        let signature = crate::x509::cms::verify_detached_sha256(p7s, &record.body().sha256.0)
+            .map_err(|e| format!("the detached signature does not verify over the document: {e}"))?;
+        let check = crate::x509::check_signature(self.x509, &signature, evidence, v.decided_at_ms)
+            .map_err(|e| format!("the detached signature's signer does not validate: {e}"))?;
+        if check.at_ms != v.decided_at_ms
+            || check.signer_path.root().fingerprint() != v.root.0
+            || check.signer_path.signer().fingerprint() != v.signer_certificate.0
+        {
+            return Err("the detached signature is not the one the validation describes".to_owned());
+        }
+        if check.agency.as_deref() != Some(agency.as_str()) {
+            return Err(format!("the detached signature's certificate is for {:?}, not {agency}", check.agency));
+        }
+        Ok(Some(format!("the document's detached signature, checked again: {check}")))
     }
 
     fn record(

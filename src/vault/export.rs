@@ -89,6 +89,8 @@ pub struct Evidence {
     pub validations: BTreeMap<Digest, Receipted<SignatureValidation>>,
     /// The CRLs and OCSP responses those validations used, by the SHA-256 of their DER.
     pub x509_evidence: BTreeMap<Digest, Vec<u8>>,
+    /// The detached signatures (`.p7s`) records here were deposited with, by record.
+    pub detached_signatures: BTreeMap<Digest, Vec<u8>>,
     /// The X.509 roots the vault trusts, with their agency mappings (as configured now).
     pub x509_roots: Vec<crate::x509::Anchor>,
 }
@@ -177,6 +179,7 @@ impl Vault {
             signers: BTreeSet::new(),
             validations: BTreeMap::new(),
             x509_evidence: BTreeMap::new(),
+            detached_signatures: BTreeMap::new(),
         };
         for evidence in &records {
             gather.statement(&evidence.record)?;
@@ -210,6 +213,7 @@ impl Vault {
             access_log,
             validations: gather.validations,
             x509_evidence: gather.x509_evidence,
+            detached_signatures: gather.detached_signatures,
             x509_roots: self.config.x509.store.anchors.clone(),
         })
     }
@@ -267,6 +271,7 @@ struct Gather<'v> {
     signers: BTreeSet<[u8; 32]>,
     validations: BTreeMap<Digest, Receipted<SignatureValidation>>,
     x509_evidence: BTreeMap<Digest, Vec<u8>>,
+    detached_signatures: BTreeMap<Digest, Vec<u8>>,
 }
 
 impl Gather<'_> {
@@ -293,11 +298,17 @@ impl Gather<'_> {
                 self.add_validation(entry, &id)
             }
             // The vault's own record of a signed document deposited as it is, trusted through the
-            // validation of the document's signature (a self-upload has none).
-            signer if signer == &self.vault.public_key() => match self.vault.store.signature_validation(&id)? {
-                Some(entry) => self.add_validation(Some(entry), &id),
-                None => Ok(()),
-            },
+            // validation of the document's signature (a self-upload has none), with the detached
+            // signature if it came with one.
+            signer if signer == &self.vault.public_key() => {
+                if let Some(signature) = self.vault.store.detached_signature(&id)? {
+                    self.detached_signatures.insert(id, signature);
+                }
+                match self.vault.store.signature_validation(&id)? {
+                    Some(entry) => self.add_validation(Some(entry), &id),
+                    None => Ok(()),
+                }
+            }
             signer => {
                 self.signers.insert(signer.fingerprint().0);
                 Ok(())
