@@ -652,20 +652,11 @@ fn bundle_of_x509_records_verifies_offline(
 fn signed_pdfs_are_deposited_as_they_are_with_their_validation_and_bad_ones_refused_with_the_reason() {
     use kho::evidence::{verify_bundle, Verdict, VerifyOptions};
     use kho::ids::{Code, Date, OwnerId, Title};
-    use kho::vault::{DepositError, DocumentDetails, Vault, VaultConfig, X509Trust};
+    use kho::vault::{DepositError, DocumentDetails};
     let Some(dir) = pki() else { return };
     let cases: Vec<PdfCase> = read_cases(&dir, "pdf_cases.json");
     let pdf = |n: usize| std::fs::read(dir.join("pdf").join(&cases[n].pdf)).expect("pdf");
-    let work = tempfile::tempdir().expect("dir");
-    let evidence = work.path().join("revocation");
-    std::fs::create_dir_all(&evidence).expect("evidence");
-    for name in cases.iter().flat_map(|case| &case.crls) {
-        std::fs::copy(dir.join("pdf").join(format!("{name}.crl")), evidence.join(format!("{name}.crl"))).expect("crl");
-    }
-    let mut config =
-        VaultConfig::new(work.path().join("data"), vec![kho::statement::SecretKey::generate().public_key()]);
-    config.x509 = X509Trust { store: both_roots(&dir), evidence: vec![evidence] };
-    let vault = Vault::open(config).expect("open");
+    let (_work, vault) = signed_documents_vault(&dir, &cases);
     let owner = OwnerId::parse("001204012345").expect("owner");
     let details = |agency: &str| DocumentDetails {
         owner: owner.clone(),
@@ -723,13 +714,7 @@ fn signed_pdfs_are_deposited_as_they_are_with_their_validation_and_bad_ones_refu
     assert_eq!(refused(b"%PDF-1.7\nunsigned\n%%EOF", "000.00.00.H26"), "no_signature");
     assert_eq!(refused(b"GIF89a", "000.00.00.H26"), "not_a_pdf");
     // A file with its detached signature (.p7s): the same, with the signature kept beside the record.
-    let cms = |n: usize, file: &str| std::fs::read(dir.join("cms").join(format!("case{n}.{file}"))).expect("cms");
-    for n in [0, 4, 8] {
-        for name in ["gov-interm", "pub-interm", "gov-root", "pub-root"] {
-            let crl = format!("case{n}-{name}.crl");
-            std::fs::copy(dir.join("cms").join(&crl), work.path().join("revocation").join(&crl)).expect("crl");
-        }
-    }
+    let cms = |n: usize, file: &str| cms_case(&dir, n, file);
     let octets = kho::ids::MediaType::parse("application/octet-stream").expect("media type");
     let detached = vault
         .deposit_detached_signed(&cms(0, "data"), &cms(0, "p7s"), octets.clone(), details("000.00.00.H26"))
@@ -783,6 +768,160 @@ fn signed_pdfs_are_deposited_as_they_are_with_their_validation_and_bad_ones_refu
     let (passed, _, stdout) = python_verify_bundle(&path, &vault);
     assert!(passed, "{stdout}");
     assert!(stdout.contains("the document's own signature: signed by"), "{stdout}");
+    assert!(stdout.contains(&format!("records/{}/signature.p7s", detached.id)), "{stdout}");
+}
+
+/// The same over HTTP, as an agency's system sends it: a signed PDF as the body of
+/// `POST /v1/signed-documents`, or any file with its detached signature in Kho-Signature and its media
+/// type as the Content-Type; the answer is the record with its signature; a bad signature is 422 with
+/// pyHanko's reason, a malformed header 400, another agency's signer 422, a citizen 403, each changing
+/// nothing; the content read back is the file as signed.
+#[tokio::test]
+async fn signed_documents_over_http_as_a_pdf_or_a_file_with_its_p7s() {
+    use axum::http::{Request, StatusCode};
+    use base64::Engine as _;
+    use http_body_util::BodyExt as _;
+    use kho::http::auth::{mint, Audience, Claims, Issuer};
+    use kho::http::{jwks::KeySet, AppState, Authenticator, Limits, Role};
+    use tower::ServiceExt as _;
+    let Some(dir) = pki() else { return };
+    let cases: Vec<PdfCase> = read_cases(&dir, "pdf_cases.json");
+    let (_work, vault) = signed_documents_vault(&dir, &cases);
+    let idp = kho::statement::SecretKey::generate();
+    let auth = Authenticator::new(vec![Issuer::new("https://id.test", "kho", KeySet::ed25519(&[idp.public_key()]))]);
+    let limits = Limits {
+        statement_body_size_bytes_max: 64 * 1024,
+        request_timeout: std::time::Duration::from_secs(30),
+        concurrency_limit: 8,
+    };
+    let state = AppState::new(vault, auth, limits, Default::default());
+    let app = kho::http::router(state.clone());
+    let token = |role: Role, agency: Option<&str>| {
+        let now = kho::ids::now_unix_ms() / 1000;
+        mint(
+            &Claims {
+                iss: "https://id.test".into(),
+                aud: Audience::One("kho".into()),
+                sub: "system-1".into(),
+                exp: now + 600,
+                nbf: None,
+                iat: Some(now),
+                role,
+                agency: agency.map(str::to_owned),
+                owner: (role == Role::Citizen).then(|| "001204012345".to_owned()),
+            },
+            &idp,
+        )
+    };
+    let call = |token: String, uri: String, headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let app = app.clone();
+        async move {
+            let mut request =
+                Request::builder().method("POST").uri(uri).header("authorization", format!("Bearer {token}"));
+            if body.is_empty() {
+                request = request.method("GET");
+            }
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let response = app.oneshot(request.body(axum::body::Body::from(body)).expect("request")).await.expect("ok");
+            let status = response.status();
+            let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
+            (status, body)
+        }
+    };
+    let json = |body: &[u8]| serde_json::from_slice::<serde_json::Value>(body).expect("json");
+    let gov = || token(Role::Issuer, Some("000.00.00.H26"));
+    let uri = "/v1/signed-documents?owner=001204012345&document_type=KQ&title=K%E1%BA%BFt%20qu%E1%BA%A3&procedure=1.001193&dossier=H26.22-261101-0002";
+    let state_now = || state.vault().state_digest().expect("state");
+    // A signed PDF as it is.
+    let pdf = std::fs::read(dir.join("pdf").join(&cases[0].pdf)).expect("pdf");
+    let (status, body) = call(gov(), uri.into(), vec![("content-type", "application/pdf".into())], pdf.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    let answer = json(&body);
+    assert!(answer["signature"]["signer"].as_str().is_some_and(|s| s.contains("H26")), "{answer}");
+    assert_eq!(answer["record"]["media_type"], "application/pdf", "{answer}");
+    // A file with its detached signature; its media type from the Content-Type.
+    let p7s = base64::engine::general_purpose::STANDARD.encode(cms_case(&dir, 0, "p7s"));
+    let data = cms_case(&dir, 0, "data");
+    let detached_headers =
+        |p7s: &str| vec![("content-type", "application/xml".to_owned()), ("kho-signature", p7s.to_owned())];
+    let (status, body) = call(gov(), uri.into(), detached_headers(&p7s), data.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+    let answer = json(&body);
+    assert_eq!(answer["record"]["media_type"], "application/xml", "{answer}");
+    assert!(answer["signature"]["validation"].is_string(), "{answer}");
+    let id = answer["record"]["id"].as_str().expect("id").to_owned();
+    let (status, again) = call(gov(), uri.into(), detached_headers(&p7s), data.clone()).await;
+    assert_eq!((status, json(&again)["record"]["id"].as_str()), (StatusCode::OK, Some(id.as_str())), "the same record");
+    let (status, content) = call(token(Role::Citizen, None), format!("/v1/records/{id}/content"), vec![], vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content == data, "the owner reads the file exactly as signed");
+    // Refusals: each with its reason, none changing anything.
+    let before = state_now();
+    let refused = |token: String, headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let call = &call;
+        async move {
+            let (status, body) = call(token, uri.into(), headers, body).await;
+            (status, json(&body)["error"]["code"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    let tampered = [data.as_slice(), b" "].concat();
+    assert_eq!(
+        refused(gov(), detached_headers(&p7s), tampered).await,
+        (StatusCode::UNPROCESSABLE_ENTITY, "bad_digest".to_owned())
+    );
+    let wrong_root = base64::engine::general_purpose::STANDARD.encode(cms_case(&dir, 8, "p7s"));
+    assert_eq!(
+        refused(gov(), detached_headers(&wrong_root), cms_case(&dir, 8, "data")).await,
+        (StatusCode::UNPROCESSABLE_ENTITY, "no_path".to_owned())
+    );
+    assert_eq!(
+        refused(gov(), detached_headers("not base64!"), data.clone()).await,
+        (StatusCode::BAD_REQUEST, "malformed_signature".to_owned())
+    );
+    assert_eq!(
+        refused(gov(), vec![("content-type", "no slash".into()), ("kho-signature", p7s.clone())], data.clone()).await,
+        (StatusCode::BAD_REQUEST, "invalid_details".to_owned())
+    );
+    assert_eq!(
+        refused(token(Role::Issuer, Some("000.00.00.G01")), detached_headers(&p7s), data.clone()).await,
+        (StatusCode::UNPROCESSABLE_ENTITY, "x509_other_agency".to_owned())
+    );
+    assert_eq!(
+        refused(token(Role::Citizen, None), detached_headers(&p7s), data.clone()).await,
+        (StatusCode::FORBIDDEN, "forbidden".to_owned())
+    );
+    assert_eq!(state_now(), before, "no refusal changed anything");
+}
+
+/// A vault trusting both test hierarchies, with the revocation evidence of every PDF case and of the
+/// detached CMS cases 0, 4 and 8 configured; and the folder it lives in.
+fn signed_documents_vault(dir: &Path, cases: &[PdfCase]) -> (tempfile::TempDir, kho::vault::Vault) {
+    let work = tempfile::tempdir().expect("dir");
+    let evidence = work.path().join("revocation");
+    std::fs::create_dir_all(&evidence).expect("evidence");
+    for name in cases.iter().flat_map(|case| &case.crls) {
+        std::fs::copy(dir.join("pdf").join(format!("{name}.crl")), evidence.join(format!("{name}.crl"))).expect("crl");
+    }
+    for n in [0, 4, 8] {
+        for name in ["gov-interm", "pub-interm", "gov-root", "pub-root"] {
+            let crl = format!("case{n}-{name}.crl");
+            std::fs::copy(dir.join("cms").join(&crl), evidence.join(&crl)).expect("crl");
+        }
+    }
+    let mut config = kho::vault::VaultConfig::new(
+        work.path().join("data"),
+        vec![kho::statement::SecretKey::generate().public_key()],
+    );
+    config.x509 = kho::vault::X509Trust { store: both_roots(dir), evidence: vec![evidence] };
+    let vault = kho::vault::Vault::open(config).expect("open");
+    (work, vault)
+}
+
+/// File `file` of detached CMS case `n` (`data`, `p7s`).
+fn cms_case(dir: &Path, n: usize, file: &str) -> Vec<u8> {
+    std::fs::read(dir.join("cms").join(format!("case{n}.{file}"))).expect("cms")
 }
 
 /// The archive of `evidence` exported from `vault`, and the archive read back.

@@ -1,5 +1,5 @@
 //! Arbitrary bytes as a certificate, a CRL, an OCSP response, a detached CMS signature (with its
-//! timestamp token) and a signed PDF (its signature dictionaries): the DER parsers, the PDF scanner, CMS
+//! timestamp token; checked with the content and with its SHA-256 alone) and a signed PDF (its signature dictionaries): the DER parsers, the PDF scanner, CMS
 //! and timestamp checks, path validation and the revocation checks never panic, and whatever parses is
 //! canonical DER.
 #![no_main]
@@ -22,8 +22,14 @@ fuzz_target!(|input: (&[u8], &[u8], i64)| {
     if let Ok((found, _)) = kho::x509::pdf::verify(first) {
         assert_eq!(found.byte_range[2] + found.byte_range[3], first.len());
     }
-    if let Ok(signature) = kho::x509::cms::verify_detached(second, first) {
+    let with_content = kho::x509::cms::verify_detached(second, first);
+    if let Ok(signature) = &with_content {
         assert!(signature.certificates.contains(&signature.signer));
+    }
+    // Checked against the content's SHA-256 alone (a kept .p7s and a record): never more lenient.
+    if let Ok(by_digest) = kho::x509::cms::verify_detached_sha256(second, &kho::ids::Digest::sha256(first).0) {
+        let signature = with_content.expect("what holds by the digest holds with the content");
+        assert_eq!(by_digest.signer.der(), signature.signer.der());
     }
     let Ok(cert) = Certificate::from_der(first) else { return };
     assert_eq!(cert.der(), first, "a certificate is kept as the exact bytes it came in");

@@ -28,7 +28,7 @@ use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::ids::{Code, Date, Digest, OwnerId, Title};
+use crate::ids::{Code, Date, Digest, MediaType, OwnerId, Title};
 use crate::json;
 use crate::statement::{CertificateRevocation, CopyCertification, PublicKey, Record, RecordRevocation, Signed};
 use crate::vault::{
@@ -43,6 +43,9 @@ pub use witness::{serve_witness, witness_router};
 
 /// The header that carries a deposit's signed record, base64 (standard alphabet) of its envelope.
 pub const RECORD_HEADER: &str = "kho-record";
+/// The header that carries a document's detached CMS signature (`.p7s`), base64 (standard alphabet) of
+/// its DER or PEM, on `POST /v1/signed-documents`; the body is then the file it signs.
+pub const SIGNATURE_HEADER: &str = "kho-signature";
 /// The header in which officers and auditors state their purpose: a dossier code.
 pub const PURPOSE_HEADER: &str = "kho-purpose";
 /// The context of the key behind the pages' CSRF tokens.
@@ -407,12 +410,15 @@ impl SignedDocumentQuery {
     }
 }
 
-/// An agency deposits a document it signed (a PAdES-signed PDF) as it is: the vault checks the
-/// embedded signature and records it for the caller's agency (`Vault::deposit_signed_pdf`).
+/// An agency deposits a document it signed as it is: a PAdES-signed PDF, or any file with its detached
+/// CMS signature in the Kho-Signature header and its media type as the Content-Type. The vault checks
+/// the signature and records the document for the caller's agency (`Vault::deposit_signed_pdf`,
+/// `Vault::deposit_detached_signed`).
 async fn deposit_signed_document(
     State(state): State<AppState>,
     principal: Principal,
     Query(query): Query<SignedDocumentQuery>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     require_role(&principal, Role::Issuer, "deposit documents")?;
@@ -422,6 +428,20 @@ async fn deposit_signed_document(
         .ok_or_else(|| ApiError::forbidden("other_agency", "the caller's token names no agency"))?;
     let today = Date::at(crate::ids::now_unix_ms(), state.0.vault.config().utc_offset_minutes);
     let details = query.details(agency, today)?;
+    let detached = match headers.get(SIGNATURE_HEADER) {
+        None => None,
+        Some(value) => {
+            let p7s = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, value.as_bytes())
+                .map_err(|_| ApiError::bad_request("malformed_signature", "the Kho-Signature header is not base64"))?;
+            let media_type = headers
+                .get(header::CONTENT_TYPE)
+                .map(|value| value.to_str().unwrap_or_default())
+                .unwrap_or("application/octet-stream");
+            let media_type = MediaType::parse(media_type)
+                .map_err(|e| ApiError::bad_request("invalid_details", format!("Content-Type: {e}")))?;
+            Some((p7s, media_type))
+        }
+    };
     let limit = crate::vault::SIGNED_DOCUMENT_SIZE_BYTES_MAX.min(state.0.vault.config().document_size_bytes_max);
     // The body is read within the request deadline; once it is in, the check and commit are never cut off.
     let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
@@ -442,7 +462,12 @@ async fn deposit_signed_document(
         }
         Ok(Ok(bytes)) => bytes,
     };
-    let accepted = state.blocking(move |vault| vault.deposit_signed_pdf(&bytes, details)).await??;
+    let accepted = state
+        .blocking(move |vault| match detached {
+            None => vault.deposit_signed_pdf(&bytes, details),
+            Some((p7s, media_type)) => vault.deposit_detached_signed(&bytes, &p7s, media_type, details),
+        })
+        .await??;
     record_answer(&state, accepted.newly_accepted, accepted.id).await
 }
 

@@ -46,9 +46,10 @@ const OPERATIONS: &[Operation] = &[
     Operation {
         method: "post",
         path: "/v1/signed-documents",
-        summary: "Deposit a document as the agency signed it (a PAdES-signed PDF): its signature, chain to a \
-                  configured X.509 root, timestamp and revocation evidence are checked, and the vault records it \
-                  for the caller's agency with the validation logged",
+        summary: "Deposit a document as the agency signed it (a PAdES-signed PDF, or any file with its detached \
+                  CMS signature in Kho-Signature): its signature, chain to a configured X.509 root, timestamp and \
+                  revocation evidence are checked, and the vault records it for the caller's agency with the \
+                  validation logged (a detached signature is kept beside the record)",
         roles: "issuer (own agency: the signer's certificate must name it)",
         parameters: &[
             ("owner", "query", "12-digit citizen id or 10/13-digit organization code"),
@@ -60,12 +61,15 @@ const OPERATIONS: &[Operation] = &[
             ("valid_from", "query", "YYYY-MM-DD; default issued_on"),
             ("valid_until", "query", "YYYY-MM-DD, inclusive; default none"),
             ("supersedes", "query", "64 hex digits: the record this one replaces"),
+            ("Kho-Signature", "header", "base64 of a detached CMS signature (.p7s, DER or PEM) over the body, \
+                                         whose Content-Type becomes the document's media type; without it the \
+                                         body must be a PAdES-signed PDF"),
         ],
-        body: Some(("application/pdf", "the signed PDF, exactly as signed")),
+        body: Some(("application/pdf", "the signed PDF exactly as signed, or the file the detached signature signs")),
         responses: &[
             ("201", "accepted; the record view with its receipt"),
             ("200", "this document was accepted before with the same details; the earlier record"),
-            ("400", "malformed details"),
+            ("400", "malformed details, Kho-Signature not base64, or a malformed Content-Type"),
             UNAUTHENTICATED,
             ("403", "not an issuer, or the token names no agency; supersedes another agency's or owner's record"),
             ("409", "supersedes a record that is already superseded or revoked"),

@@ -243,8 +243,14 @@ def main(argv):
             except ValueError as error:
                 reasons.append("validation %s: %s" % (validation["id"], error))
                 continue
-            again = ("check the document's signature again with `kho check-signature`" if embedded
-                     else "the chain is validated again by `kho verify`, not here")
+            detached = "records/%s/signature.p7s" % statement["id"]
+            if embedded and detached in bundle.files:
+                again = "its detached signature is %s: check it again with `kho check-signature " \
+                        "--signature`" % detached
+            elif embedded:
+                again = "check the document's signature again with `kho check-signature`"
+            else:
+                again = "the chain is validated again by `kho verify`, not here"
             signed_by[statement["id"]] = "%ssigned by %s under %s, as the vault validated at %s with %d CRL/OCSP " \
                 "response(s) (%s)" % ("the document's own signature: " if embedded else "", validation["signer_subject"],
                                       validation["root_subject"], fmt_ms(validation["decided_at_ms"]),
