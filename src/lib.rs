@@ -22,6 +22,7 @@
 //! (internal stored values), [`content`] (frames), [`vault`] (the use cases), [`json`] (shared JSON
 //! shapes), [`config`] (the service configuration), [`http`] (the API), [`cli`] (the binary).
 
+pub mod backup;
 pub mod cli;
 pub mod codec;
 pub mod config;

@@ -1616,3 +1616,137 @@ fn a_citizen_sees_documents_accesses_shares_and_a_printed_copy_check_in_real_chr
     drop(browser);
     server.stop();
 }
+
+/// `kho backup` while two clients keep depositing into the real server: the backup is taken twice into
+/// one folder (a full run, then an incremental one that copies only what is new), and `kho restore` puts
+/// it into a fresh folder, where every document acknowledged before the first run began is there byte
+/// for byte, the log extends the backup's checkpoint, and the scrub finds nothing. A backup with one
+/// flipped byte is refused and restores nothing.
+#[test]
+fn a_backup_taken_during_deposits_restores_every_acknowledged_document_and_the_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = prepare(dir.path());
+    let server = Server::start_with(&config, &[("KHO_CHECKPOINT_INTERVAL_MS", "100")]);
+    certify_issuer(&server, &config);
+    let issuer = token(&config, "issuer", &["--agency", AGENCY]);
+    let acknowledged: Mutex<Vec<(Digest, Vec<u8>)>> = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    let backup = dir.path().join("backup");
+    let run_backup = || {
+        let output = kho(&config, &["backup", backup.to_str().expect("path")]);
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let (before_first, first, second) = std::thread::scope(|scope| {
+        for writer in 0..2u64 {
+            let (acknowledged, stop, issuer, base) = (&acknowledged, &stop, &issuer, server.base.clone());
+            scope.spawn(move || {
+                for n in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let content = document(1_000 + (n % 5) as usize * 30_000, writer * 1_000_000 + n, n % 2 == 0);
+                    let envelope = sign(record_for(&content, OWNER, AGENCY), &key(2));
+                    let response = agent()
+                        .post(format!("{base}/v1/records"))
+                        .header("Authorization", format!("Bearer {issuer}"))
+                        .header("Kho-Record", base64::engine::general_purpose::STANDARD.encode(&envelope))
+                        .send(&content[..])
+                        .expect("deposit");
+                    assert_eq!(response.status().as_u16(), 201);
+                    let id = Signed::<kho::statement::Record>::from_envelope(&envelope).expect("record").id();
+                    acknowledged.lock().expect("lock").push((id, content));
+                }
+            });
+        }
+        let wait_for = |count: usize| {
+            let started = Instant::now();
+            while acknowledged.lock().expect("lock").len() < count {
+                assert!(started.elapsed() < Duration::from_secs(60), "deposits stalled");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait_for(30);
+        let before_first = acknowledged.lock().expect("lock").len();
+        let first = run_backup();
+        let after_first = acknowledged.lock().expect("lock").len();
+        wait_for(after_first + 20);
+        let second = run_backup();
+        stop.store(true, Ordering::Relaxed);
+        (before_first, first, second)
+    });
+    server.stop();
+    assert!(first.starts_with("full backup of "), "{first}");
+    assert!(second.starts_with("incremental backup of "), "{second}");
+    let manifest_bytes = std::fs::read(backup.join("kho-backup.json")).expect("manifest");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).expect("json");
+    assert_eq!(manifest["runs"], 2);
+    let journal = manifest["files"].as_array().expect("files").iter().find(|f| f["path"] == "store/catalog.journal");
+    assert_eq!(
+        journal.expect("journal")["segments"].as_array().expect("segments").len(),
+        2,
+        "appended, not copied again"
+    );
+    let checkpoint_size = manifest["checkpoint"]["size"].as_u64().expect("a checkpoint");
+    let log_size = manifest["snapshot"]["log_size"].as_u64().expect("log size");
+    assert!(checkpoint_size > 0 && checkpoint_size <= log_size, "{manifest}");
+
+    // Another vault backed up into the same folder: refused, the backup unchanged.
+    let other = dir.path().join("other");
+    drop(
+        kho::vault::Vault::open(kho::vault::VaultConfig::new(&other, vec![key(1).public_key()])).expect("other vault"),
+    );
+    let output = kho(&config, &["backup", backup.to_str().expect("path"), "--data-dir", other.to_str().expect("path")]);
+    assert!(!output.status.success() && text(&output).contains("another vault's backup"), "{}", text(&output));
+    assert!(std::fs::read(backup.join("kho-backup.json")).expect("manifest") == manifest_bytes, "unchanged");
+
+    // A flipped byte in a pack: refused, nothing restored.
+    let damaged = dir.path().join("damaged");
+    common::copy_dir(&backup, &damaged);
+    let pack = damaged.join("store/packs/00000000.pack");
+    let mut bytes = std::fs::read(&pack).expect("pack");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&pack, bytes).expect("write");
+    let nowhere = dir.path().join("not-restored");
+    let output =
+        kho(&config, &["restore", damaged.to_str().expect("path"), "--data-dir", nowhere.to_str().expect("path")]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert!(text(&output).contains("do not have the hash the manifest names"), "{}", text(&output));
+    assert!(!nowhere.exists(), "nothing restored");
+
+    let restored = dir.path().join("restored");
+    let output =
+        kho(&config, &["restore", backup.to_str().expect("path"), "--data-dir", restored.to_str().expect("path")]);
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains(&format!("{log_size} log entries")), "{printed}");
+    assert!(printed.contains("no damage found"), "{printed}");
+    // An empty target only: a second restore into it is refused.
+    let again =
+        kho(&config, &["restore", backup.to_str().expect("path"), "--data-dir", restored.to_str().expect("path")]);
+    assert!(!again.status.success() && text(&again).contains("not empty"), "{}", text(&again));
+
+    let vault =
+        kho::vault::Vault::open(kho::vault::VaultConfig::new(&restored, vec![key(1).public_key()])).expect("open");
+    assert_eq!(vault.log_size(), log_size);
+    let note = std::fs::read_to_string(backup.join("log-checkpoint.note")).expect("note");
+    let kept =
+        kho::log::checkpoint::open(&note, note.lines().next().expect("origin"), &vault.public_key()).expect("signed");
+    assert_eq!(kept.size, checkpoint_size);
+    // The restored log extends the backup's checkpoint: a consistency proof from it to a new one.
+    let newest = vault
+        .sign_checkpoint()
+        .expect("sign")
+        .unwrap_or_else(|| vault.latest_checkpoint().expect("read").expect("one"));
+    let proof = vault.consistency_proof(kept.size, Some(newest.checkpoint.size)).expect("proof");
+    kho::log::verify_consistency(kept.size, newest.checkpoint.size, &kept.root, &newest.checkpoint.root, &proof.hashes)
+        .expect("consistent with the backup's checkpoint");
+    let acknowledged = acknowledged.into_inner().expect("lock");
+    for (id, content) in &acknowledged[..before_first] {
+        let view = vault.record(id).expect("read").unwrap_or_else(|| panic!("acknowledged record {id} restored"));
+        assert_eq!(&read_all(&vault, &view.record.body().blake3, None), content);
+    }
+    assert!(acknowledged.len() > before_first, "deposits went on during the backups");
+    eprintln!("{first}{second}{printed}acknowledged {} ({before_first} before the first run)", acknowledged.len());
+}

@@ -8,6 +8,7 @@
 //! refused the caller (401/403); 5 not found (404).
 
 mod audit;
+mod backup;
 mod bench;
 mod client;
 mod evidence;
@@ -106,6 +107,12 @@ enum Command {
     /// log's root against its newest checkpoint); report damage by record and owner, change nothing.
     /// Exit 3 if anything is damaged.
     Scrub(ScrubArgs),
+    /// Back up the vault into a folder while the server keeps serving: a consistent copy of the store
+    /// with the checkpoint it extends. Run again into the same folder, it copies only what is new.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into a new data folder, check every byte against the backup's manifest, open it
+    /// (the log must extend the backup's checkpoint) and scrub it. Exit 3 if anything does not hold.
+    Restore(backup::RestoreArgs),
     /// Run the HTTP service.
     Serve(ServeArgs),
     /// Mint a token signed by the local dev key (accepted only by a server in dev mode).
@@ -543,6 +550,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Demo { dir } => demo(&dir).map(|_| ExitCode::SUCCESS),
         Command::Qr(args) => qr(&args),
         Command::Scrub(args) => scrub(args),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
         Command::Serve(args) => serve(args),
         Command::Bench(args) => bench::bench(args),
         Command::DevToken(args) => {
@@ -774,30 +783,40 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn scrub(args: ScrubArgs) -> anyhow::Result<ExitCode> {
-    let config = crate::config::Config::load(args.config.as_deref()).or_else(|error| match error {
-        // Scrubbing needs the data folder and anchors, not a way to sign in.
+    let config = offline_config(args.config.as_deref())?;
+    let vault = Vault::open(config.vault_config()?)
+        .with_context(|| format!("cannot open the vault in {}", config.data_dir.display()))?;
+    scrub_vault(&vault, args.bytes_per_second, args.json)
+}
+
+/// The configuration of a command that works on the data folder with the server stopped or beside it
+/// (scrub, backup, restore): it needs the data folder and the anchors, not a way to sign in.
+fn offline_config(path: Option<&std::path::Path>) -> anyhow::Result<crate::config::Config> {
+    Ok(crate::config::Config::load(path).or_else(|error| match error {
         crate::config::ConfigError::Invalid(_) => {
             let mut config = crate::config::Config::default();
             config.apply_env(|name| std::env::var(name).ok())?;
             Ok(config)
         }
         other => Err(other),
-    })?;
-    let vault = Vault::open(config.vault_config()?)
-        .with_context(|| format!("cannot open the vault in {}", config.data_dir.display()))?;
+    })?)
+}
+
+/// Scrubs `vault` with a progress bar and prints what it found; exit 3 if anything is damaged.
+fn scrub_vault(vault: &Vault, bytes_per_second: Option<u64>, json: bool) -> anyhow::Result<ExitCode> {
     let progress = indicatif::ProgressBar::new(0);
     progress.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} entries {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let options = crate::vault::ScrubOptions { bytes_per_second: args.bytes_per_second };
+    let options = crate::vault::ScrubOptions { bytes_per_second };
     let report = vault.scrub(options, |state| {
         progress.set_length(state.entries_total);
         progress.set_position(state.entries_checked);
         progress.set_message(format!("{} MiB of documents read", state.document_bytes_read >> 20));
     })?;
     progress.finish_and_clear();
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for finding in &report.findings {

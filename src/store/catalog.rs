@@ -152,6 +152,8 @@ impl std::fmt::Display for Cursor {
 mod key {
     use super::*;
 
+    /// The stored format (one byte), written when the store is created.
+    pub(super) const FORMAT: &[u8] = b"meta/format";
     /// The number of log entries, which is the next sequence number.
     pub(super) const LOG_SIZE: &[u8] = b"meta/log-size";
     /// The tree size of the newest signed checkpoint.
@@ -472,7 +474,14 @@ impl Store {
             batch.insert(key::owner_head(&owner), codec::encode(&(head.length, head.head, head.index)));
         }
         batch.insert(key::LOG_SIZE, codec::encode(&(sequence + 1)));
+        let marking = !self.format_marked.load(std::sync::atomic::Ordering::Acquire);
+        if marking {
+            batch.insert(key::FORMAT, vec![super::STORE_FORMAT_VERSION]);
+        }
         self.catalog.apply(batch)?;
+        if marking {
+            self.format_marked.store(true, std::sync::atomic::Ordering::Release);
+        }
         self.committed(sequence + 1);
         Ok(())
     }
@@ -809,6 +818,36 @@ impl Store {
         })
     }
 
+    /// Checks the catalog's format mark at open: a newer or a retired format is refused before anything
+    /// is read or written. Whether the mark is there: a store without it is a new one, or a format-3
+    /// store written before the mark existed (its values carry version byte 3, checked on its log
+    /// size), opened as it is; either gets the mark with its next commit.
+    pub(super) fn check_format(&self) -> Result<bool, StoreError> {
+        match self.catalog.get(key::FORMAT)?.as_deref() {
+            Some([found]) if *found > super::STORE_FORMAT_VERSION => Err(StoreError::NewerFormat { found: *found }),
+            Some([found]) if *found < super::STORE_FORMAT_VERSION_MIN => Err(StoreError::OlderFormat { found: *found }),
+            Some([_]) => Ok(true),
+            Some(_) => Err(StoreError::Corrupt("the catalog's format mark is malformed".into())),
+            None => match self.catalog.get(key::LOG_SIZE)?.as_deref().map(|bytes| bytes.first()) {
+                None | Some(Some(&super::STORE_FORMAT_VERSION)) => Ok(false),
+                Some(Some(&found)) if found > super::STORE_FORMAT_VERSION => Err(StoreError::NewerFormat { found }),
+                Some(Some(&found)) => Err(StoreError::OlderFormat { found }),
+                Some(None) => Err(StoreError::Corrupt("the catalog's log size is empty".into())),
+            },
+        }
+    }
+
+    /// What a catalog write means to a reader of the journal that does not open the store (a backup):
+    /// the log size it sets, if it is that key.
+    pub(crate) fn log_size_written(key: &[u8], value: &[u8]) -> Option<u64> {
+        (key == key::LOG_SIZE).then(|| codec::decode::<u64>(value).ok()).flatten()
+    }
+
+    /// The blob engine state a catalog write keeps, if it is one: (engine key, engine value).
+    pub(crate) fn blob_state_written<'a>(key: &'a [u8], value: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+        key.strip_prefix(key::BLOB_STATE_PREFIX).map(|engine_key| (engine_key, value))
+    }
+
     /// The blob engine's committed states, as kept by [`Change::Record`] commits.
     pub(crate) fn blob_states(engine: &dyn super::CatalogEngine) -> Result<Vec<EngineState>, StoreError> {
         engine
@@ -841,6 +880,41 @@ mod tests {
         assert!(matches!(store.commit(commit(0)), Err(StoreError::SequenceConflict { proposed: 0, size: 1 })));
         store.commit(commit(1)).expect("the next one");
         assert_eq!(store.log_size().expect("size"), 2);
+    }
+
+    /// The format mark: written with the first commit, and a store marked newer or older than this
+    /// build reads is refused at open with its version named, before anything else is read.
+    #[test]
+    fn the_format_mark_is_written_once_and_other_formats_are_refused_at_open() {
+        let memory = crate::store::memory::Memory::new();
+        let store = Store::new(memory.engines()).expect("a new store");
+        assert_eq!(store.catalog.get(key::FORMAT).expect("read"), None, "opening writes nothing");
+        let commit = Commit {
+            sequence: 0,
+            receipt: None,
+            change: Change::Access { owner: OwnerId::parse("001204012345").expect("owner"), event: vec![0] },
+            log: LogAppend { entry: vec![1], nodes: Vec::new(), owner_head: None },
+        };
+        store.commit(commit).expect("commit");
+        assert_eq!(store.catalog.get(key::FORMAT).expect("read"), Some(vec![crate::store::STORE_FORMAT_VERSION]));
+        assert!(Store::new(memory.engines()).is_ok(), "its own format opens");
+        for (found, newer) in [(crate::store::STORE_FORMAT_VERSION + 1, true), (2, false)] {
+            let mut batch = Batch::default();
+            batch.insert(key::FORMAT, vec![found]);
+            memory.engines().catalog.apply(batch).expect("apply");
+            match Store::new(memory.engines()) {
+                Err(StoreError::NewerFormat { found: f }) if newer => assert_eq!(f, found),
+                Err(StoreError::OlderFormat { found: f }) if !newer => assert_eq!(f, found),
+                Err(other) => panic!("format {found}: {other}"),
+                Ok(_) => panic!("format {found} opened"),
+            }
+        }
+        // A store from before the mark: its values' version byte decides.
+        let unmarked = crate::store::memory::Memory::new();
+        let mut batch = Batch::default();
+        batch.insert(key::LOG_SIZE, vec![2, 0]);
+        unmarked.engines().catalog.apply(batch).expect("apply");
+        assert!(matches!(Store::new(unmarked.engines()), Err(StoreError::OlderFormat { found: 2 })));
     }
 
     #[test]

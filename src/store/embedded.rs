@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::packs::{quarantine_tail, sync_path, Packs};
+use super::packs::{committed_extent, pack_file_name, quarantine_tail, sync_path, Packs, PACKS_DIRECTORY};
 use super::{io_error, Batch, CatalogEngine, Engines, Entries, OpenReport, Store, StoreError};
 
 /// sled's segment size. Values above a quarter of it become separate blob files; catalog values are
@@ -123,11 +123,85 @@ pub fn open(directory: &Path, config: &EmbeddedConfig) -> Result<Engines, StoreE
     sync_path(directory)?;
     engine.sync()?;
     let states = Store::blob_states(&engine)?;
-    let blobs = Packs::open(&directory.join("packs"), &quarantine, &states, &mut report)?;
+    let blobs = Packs::open(&directory.join(PACKS_DIRECTORY), &quarantine, &states, &mut report)?;
     for warning in &report.warnings {
         tracing::warn!("{warning}");
     }
     Ok(Engines { catalog: Arc::new(engine), blobs: Arc::new(blobs), report })
+}
+
+/// What a consistent copy of an embedded store is made of, read from its files alone while a server
+/// may be writing them (`snapshot`).
+///
+/// Every whole journal record (its checksum holds) is a batch the catalog applied, or will apply at its
+/// next open, in journal order; the pack bytes a batch commits were written before the batch. So the
+/// journal's whole records, then each pack up to the extent the last of them committed, are a store
+/// that opens (rebuilding its catalog from the journal) exactly as the vault stood after that batch;
+/// nothing is paused and nothing is locked. Both kinds of file are append-only while a store is open.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// The journal bytes to copy: whole records, from the start.
+    pub journal_length: u64,
+    /// The batches in them.
+    pub batches: u64,
+    /// The number of log entries after the last of them.
+    pub log_size: u64,
+    /// Each pack's committed end after the last of them, by pack number.
+    pub packs: std::collections::BTreeMap<u32, u64>,
+}
+
+impl Snapshot {
+    /// The files to copy, relative to the store directory, with their lengths: the journal first.
+    pub fn files(&self) -> Vec<(PathBuf, u64)> {
+        let packs = Path::new(PACKS_DIRECTORY);
+        std::iter::once((PathBuf::from(JOURNAL_FILE), self.journal_length))
+            .chain(self.packs.iter().map(|(id, end)| (packs.join(pack_file_name(*id)), *end)))
+            .collect()
+    }
+}
+
+/// Reads the journal of the store in `directory` from where `since` ended (a backup's previous
+/// snapshot; `None`: from the start) to its last whole record, without opening the store.
+pub fn snapshot(directory: &Path, since: Option<&Snapshot>) -> Result<Snapshot, StoreError> {
+    let path = directory.join(JOURNAL_FILE);
+    let file = File::open(&path).map_err(io_error(&path))?;
+    let file_length = file.metadata().map_err(io_error(&path))?.len();
+    let mut snapshot = since.cloned().unwrap_or_default();
+    if file_length < snapshot.journal_length {
+        return Err(StoreError::Corrupt(format!(
+            "the journal {} is {file_length} bytes, shorter than the {} bytes copied before",
+            path.display(),
+            snapshot.journal_length
+        )));
+    }
+    let mut offset = snapshot.journal_length;
+    while let Some((entry, length)) = record_at(&file, offset, file_length) {
+        if let JournalEntry::Batch { batch, .. } = entry {
+            snapshot.batches += 1;
+            for (key, value) in &batch.operations {
+                let Some(value) = value else { continue };
+                if let Some(size) = Store::log_size_written(key, value) {
+                    snapshot.log_size = size;
+                } else if let Some((id, end)) =
+                    Store::blob_state_written(key, value).and_then(|(key, value)| committed_extent(key, value))
+                {
+                    snapshot.packs.insert(id, end);
+                }
+            }
+        }
+        offset += length;
+    }
+    // What follows is a record being written now, or damage: damage if a whole record comes after it.
+    if let Some(next) = (offset + 1..file_length).find(|&at| record_at(&file, at, file_length).is_some()) {
+        return Err(StoreError::Corrupt(format!(
+            "the journal {} is damaged at offset {offset} ({} bytes before the next whole record); a copy \
+             would stop there. Stop the server and open the store with the recovery flag first",
+            path.display(),
+            next - offset
+        )));
+    }
+    snapshot.journal_length = offset;
+    Ok(snapshot)
 }
 
 /// How long an open waits for the lock on sled's files. A store closed a moment ago in this process

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use catalog::{Change, Commit, Cursor, LogAppend, NewContent, RecordState, StatementEntry};
-pub use embedded::{EmbeddedConfig, CACHE_CAPACITY_BYTES_DEFAULT};
+pub use embedded::{EmbeddedConfig, Snapshot, CACHE_CAPACITY_BYTES_DEFAULT};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,9 +51,26 @@ pub enum StoreError {
          (`kho serve --recover`) to restore the missing batches from the journal"
     )]
     CatalogBehind { catalog_batch: u64, acknowledged_batch: u64, journal_batch: u64 },
+    #[error(
+        "this store was written by a newer Kho (stored format {found}); this build reads formats \
+         {STORE_FORMAT_VERSION_MIN} to {STORE_FORMAT_VERSION}. Nothing was changed. Run the release that wrote it \
+         (docs/OPERATIONS.md, Upgrades)"
+    )]
+    NewerFormat { found: u8 },
+    #[error(
+        "this store has stored format {found}, which this build no longer opens (it reads formats \
+         {STORE_FORMAT_VERSION_MIN} to {STORE_FORMAT_VERSION}). Nothing was changed"
+    )]
+    OlderFormat { found: u8 },
     #[error("fault injected: {0}")]
     Injected(&'static str),
 }
+
+/// The stored format this build writes (docs/FORMAT.md section 6): the version byte of every stored
+/// value, and the catalog's format mark, checked at open.
+pub const STORE_FORMAT_VERSION: u8 = crate::codec::VALUE_VERSION;
+/// The oldest stored format this build opens (formats 1 and 2 were never deployed).
+pub const STORE_FORMAT_VERSION_MIN: u8 = 3;
 
 pub(crate) fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_owned(), source }
@@ -162,6 +179,8 @@ pub struct Store {
     /// see only the durable ones (durable before visible); the sequencer sees them all.
     committed_size: Arc<AtomicU64>,
     durable_size: Arc<AtomicU64>,
+    /// Whether the catalog holds its format mark; if not, the next commit writes it.
+    format_marked: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -175,7 +194,10 @@ impl Store {
             report: Arc::new(engines.report),
             committed_size: Arc::new(AtomicU64::new(0)),
             durable_size: Arc::new(AtomicU64::new(0)),
+            format_marked: Arc::new(AtomicBool::new(false)),
         };
+        let marked = store.check_format()?;
+        store.format_marked.store(marked, Ordering::Release);
         let size = store.log_size()?;
         store.committed_size.store(size, Ordering::Release);
         store.durable_size.store(size, Ordering::Release);

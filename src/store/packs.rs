@@ -18,6 +18,19 @@ use super::{io_error, BlobRef, BlobWriter, Blobs, EngineState, OpenReport, Stage
 pub const PACK_SIZE_BYTES_TARGET: u64 = 1024 * 1024 * 1024;
 const BLOB_REF_BYTES: usize = 4 + 8 + 8;
 
+/// The folder of the packs inside a store directory.
+pub(crate) const PACKS_DIRECTORY: &str = "packs";
+
+/// The file name of pack `id`.
+pub(crate) fn pack_file_name(id: u32) -> String {
+    format!("{id:08}.pack")
+}
+
+/// The pack and its committed end that a catalog blob state names (see `StagedBlob::committed_state`).
+pub(crate) fn committed_extent(key: &[u8], value: &[u8]) -> Option<(u32, u64)> {
+    Some((u32::from_be_bytes(key.try_into().ok()?), u64::from_be_bytes(value.try_into().ok()?)))
+}
+
 pub(crate) fn sync_path(path: &Path) -> Result<(), StoreError> {
     File::open(path).and_then(|file| file.sync_all()).map_err(io_error(path))
 }
@@ -70,7 +83,7 @@ fn decode_reference(blob: &BlobRef) -> Result<(u32, u64, u64), StoreError> {
 
 impl Pool {
     fn path(&self, id: u32) -> PathBuf {
-        self.directory.join(format!("{id:08}.pack"))
+        self.directory.join(pack_file_name(id))
     }
 
     fn create(&self) -> Result<OpenPack, StoreError> {
@@ -104,12 +117,9 @@ impl Packs {
         std::fs::create_dir_all(directory).map_err(io_error(directory))?;
         let mut committed = HashMap::new();
         for (key, value) in committed_states {
-            let id = key.as_slice().try_into().ok().map(u32::from_be_bytes);
-            let end = value.as_slice().try_into().ok().map(u64::from_be_bytes);
-            match (id, end) {
-                (Some(id), Some(end)) => committed.insert(id, end),
-                _ => return Err(StoreError::Corrupt("malformed pack extent in the catalog".into())),
-            };
+            let (id, end) = committed_extent(key, value)
+                .ok_or_else(|| StoreError::Corrupt("malformed pack extent in the catalog".into()))?;
+            committed.insert(id, end);
         }
         let pool = Pool { directory: directory.to_owned(), idle: Mutex::new(Vec::new()), next_id: Mutex::new(0) };
         let mut highest = None;

@@ -71,7 +71,8 @@ pub const VAULT_CERTIFICATE_FILE: &str = "vault-key.kho-cert";
 /// The newest signed checkpoint, kept outside the store so that a store which lost entries (restored
 /// from an old copy, a damaged disk) is noticed at open instead of served.
 pub const KEPT_CHECKPOINT_FILE: &str = "log-checkpoint.note";
-const STORE_DIRECTORY: &str = "store";
+/// The store's folder inside the data folder.
+pub const STORE_DIRECTORY: &str = "store";
 
 #[derive(Debug, Clone)]
 pub struct VaultConfig {
