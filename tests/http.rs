@@ -618,6 +618,9 @@ async fn the_served_openapi_document_is_the_checked_in_one_and_describes_every_r
         ("get", "/v1/log/tile/{level}/{rest}"),
         ("get", "/v1/log/tile/entries/{rest}"),
         ("get", "/v1/log/proof/inclusion"),
+        ("get", "/v1/stats/reuse"),
+        ("get", "/v1/stats/daily"),
+        ("get", "/metrics"),
         ("get", "/v1/log/proof/consistency"),
         ("get", "/v1/openapi.json"),
         ("get", "/healthz"),
@@ -1155,4 +1158,90 @@ async fn a_citizen_uploads_a_scan_asks_an_agency_and_the_agencys_certification_m
     let public = Browser::new(&api).get(&format!("/verify/{upload}")).await.text();
     assert!(public.contains("badge certified_copy") && public.contains("notice good"));
     assert!(!public.contains(OWNER) && !public.contains("Nguyễn Văn An"), "no owner, no officer on the public page");
+}
+
+/// The value of the sample `name` (with its labels, as exposed) in a Prometheus text exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A known workload, then `/metrics`: every counter is what the workload made it, the reuse figures
+/// included (two dossiers' reads of one record by an officer, reading it twice for the same dossier
+/// counted once, a denied read not at all), and the figures per agency and the public daily aggregate
+/// say the same.
+#[tokio::test]
+async fn metrics_after_a_known_workload_count_exactly_and_reuse_figures_come_from_the_log() {
+    let api = Api::new();
+    let officer = api.token(Role::Officer);
+    let issuer = api.token(Role::Issuer);
+    let content_path = format!("/v1/records/{}/content", api.record);
+    let record_path = format!("/v1/records/{}", api.record);
+    let other_dossier = "H26.99-240301-0002";
+    for (path, purpose) in
+        [(&content_path, PURPOSE), (&content_path, PURPOSE), (&record_path, PURPOSE), (&content_path, other_dossier)]
+    {
+        let reply = api.call("GET", path, Some(&officer), &[("kho-purpose", purpose)], Vec::new()).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let denied = api.call("GET", &content_path, Some(&officer), &[], Vec::new()).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN, "no purpose: refused and logged, not a reuse");
+    let content = document(40_000, 77, true);
+    let header =
+        base64::engine::general_purpose::STANDARD.encode(sign(record_for(&content, OWNER, AGENCY), &api.issuer));
+    let reply = api.call("POST", "/v1/records", Some(&issuer), &[("kho-record", &header)], content.clone()).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(api.call("GET", "/no/such/thing", None, &[], Vec::new()).await.status, StatusCode::NOT_FOUND);
+
+    let reply = api.call("GET", "/metrics", None, &[], Vec::new()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.headers["content-type"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("application/openmetrics-text; version=1.0.0"));
+    let text = reply.text();
+    let route = |route: &str, method: &str, status: u16| {
+        sample(&text, &format!("kho_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}}"))
+    };
+    assert_eq!(route("/v1/records/{id}/content", "GET", 200), Some(3.0), "{text}");
+    assert_eq!(route("/v1/records/{id}/content", "GET", 403), Some(1.0), "{text}");
+    assert_eq!(route("/v1/records/{id}", "GET", 200), Some(1.0), "{text}");
+    assert_eq!(route("/v1/records", "POST", 201), Some(1.0), "{text}");
+    assert_eq!(route("(unmatched)", "GET", 404), Some(1.0), "{text}");
+    let latency =
+        "kho_http_request_duration_seconds_count{route=\"/v1/records/{id}/content\",method=\"GET\",status=\"200\"}";
+    assert_eq!(sample(&text, latency), Some(3.0), "{text}");
+    assert_eq!(sample(&text, "kho_read_bytes_total"), Some(3.0 * api.content.len() as f64), "{text}");
+    assert_eq!(sample(&text, "kho_deposit_bytes_total"), Some(content.len() as f64), "{text}");
+    let agency = |name: &str| sample(&text, &format!("{name}{{agency=\"{AGENCY}\"}}"));
+    assert_eq!(agency("kho_documents_reused_total"), Some(2.0), "{text}");
+    assert_eq!(agency("kho_documents_deposited_total"), Some(2.0), "the fixture's record and this one: {text}");
+    assert_eq!(sample(&text, "kho_records"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "kho_record_bytes"), Some((api.content.len() + content.len()) as f64), "{text}");
+    assert_eq!(sample(&text, "kho_log_entries"), Some(api.state.vault().log_size() as f64), "{text}");
+    assert!(sample(&text, "kho_commit_sync_seconds_count").is_some_and(|n| n >= 1.0), "{text}");
+    assert!(sample(&text, "kho_store_disk_bytes").is_some_and(|n| n > 0.0), "{text}");
+
+    // The same figures per day and agency (auditors and admins), and the public aggregate.
+    let auditor = api.call("GET", "/v1/stats/reuse", Some(&api.token(Role::Auditor)), &[], Vec::new()).await.json();
+    let today = kho::ids::Date::at(now_unix_ms(), 7 * 60).to_string();
+    assert_eq!(
+        auditor["days"],
+        serde_json::json!([{"day": today, "agency": AGENCY, "documents_reused": 2, "documents_deposited": 2}]),
+        "{auditor}"
+    );
+    let (admin, filtered) = (api.token(Role::Admin), format!("/v1/stats/reuse?from={today}&agency={AGENCY}"));
+    let admin = api.call("GET", &filtered, Some(&admin), &[], Vec::new()).await;
+    assert_eq!(admin.json()["total"], serde_json::json!({"documents_reused": 2, "documents_deposited": 2}));
+    for role in [Role::Citizen, Role::Officer, Role::Issuer] {
+        let reply = api.call("GET", "/v1/stats/reuse", Some(&api.token(role)), &[], Vec::new()).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{role:?}");
+    }
+    assert_eq!(api.call("GET", "/v1/stats/reuse", None, &[], Vec::new()).await.status, StatusCode::UNAUTHORIZED);
+    let bad = api.call("GET", "/v1/stats/reuse?from=yesterday", Some(&api.token(Role::Auditor)), &[], Vec::new()).await;
+    assert_eq!((bad.status, bad.code().as_str()), (StatusCode::BAD_REQUEST, "invalid_query"));
+    let public = api.call("GET", "/v1/stats/daily", None, &[], Vec::new()).await.json();
+    assert_eq!(
+        public,
+        serde_json::json!({"days": [{"day": today, "documents_reused": 2, "documents_deposited": 2, "agencies_reusing": 1}]})
+    );
 }

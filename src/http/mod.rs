@@ -10,6 +10,7 @@ pub mod auth;
 mod error;
 pub mod jwks;
 mod log;
+pub mod metrics;
 pub mod openapi;
 pub mod pages;
 mod serve;
@@ -77,6 +78,7 @@ struct Shared {
     pages: pages::PageSettings,
     /// Keys the CSRF tokens of the pages' forms (derived from the vault key, so they survive restarts).
     csrf_key: [u8; 32],
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// What every handler shares; cheap to clone.
@@ -87,7 +89,15 @@ impl AppState {
     pub fn new(vault: Vault, auth: Authenticator, limits: Limits, pages: pages::PageSettings) -> AppState {
         let trust_anchors = vault.config().trust_anchors.clone();
         let csrf_key = vault.derived_key(CSRF_KEY_CONTEXT);
-        AppState(Arc::new(Shared { vault, auth, limits, trust_anchors, pages, csrf_key }))
+        let metrics = Arc::new(metrics::Metrics::new());
+        let observer = metrics.clone();
+        vault.observe_syncs(Box::new(move |waited, entries| observer.observe_sync(waited, entries)));
+        AppState(Arc::new(Shared { vault, auth, limits, trust_anchors, pages, csrf_key, metrics }))
+    }
+
+    /// The figures `/metrics` shows.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.0.metrics
     }
 
     pub fn vault(&self) -> &Vault {
@@ -133,6 +143,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/log/proof/inclusion", get(log::inclusion))
         .route("/v1/log/proof/consistency", get(log::consistency))
         .route("/v1/openapi.json", get(openapi_document))
+        .route("/v1/stats/reuse", get(metrics::reuse))
+        .route("/v1/stats/daily", get(metrics::daily))
+        .route("/metrics", get(metrics::metrics))
         .merge(pages::router().layer(axum::middleware::from_fn(pages::page_headers)))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -144,7 +157,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/records", post(deposit))
         .route("/v1/signed-documents", post(deposit_signed_document))
         .merge(timed)
-        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint; see /v1/openapi.json") })
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .fallback(|State(state): State<AppState>, method: axum::http::Method| async move {
+            metrics::unmatched(&state.0.metrics, method.as_str(), StatusCode::NOT_FOUND);
+            ApiError::not_found("not_found", "no such endpoint; see /v1/openapi.json")
+        })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -237,10 +254,18 @@ fn require_own_agency(principal: &Principal, agency: &Code, what: &str) -> Resul
 }
 
 /// The answer to an accepted statement about record `id`: 201 when new, 200 when it was accepted
-/// before, with the record as it reads now.
-async fn record_answer(state: &AppState, newly_accepted: bool, id: Digest) -> Result<Response, ApiError> {
+/// before, with the record as it reads now. A new deposit's document bytes are counted.
+async fn record_answer(
+    state: &AppState,
+    newly_accepted: bool,
+    id: Digest,
+    deposit: bool,
+) -> Result<Response, ApiError> {
     let status = if newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
     let view = load_record(state, id).await?;
+    if newly_accepted && deposit {
+        state.0.metrics.count_deposit(view.record.body().size_bytes);
+    }
     Ok((status, Json(json::record_view_json(&view))).into_response())
 }
 
@@ -366,7 +391,7 @@ async fn deposit(
         ));
     }
     let accepted = accepted??;
-    record_answer(&state, accepted.newly_accepted, accepted.id).await
+    record_answer(&state, accepted.newly_accepted, accepted.id, true).await
 }
 
 /// What an agency says about a signed document it deposits as it is (`POST /v1/signed-documents`).
@@ -468,7 +493,7 @@ async fn deposit_signed_document(
             Some((p7s, media_type)) => vault.deposit_detached_signed(&bytes, &p7s, media_type, details),
         })
         .await??;
-    record_answer(&state, accepted.newly_accepted, accepted.id).await
+    record_answer(&state, accepted.newly_accepted, accepted.id, true).await
 }
 
 async fn revoke_record(
@@ -486,7 +511,7 @@ async fn revoke_record(
     }
     require_own_agency(&principal, &revocation.body().issuer_agency, "revocation")?;
     let accepted = state.blocking(move |vault| vault.revoke(&envelope)).await??;
-    record_answer(&state, accepted.newly_accepted, id).await
+    record_answer(&state, accepted.newly_accepted, id, false).await
 }
 
 // ----- certified copies -----
@@ -533,7 +558,7 @@ async fn certify_copy(State(state): State<AppState>, principal: Principal, body:
     require_own_agency(&principal, &body.agency, "certification")?;
     let record = body.record;
     let accepted = state.blocking(move |vault| vault.certify_copy(&envelope)).await??;
-    record_answer(&state, accepted.newly_accepted, record).await
+    record_answer(&state, accepted.newly_accepted, record, false).await
 }
 
 // ----- reading records -----
@@ -636,6 +661,7 @@ async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> R
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHUNKS_IN_FLIGHT);
     let (first_sender, first_receiver) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
     let reader_state = state.clone();
+    let metrics = state.0.metrics.clone();
     tokio::spawn(async move {
         let _ = reader_state
             .blocking(move |vault| {
@@ -657,6 +683,7 @@ async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> R
                     match reader.next_chunk() {
                         Ok(Some(chunk)) => {
                             let _ = first_sender.take().map(|s| s.send(Ok(())));
+                            metrics.read_bytes.inc_by(chunk.len() as u64);
                             if sender.blocking_send(Ok(Bytes::from(chunk))).is_err() {
                                 return; // the client went away
                             }

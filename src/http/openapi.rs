@@ -408,6 +408,49 @@ const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/stats/reuse",
+        summary: "Reuse figures per day and agency, computed from the log: documents read by an agency's \
+                  officers for a dossier (once per day, dossier and record) against documents it deposited",
+        roles: "auditor, admin",
+        parameters: &[
+            ("from", "query", "first day, YYYY-MM-DD (Vietnam time), inclusive"),
+            ("to", "query", "last day, YYYY-MM-DD, inclusive"),
+            ("agency", "query", "only this agency's code"),
+        ],
+        body: None,
+        responses: &[
+            ("200", "{\"days\": [{\"day\", \"agency\", \"documents_reused\", \"documents_deposited\"}], \"total\": {...}}"),
+            ("400", "malformed day, agency or query"),
+            UNAUTHENTICATED,
+            ("403", "not an auditor or admin"),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/stats/daily",
+        summary: "The public daily aggregate of the reuse figures: no person and no agency named",
+        roles: "anyone",
+        parameters: &[
+            ("from", "query", "first day, YYYY-MM-DD (Vietnam time), inclusive"),
+            ("to", "query", "last day, YYYY-MM-DD, inclusive"),
+        ],
+        body: None,
+        responses: &[
+            ("200", "{\"days\": [{\"day\", \"documents_reused\", \"documents_deposited\", \"agencies_reusing\"}]}"),
+            ("400", "malformed day or query"),
+        ],
+    },
+    Operation {
+        method: "get",
+        path: "/metrics",
+        summary: "The server's figures in the OpenMetrics text format Prometheus scrapes (docs/OPERATIONS.md lists them)",
+        roles: "anyone (restrict it at the reverse proxy)",
+        parameters: &[],
+        body: None,
+        responses: &[("200", "application/openmetrics-text; version=1.0.0")],
+    },
+    Operation {
+        method: "get",
         path: "/healthz",
         summary: "The process is alive",
         roles: "anyone",
@@ -459,7 +502,7 @@ fn operation(op: &Operation) -> Value {
         value["requestBody"] = json!({"required": true, "description": description,
             "content": {media: {"schema": {"type": "string", "format": "binary"}}}});
     }
-    if op.roles != "anyone" {
+    if !op.roles.starts_with("anyone") {
         value["security"] = json!([{"bearer": []}]);
     }
     value

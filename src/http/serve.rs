@@ -91,6 +91,8 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub connections_max: usize,
+    /// Counts the connections open (the server's `/metrics` gauge; a fresh one counts for nobody).
+    pub open_connections: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Default for ConnectionLimits {
@@ -105,6 +107,7 @@ impl ConnectionLimits {
             header_read_timeout: Duration::from_secs(config.header_read_timeout_seconds),
             idle_timeout: Duration::from_secs(config.idle_timeout_seconds),
             connections_max: config.connections_max,
+            open_connections: Default::default(),
         }
     }
 }
@@ -162,6 +165,7 @@ async fn serve_connection(
     mut stop: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
+    let _open = OpenConnection::new(&limits.open_connections);
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked { stream, activity: activity.clone() });
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -191,6 +195,22 @@ async fn serve_connection(
                 }
             }
         }
+    }
+}
+
+/// One open connection on the gauge, for as long as it lives.
+struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenConnection {
+    fn new(gauge: &prometheus_client::metrics::gauge::Gauge) -> OpenConnection {
+        gauge.inc();
+        OpenConnection(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -281,7 +301,11 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), S
             tokio::spawn(scrubber(state.clone(), interval, config.scrub_bytes_per_second));
         }
         let (stop_sender, stop_receiver) = watch::channel(false);
-        let server = run(listener, router(state.clone()), ConnectionLimits::from_config(config), async move {
+        let limits = ConnectionLimits {
+            open_connections: state.metrics().connections.clone(),
+            ..ConnectionLimits::from_config(config)
+        };
+        let server = run(listener, router(state.clone()), limits, async move {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop_sender.send(true);
@@ -326,7 +350,8 @@ async fn checkpointer(state: AppState, interval: Duration) {
         ticks.tick().await;
         let vault_state = state.clone();
         match tokio::task::spawn_blocking(move || vault_state.vault().sign_checkpoint()).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(Some(signed))) => state.metrics().checkpoint_signed(signed.checkpoint.size),
+            Ok(Ok(None)) => {}
             Ok(Err(error)) => tracing::error!(%error, "signing a checkpoint failed"),
             Err(error) => tracing::error!(%error, "the checkpoint worker failed"),
         }
@@ -365,8 +390,15 @@ async fn scrubber(state: AppState, interval: Duration, bytes_per_second: u64) {
         let vault_state = state.clone();
         tracing::info!("background scrub started");
         let options = crate::vault::ScrubOptions { bytes_per_second: Some(bytes_per_second) };
-        match tokio::task::spawn_blocking(move || vault_state.vault().scrub(options, |_| {})).await {
+        let scrub_state = vault_state.clone();
+        let scrubbed = tokio::task::spawn_blocking(move || {
+            vault_state.vault().scrub(options, |progress| {
+                scrub_state.metrics().scrub_progress(progress.entries_checked, progress.entries_total, None)
+            })
+        });
+        match scrubbed.await {
             Ok(Ok(report)) => {
+                state.metrics().scrub_progress(report.entries, report.entries, Some(report.findings.len()));
                 for finding in &report.findings {
                     tracing::error!(
                         kind = ?finding.kind,
@@ -400,7 +432,10 @@ pub fn start_background(config: &Config) -> Result<BackgroundServer, ServeError>
         .map_err(|source| ServeError::Bind { address: config.listen, source })?;
     let address = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let limits = ConnectionLimits::from_config(config);
+    let limits = ConnectionLimits {
+        open_connections: state.metrics().connections.clone(),
+        ..ConnectionLimits::from_config(config)
+    };
     let interval = Duration::from_millis(config.checkpoint_interval_ms);
     let thread = std::thread::spawn(move || {
         runtime.spawn(checkpointer(state.clone(), interval));

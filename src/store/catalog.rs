@@ -767,6 +767,11 @@ impl Store {
         self.catalog.scan(&key::agency_prefix(agency), None).next().transpose().map(|first| first.is_some())
     }
 
+    /// The canonical bytes of the access event at log index `sequence` in `owner`'s access log.
+    pub fn access_event(&self, owner: &OwnerId, sequence: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_value(&key::access_entry(owner, sequence))
+    }
+
     /// The stored manifest of content, as `content` encoded it.
     pub fn manifest(&self, blake3: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
         self.get_value(&key::manifest(blake3))

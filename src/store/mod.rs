@@ -181,7 +181,13 @@ pub struct Store {
     durable_size: Arc<AtomicU64>,
     /// Whether the catalog holds its format mark; if not, the next commit writes it.
     format_marked: Arc<AtomicBool>,
+    /// Told of every durable sync (`observe_syncs`).
+    sync_observer: Arc<std::sync::OnceLock<SyncObserver>>,
 }
+
+/// Told, after each [`Store::sync`] call, how long the caller waited and how many log entries that call
+/// made durable (0 when another caller's sync covered its commits: group commit).
+pub type SyncObserver = Box<dyn Fn(std::time::Duration, u64) + Send + Sync>;
 
 impl Store {
     /// The store over opened engines. Everything the catalog holds at open survived whatever came
@@ -195,6 +201,7 @@ impl Store {
             committed_size: Arc::new(AtomicU64::new(0)),
             durable_size: Arc::new(AtomicU64::new(0)),
             format_marked: Arc::new(AtomicBool::new(false)),
+            sync_observer: Arc::new(std::sync::OnceLock::new()),
         };
         let marked = store.check_format()?;
         store.format_marked.store(marked, Ordering::Release);
@@ -243,10 +250,19 @@ impl Store {
         self.check_writable()?;
         // Everything committed before the sync starts is durable when it returns.
         let committed = self.committed_size.load(Ordering::Acquire);
+        let started = std::time::Instant::now();
         let result = self.catalog.sync();
         self.poison_on_error(result)?;
-        self.durable_size.fetch_max(committed, Ordering::AcqRel);
+        let before = self.durable_size.fetch_max(committed, Ordering::AcqRel);
+        if let Some(observer) = self.sync_observer.get() {
+            observer(started.elapsed(), committed.saturating_sub(before));
+        }
         Ok(())
+    }
+
+    /// Sets the one observer of syncs (metrics); later calls are ignored.
+    pub fn observe_syncs(&self, observer: SyncObserver) {
+        let _ = self.sync_observer.set(observer);
     }
 
     /// A writer for a new blob of content frames.

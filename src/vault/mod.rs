@@ -20,9 +20,11 @@ mod scrub;
 mod sequencer;
 mod shares;
 mod signed;
+mod stats;
 mod transparency;
 mod validation;
 pub use signed::{DocumentDetails, SIGNED_DOCUMENT_SIZE_BYTES_MAX};
+pub use stats::{LogFigures, ReuseDay};
 pub use validation::VALIDATION_AGE_MS_MAX;
 mod witnessing;
 
@@ -638,6 +640,8 @@ pub struct Vault {
     certificate: Option<Signed<VaultKeyCertificate>>,
     /// What each witness last cosigned, as learned; held while witnesses are asked (one round at a time).
     witness_sizes: Mutex<witnessing::WitnessSizes>,
+    /// The reuse figures, read from the log so far.
+    reuse: Mutex<stats::ReuseTally>,
 }
 
 impl Vault {
@@ -673,6 +677,7 @@ impl Vault {
             origin,
             certificate,
             witness_sizes: Mutex::new(Default::default()),
+            reuse: Mutex::new(Default::default()),
         })
     }
 
@@ -708,6 +713,11 @@ impl Vault {
     /// A digest of everything stored (see `Store::state_digest`): equal digests, equal contents.
     pub fn state_digest(&self) -> Result<[u8; 32], StorageError> {
         Ok(self.store.state_digest()?)
+    }
+
+    /// Sets the observer of durable syncs (group-commit latency and size, for metrics).
+    pub fn observe_syncs(&self, observer: store::SyncObserver) {
+        self.store.observe_syncs(observer);
     }
 
     /// Bytes the store occupies on disk.

@@ -108,6 +108,7 @@ async fn upload(State(state): State<AppState>, ctx: Ctx, headers: HeaderMap, mul
     let result = async {
         let (_, owner) = ctx.owner()?;
         let (title, bytes) = read_upload_form(&ctx, &headers, multipart).await?;
+        let size = bytes.len() as u64;
         let accepted = state.blocking(move |vault| vault.upload(&owner, title, &bytes[..])).await?.map_err(
             |error| match error {
                 crate::vault::UploadError::NotAScan => {
@@ -120,6 +121,9 @@ async fn upload(State(state): State<AppState>, ctx: Ctx, headers: HeaderMap, mul
                 other => ApiError::from(other).into(),
             },
         )?;
+        if accepted.newly_accepted {
+            state.metrics().count_deposit(size);
+        }
         Ok(back_to(&format!("/uploads#upload-{}", accepted.id)))
     }
     .await;
