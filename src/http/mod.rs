@@ -216,9 +216,13 @@ impl FromRequestParts<AppState> for Principal {
 }
 
 /// The token of an `Authorization: Bearer` header, if the request has one (the API's and the pages').
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive (RFC 9110
+/// section 11.1), and one or more spaces may follow it.
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).map(str::trim)
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The stated purpose, if any: a dossier code.
@@ -1033,6 +1037,21 @@ async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().expect("header"));
+            bearer_token(&headers).map(str::to_owned)
+        };
+        for value in ["Bearer abc", "bearer abc", "BEARER abc", "bEaReR   abc "] {
+            assert_eq!(with(value).as_deref(), Some("abc"), "{value:?}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer   ", "Bearerabc", "abc"] {
+            assert_eq!(with(value), None, "{value:?}");
+        }
+    }
 
     fn range(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
         let mut headers = HeaderMap::new();
