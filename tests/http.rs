@@ -1245,3 +1245,23 @@ async fn metrics_after_a_known_workload_count_exactly_and_reuse_figures_come_fro
         serde_json::json!({"days": [{"day": today, "documents_reused": 2, "documents_deposited": 2, "agencies_reusing": 1}]})
     );
 }
+
+/// Every answer carries a request id: the gateway's when it sent a sensible one, else a new one each
+/// time (errors and unmatched paths included).
+#[tokio::test]
+async fn every_answer_carries_a_request_id() {
+    let api = Api::new();
+    let id =
+        |reply: &Reply| reply.headers.get("x-request-id").expect("x-request-id").to_str().expect("ascii").to_owned();
+    let first = id(&api.call("GET", "/healthz", None, &[], Vec::new()).await);
+    let second = id(&api.call("GET", "/no/such/thing", None, &[], Vec::new()).await);
+    assert!(first.len() == 24 && first.bytes().all(|b| b.is_ascii_hexdigit()), "{first}");
+    assert_ne!(first, second, "a new id per request");
+    let given = api.call("GET", "/healthz", None, &[("x-request-id", "gw-2026.11_24-0001")], Vec::new()).await;
+    assert_eq!(id(&given), "gw-2026.11_24-0001");
+    let odd = api
+        .call("GET", "/v1/records/zz", Some(&api.token(Role::Citizen)), &[("x-request-id", "a\"b")], Vec::new())
+        .await;
+    assert_eq!(odd.status, StatusCode::BAD_REQUEST);
+    assert_eq!(id(&odd).len(), 24, "an odd id is replaced");
+}

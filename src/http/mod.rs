@@ -47,6 +47,10 @@ pub const RECORD_HEADER: &str = "kho-record";
 /// The header that carries a document's detached CMS signature (`.p7s`), base64 (standard alphabet) of
 /// its DER or PEM, on `POST /v1/signed-documents`; the body is then the file it signs.
 pub const SIGNATURE_HEADER: &str = "kho-signature";
+/// The request's id, in its response and its log lines (`request_id`).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The longest request id taken from a caller; a longer or odd one is replaced.
+pub const REQUEST_ID_LENGTH_MAX: usize = 128;
 /// The header in which officers and auditors state their purpose: a dossier code.
 pub const PURPOSE_HEADER: &str = "kho-purpose";
 /// The context of the key behind the pages' CSRF tokens.
@@ -172,7 +176,33 @@ pub fn router(state: AppState) -> Router {
         .with_state(state);
     api.layer(axum::middleware::from_fn(json_errors))
         .layer(tower::limit::ConcurrencyLimitLayer::new(limits.concurrency_limit))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<Body>| {
+            let id = request.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            tracing::info_span!("request", id, method = %request.method(), uri = %request.uri())
+        }))
+        .layer(axum::middleware::from_fn(request_id))
+}
+
+/// Every request gets an id, in its log lines and in the `X-Request-Id` of its response: the caller's,
+/// if it sent a sensible one (a gateway's), else a new random one.
+async fn request_id(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let given = request.headers().get(REQUEST_ID_HEADER).and_then(|value| value.to_str().ok()).filter(|id| {
+        (1..=REQUEST_ID_LENGTH_MAX).contains(&id.len())
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    });
+    let id = match given {
+        Some(id) => id.to_owned(),
+        None => {
+            let mut bytes = [0u8; 12];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+            hex::encode(bytes)
+        }
+    };
+    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    request.headers_mut().insert(REQUEST_ID_HEADER, value.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    response
 }
 
 /// Errors produced outside the handlers (timeouts, framework rejections) get the JSON error shape too.
