@@ -1750,3 +1750,51 @@ fn a_backup_taken_during_deposits_restores_every_acknowledged_document_and_the_c
     assert!(acknowledged.len() > before_first, "deposits went on during the backups");
     eprintln!("{first}{second}{printed}acknowledged {} ({before_first} before the first run)", acknowledged.len());
 }
+
+/// The real server's `/metrics`, read by Prometheus' own OpenMetrics parser (the `prometheus-client`
+/// package from PyPI, which `scripts/test` installs): it parses whole, and what it reads says what
+/// happened (one deposit's bytes, the connection that asked).
+#[test]
+fn the_real_servers_metrics_parse_with_prometheus_own_parser() {
+    let Ok(python) = std::env::var("KHO_TEST_PYTHON") else {
+        eprintln!(
+            "SKIPPED: set KHO_TEST_PYTHON to a Python with prometheus-client (`scripts/test` does: \
+             pip install prometheus-client into target/pyenv)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = prepare(dir.path());
+    let server = Server::start(&config);
+    certify_issuer(&server, &config);
+    let issuer = token(&config, "issuer", &["--agency", AGENCY]);
+    let content = document(25_000, 5, true);
+    let envelope = sign(record_for(&content, OWNER, AGENCY), &key(2));
+    let response = agent()
+        .post(server.url("/v1/records"))
+        .header("Authorization", format!("Bearer {issuer}"))
+        .header("Kho-Record", base64::engine::general_purpose::STANDARD.encode(&envelope))
+        .send(&content[..])
+        .expect("deposit");
+    assert_eq!(response.status().as_u16(), 201);
+    let mut response = agent().get(server.url("/metrics")).call().expect("metrics");
+    let text = response.body_mut().read_to_string().expect("text");
+    server.stop();
+    let path = dir.path().join("metrics.txt");
+    std::fs::write(&path, &text).expect("write");
+    let parse = "import json, sys\n\
+                 from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+                 samples = {}\n\
+                 for family in text_string_to_metric_families(open(sys.argv[1]).read()):\n\
+                 \x20   for s in family.samples:\n\
+                 \x20       samples[s.name + json.dumps(s.labels, sort_keys=True)] = s.value\n\
+                 print(json.dumps(samples))";
+    let output = Command::new(python).args(["-c", parse]).arg(&path).output().expect("python");
+    assert!(output.status.success(), "{}\n{text}", String::from_utf8_lossy(&output.stderr));
+    let samples: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(samples["kho_deposit_bytes_total{}"], content.len() as f64, "{samples}");
+    assert!(samples["kho_open_connections{}"].as_f64().is_some_and(|n| n >= 1.0), "{samples}");
+    let deposits = "kho_http_requests_total{\"method\": \"POST\", \"route\": \"/v1/records\", \"status\": \"201\"}";
+    assert_eq!(samples[deposits], 1.0, "{samples}");
+    assert_eq!(samples[format!("kho_documents_deposited_total{{\"agency\": \"{AGENCY}\"}}")], 1.0, "{samples}");
+}
