@@ -380,25 +380,44 @@ fn check_extends(source: &Path, copy: &Path, earlier: Option<&FileEntry>, length
 
 /// Appends `source[from..to]` to `copy` (which holds `from` bytes), durably; the segment it added.
 fn append(source: &Path, copy: &Path, from: u64, to: u64, mut copied: impl FnMut(u64)) -> Result<Segment, BackupError> {
-    if let Some(parent) = copy.parent() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(io(parent))?;
-    }
+    create_parent(copy)?;
     let mut input = std::fs::File::open(source).map_err(io(source))?;
     input.seek(std::io::SeekFrom::Start(from)).map_err(io(source))?;
     let mut output = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(copy).map_err(io(copy))?;
+    let blake3 = copy_hashed(&mut input, &mut output, to - from, |e| io(source)(e), copy, &mut copied)?;
+    output.sync_all().map_err(io(copy))?;
+    Ok(Segment { offset: from, length: to - from, blake3 })
+}
+
+/// Copies the next `length` bytes of `input` to `output` (the file at `to`), a chunk at a time, and
+/// returns their BLAKE3 (hex); `read_error` says what a failed read means.
+fn copy_hashed(
+    input: &mut std::fs::File,
+    output: &mut std::fs::File,
+    length: u64,
+    read_error: impl Fn(std::io::Error) -> BackupError,
+    to: &Path,
+    copied: &mut impl FnMut(u64),
+) -> Result<String, BackupError> {
     let mut hasher = blake3::Hasher::new();
-    let mut buffer = vec![0u8; COPY_CHUNK_BYTES];
-    let mut left = to - from;
+    let mut buffer = vec![0u8; COPY_CHUNK_BYTES.min(usize::try_from(length).unwrap_or(usize::MAX))];
+    let mut left = length;
     while left > 0 {
         let count = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        input.read_exact(&mut buffer[..count]).map_err(io(source))?;
+        input.read_exact(&mut buffer[..count]).map_err(&read_error)?;
         hasher.update(&buffer[..count]);
-        output.write_all(&buffer[..count]).map_err(io(copy))?;
+        output.write_all(&buffer[..count]).map_err(io(to))?;
         left -= count as u64;
         copied(count as u64);
     }
-    output.sync_all().map_err(io(copy))?;
-    Ok(Segment { offset: from, length: to - from, blake3: hasher.finalize().to_hex().to_string() })
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+fn create_parent(path: &Path) -> Result<(), BackupError> {
+    match path.parent() {
+        Some(parent) => std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(io(parent)),
+        None => Ok(()),
+    }
 }
 
 /// Replaces `path` with `bytes`, owner-only (the folder holds the vault's secret key).
@@ -409,38 +428,23 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
 
 /// Copies `entry` from `from` to `to`, checking each segment's hash as it goes.
 fn copy_checked(from: &Path, to: &Path, entry: &FileEntry, mut copied: impl FnMut(u64)) -> Result<(), BackupError> {
-    if let Some(parent) = to.parent() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(io(parent))?;
-    }
+    create_parent(to)?;
     let mut input = std::fs::File::open(from).map_err(|e| BackupError::Damaged(format!("{}: {e}", from.display())))?;
     let mut output = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(to).map_err(io(to))?;
-    let mut buffer = vec![0u8; COPY_CHUNK_BYTES];
     let mut position = 0;
     for segment in &entry.segments {
         if segment.offset != position {
             return Err(BackupError::Damaged(format!("{}: the manifest's stretches leave a gap", entry.path)));
         }
-        let mut hasher = blake3::Hasher::new();
-        let mut left = segment.length;
-        while left > 0 {
-            let count = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            input.read_exact(&mut buffer[..count]).map_err(|e| {
-                BackupError::Damaged(format!("{} ends before byte {}: {e}", from.display(), position + segment.length))
-            })?;
-            hasher.update(&buffer[..count]);
-            output.write_all(&buffer[..count]).map_err(io(to))?;
-            left -= count as u64;
-            copied(count as u64);
-        }
-        if hasher.finalize().to_hex().as_str() != segment.blake3 {
+        let end = position + segment.length;
+        let short = |e| BackupError::Damaged(format!("{} ends before byte {end}: {e}", from.display()));
+        if copy_hashed(&mut input, &mut output, segment.length, short, to, &mut copied)? != segment.blake3 {
             return Err(BackupError::Damaged(format!(
-                "{} bytes {}..{} do not have the hash the manifest names",
-                from.display(),
-                segment.offset,
-                segment.offset + segment.length
+                "{} bytes {position}..{end} do not have the hash the manifest names",
+                from.display()
             )));
         }
-        position += segment.length;
+        position = end;
     }
     if position != entry.length {
         return Err(BackupError::Damaged(format!("{}: the manifest's stretches do not cover its length", entry.path)));
