@@ -20,7 +20,7 @@ use prometheus_client::registry::{Registry, Unit};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{require_role, ApiError, AppState, Principal, Role};
+use super::{ApiError, AppState, Principal, Role};
 use crate::ids::{Code, Date};
 
 /// The media type of the OpenMetrics text format prometheus-client writes (Prometheus scrapes it).
@@ -64,8 +64,8 @@ pub struct Metrics {
     scrub_findings: Gauge,
     reused: Family<AgencyLabels, Counter>,
     deposited: Family<AgencyLabels, Counter>,
-    /// When the newest checkpoint was signed here (its note carries no time).
-    checkpoint_signed: Mutex<Option<(u64, Instant)>>,
+    /// When this process last signed a checkpoint (a note carries no time).
+    checkpoint_signed: Mutex<Option<Instant>>,
 }
 
 impl Default for Metrics {
@@ -203,9 +203,9 @@ impl Metrics {
         self.deposit_bytes.inc_by(bytes);
     }
 
-    /// A checkpoint of `size` entries was just signed.
-    pub fn checkpoint_signed(&self, size: u64) {
-        *self.checkpoint_signed.lock().unwrap_or_else(|p| p.into_inner()) = Some((size, Instant::now()));
+    /// A checkpoint was just signed.
+    pub fn checkpoint_signed(&self) {
+        *self.checkpoint_signed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     /// The background scrub's progress, and its end (`findings` once finished).
@@ -238,13 +238,13 @@ pub(super) async fn track(State(state): State<AppState>, request: Request, next:
 
 /// `GET /metrics`: the figures read now (the log, the store, the reuse tally), then all of them encoded.
 pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let (figures, disk, latest, served) = state
+    let (figures, disk, latest, witnessed) = state
         .blocking(|vault| {
             Ok::<_, crate::vault::StorageError>((
                 vault.log_figures()?,
                 vault.size_on_disk()?,
                 vault.latest_checkpoint()?,
-                vault.served_checkpoint()?,
+                vault.latest_witnessed_size()?,
             ))
         })
         .await??;
@@ -256,13 +256,10 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, A
     let latest_size = latest.as_ref().map_or(0, |c| c.checkpoint.size);
     metrics.checkpoint_size.set(gauge_value(latest_size));
     let signed = *metrics.checkpoint_signed.lock().unwrap_or_else(|p| p.into_inner());
-    metrics.checkpoint_age_seconds.set(signed.map_or(0, |(_, at)| gauge_value(at.elapsed().as_secs())));
+    metrics.checkpoint_age_seconds.set(signed.map_or(0, |at| gauge_value(at.elapsed().as_secs())));
     if let Some(latest) = &latest {
-        let witnessed = if latest.witnessed.quorum == 0 {
-            latest_size
-        } else {
-            served.filter(|c| !c.witnessed.below_quorum()).map_or(0, |c| c.checkpoint.size)
-        };
+        // Without witnesses every checkpoint counts as witnessed.
+        let witnessed = if latest.witnessed.quorum == 0 { latest_size } else { witnessed.unwrap_or(0) };
         metrics.witnessed_size.set(gauge_value(witnessed));
         metrics.witness_lag_entries.set(gauge_value(latest_size.saturating_sub(witnessed)));
     }
@@ -313,7 +310,7 @@ pub(super) async fn reuse(
     query: Result<Query<ReuseQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if !matches!(principal.role, Role::Auditor | Role::Admin) {
-        require_role(&principal, Role::Auditor, "read the reuse figures per agency")?;
+        return Err(ApiError::forbidden("forbidden", "only auditors and admins may read the reuse figures per agency"));
     }
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let (from, to) = day_range(&query.from, &query.to)?;

@@ -350,7 +350,7 @@ async fn checkpointer(state: AppState, interval: Duration) {
         ticks.tick().await;
         let vault_state = state.clone();
         match tokio::task::spawn_blocking(move || vault_state.vault().sign_checkpoint()).await {
-            Ok(Ok(Some(signed))) => state.metrics().checkpoint_signed(signed.checkpoint.size),
+            Ok(Ok(Some(_))) => state.metrics().checkpoint_signed(),
             Ok(Ok(None)) => {}
             Ok(Err(error)) => tracing::error!(%error, "signing a checkpoint failed"),
             Err(error) => tracing::error!(%error, "the checkpoint worker failed"),

@@ -85,10 +85,15 @@ impl Vault {
         if !self.config.witnesses.fail_closed {
             return self.latest_checkpoint();
         }
-        match self.store.latest_witnessed()? {
+        match self.latest_witnessed_size()? {
             None => Ok(None),
             Some(size) => self.checkpoint_at(size),
         }
+    }
+
+    /// The size of the newest checkpoint a quorum of witnesses cosigned, if one has been.
+    pub fn latest_witnessed_size(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.store.latest_witnessed()?)
     }
 
     /// The checkpoint signed at tree size `size`, if one was.
