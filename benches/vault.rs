@@ -350,6 +350,7 @@ fn pages(c: &mut Criterion) {
         statement_body_size_bytes_max: 65536,
         request_timeout: Duration::from_secs(30),
         concurrency_limit: 64,
+        rate_limits: kho::config::RateLimitConfig::unlimited(),
     };
     let app = kho::http::router(AppState::new(vault, auth, limits, Default::default()));
     let now = now_unix_ms() / 1000;

@@ -28,6 +28,21 @@ pub const CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 1000;
 pub const SCRUB_INTERVAL_HOURS_DEFAULT: u64 = 24;
 /// The background scrub reads documents at most this fast, leaving the disk to the users.
 pub const SCRUB_BYTES_PER_SECOND_DEFAULT: u64 = 32 * 1024 * 1024;
+/// Requests per second a citizen may make, sustained (`[rate_limits]`).
+pub const RATE_CITIZEN_DEFAULT: u32 = 10;
+/// Requests per second an officer may make: a person at a counter, or a case system acting for one.
+pub const RATE_OFFICER_DEFAULT: u32 = 50;
+/// Requests per second an auditor may make (verification scripts read many records).
+pub const RATE_AUDITOR_DEFAULT: u32 = 100;
+/// Requests per second an administrator may make.
+pub const RATE_ADMIN_DEFAULT: u32 = 10;
+/// Issuers are not limited by default: an agency's system migrating a backlog deposits as fast as the
+/// vault takes it, and the concurrency limit already shares the server.
+pub const RATE_ISSUER_DEFAULT: u32 = 0;
+/// A subject may burst this many seconds' worth of requests after a quiet spell.
+pub const RATE_BURST_SECONDS_DEFAULT: u32 = 10;
+/// How often the TLS certificate and key files are looked at for a change (besides SIGHUP).
+pub const TLS_RELOAD_SECONDS_DEFAULT: u64 = 60;
 /// The `iss` of tokens minted by `kho dev-token`, accepted only in dev mode.
 pub const DEV_TOKEN_ISSUER: &str = "kho-dev";
 /// The dev token key inside the data directory.
@@ -94,6 +109,61 @@ pub struct Config {
     pub auth: AuthConfig,
     pub witnesses: WitnessesConfig,
     pub x509: X509Config,
+    pub rate_limits: RateLimitConfig,
+    /// Serve HTTPS with this certificate and key; unset, plain HTTP (behind a TLS-terminating proxy).
+    pub tls: Option<TlsConfig>,
+}
+
+/// Requests per second per subject (a token's `sub`), by role; 0 means no limit (`[rate_limits]`).
+/// A subject over its rate gets 429 with `Retry-After`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub citizen: u32,
+    pub officer: u32,
+    pub issuer: u32,
+    pub auditor: u32,
+    pub admin: u32,
+    /// The bucket holds this many seconds' worth of requests, so a quiet subject may burst.
+    pub burst_seconds: u32,
+}
+
+impl RateLimitConfig {
+    /// No role limited (benchmarks, tests of other things).
+    pub fn unlimited() -> RateLimitConfig {
+        RateLimitConfig { citizen: 0, officer: 0, issuer: 0, auditor: 0, admin: 0, ..RateLimitConfig::default() }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            citizen: RATE_CITIZEN_DEFAULT,
+            officer: RATE_OFFICER_DEFAULT,
+            issuer: RATE_ISSUER_DEFAULT,
+            auditor: RATE_AUDITOR_DEFAULT,
+            admin: RATE_ADMIN_DEFAULT,
+            burst_seconds: RATE_BURST_SECONDS_DEFAULT,
+        }
+    }
+}
+
+/// HTTPS on `listen` (`[tls]`, or `KHO_TLS_CERTIFICATE` and `KHO_TLS_PRIVATE_KEY`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, the server's own certificate first.
+    pub certificate: PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+    /// Both files are read again on SIGHUP and when either changes, checked this often; a renewed
+    /// certificate is served to new connections without a restart.
+    #[serde(default = "tls_reload_seconds_default")]
+    pub reload_seconds: u64,
+}
+
+fn tls_reload_seconds_default() -> u64 {
+    TLS_RELOAD_SECONDS_DEFAULT
 }
 
 /// The X.509 hierarchies agencies sign under (`[x509]`; docs/SECURITY.md, "Signatures under X.509").
@@ -386,6 +456,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             witnesses: WitnessesConfig::default(),
             x509: X509Config::default(),
+            rate_limits: RateLimitConfig::default(),
+            tls: None,
         }
     }
 }
@@ -470,6 +542,22 @@ impl Config {
         if let Some(v) = lookup("KHO_IDLE_TIMEOUT_SECONDS") {
             self.idle_timeout_seconds = parse_env("KHO_IDLE_TIMEOUT_SECONDS", &v)?;
         }
+        match (lookup("KHO_TLS_CERTIFICATE"), lookup("KHO_TLS_PRIVATE_KEY")) {
+            (Some(certificate), Some(private_key)) => {
+                let reload_seconds = self.tls.as_ref().map_or(TLS_RELOAD_SECONDS_DEFAULT, |tls| tls.reload_seconds);
+                self.tls = Some(TlsConfig {
+                    certificate: PathBuf::from(certificate),
+                    private_key: PathBuf::from(private_key),
+                    reload_seconds,
+                });
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "KHO_TLS_CERTIFICATE and KHO_TLS_PRIVATE_KEY go together: set both or neither".into(),
+                ))
+            }
+        }
         if let Some(v) = lookup("KHO_CONNECTIONS_MAX") {
             self.connections_max = parse_env("KHO_CONNECTIONS_MAX", &v)?;
         }
@@ -544,7 +632,6 @@ impl Config {
         Ok(())
     }
 
-    /// Rejects configurations that could not serve anyone or that have a zero limit.
     /// The vault's configuration: the data folder, the trust anchors read from their files, the limits.
     pub fn vault_config(&self) -> Result<crate::vault::VaultConfig, ConfigError> {
         let anchors =
@@ -561,6 +648,7 @@ impl Config {
         Ok(vault_config)
     }
 
+    /// Rejects configurations that could not serve anyone or that have a zero limit.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.auth.issuers.is_empty() && !self.auth.dev_mode {
             return Err(ConfigError::Invalid(
@@ -585,6 +673,8 @@ impl Config {
             ("auth.token_lifetime_seconds_max", self.auth.token_lifetime_seconds_max),
             ("checkpoint_interval_ms", self.checkpoint_interval_ms),
             ("scrub_bytes_per_second", self.scrub_bytes_per_second),
+            ("rate_limits.burst_seconds", u64::from(self.rate_limits.burst_seconds)),
+            ("tls.reload_seconds", self.tls.as_ref().map_or(1, |tls| tls.reload_seconds)),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be greater than 0")));

@@ -13,6 +13,7 @@ use axum::Router;
 use base64::Engine as _;
 use common::*;
 use http_body_util::BodyExt as _;
+use kho::config::RateLimitConfig;
 use kho::http::auth::Issuer;
 use kho::http::auth::{mint, Audience, Claims};
 use kho::http::jwks::KeySet;
@@ -61,6 +62,10 @@ impl Api {
 
     /// A vault with two certified agencies and one deposited record of OWNER, served by the router.
     fn with(adjust: impl FnOnce(&mut kho::vault::VaultConfig)) -> Api {
+        Api::build(adjust, RateLimitConfig::unlimited())
+    }
+
+    fn build(adjust: impl FnOnce(&mut kho::vault::VaultConfig), rate_limits: RateLimitConfig) -> Api {
         let fixture = fixture_with(adjust);
         let content = document(150_000, 9, true);
         let record = deposit(&fixture, &content);
@@ -72,6 +77,7 @@ impl Api {
             statement_body_size_bytes_max: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             concurrency_limit: 64,
+            rate_limits,
         };
         let state = AppState::new(vault, auth, limits, Default::default());
         let app = kho::http::router(state.clone());
@@ -1264,4 +1270,32 @@ async fn every_answer_carries_a_request_id() {
         .await;
     assert_eq!(odd.status, StatusCode::BAD_REQUEST);
     assert_eq!(id(&odd).len(), 24, "an odd id is replaced");
+}
+
+/// A subject over its role's rate gets 429 `rate_limited` with `Retry-After`, and nothing else happens;
+/// another subject of the same role has its own bucket, and a role set to 0 is not limited.
+#[tokio::test]
+async fn a_subject_over_its_rate_is_refused_with_retry_after_and_others_are_not() {
+    let rates = RateLimitConfig { citizen: 1, officer: 0, burst_seconds: 3, ..RateLimitConfig::default() };
+    let api = Api::build(|_| {}, rates);
+    let records = format!("/v1/owners/{OWNER}/records");
+    let citizen = api.token(Role::Citizen);
+    for n in 0..3 {
+        let reply = api.call("GET", &records, Some(&citizen), &[], Vec::new()).await;
+        assert_eq!(reply.status, StatusCode::OK, "request {n} is within the burst of 3");
+    }
+    let before = (api.state(), api.access_log().len());
+    let refused = api.call("GET", &records, Some(&citizen), &[], Vec::new()).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert_eq!(refused.json()["error"]["code"], "rate_limited");
+    assert_eq!((api.state(), api.access_log().len()), before, "a refused request changes nothing");
+    let other = token_with(&api.idp, Role::Citizen, |claims| claims.sub = "citizen-2".into());
+    assert_eq!(api.call("GET", &records, Some(&other), &[], Vec::new()).await.status, StatusCode::OK);
+    let officer = api.token(Role::Officer);
+    let purpose = [("kho-purpose", "H26.22-240301-0001")];
+    for _ in 0..20 {
+        let reply = api.call("GET", &records, Some(&officer), &purpose, Vec::new()).await;
+        assert_eq!(reply.status, StatusCode::OK, "officers are not limited at 0");
+    }
 }

@@ -1798,3 +1798,114 @@ fn the_real_servers_metrics_parse_with_prometheus_own_parser() {
     assert_eq!(samples[deposits], 1.0, "{samples}");
     assert_eq!(samples[format!("kho_documents_deposited_total{{\"agency\": \"{AGENCY}\"}}")], 1.0, "{samples}");
 }
+
+/// Makes a CA and a server certificate for 127.0.0.1 under it with the openssl tool, into `dir`:
+/// `{name}-ca.pem`, `{name}.pem` (the certificate), `{name}.key`.
+fn openssl_server_certificate(dir: &Path, name: &str) {
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let (ca, ca_key) = (format!("{name}-ca.pem"), format!("{name}-ca.key"));
+    let (key, csr, certificate) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    run(&[
+        &["req", "-x509"],
+        &ec[..],
+        &["-subj", &format!("/CN={name} CA"), "-days", "2", "-keyout", &ca_key, "-out", &ca],
+    ]
+    .concat());
+    run(&[&["req"], &ec[..], &["-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr]].concat());
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        &certificate,
+    ]);
+}
+
+/// curl's answer for `url` trusting only `ca`: the body, or the exit code (60: the certificate is not
+/// trusted).
+fn curl_with_ca(url: &str, ca: &Path, token: Option<&str>) -> Result<String, i32> {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "--fail", "--max-time", "10", "--cacert"]).arg(ca).arg(url);
+    if let Some(token) = token {
+        command.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let output = command.output().expect("run curl");
+    match output.status.code() {
+        Some(0) => Ok(String::from_utf8_lossy(&output.stdout).into_owned()),
+        code => Err(code.unwrap_or(-1)),
+    }
+}
+
+/// With `[tls]` the real server speaks HTTPS only; a renewed certificate is served to new connections
+/// after SIGHUP and, without a signal, once the files change; a broken renewal keeps the old one.
+#[test]
+fn https_with_a_certificate_replaced_while_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = prepare(dir.path());
+    for name in ["first", "second"] {
+        openssl_server_certificate(dir.path(), name);
+    }
+    let (live_certificate, live_key) = (dir.path().join("live.pem"), dir.path().join("live.key"));
+    let install = |name: &str| {
+        std::fs::copy(dir.path().join(format!("{name}.key")), &live_key).expect("key");
+        std::fs::copy(dir.path().join(format!("{name}.pem")), &live_certificate).expect("certificate");
+    };
+    install("first");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text += &format!("[tls]\ncertificate = {live_certificate:?}\nprivate_key = {live_key:?}\nreload_seconds = 1\n");
+    std::fs::write(&config, text).expect("config");
+    let server = Server::start(&config);
+    assert!(server.base.starts_with("https://127.0.0.1:"), "{}", server.base);
+    let (first_ca, second_ca) = (dir.path().join("first-ca.pem"), dir.path().join("second-ca.pem"));
+    let healthz = server.url("/healthz");
+    assert_eq!(curl_with_ca(&healthz, &first_ca, None).as_deref(), Ok("ok"));
+    assert_eq!(curl_with_ca(&healthz, &second_ca, None), Err(60), "served under the first CA only");
+    let auditor = token(&config, "auditor", &[]);
+    let records = curl_with_ca(&server.url(&format!("/v1/owners/{OWNER}/records")), &first_ca, Some(&auditor));
+    let records: serde_json::Value = serde_json::from_str(&records.expect("records")).expect("json");
+    assert_eq!(records["records"], serde_json::json!([]), "an authenticated call over HTTPS");
+    let plain = agent().get(server.url("/healthz").replace("https://", "http://")).call();
+    assert!(plain.is_err(), "no plain HTTP on the TLS port");
+
+    let until_served_under = |ca: &Path, what: &str| {
+        let started = Instant::now();
+        while curl_with_ca(&healthz, ca, None).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(15), "{what}: the new certificate was never served");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        started.elapsed()
+    };
+    install("second");
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    let after = until_served_under(&second_ca, "after SIGHUP");
+    eprintln!("renewed certificate served {after:?} after SIGHUP");
+    assert_eq!(curl_with_ca(&healthz, &first_ca, None), Err(60), "the old certificate is gone");
+
+    // A broken renewal (a truncated certificate) is refused and the current one kept.
+    std::fs::write(&live_certificate, "-----BEGIN CERTIFICATE-----\nMIIB\n").expect("broken");
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(curl_with_ca(&healthz, &second_ca, None).as_deref(), Ok("ok"), "still serving the second");
+
+    // No signal: the changed files are noticed within reload_seconds.
+    install("first");
+    let noticed = until_served_under(&first_ca, "without a signal");
+    eprintln!("changed files noticed after {noticed:?}");
+    server.stop();
+}

@@ -793,6 +793,7 @@ async fn signed_documents_over_http_as_a_pdf_or_a_file_with_its_p7s() {
         statement_body_size_bytes_max: 64 * 1024,
         request_timeout: std::time::Duration::from_secs(30),
         concurrency_limit: 8,
+        ..Limits::default()
     };
     let state = AppState::new(vault, auth, limits, Default::default());
     let app = kho::http::router(state.clone());

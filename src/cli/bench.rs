@@ -121,6 +121,8 @@ fn bench_in(
         listen: "127.0.0.1:0".parse()?,
         trust_anchors: vec![dir.join("anchor.pub.pem")],
         concurrency_limit: concurrency.max(crate::config::CONCURRENCY_LIMIT_DEFAULT),
+        // One officer token reads as fast as the server serves: the load is the point.
+        rate_limits: crate::config::RateLimitConfig::unlimited(),
         ..Config::default()
     };
     config.auth.dev_mode = true;

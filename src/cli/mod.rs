@@ -774,7 +774,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.recover = args.recover;
     let demo_tokens = if args.demo { Some(demo_tokens(&config)?) } else { None };
     crate::http::serve(&config, |address| {
-        println!("kho listening on http://{address}");
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        println!("kho listening on {scheme}://{address}");
         if let Some(tokens) = &demo_tokens {
             print_demo_help(address, tokens);
         }

@@ -13,7 +13,9 @@ mod log;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
+mod ratelimit;
 mod serve;
+pub mod tls;
 mod witness;
 
 use std::sync::Arc;
@@ -72,12 +74,31 @@ pub struct Limits {
     pub statement_body_size_bytes_max: usize,
     pub request_timeout: Duration,
     pub concurrency_limit: usize,
+    pub rate_limits: crate::config::RateLimitConfig,
+}
+
+impl Limits {
+    pub fn from_config(config: &crate::config::Config) -> Limits {
+        Limits {
+            statement_body_size_bytes_max: config.statement_body_size_bytes_max,
+            request_timeout: Duration::from_secs(config.request_timeout_seconds),
+            concurrency_limit: config.concurrency_limit,
+            rate_limits: config.rate_limits.clone(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::from_config(&crate::config::Config::default())
+    }
 }
 
 struct Shared {
     vault: Vault,
     auth: Authenticator,
     limits: Limits,
+    rate_limits: ratelimit::RateLimits,
     trust_anchors: Vec<PublicKey>,
     pages: pages::PageSettings,
     /// Keys the CSRF tokens of the pages' forms (derived from the vault key, so they survive restarts).
@@ -96,7 +117,8 @@ impl AppState {
         let metrics = Arc::new(metrics::Metrics::new());
         let observer = metrics.clone();
         vault.observe_syncs(Box::new(move |waited, entries| observer.observe_sync(waited, entries)));
-        AppState(Arc::new(Shared { vault, auth, limits, trust_anchors, pages, csrf_key, metrics }))
+        let rate_limits = ratelimit::RateLimits::new(&limits.rate_limits);
+        AppState(Arc::new(Shared { vault, auth, limits, rate_limits, trust_anchors, pages, csrf_key, metrics }))
     }
 
     /// The figures `/metrics` shows.
@@ -237,6 +259,15 @@ impl FromRequestParts<AppState> for Principal {
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(&parts.headers).ok_or(auth::AuthError::MissingToken)?;
         let principal = state.0.auth.authenticate(token).await?;
+        if let Err(wait) = state.0.rate_limits.check(&principal) {
+            let retry_after_seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests from {}; try again in {retry_after_seconds} s", principal.subject),
+            )
+            .retry_after(retry_after_seconds));
+        }
         if principal.dev {
             tracing::warn!(subject = %principal.subject, role = principal.role.as_str(),
                 "DEV MODE: accepted a token minted by `kho dev-token`; never enable dev mode in production");

@@ -490,7 +490,12 @@ fn operation(op: &Operation) -> Value {
         } else {
             json!({})
         };
-        responses.insert((*status).to_owned(), json!({"description": description, "content": content}));
+        responses.insert((*status).to_owned(), json!({"description": description, "content": content.clone()}));
+        if *status == "401" {
+            let description =
+                "rate_limited: the caller's subject is over its role's rate; Retry-After says when to try again";
+            responses.insert("429".to_owned(), json!({"description": description, "content": content}));
+        }
     }
     let mut value = json!({
         "summary": op.summary,

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, DEV_TOKEN_ISSUER, DEV_TOKEN_KEY_FILE};
 use crate::keys::{self, KeyFileError};
@@ -40,6 +41,8 @@ pub enum ServeError {
     Bind { address: SocketAddr, source: std::io::Error },
     #[error("the server failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
 }
 
 /// The dev token key of a data directory, created on first use.
@@ -76,11 +79,7 @@ pub fn state(config: &Config) -> Result<AppState, ServeError> {
     };
     let dev_key = dev_signer.as_ref().map(|key| key.public_key());
     let auth = Authenticator::from_config(&config.auth, dev_key.as_ref())?;
-    let limits = Limits {
-        statement_body_size_bytes_max: config.statement_body_size_bytes_max,
-        request_timeout: Duration::from_secs(config.request_timeout_seconds),
-        concurrency_limit: config.concurrency_limit,
-    };
+    let limits = Limits::from_config(config);
     let pages = super::pages::PageSettings { dev_signer, public_url: config.public_url.clone() };
     Ok(AppState::new(vault, auth, limits, pages))
 }
@@ -122,6 +121,7 @@ pub(super) async fn run(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.connections_max));
@@ -150,7 +150,21 @@ pub(super) async fn run(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        tokio::spawn(serve_connection(stream, app.clone(), limits.clone(), stop_receiver.clone(), slot));
+        let (app, limits, stop, tls) = (app.clone(), limits.clone(), stop_receiver.clone(), tls.clone());
+        tokio::spawn(async move {
+            let _open = OpenConnection::new(&limits.open_connections);
+            let activity = Arc::new(Activity::new());
+            let stream = Tracked { stream, activity: activity.clone() };
+            let Some(tls) = tls else {
+                return serve_connection(stream, activity, app, limits, stop, slot).await;
+            };
+            // The handshake gets the time a request's headers get.
+            match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, activity, app, limits, stop, slot).await,
+                Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
+        });
     }
     let _ = stop_sender.send(true);
     // Every connection holds a slot until it has closed.
@@ -159,15 +173,14 @@ pub(super) async fn run(
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    activity: Arc<Activity>,
     app: Router,
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
-    let _open = OpenConnection::new(&limits.open_connections);
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked { stream, activity: activity.clone() });
+    let io = TokioIo::new(stream);
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         tower::ServiceExt::oneshot(app.clone(), request.map(Body::new))
     });
@@ -286,11 +299,19 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), S
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     runtime.block_on(async {
+        let tls = match &config.tls {
+            Some(tls) => {
+                let certificates = super::tls::Certificates::load(tls)?;
+                tokio::spawn(certificates.clone().watch());
+                Some(certificates.acceptor()?)
+            }
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind { address: config.listen, source })?;
         let address = listener.local_addr()?;
-        tracing::info!(%address, data_dir = %config.data_dir.display(), "kho is serving");
+        tracing::info!(%address, https = tls.is_some(), data_dir = %config.data_dir.display(), "kho is serving");
         on_ready(address);
         tokio::spawn(checkpointer(state.clone(), Duration::from_millis(config.checkpoint_interval_ms)));
         if !config.witnesses.peers.is_empty() {
@@ -305,7 +326,7 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), S
             open_connections: state.metrics().connections.clone(),
             ..ConnectionLimits::from_config(config)
         };
-        let server = run(listener, router(state.clone()), limits, async move {
+        let server = run(listener, router(state.clone()), limits, tls, async move {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop_sender.send(true);
@@ -439,7 +460,7 @@ pub fn start_background(config: &Config) -> Result<BackgroundServer, ServeError>
     let interval = Duration::from_millis(config.checkpoint_interval_ms);
     let thread = std::thread::spawn(move || {
         runtime.spawn(checkpointer(state.clone(), interval));
-        runtime.block_on(run(listener, router(state), limits, async move {
+        runtime.block_on(run(listener, router(state), limits, None, async move {
             let _ = stopped.await;
         }));
     });

@@ -72,7 +72,7 @@ pub fn serve_witness(
             .await
             .map_err(|source| ServeError::Bind { address: listen, source })?;
         on_ready(listener.local_addr()?);
-        run(listener, witness_router(Arc::new(witness)), limits, shutdown_signal()).await;
+        run(listener, witness_router(Arc::new(witness)), limits, None, shutdown_signal()).await;
         Ok(())
     })
 }
