@@ -28,6 +28,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod content;
+pub mod error_code;
 pub mod evidence;
 pub mod files;
 pub mod http;

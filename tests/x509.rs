@@ -115,7 +115,7 @@ fn kho_gives_the_independent_validators_verdict_on_every_case_of_the_test_pki() 
                 assert!(path.revocation.iter().all(Option::is_some), "{}: every certificate checked", case.name);
                 "valid"
             }
-            Err(error) => error.code(),
+            Err(error) => error.code().as_str(),
         };
         assert_eq!(ours, case.verdict, "{}: Kho says {result:?}", case.name);
         *verdicts.entry(case.verdict.clone()).or_default() += 1;
@@ -323,7 +323,7 @@ fn detached_cms_signatures_get_pyhankos_verdict_and_a_timestamp_decides_the_time
         let ours = match verify_detached(&p7s, &data) {
             Err(error) => {
                 assert_eq!(by_digest.expect_err("by digest too").code(), error.code(), "{}", case.name);
-                error.code().to_owned()
+                error.code().as_str().to_owned()
             }
             Ok(signature) => {
                 let by_digest = by_digest.unwrap_or_else(|e| panic!("{}: by digest: {e}", case.name));
@@ -336,7 +336,7 @@ fn detached_cms_signatures_get_pyhankos_verdict_and_a_timestamp_decides_the_time
                         assert_eq!(check.timestamped_by.is_some(), case.timestamped, "{}", case.name);
                         "valid".to_owned()
                     }
-                    Err(error) => error.code().to_owned(),
+                    Err(error) => error.code().as_str().to_owned(),
                 }
             }
         };
@@ -376,7 +376,7 @@ fn pades_signed_pdfs_get_pyhankos_verdict_and_appended_bytes_are_refused() {
         let bytes = std::fs::read(folder.join(&case.pdf)).expect("pdf");
         let evidence = crls_in(&folder, &case.crls);
         let ours = match pdf::verify(&bytes) {
-            Err(error) => error.code().to_owned(),
+            Err(error) => error.code().as_str().to_owned(),
             Ok((found, signature)) => {
                 assert_eq!(found.byte_range[2] + found.byte_range[3], bytes.len(), "{}", case.name);
                 assert_eq!(signature.timestamp.is_some(), case.timestamped, "{}", case.name);
@@ -385,7 +385,7 @@ fn pades_signed_pdfs_get_pyhankos_verdict_and_appended_bytes_are_refused() {
                         assert!(check.agency.is_some(), "{}", case.name);
                         "valid".to_owned()
                     }
-                    Err(error) => error.code().to_owned(),
+                    Err(error) => error.code().as_str().to_owned(),
                 }
             }
         };
@@ -700,7 +700,7 @@ fn signed_pdfs_are_deposited_as_they_are_with_their_validation_and_bad_ones_refu
         assert_eq!(vault.state_digest().expect("state"), state, "{error}: a refusal changes nothing");
         match &error {
             DepositError::EmbeddedSignature { code, .. } => code.to_string(),
-            DepositError::Trust(trust) => trust.code().to_owned(),
+            DepositError::Trust(trust) => trust.code().as_str().to_owned(),
             other => panic!("{other}"),
         }
     };

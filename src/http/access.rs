@@ -1,6 +1,7 @@
 //! Who may read what: the role matrix of docs/SECURITY.md as one pure function, and the access event
 //! that records each decision about a person's documents.
 
+use crate::error_code::ErrorCode;
 use crate::ids::{now_unix_ms, Code, Digest, OwnerId};
 use crate::vault::{AccessAction, AccessEvent, AccessOutcome, Salt, Share, ShareState};
 
@@ -53,10 +54,10 @@ impl Resource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Allow,
-    Deny { code: &'static str, message: String },
+    Deny { code: ErrorCode, message: String },
 }
 
-fn deny(code: &'static str, message: impl Into<String>) -> Decision {
+fn deny(code: ErrorCode, message: impl Into<String>) -> Decision {
     Decision::Deny { code, message: message.into() }
 }
 
@@ -64,12 +65,12 @@ fn deny(code: &'static str, message: impl Into<String>) -> Decision {
 pub fn decide(principal: &Principal, resource: &Resource, purpose: Option<&Code>) -> Decision {
     let with_purpose = || match purpose {
         Some(_) => Decision::Allow,
-        None => deny("purpose_required", "state the dossier you are processing in the Kho-Purpose header"),
+        None => deny(ErrorCode::PurposeRequired, "state the dossier you are processing in the Kho-Purpose header"),
     };
     match (principal.role, resource) {
         (Role::Citizen, _) if principal.owner.as_ref() == Some(resource.owner()) => Decision::Allow,
-        (Role::Citizen, _) => deny("not_your_store", "citizens see only their own store"),
-        (_, Resource::AccessLog { .. }) => deny("not_your_store", "only the owner reads their access log"),
+        (Role::Citizen, _) => deny(ErrorCode::NotYourStore, "citizens see only their own store"),
+        (_, Resource::AccessLog { .. }) => deny(ErrorCode::NotYourStore, "only the owner reads their access log"),
         // The owner asked the agency: its officers and its systems see what was sent to it.
         (Role::Officer | Role::Issuer, Resource::CertificationRequests { agency, .. })
             if principal.agency.as_ref() == Some(agency) =>
@@ -77,10 +78,10 @@ pub fn decide(principal: &Principal, resource: &Resource, purpose: Option<&Code>
             Decision::Allow
         }
         (Role::Officer | Role::Issuer, Resource::CertificationRequests { .. }) => {
-            deny("other_agency", "an agency sees only the certification requests sent to it")
+            deny(ErrorCode::OtherAgency, "an agency sees only the certification requests sent to it")
         }
         (Role::Officer, Resource::Export { .. }) => deny(
-            "forbidden",
+            ErrorCode::Forbidden,
             "officers fetch the documents a dossier needs; a whole store is exported by its owner or an auditor",
         ),
         (Role::Officer, _) => with_purpose(),
@@ -91,10 +92,14 @@ pub fn decide(principal: &Principal, resource: &Resource, purpose: Option<&Code>
         (Role::Issuer, Resource::Record { issuer_agency, .. }) if principal.agency.as_ref() == Some(issuer_agency) => {
             Decision::Allow
         }
-        (Role::Issuer, Resource::Record { .. }) => deny("other_agency", "issuers read only their own agency's records"),
-        (Role::Issuer, _) => deny("forbidden", "issuers deposit and revoke; they do not read people's documents"),
+        (Role::Issuer, Resource::Record { .. }) => {
+            deny(ErrorCode::OtherAgency, "issuers read only their own agency's records")
+        }
+        (Role::Issuer, _) => {
+            deny(ErrorCode::Forbidden, "issuers deposit and revoke; they do not read people's documents")
+        }
         (Role::Admin, _) => {
-            deny("forbidden", "administrators manage certificates; they do not read people's documents")
+            deny(ErrorCode::Forbidden, "administrators manage certificates; they do not read people's documents")
         }
     }
 }
@@ -126,7 +131,7 @@ pub fn event(
 fn outcome(decision: &Decision) -> AccessOutcome {
     match decision {
         Decision::Allow => AccessOutcome::Allowed,
-        Decision::Deny { code, .. } => AccessOutcome::Denied { reason: (*code).to_owned() },
+        Decision::Deny { code, .. } => AccessOutcome::Denied { reason: code.as_str().to_owned() },
     }
 }
 
@@ -137,12 +142,12 @@ pub const PUBLIC_ROLE: &str = "public";
 /// The share rule: a share link lets its holder read exactly its record, while it is active.
 pub fn decide_share(share: &Share, record: &Digest, now_ms: i64) -> Decision {
     if &share.record != record {
-        return deny("not_shared", "this link shares another document");
+        return deny(ErrorCode::NotShared, "this link shares another document");
     }
     match share.state(now_ms) {
         ShareState::Active => Decision::Allow,
-        ShareState::Expired => deny("share_expired", "this share link has expired"),
-        ShareState::Revoked => deny("share_revoked", "the owner revoked this share link"),
+        ShareState::Expired => deny(ErrorCode::ShareExpired, "this share link has expired"),
+        ShareState::Revoked => deny(ErrorCode::ShareRevoked, "the owner revoked this share link"),
     }
 }
 

@@ -5,6 +5,7 @@
 //! mapping gives the subject, role, agency and owner id, each validated like any other input. In dev
 //! mode the local dev key is one more issuer.
 
+use crate::error_code::ErrorCode;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -119,19 +120,19 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AuthError::MissingToken => "missing_token",
-            AuthError::Malformed(_) | AuthError::BadSignature | AuthError::UnknownKey(_) => "invalid_token",
-            AuthError::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
-            AuthError::CriticalHeader(_) => "unsupported_critical_header",
-            AuthError::WrongType(_) => "wrong_token_type",
-            AuthError::WrongIssuer(_) => "wrong_issuer",
-            AuthError::WrongAudience => "wrong_audience",
-            AuthError::Expired => "token_expired",
-            AuthError::NotYetValid => "token_not_yet_valid",
-            AuthError::LifetimeTooLong(..) => "token_lifetime_too_long",
-            AuthError::InvalidClaims(_) => "invalid_claims",
+            AuthError::MissingToken => ErrorCode::MissingToken,
+            AuthError::Malformed(_) | AuthError::BadSignature | AuthError::UnknownKey(_) => ErrorCode::InvalidToken,
+            AuthError::AlgorithmNotAllowed(_) => ErrorCode::AlgorithmNotAllowed,
+            AuthError::CriticalHeader(_) => ErrorCode::UnsupportedCriticalHeader,
+            AuthError::WrongType(_) => ErrorCode::WrongTokenType,
+            AuthError::WrongIssuer(_) => ErrorCode::WrongIssuer,
+            AuthError::WrongAudience => ErrorCode::WrongAudience,
+            AuthError::Expired => ErrorCode::TokenExpired,
+            AuthError::NotYetValid => ErrorCode::TokenNotYetValid,
+            AuthError::LifetimeTooLong(..) => ErrorCode::TokenLifetimeTooLong,
+            AuthError::InvalidClaims(_) => ErrorCode::InvalidClaims,
         }
     }
 }

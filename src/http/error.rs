@@ -1,6 +1,7 @@
 //! The one place that maps errors to HTTP: every case has a stable machine code, a status, and a
 //! human message, sent as `{"error": {"code": ..., "message": ...}}`.
 
+use crate::error_code::ErrorCode;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,37 +16,37 @@ use super::auth::AuthError;
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// Sent as `Retry-After` (429, 503).
     pub retry_after_seconds: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into(), retry_after_seconds: None }
     }
     pub fn retry_after(self, seconds: u64) -> ApiError {
         ApiError { retry_after_seconds: Some(seconds), ..self }
     }
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, code, message)
     }
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
     pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError, message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, "request failed");
+            tracing::error!(code = self.code.as_str(), message = %self.message, "request failed");
         }
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         let mut response = (self.status, Json(body)).into_response();
@@ -66,9 +67,9 @@ impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
         match error {
             StorageError::Corrupt(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "integrity_error", error.to_string())
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::IntegrityError, error.to_string())
             }
-            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", other.to_string()),
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::StorageError, other.to_string()),
         }
     }
 }
@@ -140,8 +141,8 @@ impl From<CertificateError> for ApiError {
 impl From<QueryError> for ApiError {
     fn from(error: QueryError) -> Self {
         match error {
-            QueryError::InvalidPageSize { .. } => ApiError::bad_request("invalid_page_size", error.to_string()),
-            QueryError::InvalidCursor(_) => ApiError::bad_request("invalid_cursor", error.to_string()),
+            QueryError::InvalidPageSize { .. } => ApiError::bad_request(ErrorCode::InvalidPageSize, error.to_string()),
+            QueryError::InvalidCursor(_) => ApiError::bad_request(ErrorCode::InvalidCursor, error.to_string()),
             QueryError::Storage(storage) => storage.into(),
         }
     }
@@ -175,7 +176,7 @@ impl From<ReadError> for ApiError {
     fn from(error: ReadError) -> Self {
         match error {
             ReadError::RangeNotSatisfiable(e) => {
-                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", e.to_string())
+                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, ErrorCode::RangeNotSatisfiable, e.to_string())
             }
             ReadError::Storage(storage) => storage.into(),
         }

@@ -2,6 +2,7 @@
 //! C2SP tlog-tiles layout (public: they reveal nothing personal), entry bundles (auditors stating a
 //! purpose: leaves name people), and inclusion and consistency proofs as JSON.
 
+use crate::error_code::ErrorCode;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +24,7 @@ pub async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiEr
     let latest = state.blocking(|vault| vault.served_checkpoint()).await??;
     let latest = latest.ok_or_else(|| {
         ApiError::not_found(
-            "no_checkpoint",
+            ErrorCode::NoCheckpoint,
             "no checkpoint has been signed (and, where witnesses are required, cosigned) yet; one follows the \
              first entry within a second",
         )
@@ -53,14 +54,14 @@ pub async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiEr
 
 fn parse_tile(path: &str) -> Result<Tile, ApiError> {
     Tile::parse(path).ok_or_else(|| {
-        ApiError::not_found("no_such_tile", "not a tile path (tile/<L>/<N>[.p/<W>], N as x001/x234/067)")
+        ApiError::not_found(ErrorCode::NoSuchTile, "not a tile path (tile/<L>/<N>[.p/<W>], N as x001/x234/067)")
     })
 }
 
 async fn serve_tile(state: &AppState, tile: Tile) -> Result<Response, ApiError> {
     let bytes = state.blocking(move |vault| vault.tile(tile)).await??;
-    let bytes =
-        bytes.ok_or_else(|| ApiError::not_found("no_such_tile", "the log's newest checkpoint has no such tile"))?;
+    let bytes = bytes
+        .ok_or_else(|| ApiError::not_found(ErrorCode::NoSuchTile, "the log's newest checkpoint has no such tile"))?;
     let cache = if tile.width == crate::log::TILE_WIDTH { FULL_TILE_CACHE_CONTROL } else { CHECKPOINT_CACHE_CONTROL };
     Ok((
         [
@@ -91,7 +92,7 @@ pub async fn entry_bundle(
     require_role(&principal, Role::Auditor, "read the log's entries (they name people)")?;
     if purpose(&headers)?.is_none() {
         return Err(ApiError::forbidden(
-            "purpose_required",
+            ErrorCode::PurposeRequired,
             "state the audit you are working on in the Kho-Purpose header",
         ));
     }
@@ -135,7 +136,7 @@ pub async fn inclusion(
     State(state): State<AppState>,
     query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))?;
     let proof = state.blocking(move |vault| vault.inclusion_proof(query.index, query.size)).await??;
     Ok(Json(inclusion_json(&proof)))
 }
@@ -152,7 +153,7 @@ pub async fn consistency(
     State(state): State<AppState>,
     query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))?;
     let proof = state.blocking(move |vault| vault.consistency_proof(query.old, query.new)).await??;
     Ok(Json(json!({
         "old": checkpoint_json(&proof.old),

@@ -3,6 +3,7 @@
 //! (`GET /v1/stats/reuse`) and as a public daily aggregate with no personal data (`GET /v1/stats/daily`).
 //! docs/OPERATIONS.md lists every metric and the alarms to set on them.
 
+use crate::error_code::ErrorCode;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -298,7 +299,7 @@ fn day_range(from: &Option<String>, to: &Option<String>) -> Result<(Option<Date>
         text.as_deref()
             .map(Date::parse)
             .transpose()
-            .map_err(|e| ApiError::bad_request("invalid_query", format!("{name}: {e}")))
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, format!("{name}: {e}")))
     };
     Ok((parse("from", from)?, parse("to", to)?))
 }
@@ -310,16 +311,19 @@ pub(super) async fn reuse(
     query: Result<Query<ReuseQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     if !matches!(principal.role, Role::Auditor | Role::Admin) {
-        return Err(ApiError::forbidden("forbidden", "only auditors and admins may read the reuse figures per agency"));
+        return Err(ApiError::forbidden(
+            ErrorCode::Forbidden,
+            "only auditors and admins may read the reuse figures per agency",
+        ));
     }
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))?;
     let (from, to) = day_range(&query.from, &query.to)?;
     let agency = query
         .agency
         .as_deref()
         .map(|text| Code::parse("agency", text))
         .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.to_string()))?;
     let figures = state.blocking(|vault| vault.log_figures()).await??;
     let days: Vec<_> = figures
         .days
@@ -348,7 +352,7 @@ pub(super) async fn daily(
     State(state): State<AppState>,
     query: Result<Query<DailyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))?;
     let (from, to) = day_range(&query.from, &query.to)?;
     let figures = state.blocking(|vault| vault.log_figures()).await??;
     let mut days: std::collections::BTreeMap<Date, (u64, u64, u64)> = Default::default();

@@ -18,6 +18,7 @@ mod serve;
 pub mod tls;
 mod witness;
 
+use crate::error_code::ErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,12 +187,12 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .fallback(|State(state): State<AppState>, method: axum::http::Method| async move {
             metrics::unmatched(&state.0.metrics, method.as_str(), StatusCode::NOT_FOUND);
-            ApiError::not_found("not_found", "no such endpoint; see /v1/openapi.json")
+            ApiError::not_found(ErrorCode::NotFound, "no such endpoint; see /v1/openapi.json")
         })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this endpoint does not take that method",
             )
         })
@@ -243,11 +244,11 @@ async fn json_errors(request: axum::extract::Request, next: axum::middleware::Ne
         return response;
     }
     let code = match status {
-        StatusCode::REQUEST_TIMEOUT => "request_timeout",
-        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        _ => "error",
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::BodyTooLarge,
+        StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        _ => ErrorCode::Error,
     };
     let message = status.canonical_reason().unwrap_or("error").to_owned();
     ApiError::new(status, code, message).into_response()
@@ -263,7 +264,7 @@ impl FromRequestParts<AppState> for Principal {
             let retry_after_seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 format!("too many requests from {}; try again in {retry_after_seconds} s", principal.subject),
             )
             .retry_after(retry_after_seconds));
@@ -289,23 +290,24 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// The stated purpose, if any: a dossier code.
 fn purpose(headers: &HeaderMap) -> Result<Option<Code>, ApiError> {
     let Some(value) = headers.get(PURPOSE_HEADER) else { return Ok(None) };
-    let text = value.to_str().map_err(|_| ApiError::bad_request("invalid_purpose", "Kho-Purpose must be ASCII"))?;
-    Code::parse("purpose", text).map(Some).map_err(|e| ApiError::bad_request("invalid_purpose", e.to_string()))
+    let text =
+        value.to_str().map_err(|_| ApiError::bad_request(ErrorCode::InvalidPurpose, "Kho-Purpose must be ASCII"))?;
+    Code::parse("purpose", text).map(Some).map_err(|e| ApiError::bad_request(ErrorCode::InvalidPurpose, e.to_string()))
 }
 
 fn parse_record_id(text: &str) -> Result<Digest, ApiError> {
-    Digest::parse_hex("record id", text).map_err(|e| ApiError::bad_request("invalid_record_id", e.to_string()))
+    Digest::parse_hex("record id", text).map_err(|e| ApiError::bad_request(ErrorCode::InvalidRecordId, e.to_string()))
 }
 
 fn parse_owner(text: &str) -> Result<OwnerId, ApiError> {
-    OwnerId::parse(text).map_err(|e| ApiError::bad_request("invalid_owner_id", e.to_string()))
+    OwnerId::parse(text).map_err(|e| ApiError::bad_request(ErrorCode::InvalidOwnerId, e.to_string()))
 }
 
 fn require_role(principal: &Principal, role: Role, what: &str) -> Result<(), ApiError> {
     if principal.role == role {
         Ok(())
     } else {
-        Err(ApiError::forbidden("forbidden", format!("only the {} role may {what}", role.as_str())))
+        Err(ApiError::forbidden(ErrorCode::Forbidden, format!("only the {} role may {what}", role.as_str())))
     }
 }
 
@@ -314,7 +316,10 @@ fn require_own_agency(principal: &Principal, agency: &Code, what: &str) -> Resul
     if principal.agency.as_ref() == Some(agency) {
         Ok(())
     } else {
-        Err(ApiError::forbidden("other_agency", format!("the {what} is signed for agency {agency}, not the caller's")))
+        Err(ApiError::forbidden(
+            ErrorCode::OtherAgency,
+            format!("the {what} is signed for agency {agency}, not the caller's"),
+        ))
     }
 }
 
@@ -338,7 +343,11 @@ async fn record_answer(
 async fn statement_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.0.limits.statement_body_size_bytes_max;
     axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is larger than {limit} bytes"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BodyTooLarge,
+            format!("the body is larger than {limit} bytes"),
+        )
     })
 }
 
@@ -385,7 +394,7 @@ async fn load_record(state: &AppState, id: Digest) -> Result<RecordView, ApiErro
     state
         .blocking(move |vault| vault.record(&id))
         .await??
-        .ok_or_else(|| ApiError::not_found("record_not_found", format!("no record {id}")))
+        .ok_or_else(|| ApiError::not_found(ErrorCode::RecordNotFound, format!("no record {id}")))
 }
 
 // ----- issuers -----
@@ -398,10 +407,10 @@ async fn deposit(
 ) -> Result<Response, ApiError> {
     require_role(&principal, Role::Issuer, "deposit documents")?;
     let header_value = headers.get(RECORD_HEADER).ok_or_else(|| {
-        ApiError::bad_request("missing_record", "send the signed record, base64, in the Kho-Record header")
+        ApiError::bad_request(ErrorCode::MissingRecord, "send the signed record, base64, in the Kho-Record header")
     })?;
     let envelope = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, header_value.as_bytes())
-        .map_err(|_| ApiError::bad_request("malformed_record", "the Kho-Record header is not base64"))?;
+        .map_err(|_| ApiError::bad_request(ErrorCode::MalformedRecord, "the Kho-Record header is not base64"))?;
     let record = Signed::<Record>::from_envelope(&envelope).map_err(DepositError::from)?;
     require_own_agency(&principal, &record.body().issuer_agency, "record")?;
     // Content flows from the network to the vault through a small channel: never buffered whole. The
@@ -451,7 +460,7 @@ async fn deposit(
         // The worker saw the channel close without an end, so nothing was stored.
         return Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             "the document's body did not end in time; nothing was stored",
         ));
     }
@@ -479,7 +488,7 @@ struct SignedDocumentQuery {
 impl SignedDocumentQuery {
     fn details(self, agency: Code, today: Date) -> Result<crate::vault::DocumentDetails, ApiError> {
         let invalid =
-            |field: &str, error: String| ApiError::bad_request("invalid_details", format!("{field}: {error}"));
+            |field: &str, error: String| ApiError::bad_request(ErrorCode::InvalidDetails, format!("{field}: {error}"));
         let code = |field: &str, text: &str| Code::parse("code", text).map_err(|e| invalid(field, e.to_string()));
         let date = |field: &str, text: &Option<String>| {
             text.as_deref().map(Date::parse).transpose().map_err(|e| invalid(field, e.to_string()))
@@ -515,20 +524,22 @@ async fn deposit_signed_document(
     let agency = principal
         .agency
         .clone()
-        .ok_or_else(|| ApiError::forbidden("other_agency", "the caller's token names no agency"))?;
+        .ok_or_else(|| ApiError::forbidden(ErrorCode::OtherAgency, "the caller's token names no agency"))?;
     let today = Date::at(crate::ids::now_unix_ms(), state.0.vault.config().utc_offset_minutes);
     let details = query.details(agency, today)?;
     let detached = match headers.get(SIGNATURE_HEADER) {
         None => None,
         Some(value) => {
-            let p7s = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, value.as_bytes())
-                .map_err(|_| ApiError::bad_request("malformed_signature", "the Kho-Signature header is not base64"))?;
+            let p7s =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, value.as_bytes()).map_err(|_| {
+                    ApiError::bad_request(ErrorCode::MalformedSignature, "the Kho-Signature header is not base64")
+                })?;
             let media_type = headers
                 .get(header::CONTENT_TYPE)
                 .map(|value| value.to_str().unwrap_or_default())
                 .unwrap_or("application/octet-stream");
             let media_type = MediaType::parse(media_type)
-                .map_err(|e| ApiError::bad_request("invalid_details", format!("Content-Type: {e}")))?;
+                .map_err(|e| ApiError::bad_request(ErrorCode::InvalidDetails, format!("Content-Type: {e}")))?;
             Some((p7s, media_type))
         }
     };
@@ -539,14 +550,14 @@ async fn deposit_signed_document(
         Err(_) => {
             return Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
+                ErrorCode::RequestTimeout,
                 "the document's body did not end in time; nothing was stored",
             ))
         }
         Ok(Err(_)) => {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "document_too_large",
+                ErrorCode::DocumentTooLarge,
                 format!("the body could not be read whole: a signed document is checked whole and may be at most {limit} bytes; nothing was stored"),
             ))
         }
@@ -572,7 +583,10 @@ async fn revoke_record(
     let envelope = statement_body(&state, body).await?;
     let revocation = Signed::<RecordRevocation>::from_envelope(&envelope).map_err(crate::vault::RevokeError::from)?;
     if revocation.body().record != id {
-        return Err(ApiError::bad_request("record_mismatch", "the revocation names another record than the URL"));
+        return Err(ApiError::bad_request(
+            ErrorCode::RecordMismatch,
+            "the revocation names another record than the URL",
+        ));
     }
     require_own_agency(&principal, &revocation.body().issuer_agency, "revocation")?;
     let accepted = state.blocking(move |vault| vault.revoke(&envelope)).await??;
@@ -595,8 +609,9 @@ async fn certification_requests(
     Path(agency): Path<String>,
     query: Result<Query<RequestsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let agency = Code::parse("agency", &agency).map_err(|e| ApiError::bad_request("invalid_agency", e.to_string()))?;
-    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let agency =
+        Code::parse("agency", &agency).map_err(|e| ApiError::bad_request(ErrorCode::InvalidAgency, e.to_string()))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))?;
     let owner = parse_owner(&query.owner)?;
     let resource = Resource::CertificationRequests { owner: owner.clone(), agency: agency.clone() };
     guard(&state, &principal, resource, None, Ok(None), Ok(())).await?;
@@ -711,7 +726,7 @@ async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> R
         Err(()) => {
             let mut response = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
+                ErrorCode::RangeNotSatisfiable,
                 format!("the document has {size} bytes"),
             )
             .into_response();
@@ -734,8 +749,11 @@ async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> R
                 let mut reader = match vault.open_content(&blake3, range) {
                     Ok(Some(reader)) => reader,
                     Ok(None) => {
-                        let missing =
-                            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "integrity_error", "content missing"));
+                        let missing = Err(ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            ErrorCode::IntegrityError,
+                            "content missing",
+                        ));
                         let _ = first_sender.take().map(|s| s.send(missing));
                         return;
                     }
@@ -812,11 +830,11 @@ async fn list_records(
 ) -> Result<Json<Value>, ApiError> {
     let owner = parse_owner(&owner)?;
     let request = (|| {
-        let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+        let Query(query) = query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))?;
         let code = |field: &'static str, text: Option<&str>| {
             text.map(|t| Code::parse(field, t))
                 .transpose()
-                .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))
+                .map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.to_string()))
         };
         let filter = ListFilter {
             document_type: code("type", query.document_type.as_deref())?,
@@ -852,11 +870,12 @@ async fn access_log(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let owner = parse_owner(&owner)?;
-    let request = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text())).and_then(|Query(query)| {
-        let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
-        crate::vault::check_page(query.cursor.as_deref(), limit)?;
-        Ok((query, limit))
-    });
+    let request =
+        query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text())).and_then(|Query(query)| {
+            let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
+            crate::vault::check_page(query.cursor.as_deref(), limit)?;
+            Ok((query, limit))
+        });
     let resource = Resource::AccessLog { owner: owner.clone() };
     let (query, limit) = guard(&state, &principal, resource, None, purpose(&headers), request).await?;
     let (page, completeness) = state
@@ -894,11 +913,12 @@ async fn owner_log_entries(
     query: Result<Query<ChainQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let owner = parse_owner(&owner)?;
-    let request = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text())).and_then(|Query(query)| {
-        let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
-        crate::vault::check_page(None, limit)?;
-        Ok((query.before, limit))
-    });
+    let request =
+        query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text())).and_then(|Query(query)| {
+            let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
+            crate::vault::check_page(None, limit)?;
+            Ok((query.before, limit))
+        });
     let resource = Resource::AccessLog { owner: owner.clone() };
     let (before, limit) = guard(&state, &principal, resource, None, purpose(&headers), request).await?;
     let page = state.blocking(move |vault| vault.owner_chain(&owner, before, limit)).await??;
@@ -1041,13 +1061,13 @@ async fn revoke_certificate(
 ) -> Result<Response, ApiError> {
     require_role(&principal, Role::Admin, "revoke certificates")?;
     let id = Digest::parse_hex("certificate id", &id)
-        .map_err(|e| ApiError::bad_request("invalid_certificate_id", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidCertificateId, e.to_string()))?;
     let envelope = statement_body(&state, body).await?;
     let revocation =
         Signed::<CertificateRevocation>::from_envelope(&envelope).map_err(crate::vault::CertificateError::from)?;
     if revocation.body().certificate != id {
         return Err(ApiError::bad_request(
-            "certificate_mismatch",
+            ErrorCode::CertificateMismatch,
             "the revocation names another certificate than the URL",
         ));
     }
@@ -1079,7 +1099,7 @@ async fn trust_anchors(State(state): State<AppState>, _principal: Principal) -> 
 async fn vault_certificate(State(state): State<AppState>) -> Result<Response, ApiError> {
     let certificate = state.0.vault.vault_certificate().ok_or_else(|| {
         ApiError::not_found(
-            "no_vault_certificate",
+            ErrorCode::NoVaultCertificate,
             "no trust anchor has certified this vault's key (kho certify-vault)",
         )
     })?;

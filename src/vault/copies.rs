@@ -8,6 +8,7 @@
 //! through the sequencer like any statement, it turns the upload into a certified copy. Nothing is
 //! edited: the status is computed when the record is read.
 
+use crate::error_code::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 use super::sequencer::{Acceptance, Decision};
@@ -50,13 +51,13 @@ pub enum UploadError {
 }
 
 impl UploadError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            UploadError::Empty => "upload_empty",
-            UploadError::TooLarge => "upload_too_large",
-            UploadError::NotAScan => "upload_not_a_scan",
+            UploadError::Empty => ErrorCode::UploadEmpty,
+            UploadError::TooLarge => ErrorCode::UploadTooLarge,
+            UploadError::NotAScan => ErrorCode::UploadNotAScan,
             UploadError::Deposit(error) => error.code(),
-            UploadError::Storage(_) => "storage_error",
+            UploadError::Storage(_) => ErrorCode::StorageError,
         }
     }
 }
@@ -86,18 +87,18 @@ pub enum CopyError {
 }
 
 impl CopyError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            CopyError::Statement(DecodeError::BadSignature) => "bad_signature",
-            CopyError::Statement(_) => "malformed_certification",
+            CopyError::Statement(DecodeError::BadSignature) => ErrorCode::BadSignature,
+            CopyError::Statement(_) => ErrorCode::MalformedCertification,
             CopyError::Trust(error) => error.code(),
-            CopyError::NotFound => "record_not_found",
-            CopyError::NotAnUpload(_) => "not_an_upload",
-            CopyError::AlreadyCertified { .. } => "already_certified",
-            CopyError::NotRequested { .. } => "certification_not_requested",
-            CopyError::UnknownAgency(_) => "unknown_agency",
-            CopyError::TooManyRequests => "too_many_certification_requests",
-            CopyError::Storage(_) => "storage_error",
+            CopyError::NotFound => ErrorCode::RecordNotFound,
+            CopyError::NotAnUpload(_) => ErrorCode::NotAnUpload,
+            CopyError::AlreadyCertified { .. } => ErrorCode::AlreadyCertified,
+            CopyError::NotRequested { .. } => ErrorCode::CertificationNotRequested,
+            CopyError::UnknownAgency(_) => ErrorCode::UnknownAgency,
+            CopyError::TooManyRequests => ErrorCode::TooManyCertificationRequests,
+            CopyError::Storage(_) => ErrorCode::StorageError,
         }
     }
 }

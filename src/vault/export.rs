@@ -6,6 +6,7 @@
 //! a superseding record accepted after it is left out (it could not be proven yet), so the statuses
 //! the evidence shows are those the checkpoint's log supports.
 
+use crate::error_code::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Completeness, ProofQueryError, SignedCheckpoint, StorageError, Vault};
@@ -126,12 +127,12 @@ impl From<crate::store::StoreError> for ExportError {
 }
 
 impl ExportError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ExportError::RecordNotFound(_) => "record_not_found",
-            ExportError::NotWitnessed(_) => "checkpoint_not_witnessed",
+            ExportError::RecordNotFound(_) => ErrorCode::RecordNotFound,
+            ExportError::NotWitnessed(_) => ErrorCode::CheckpointNotWitnessed,
             ExportError::Proof(error) => error.code(),
-            ExportError::Storage(_) => "storage_error",
+            ExportError::Storage(_) => ErrorCode::StorageError,
         }
     }
 }

@@ -28,6 +28,7 @@ pub use stats::{LogFigures, ReuseDay};
 pub use validation::VALIDATION_AGE_MS_MAX;
 mod witnessing;
 
+use crate::error_code::ErrorCode;
 pub use access::{AccessAction, AccessEvent, AccessOutcome, AccessPage, Salt, ACCESS_EVENT_VERSION};
 pub use checks::{Inclusion, RecordChecks};
 pub use completeness::{ChainPage, CheckedCompleteness, Completeness, COMPLETENESS_CHECK_ENTRIES_MAX};
@@ -286,28 +287,28 @@ pub enum TrustError {
 }
 
 impl TrustError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            TrustError::UnknownAgency { .. } => "unknown_agency",
-            TrustError::KeyNotCertified { .. } => "key_not_certified",
-            TrustError::KeyOfAnotherAgency { .. } => "key_of_another_agency",
-            TrustError::KeyNotYetValid { .. } => "key_not_yet_valid",
-            TrustError::KeyExpired { .. } => "key_expired",
-            TrustError::KeyRevoked { .. } => "key_revoked",
-            TrustError::UnknownAnchor { .. } => "unknown_trust_anchor",
-            TrustError::SelfUploadNotByVault { .. } => "self_upload_not_by_vault",
+            TrustError::UnknownAgency { .. } => ErrorCode::UnknownAgency,
+            TrustError::KeyNotCertified { .. } => ErrorCode::KeyNotCertified,
+            TrustError::KeyOfAnotherAgency { .. } => ErrorCode::KeyOfAnotherAgency,
+            TrustError::KeyNotYetValid { .. } => ErrorCode::KeyNotYetValid,
+            TrustError::KeyExpired { .. } => ErrorCode::KeyExpired,
+            TrustError::KeyRevoked { .. } => ErrorCode::KeyRevoked,
+            TrustError::UnknownAnchor { .. } => ErrorCode::UnknownTrustAnchor,
+            TrustError::SelfUploadNotByVault { .. } => ErrorCode::SelfUploadNotByVault,
             TrustError::X509(error) => match error {
-                crate::x509::PathError::NoPath { .. } => "x509_no_path",
-                crate::x509::PathError::BadSignature { .. } => "x509_bad_signature",
-                crate::x509::PathError::Expired { .. } => "x509_expired",
-                crate::x509::PathError::NotYetValid { .. } => "x509_not_yet_valid",
-                crate::x509::PathError::Revoked { .. } => "x509_revoked",
-                crate::x509::PathError::NoRevocationInfo { .. } => "x509_no_revocation_info",
-                _ => "x509_invalid_certificate",
+                crate::x509::PathError::NoPath { .. } => ErrorCode::X509NoPath,
+                crate::x509::PathError::BadSignature { .. } => ErrorCode::X509BadSignature,
+                crate::x509::PathError::Expired { .. } => ErrorCode::X509Expired,
+                crate::x509::PathError::NotYetValid { .. } => ErrorCode::X509NotYetValid,
+                crate::x509::PathError::Revoked { .. } => ErrorCode::X509Revoked,
+                crate::x509::PathError::NoRevocationInfo { .. } => ErrorCode::X509NoRevocationInfo,
+                _ => ErrorCode::X509InvalidCertificate,
             },
-            TrustError::X509OtherAgency { .. } => "x509_other_agency",
-            TrustError::X509Evidence(_) => "x509_evidence_unreadable",
-            TrustError::X509NotValidated => "x509_not_validated",
+            TrustError::X509OtherAgency { .. } => ErrorCode::X509OtherAgency,
+            TrustError::X509Evidence(_) => ErrorCode::X509EvidenceUnreadable,
+            TrustError::X509NotValidated => ErrorCode::X509NotValidated,
         }
     }
 }
@@ -342,31 +343,31 @@ pub enum DepositError {
     #[error("reading the content failed: {0}")]
     ContentRead(std::io::Error),
     #[error("the document's own signature is not valid: {message}")]
-    EmbeddedSignature { code: &'static str, message: String },
+    EmbeddedSignature { code: ErrorCode, message: String },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
 impl DepositError {
     /// A stable machine-readable code for this case.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            DepositError::Statement(DecodeError::BadSignature) => "bad_signature",
-            DepositError::Statement(_) => "malformed_record",
+            DepositError::Statement(DecodeError::BadSignature) => ErrorCode::BadSignature,
+            DepositError::Statement(_) => ErrorCode::MalformedRecord,
             DepositError::Trust(error) => error.code(),
-            DepositError::EmbeddedSignature { code, .. } => code,
-            DepositError::DocumentTooLarge { .. } => "document_too_large",
-            DepositError::ContentTooLong { .. } => "content_too_long",
-            DepositError::ContentTruncated { .. } => "content_truncated",
-            DepositError::Blake3Mismatch { .. } => "content_hash_mismatch",
-            DepositError::Sha256Mismatch { .. } => "content_sha256_mismatch",
-            DepositError::SupersedesUnknown(_) => "supersedes_unknown",
-            DepositError::SupersedesOtherAgency { .. } => "supersedes_other_agency",
-            DepositError::SupersedesOtherOwner { .. } => "supersedes_other_owner",
-            DepositError::SupersedesRevoked { .. } => "supersedes_revoked",
-            DepositError::AlreadySuperseded { .. } => "already_superseded",
-            DepositError::ContentRead(_) => "content_read_failed",
-            DepositError::Storage(_) => "storage_error",
+            DepositError::EmbeddedSignature { code, .. } => *code,
+            DepositError::DocumentTooLarge { .. } => ErrorCode::DocumentTooLarge,
+            DepositError::ContentTooLong { .. } => ErrorCode::ContentTooLong,
+            DepositError::ContentTruncated { .. } => ErrorCode::ContentTruncated,
+            DepositError::Blake3Mismatch { .. } => ErrorCode::ContentHashMismatch,
+            DepositError::Sha256Mismatch { .. } => ErrorCode::ContentSha256Mismatch,
+            DepositError::SupersedesUnknown(_) => ErrorCode::SupersedesUnknown,
+            DepositError::SupersedesOtherAgency { .. } => ErrorCode::SupersedesOtherAgency,
+            DepositError::SupersedesOtherOwner { .. } => ErrorCode::SupersedesOtherOwner,
+            DepositError::SupersedesRevoked { .. } => ErrorCode::SupersedesRevoked,
+            DepositError::AlreadySuperseded { .. } => ErrorCode::AlreadySuperseded,
+            DepositError::ContentRead(_) => ErrorCode::ContentReadFailed,
+            DepositError::Storage(_) => ErrorCode::StorageError,
         }
     }
 }
@@ -395,15 +396,15 @@ pub enum RevokeError {
 }
 
 impl RevokeError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            RevokeError::Statement(DecodeError::BadSignature) => "bad_signature",
-            RevokeError::Statement(_) => "malformed_revocation",
+            RevokeError::Statement(DecodeError::BadSignature) => ErrorCode::BadSignature,
+            RevokeError::Statement(_) => ErrorCode::MalformedRevocation,
             RevokeError::Trust(error) => error.code(),
-            RevokeError::UnknownRecord(_) => "record_not_found",
-            RevokeError::NotIssuersRecord { .. } => "not_issuers_record",
-            RevokeError::AlreadyRevoked { .. } => "already_revoked",
-            RevokeError::Storage(_) => "storage_error",
+            RevokeError::UnknownRecord(_) => ErrorCode::RecordNotFound,
+            RevokeError::NotIssuersRecord { .. } => ErrorCode::NotIssuersRecord,
+            RevokeError::AlreadyRevoked { .. } => ErrorCode::AlreadyRevoked,
+            RevokeError::Storage(_) => ErrorCode::StorageError,
         }
     }
 }
@@ -430,14 +431,14 @@ pub enum CertificateError {
 }
 
 impl CertificateError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            CertificateError::Statement(DecodeError::BadSignature) => "bad_signature",
-            CertificateError::Statement(_) => "malformed_certificate",
+            CertificateError::Statement(DecodeError::BadSignature) => ErrorCode::BadSignature,
+            CertificateError::Statement(_) => ErrorCode::MalformedCertificate,
             CertificateError::Trust(error) => error.code(),
-            CertificateError::UnknownCertificate(_) => "certificate_not_found",
-            CertificateError::AlreadyRevoked(_) => "already_revoked",
-            CertificateError::Storage(_) => "storage_error",
+            CertificateError::UnknownCertificate(_) => ErrorCode::CertificateNotFound,
+            CertificateError::AlreadyRevoked(_) => ErrorCode::AlreadyRevoked,
+            CertificateError::Storage(_) => ErrorCode::StorageError,
         }
     }
 }

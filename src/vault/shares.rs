@@ -7,6 +7,7 @@
 //! the vault can show the owner the same link again. A revoked or expired share stops working at once,
 //! because every use reads the grant and its revocation from the catalog.
 
+use crate::error_code::ErrorCode;
 use base64::Engine as _;
 use rand_core::RngCore as _;
 use serde::{Deserialize, Serialize};
@@ -105,12 +106,12 @@ pub enum ShareError {
 }
 
 impl ShareError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ShareError::NotFound => "share_not_found",
-            ShareError::InvalidDuration => "invalid_share_duration",
-            ShareError::TooMany => "too_many_shares",
-            ShareError::Storage(_) => "storage_error",
+            ShareError::NotFound => ErrorCode::ShareNotFound,
+            ShareError::InvalidDuration => ErrorCode::InvalidShareDuration,
+            ShareError::TooMany => ErrorCode::TooManyShares,
+            ShareError::Storage(_) => ErrorCode::StorageError,
         }
     }
 }

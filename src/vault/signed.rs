@@ -15,7 +15,7 @@ use crate::x509::RevocationEvidence;
 /// Largest signed document checked at deposit: it is held in memory while its signature is verified.
 pub const SIGNED_DOCUMENT_SIZE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
-fn embedded(code: &'static str, message: String) -> DepositError {
+fn embedded(code: crate::error_code::ErrorCode, message: String) -> DepositError {
     DepositError::EmbeddedSignature { code, message }
 }
 
@@ -44,8 +44,8 @@ impl Vault {
     pub fn deposit_signed_pdf(&self, pdf: &[u8], details: DocumentDetails) -> Result<Accepted, DepositError> {
         self.check_signed_size(pdf)?;
         let (_, signature) = crate::x509::pdf::verify(pdf).map_err(|e| embedded(e.code(), e.to_string()))?;
-        let media_type =
-            MediaType::parse("application/pdf").map_err(|e| embedded("malformed_record", e.to_string()))?;
+        let media_type = MediaType::parse("application/pdf")
+            .map_err(|e| embedded(crate::error_code::ErrorCode::MalformedRecord, e.to_string()))?;
         self.deposit_signed(pdf, &signature, media_type, details, None)
     }
 
@@ -63,7 +63,12 @@ impl Vault {
         let der = crate::x509::pem_or_der_blocks(p7s, "PKCS7")
             .ok()
             .and_then(|blocks| blocks.into_iter().next())
-            .ok_or_else(|| embedded("malformed_signature", "the signature is neither DER nor PEM".to_owned()))?;
+            .ok_or_else(|| {
+                embedded(
+                    crate::error_code::ErrorCode::MalformedSignature,
+                    "the signature is neither DER nor PEM".to_owned(),
+                )
+            })?;
         let signature =
             crate::x509::cms::verify_detached(&der, content).map_err(|e| embedded(e.code(), e.to_string()))?;
         self.deposit_signed(content, &signature, media_type, details, Some(der))

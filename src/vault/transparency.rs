@@ -8,6 +8,7 @@
 
 use super::witnessing::Witnessed;
 use super::{StorageError, Vault};
+use crate::error_code::ErrorCode;
 use crate::log::{self, Checkpoint, Hash, HashSource as _, Tile, TILE_WIDTH};
 
 /// Why a proof cannot be given.
@@ -28,13 +29,13 @@ pub enum ProofQueryError {
 
 impl ProofQueryError {
     /// The stable code of each case, for the API and the CLI.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ProofQueryError::NoCheckpoint => "no_checkpoint",
-            ProofQueryError::NoCheckpointAtSize(_) => "no_checkpoint_at_size",
-            ProofQueryError::NotCovered { .. } => "not_in_checkpoint",
-            ProofQueryError::SizesOutOfOrder { .. } => "sizes_out_of_order",
-            ProofQueryError::Storage(_) => "storage_error",
+            ProofQueryError::NoCheckpoint => ErrorCode::NoCheckpoint,
+            ProofQueryError::NoCheckpointAtSize(_) => ErrorCode::NoCheckpointAtSize,
+            ProofQueryError::NotCovered { .. } => ErrorCode::NotInCheckpoint,
+            ProofQueryError::SizesOutOfOrder { .. } => ErrorCode::SizesOutOfOrder,
+            ProofQueryError::Storage(_) => ErrorCode::StorageError,
         }
     }
 }

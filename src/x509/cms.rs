@@ -4,6 +4,7 @@
 //! the signer's key signed them, and the timestamp's imprint and signature; whether the signer and the
 //! timestamping authority are trusted at the time that counts is `TrustStore::validate`'s decision.
 
+use crate::error_code::ErrorCode;
 use der::asn1::ObjectIdentifier as Oid;
 use der::{Decode as _, Encode as _};
 use x509_cert::{der, spki};
@@ -40,12 +41,12 @@ pub enum CmsError {
 }
 
 impl CmsError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            CmsError::Parse(_) | CmsError::Unsupported(_) => "malformed_signature",
-            CmsError::BadDigest { .. } => "bad_digest",
-            CmsError::BadSignature(_) => "bad_signature",
-            CmsError::BadTimestamp(_) => "bad_timestamp",
+            CmsError::Parse(_) | CmsError::Unsupported(_) => ErrorCode::MalformedSignature,
+            CmsError::BadDigest { .. } => ErrorCode::BadDigest,
+            CmsError::BadSignature(_) => ErrorCode::BadSignature,
+            CmsError::BadTimestamp(_) => ErrorCode::BadTimestamp,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! (CRLs and OCSP responses), never fetched: a vault must not depend on reaching a CA to keep a
 //! verdict. Every parser here reads untrusted bytes and is fuzzed (`verify_x509`).
 
+use crate::error_code::ErrorCode;
 use x509_cert::der;
 pub mod cms;
 pub mod path;
@@ -273,10 +274,10 @@ pub enum CheckError {
 }
 
 impl CheckError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             CheckError::Signer(error) => error.code(),
-            CheckError::TimestampAuthority(_) => "untrusted_timestamp",
+            CheckError::TimestampAuthority(_) => ErrorCode::UntrustedTimestamp,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! usage and critical extension checked, and every certificate below the root shown unrevoked at that
 //! time by the evidence supplied (or, if the policy allows, recorded as unchecked).
 
+use crate::error_code::ErrorCode;
 use der::asn1::ObjectIdentifier as Oid;
 use x509_cert::der;
 
@@ -65,18 +66,18 @@ pub enum PathError {
 }
 
 impl PathError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            PathError::NoPath { .. } => "no_path",
-            PathError::BadSignature { .. } => "bad_signature",
-            PathError::Expired { .. } => "expired",
-            PathError::NotYetValid { .. } => "not_yet_valid",
-            PathError::Revoked { .. } => "revoked",
-            PathError::NoRevocationInfo { .. } => "no_revocation_info",
-            PathError::NotACa { .. } => "not_a_ca",
-            PathError::NotForSigning { .. } => "not_for_signing",
-            PathError::UnsupportedCriticalExtension { .. } => "unsupported_critical_extension",
-            PathError::Malformed { .. } => "malformed_certificate",
+            PathError::NoPath { .. } => ErrorCode::NoPath,
+            PathError::BadSignature { .. } => ErrorCode::BadSignature,
+            PathError::Expired { .. } => ErrorCode::Expired,
+            PathError::NotYetValid { .. } => ErrorCode::NotYetValid,
+            PathError::Revoked { .. } => ErrorCode::Revoked,
+            PathError::NoRevocationInfo { .. } => ErrorCode::NoRevocationInfo,
+            PathError::NotACa { .. } => ErrorCode::NotACa,
+            PathError::NotForSigning { .. } => ErrorCode::NotForSigning,
+            PathError::UnsupportedCriticalExtension { .. } => ErrorCode::UnsupportedCriticalExtension,
+            PathError::Malformed { .. } => ErrorCode::MalformedCertificate,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! outside the range (the incremental-saving and signature-wrapping attacks need one or the other).
 
 use super::cms::{self, CmsError, CmsSignature};
+use crate::error_code::ErrorCode;
 
 /// Signature dictionaries looked at in one file at most.
 pub const PDF_SIGNATURES_MAX: usize = 16;
@@ -27,12 +28,12 @@ pub enum PdfError {
 }
 
 impl PdfError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            PdfError::NotPdf => "not_a_pdf",
-            PdfError::NoSignature => "no_signature",
-            PdfError::Malformed(_) => "malformed_signature",
-            PdfError::ChangedAfterSigning { .. } => "changed_after_signing",
+            PdfError::NotPdf => ErrorCode::NotAPdf,
+            PdfError::NoSignature => ErrorCode::NoSignature,
+            PdfError::Malformed(_) => ErrorCode::MalformedSignature,
+            PdfError::ChangedAfterSigning { .. } => ErrorCode::ChangedAfterSigning,
             PdfError::Signature(error) => error.code(),
         }
     }

@@ -17,6 +17,7 @@
 pub mod i18n;
 mod uploads;
 
+use crate::error_code::ErrorCode;
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -909,11 +910,12 @@ async fn viewer(state: &AppState, body: &Record) -> Result<Viewer, PageError> {
     let bytes = state
         .blocking(move |vault| {
             let mut reader = vault.open_content(&blake3, Some((0, end)))?.ok_or_else(|| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "integrity_error", "content missing")
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::IntegrityError, "content missing")
             })?;
             let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut reader, &mut bytes)
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "integrity_error", e.to_string()))?;
+            std::io::Read::read_to_end(&mut reader, &mut bytes).map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::IntegrityError, e.to_string())
+            })?;
             Ok::<_, ApiError>(bytes)
         })
         .await??;
