@@ -1227,9 +1227,9 @@ fn show(path: &Path) -> anyhow::Result<ExitCode> {
                 "reason": body.reason.as_str(), "signed_at": format_unix_ms(body.signed_at_ms),
                 "signer": key_json(revocation.signer())})
         }
-        Some(kind) if kind == <CopyCertification as statement::StatementBody>::KIND => {
-            crate::json::copy_certification_json(&Signed::<CopyCertification>::from_envelope(&bytes)?)
-        }
+        Some(kind) if kind == <CopyCertification as statement::StatementBody>::KIND => serde_json::to_value(
+            crate::json::copy_certification_json(&Signed::<CopyCertification>::from_envelope(&bytes)?),
+        )?,
         Some(kind) if kind == <KeyCertificate as statement::StatementBody>::KIND => {
             let certificate = Signed::<KeyCertificate>::from_envelope(&bytes)?;
             let body = certificate.body();

@@ -18,8 +18,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, AppState, Principal, Role};
 use crate::ids::{Code, Date};
@@ -238,6 +238,10 @@ pub(super) async fn track(State(state): State<AppState>, request: Request, next:
 }
 
 /// `GET /metrics`: the figures read now (the log, the store, the reuse tally), then all of them encoded.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    summary = "The server's figures in the OpenMetrics text format Prometheus scrapes (docs/OPERATIONS.md lists them)",
+    description = "Roles: anyone (restrict it at the reverse proxy).",
+    responses((status = 200, description = "the figures", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let (figures, disk, latest, witnessed) = state
         .blocking(|vault| {
@@ -283,14 +287,59 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, A
     Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))], text).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ReuseQuery {
-    /// First day, inclusive (YYYY-MM-DD).
+    /// First day, inclusive (Vietnam time).
+    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     from: Option<String>,
     /// Last day, inclusive.
+    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     to: Option<String>,
+    /// Only this agency's figures.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
     agency: Option<String>,
+}
+
+/// One agency's figures for one day.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ReuseDayJson {
+    #[schema(format = Date)]
+    day: String,
+    agency: String,
+    /// Documents its officers read for a dossier (once per day, dossier and record).
+    documents_reused: u64,
+    /// Documents it deposited.
+    documents_deposited: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ReuseTotalJson {
+    documents_reused: u64,
+    documents_deposited: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ReuseJson {
+    days: Vec<ReuseDayJson>,
+    total: ReuseTotalJson,
+}
+
+/// One day across all agencies: no person and no agency named.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DailyJson {
+    #[schema(format = Date)]
+    day: String,
+    documents_reused: u64,
+    documents_deposited: u64,
+    /// Agencies that reused at least one document that day.
+    agencies_reusing: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct DailiesJson {
+    days: Vec<DailyJson>,
 }
 
 /// The days between `from` and `to` (inclusive) a query asks for.
@@ -305,11 +354,22 @@ fn day_range(from: &Option<String>, to: &Option<String>) -> Result<(Option<Date>
 }
 
 /// `GET /v1/stats/reuse`: per day and agency, documents reused and deposited (auditors, admins).
+#[utoipa::path(get, path = "/v1/stats/reuse", tag = "statistics",
+    summary = "Reuse figures per day and agency, computed from the log: documents read by an agency's officers for a dossier (once per day, dossier and record) against documents it deposited",
+    description = "Roles: auditor, admin.",
+    params(ReuseQuery),
+    responses(
+        (status = 200, description = "the figures", body = ReuseJson),
+        (status = 400, description = "malformed day, agency or query", body = super::openapi::ErrorBody),
+        (status = 403, description = "not an auditor or admin", body = super::openapi::ErrorBody),
+        super::openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn reuse(
     State(state): State<AppState>,
     principal: Principal,
     query: Result<Query<ReuseQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ReuseJson>, ApiError> {
     if !matches!(principal.role, Role::Auditor | Role::Admin) {
         return Err(ApiError::forbidden(
             ErrorCode::Forbidden,
@@ -333,25 +393,44 @@ pub(super) async fn reuse(
         .collect();
     let (reused, deposited) =
         days.iter().fold((0, 0), |(r, d), day| (r + day.documents_reused, d + day.documents_deposited));
-    Ok(Json(json!({
-        "days": days,
-        "total": {"documents_reused": reused, "documents_deposited": deposited},
-    })))
+    let days = days
+        .into_iter()
+        .map(|d| ReuseDayJson {
+            day: d.day.to_string(),
+            agency: d.agency.as_str().to_owned(),
+            documents_reused: d.documents_reused,
+            documents_deposited: d.documents_deposited,
+        })
+        .collect();
+    Ok(Json(ReuseJson { days, total: ReuseTotalJson { documents_reused: reused, documents_deposited: deposited } }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct DailyQuery {
+    /// First day, inclusive (Vietnam time).
+    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     from: Option<String>,
+    /// Last day, inclusive.
+    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     to: Option<String>,
 }
 
 /// `GET /v1/stats/daily`: anyone; per day, the documents reused and deposited across all agencies and
 /// how many agencies reused one. No person and no agency is named.
+#[utoipa::path(get, path = "/v1/stats/daily", tag = "statistics",
+    summary = "The public daily aggregate of the reuse figures: no person and no agency named",
+    description = "Roles: anyone.",
+    params(DailyQuery),
+    responses(
+        (status = 200, description = "the days", body = DailiesJson),
+        (status = 400, description = "malformed day or query", body = super::openapi::ErrorBody),
+    ))]
 pub(super) async fn daily(
     State(state): State<AppState>,
     query: Result<Query<DailyQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DailiesJson>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))?;
     let (from, to) = day_range(&query.from, &query.to)?;
     let figures = state.blocking(|vault| vault.log_figures()).await??;
@@ -365,13 +444,16 @@ pub(super) async fn daily(
         totals.1 += day.documents_deposited;
         totals.2 += u64::from(day.documents_reused > 0);
     }
-    let days: Vec<_> = days
+    let days = days
         .into_iter()
-        .map(|(day, (reused, deposited, agencies))| {
-            json!({"day": day, "documents_reused": reused, "documents_deposited": deposited, "agencies_reusing": agencies})
+        .map(|(day, (reused, deposited, agencies))| DailyJson {
+            day: day.to_string(),
+            documents_reused: reused,
+            documents_deposited: deposited,
+            agencies_reusing: agencies,
         })
         .collect();
-    Ok(Json(json!({ "days": days })))
+    Ok(Json(DailiesJson { days }))
 }
 
 /// For requests no route matched: counted like the others.

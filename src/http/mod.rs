@@ -26,11 +26,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::StreamExt as _;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, OpenApi as _, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::ids::{Code, Date, Digest, MediaType, OwnerId, Title};
 use crate::json;
@@ -143,47 +145,58 @@ impl AppState {
     }
 }
 
+/// Every route of the API, each registered from its handler's OpenAPI description, so the document
+/// (`openapi::document`) and the router cannot disagree. Every route but the deposits answers 408 when
+/// its handler overruns. A deposit applies the same deadline to its body only: once the body has
+/// ended, its commit is never cut off, so a 408 always means nothing was stored.
+fn api_routes(request_timeout: Duration) -> OpenApiRouter<AppState> {
+    let timed = OpenApiRouter::new()
+        .routes(routes!(get_record))
+        .routes(routes!(get_content))
+        .routes(routes!(revoke_record))
+        .routes(routes!(record_bundle))
+        .routes(routes!(list_records))
+        .routes(routes!(access_log))
+        .routes(routes!(owner_log_entries))
+        .routes(routes!(export_store))
+        .routes(routes!(certification_requests))
+        .routes(routes!(certify_copy))
+        .routes(routes!(list_certificates, add_certificate))
+        .routes(routes!(revoke_certificate))
+        .routes(routes!(trust_anchors))
+        .routes(routes!(vault_certificate))
+        .routes(routes!(log::checkpoint))
+        .routes(routes!(log::inclusion))
+        .routes(routes!(log::consistency))
+        .routes(routes!(openapi_document))
+        .routes(routes!(metrics::reuse))
+        .routes(routes!(metrics::daily))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(healthz))
+        .routes(routes!(ready))
+        // tlog-tiles paths have a variable number of segments, which an OpenAPI path cannot say: each
+        // is described as one parameter holding slashes, and routed with a wildcard.
+        .route("/v1/log/tile/entries/{*rest}", get(log::entry_bundle))
+        .route("/v1/log/tile/{level}/{*rest}", get(log::hash_tile))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout));
+    let mut routes = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(deposit))
+        .routes(routes!(deposit_signed_document))
+        .merge(timed);
+    let tiles = <openapi::Tiles as utoipa::OpenApi>::openapi();
+    routes.get_openapi_mut().paths.paths.extend(tiles.paths.paths);
+    routes
+}
+
 /// The whole service.
 pub fn router(state: AppState) -> Router {
     let limits = state.0.limits.clone();
-    // Every route but the deposits answers 408 when its handler overruns. A deposit applies the same
-    // deadline to its body only: once the body has ended, its commit is never cut off, so a 408 always
-    // means nothing was stored.
-    let timed = Router::new()
-        .route("/v1/records/{id}", get(get_record))
-        .route("/v1/records/{id}/content", get(get_content))
-        .route("/v1/records/{id}/revocation", post(revoke_record))
-        .route("/v1/records/{id}/bundle", get(record_bundle))
-        .route("/v1/owners/{owner}/records", get(list_records))
-        .route("/v1/owners/{owner}/access-log", get(access_log))
-        .route("/v1/owners/{owner}/log-entries", get(owner_log_entries))
-        .route("/v1/owners/{owner}/export", get(export_store))
-        .route("/v1/agencies/{agency}/certification-requests", get(certification_requests))
-        .route("/v1/certifications", post(certify_copy))
-        .route("/v1/certificates", get(list_certificates).post(add_certificate))
-        .route("/v1/certificates/{id}/revocation", post(revoke_certificate))
-        .route("/v1/trust-anchors", get(trust_anchors))
-        .route("/v1/vault-certificate", get(vault_certificate))
-        .route("/v1/log/checkpoint", get(log::checkpoint))
-        .route("/v1/log/tile/entries/{*rest}", get(log::entry_bundle))
-        .route("/v1/log/tile/{level}/{*rest}", get(log::hash_tile))
-        .route("/v1/log/proof/inclusion", get(log::inclusion))
-        .route("/v1/log/proof/consistency", get(log::consistency))
-        .route("/v1/openapi.json", get(openapi_document))
-        .route("/v1/stats/reuse", get(metrics::reuse))
-        .route("/v1/stats/daily", get(metrics::daily))
-        .route("/metrics", get(metrics::metrics))
-        .merge(pages::router().layer(axum::middleware::from_fn(pages::page_headers)))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
-        ));
-    let api = Router::new()
-        .route("/v1/records", post(deposit))
-        .route("/v1/signed-documents", post(deposit_signed_document))
-        .merge(timed)
+    let (api, _) = api_routes(limits.request_timeout).split_for_parts();
+    let timed_pages = Router::new().merge(pages::router().layer(axum::middleware::from_fn(pages::page_headers))).layer(
+        tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout),
+    );
+    let api = api
+        .merge(timed_pages)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .fallback(|State(state): State<AppState>, method: axum::http::Method| async move {
             metrics::unmatched(&state.0.metrics, method.as_str(), StatusCode::NOT_FOUND);
@@ -399,6 +412,23 @@ async fn load_record(state: &AppState, id: Digest) -> Result<RecordView, ApiErro
 
 // ----- issuers -----
 
+#[utoipa::path(post, path = "/v1/records", tag = "issuers",
+    summary = "Deposit a document: the signed record in Kho-Record, the content as the body, streamed",
+    description = "Roles: issuer (own agency). The record is checked (signature, certified key of its agency, valid and unrevoked now), the content is hashed as it arrives and must match the record's size, BLAKE3 and SHA-256; then record and receipt are committed durably.",
+    params(("Kho-Record" = String, Header, description = "base64 of the signed record envelope (docs/FORMAT.md)", format = Byte)),
+    request_body(content = openapi::Binary, content_type = "application/octet-stream", description = "the document bytes"),
+    responses(
+        (status = 201, description = "accepted; the record view with its receipt", body = json::RecordViewJson),
+        (status = 200, description = "this record was accepted before; the earlier receipt", body = json::RecordViewJson),
+        (status = 400, description = "malformed record, bad signature, truncated content", body = openapi::ErrorBody),
+        (status = 403, description = "not an issuer, or the record is another agency's; supersedes another agency's or owner's record", body = openapi::ErrorBody),
+        (status = 408, description = "the body did not end within the request deadline; nothing was stored", body = openapi::ErrorBody),
+        (status = 409, description = "supersedes a record that is already superseded or revoked", body = openapi::ErrorBody),
+        (status = 413, description = "document larger than the limit or than the record declares", body = openapi::ErrorBody),
+        (status = 422, description = "untrusted signer, content hash mismatch, unknown superseded record", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn deposit(
     State(state): State<AppState>,
     principal: Principal,
@@ -469,19 +499,34 @@ async fn deposit(
 }
 
 /// What an agency says about a signed document it deposits as it is (`POST /v1/signed-documents`).
-#[derive(Deserialize)]
+/// The record's details for a signed document; the vault adds its hashes, size, type and signer.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SignedDocumentQuery {
+    /// The person or organization the document is about.
+    #[param(pattern = "^([0-9]{10}|[0-9]{12}|[0-9]{13})$")]
     owner: String,
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
     document_type: String,
+    /// 1 to 512 characters.
+    #[param(min_length = 1, max_length = 512)]
     title: String,
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
     procedure: String,
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
     dossier: String,
     /// Default: today, in Vietnam.
+    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     issued_on: Option<String>,
     /// Default: the day it was issued.
+    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     valid_from: Option<String>,
+    /// Inclusive; default none.
+    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     valid_until: Option<String>,
+    /// The record this one replaces.
+    #[param(pattern = "^[0-9a-f]{64}$")]
     supersedes: Option<String>,
 }
 
@@ -513,6 +558,24 @@ impl SignedDocumentQuery {
 /// CMS signature in the Kho-Signature header and its media type as the Content-Type. The vault checks
 /// the signature and records the document for the caller's agency (`Vault::deposit_signed_pdf`,
 /// `Vault::deposit_detached_signed`).
+#[utoipa::path(post, path = "/v1/signed-documents", tag = "issuers",
+    summary = "Deposit a document as the agency signed it: a PAdES-signed PDF, or any file with its detached CMS signature in Kho-Signature",
+    description = "Roles: issuer (own agency: the signer's certificate must name it). The signature, its chain to a configured X.509 root, timestamp and revocation evidence are checked, and the vault records the document for the caller's agency with the validation logged (a detached signature is kept beside the record).",
+    params(SignedDocumentQuery,
+        ("Kho-Signature" = Option<String>, Header, description = "base64 of a detached CMS signature (.p7s, DER or PEM) over the body, whose Content-Type becomes the document's media type; without it the body must be a PAdES-signed PDF", format = Byte)),
+    request_body(content = openapi::Binary, content_type = "application/pdf", description = "the signed PDF exactly as signed, or the file the detached signature signs"),
+    responses(
+        (status = 201, description = "accepted; the record view with its receipt", body = json::RecordViewJson),
+        (status = 200, description = "this document was accepted before with the same details; the earlier record", body = json::RecordViewJson),
+        (status = 400, description = "malformed details, Kho-Signature not base64, or a malformed Content-Type", body = openapi::ErrorBody),
+        (status = 403, description = "not an issuer, or the token names no agency; supersedes another agency's or owner's record", body = openapi::ErrorBody),
+        (status = 408, description = "the body did not end within the request deadline; nothing was stored", body = openapi::ErrorBody),
+        (status = 409, description = "supersedes a record that is already superseded or revoked", body = openapi::ErrorBody),
+        (status = 413, description = "larger than the signed-document limit", body = openapi::ErrorBody),
+        (status = 422, description = "the embedded signature fails (its code says why: changed_after_signing, bad_digest, revoked, expired, no_path, no_revocation_info, ...), or its certificate is another agency's", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn deposit_signed_document(
     State(state): State<AppState>,
     principal: Principal,
@@ -572,6 +635,24 @@ async fn deposit_signed_document(
     record_answer(&state, accepted.newly_accepted, accepted.id, true).await
 }
 
+#[utoipa::path(post, path = "/v1/records/{id}/revocation", tag = "issuers",
+    summary = "Revoke a record with a signed revocation (the body is its envelope)",
+    description = "Roles: issuer (own agency).",
+    params(openapi::IdPath),
+    request_body(content = openapi::Binary, content_type = "application/octet-stream", description = "the signed revocation envelope"),
+    responses(
+        (status = 201, description = "revoked; the record view", body = json::RecordViewJson),
+        (status = 200, description = "this revocation was accepted before", body = json::RecordViewJson),
+        (status = 400, description = "malformed id or revocation, or it names another record", body = openapi::ErrorBody),
+        (status = 403, description = "not an issuer, or another agency's record", body = openapi::ErrorBody),
+        (status = 404, description = "no such record", body = openapi::ErrorBody),
+        (status = 408, description = "the request took longer than the request deadline", body = openapi::ErrorBody),
+        (status = 409, description = "already revoked", body = openapi::ErrorBody),
+        (status = 413, description = "body larger than the statement limit", body = openapi::ErrorBody),
+        (status = 422, description = "untrusted signer", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn revoke_record(
     State(state): State<AppState>,
     principal: Principal,
@@ -595,20 +676,34 @@ async fn revoke_record(
 
 // ----- certified copies -----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RequestsQuery {
+    /// The person's 12-digit citizen id or 10/13-digit organization code.
+    #[param(pattern = "^([0-9]{10}|[0-9]{12}|[0-9]{13})$")]
     owner: String,
 }
 
 /// What an officer at an agency's counter looks up: the person's uploads sent to the agency for
 /// certification and not yet certified. An attempt at the person's data, so it is in their log.
+#[utoipa::path(get, path = "/v1/agencies/{agency}/certification-requests", tag = "issuers",
+    summary = "A person's uploads sent to this agency for certification and not yet certified (logged in their access log)",
+    description = "Roles: officer or issuer (own agency), auditor, citizen (own).",
+    params(("agency" = String, Path, description = "the agency code", pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"), RequestsQuery),
+    responses(
+        (status = 200, description = "the requests", body = CertificationRequestsJson),
+        (status = 400, description = "malformed agency, owner or query", body = openapi::ErrorBody),
+        (status = 403, description = "denied; the attempt is recorded in the owner's access log", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn certification_requests(
     State(state): State<AppState>,
     principal: Principal,
     Path(agency): Path<String>,
     query: Result<Query<RequestsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CertificationRequestsJson>, ApiError> {
     let agency =
         Code::parse("agency", &agency).map_err(|e| ApiError::bad_request(ErrorCode::InvalidAgency, e.to_string()))?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))?;
@@ -616,20 +711,46 @@ async fn certification_requests(
     let resource = Resource::CertificationRequests { owner: owner.clone(), agency: agency.clone() };
     guard(&state, &principal, resource, None, Ok(None), Ok(())).await?;
     let pending = state.blocking(move |vault| vault.pending_certifications(&agency)).await??;
-    let requests: Vec<Value> = pending
+    let requests: Vec<CertificationRequestJson> = pending
         .iter()
         .filter(|(request, _)| request.owner == owner)
-        .map(|(request, view)| {
-            json!({
-                "requested_at": crate::ids::format_unix_ms(request.requested_at_ms),
-                "record": json::record_view_json(view),
-            })
+        .map(|(request, view)| CertificationRequestJson {
+            requested_at: crate::ids::format_unix_ms(request.requested_at_ms),
+            record: json::record_view_json(view),
         })
         .collect();
-    Ok(Json(json!({ "requests": requests })))
+    Ok(Json(CertificationRequestsJson { requests }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct CertificationRequestsJson {
+    requests: Vec<CertificationRequestJson>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct CertificationRequestJson {
+    #[schema(format = DateTime)]
+    requested_at: String,
+    record: json::RecordViewJson,
 }
 
 /// An agency certifies an upload it was asked to certify (the body is the signed certification).
+#[utoipa::path(post, path = "/v1/certifications", tag = "issuers",
+    summary = "Certify an upload as a copy of an original (the body is the signed copy certification, kind 9)",
+    description = "Roles: issuer (own agency).",
+    request_body(content = openapi::Binary, content_type = "application/octet-stream", description = "the signed copy certification envelope"),
+    responses(
+        (status = 201, description = "accepted; the certified record's view", body = json::RecordViewJson),
+        (status = 200, description = "this certification was accepted before", body = json::RecordViewJson),
+        (status = 400, description = "malformed certification or bad signature", body = openapi::ErrorBody),
+        (status = 403, description = "not an issuer, signed for another agency, or the owner did not ask this agency", body = openapi::ErrorBody),
+        (status = 404, description = "no such record", body = openapi::ErrorBody),
+        (status = 409, description = "the upload is already certified", body = openapi::ErrorBody),
+        (status = 413, description = "body larger than the statement limit", body = openapi::ErrorBody),
+        (status = 422, description = "untrusted signer, or the record is not an upload", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn certify_copy(State(state): State<AppState>, principal: Principal, body: Body) -> Result<Response, ApiError> {
     require_role(&principal, Role::Issuer, "certify copies")?;
     let envelope = statement_body(&state, body).await?;
@@ -643,12 +764,24 @@ async fn certify_copy(State(state): State<AppState>, principal: Principal, body:
 
 // ----- reading records -----
 
+#[utoipa::path(get, path = "/v1/records/{id}", tag = "records",
+    summary = "A record with its current status and receipt",
+    description = "Roles: citizen (own), officer (with purpose), auditor, issuer (own agency). Logged in the owner's access log unless the owner reads.",
+    params(openapi::IdPath, openapi::PurposeHeader),
+    responses(
+        (status = 200, description = "the record view", body = json::RecordViewJson),
+        (status = 400, description = "malformed id or purpose", body = openapi::ErrorBody),
+        (status = 403, description = "denied; the attempt is recorded in the owner's access log", body = openapi::ErrorBody),
+        (status = 404, description = "no such record", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn get_record(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<json::RecordViewJson>, ApiError> {
     let id = parse_record_id(&id)?;
     let view = load_record(&state, id).await?;
     let body = view.record.body();
@@ -688,6 +821,24 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()>
     Ok(Some(range))
 }
 
+#[utoipa::path(get, path = "/v1/records/{id}/content", tag = "records",
+    summary = "The document bytes, verified; ETag is the BLAKE3 address; single byte ranges",
+    description = "Roles: citizen (own), officer (with purpose), auditor (with purpose). Logged before the first byte.",
+    params(openapi::IdPath, openapi::PurposeHeader,
+        ("Range" = Option<String>, Header, description = "bytes=a-b, a- or -n"),
+        ("If-None-Match" = Option<String>, Header, description = "an ETag")),
+    responses(
+        (status = 200, description = "the whole document", body = openapi::Binary, content_type = "application/octet-stream"),
+        (status = 206, description = "the requested range", body = openapi::Binary, content_type = "application/octet-stream"),
+        (status = 304, description = "not modified"),
+        (status = 400, description = "malformed id or purpose", body = openapi::ErrorBody),
+        (status = 403, description = "denied; the attempt is recorded in the owner's access log", body = openapi::ErrorBody),
+        (status = 404, description = "no such record", body = openapi::ErrorBody),
+        (status = 416, description = "range not satisfiable", body = openapi::ErrorBody),
+        (status = 500, description = "integrity_error: the stored bytes failed verification and were not served", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn get_content(
     State(state): State<AppState>,
     principal: Principal,
@@ -810,24 +961,52 @@ async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> R
     Ok((status, response_headers, body).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this document type.
     #[serde(rename = "type")]
+    #[param(rename = "type", pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
     document_type: Option<String>,
+    /// Only this issuing agency.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
     issuer: Option<String>,
+    /// Only records with this status.
+    #[param(value_type = Option<String>, pattern = "^(valid|not_yet_valid|expired|revoked|superseded|self_uploaded|certified_copy)$")]
     status: Option<StatusKind>,
+    /// The next_cursor of the previous page.
     cursor: Option<String>,
+    /// Page size, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
+#[derive(Serialize, ToSchema)]
+struct RecordPageJson {
+    records: Vec<json::RecordViewJson>,
+    /// Pass as `cursor` for the next page; none on the last.
+    next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/owners/{owner}/records", tag = "records",
+    summary = "An owner's records, newest first, filtered, paginated",
+    description = "Roles: citizen (own), officer (with purpose), auditor. Logged unless the owner reads.",
+    params(openapi::OwnerPath, openapi::PurposeHeader, ListQuery),
+    responses(
+        (status = 200, description = "a page of record views and next_cursor", body = RecordPageJson),
+        (status = 400, description = "malformed owner, filter, cursor or limit", body = openapi::ErrorBody),
+        (status = 403, description = "denied; the attempt is recorded in the owner's access log", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn list_records(
     State(state): State<AppState>,
     principal: Principal,
     Path(owner): Path<String>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RecordPageJson>, ApiError> {
     let owner = parse_owner(&owner)?;
     let request = (|| {
         let Query(query) = query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))?;
@@ -849,26 +1028,49 @@ async fn list_records(
     let resource = Resource::OwnerRecords { owner: owner.clone() };
     let (query, filter, limit) = guard(&state, &principal, resource, None, purpose(&headers), request).await?;
     let page = state.blocking(move |vault| vault.list_owner(&owner, &filter, query.cursor.as_deref(), limit)).await??;
-    Ok(Json(json!({
-        "records": page.records.iter().map(json::record_view_json).collect::<Vec<_>>(),
-        "next_cursor": page.next_cursor,
-    })))
+    Ok(Json(RecordPageJson {
+        records: page.records.iter().map(json::record_view_json).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
+    /// The next_cursor of the previous page.
     cursor: Option<String>,
+    /// Page size, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
+#[derive(Serialize, ToSchema)]
+struct AccessLogJson {
+    entries: Vec<json::AccessEventJson>,
+    next_cursor: Option<String>,
+    /// None before the first checkpoint.
+    completeness: Option<json::CompletenessJson>,
+}
+
+#[utoipa::path(get, path = "/v1/owners/{owner}/access-log", tag = "citizens",
+    summary = "Who read the owner's documents, when, why, and with what outcome; newest first",
+    description = "Roles: citizen (own).",
+    params(openapi::OwnerPath, PageQuery),
+    responses(
+        (status = 200, description = "a page of access events, next_cursor, and completeness: the newest checkpoint, the owner-map commitment with its inclusion proof, and the owner's chain head with its map proof (null before the first checkpoint); see docs/FORMAT.md 4.4", body = AccessLogJson),
+        (status = 400, description = "malformed owner, cursor or limit", body = openapi::ErrorBody),
+        (status = 403, description = "not the owner", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn access_log(
     State(state): State<AppState>,
     principal: Principal,
     Path(owner): Path<String>,
     headers: HeaderMap,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccessLogJson>, ApiError> {
     let owner = parse_owner(&owner)?;
     let request =
         query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text())).and_then(|Query(query)| {
@@ -889,29 +1091,44 @@ async fn access_log(
             Ok::<_, ApiError>((page, completeness))
         })
         .await??;
-    Ok(Json(json!({
-        "entries": page.entries.iter().map(|(sequence, event)| json::access_event_json(*sequence, event)).collect::<Vec<_>>(),
-        "next_cursor": page.next_cursor,
-        "completeness": completeness,
-    })))
+    Ok(Json(AccessLogJson {
+        entries: page.entries.iter().map(|(sequence, event)| json::access_event_json(*sequence, event)).collect(),
+        next_cursor: page.next_cursor,
+        completeness,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ChainQuery {
+    /// Only entries with a log index below this (next_before of the previous page).
     before: Option<u64>,
+    /// Page size, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// The owner's chain entries covered by the owner map (leaf bytes), newest first: what the owner
 /// walks to check the access log's completeness. Same readers as the access log.
+#[utoipa::path(get, path = "/v1/owners/{owner}/log-entries", tag = "citizens",
+    summary = "The owner's chain in the log (records, status changes, accesses) as leaf bytes, newest first, up to the newest owner-map commitment: what proves the access log complete",
+    description = "Roles: citizen (own).",
+    params(openapi::OwnerPath, ChainQuery),
+    responses(
+        (status = 200, description = "entries and next_before", body = json::ChainPageJson),
+        (status = 400, description = "malformed owner, before or limit", body = openapi::ErrorBody),
+        (status = 403, description = "not the owner", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn owner_log_entries(
     State(state): State<AppState>,
     principal: Principal,
     Path(owner): Path<String>,
     headers: HeaderMap,
     query: Result<Query<ChainQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<json::ChainPageJson>, ApiError> {
     let owner = parse_owner(&owner)?;
     let request =
         query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text())).and_then(|Query(query)| {
@@ -929,6 +1146,19 @@ async fn owner_log_entries(
 
 /// An owner's whole store as an evidence bundle (docs/FORMAT.md section 5): the owner, or an auditor
 /// stating a purpose (logged in the owner's access log before anything is gathered).
+#[utoipa::path(get, path = "/v1/owners/{owner}/export", tag = "citizens",
+    summary = "The owner's whole store as an evidence bundle (a ustar archive, docs/FORMAT.md 5), checked offline by `kho verify BUNDLE`",
+    description = "Roles: citizen (own), auditor (with purpose; logged). Every record with its document, status evidence, receipts, certificates, the checkpoint, inclusion proofs, and the access log with its completeness evidence.",
+    params(openapi::OwnerPath, openapi::PurposeHeader),
+    responses(
+        (status = 200, description = "the bundle, with Content-Length", body = openapi::Binary, content_type = "application/x-tar"),
+        (status = 400, description = "malformed owner or purpose", body = openapi::ErrorBody),
+        (status = 403, description = "denied; the attempt is recorded in the owner's access log", body = openapi::ErrorBody),
+        (status = 404, description = "no checkpoint yet", body = openapi::ErrorBody),
+        (status = 503, description = "witnesses are required (fail-closed) and have not cosigned the checkpoint yet", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn export_store(
     State(state): State<AppState>,
     principal: Principal,
@@ -943,6 +1173,19 @@ async fn export_store(
 
 /// One record's evidence bundle, its document included: for the owner to hand to a third party, or an
 /// officer or auditor stating a purpose.
+#[utoipa::path(get, path = "/v1/records/{id}/bundle", tag = "records",
+    summary = "One record's evidence bundle, its document included, to hand to a third party",
+    description = "Roles: citizen (own), officer (with purpose), auditor (with purpose); logged.",
+    params(openapi::IdPath, openapi::PurposeHeader),
+    responses(
+        (status = 200, description = "the bundle, with Content-Length", body = openapi::Binary, content_type = "application/x-tar"),
+        (status = 400, description = "malformed id or purpose", body = openapi::ErrorBody),
+        (status = 403, description = "denied; the attempt is recorded in the owner's access log", body = openapi::ErrorBody),
+        (status = 404, description = "no such record, or no checkpoint yet", body = openapi::ErrorBody),
+        (status = 503, description = "witnesses are required (fail-closed) and have not cosigned the checkpoint yet", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn record_bundle(
     State(state): State<AppState>,
     principal: Principal,
@@ -1032,11 +1275,34 @@ impl std::io::Write for ChannelWriter {
 
 // ----- certificates and trust -----
 
-async fn list_certificates(State(state): State<AppState>, _principal: Principal) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/v1/certificates", tag = "keys",
+    summary = "Every issuer key certificate, with its revocation if any",
+    description = "Roles: any signed-in caller.",
+    responses((status = 200, description = "the certificates", body = CertificatesJson), openapi::SignedIn),
+    security(("bearer" = [])))]
+async fn list_certificates(
+    State(state): State<AppState>,
+    _principal: Principal,
+) -> Result<Json<CertificatesJson>, ApiError> {
     let certificates = state.blocking(|vault| vault.certificates()).await??;
-    Ok(Json(json!({ "certificates": certificates.iter().map(json::certificate_json).collect::<Vec<_>>() })))
+    Ok(Json(CertificatesJson { certificates: certificates.iter().map(json::certificate_json).collect() }))
 }
 
+#[utoipa::path(post, path = "/v1/certificates", tag = "keys",
+    summary = "Add an issuer key certificate signed by a trust anchor (the body is its envelope)",
+    description = "Roles: admin.",
+    request_body(content = openapi::Binary, content_type = "application/octet-stream", description = "the signed certificate envelope"),
+    responses(
+        (status = 201, description = "added", body = json::CertificateJson),
+        (status = 200, description = "added before", body = json::CertificateJson),
+        (status = 400, description = "malformed certificate", body = openapi::ErrorBody),
+        (status = 403, description = "not an admin", body = openapi::ErrorBody),
+        (status = 409, description = "the certificate conflicts with the vault's state", body = openapi::ErrorBody),
+        (status = 413, description = "body larger than the statement limit", body = openapi::ErrorBody),
+        (status = 422, description = "not signed by a trust anchor", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn add_certificate(
     State(state): State<AppState>,
     principal: Principal,
@@ -1053,6 +1319,23 @@ async fn add_certificate(
     Ok((status, Json(json::certificate_json(&view))).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/certificates/{id}/revocation", tag = "keys",
+    summary = "Revoke a certificate with an anchor-signed revocation (the body is its envelope)",
+    description = "Roles: admin.",
+    params(openapi::IdPath),
+    request_body(content = openapi::Binary, content_type = "application/octet-stream", description = "the signed certificate revocation envelope"),
+    responses(
+        (status = 201, description = "revoked", body = json::CertificateJson),
+        (status = 200, description = "this revocation was accepted before", body = json::CertificateJson),
+        (status = 400, description = "malformed id or revocation, or it names another certificate", body = openapi::ErrorBody),
+        (status = 403, description = "not an admin", body = openapi::ErrorBody),
+        (status = 404, description = "no such certificate", body = openapi::ErrorBody),
+        (status = 409, description = "already revoked", body = openapi::ErrorBody),
+        (status = 413, description = "body larger than the statement limit", body = openapi::ErrorBody),
+        (status = 422, description = "not signed by a trust anchor", body = openapi::ErrorBody),
+        openapi::SignedIn,
+    ),
+    security(("bearer" = [])))]
 async fn revoke_certificate(
     State(state): State<AppState>,
     principal: Principal,
@@ -1080,22 +1363,61 @@ async fn revoke_certificate(
     Ok((status, Json(json::certificate_json(&view))).into_response())
 }
 
-async fn trust_anchors(State(state): State<AppState>, _principal: Principal) -> Json<Value> {
-    Json(json!({
-        "trust_anchors": state.0.trust_anchors.iter().map(json::key_json).collect::<Vec<_>>(),
-        "vault_key": json::key_json(&state.0.vault.public_key()),
-        "vault_certificate": state.0.vault.vault_certificate().map(|certificate| json!({
-            "id": certificate.id().to_hex(),
-            "origin": certificate.body().origin,
-            "valid_from": crate::ids::format_unix_ms(certificate.body().valid_from_ms),
-            "valid_until": crate::ids::format_unix_ms(certificate.body().valid_until_ms),
-            "signer": json::key_json(certificate.signer()),
-            "envelope_base64": json::base64(&certificate.to_envelope()),
-        })),
-    }))
+#[utoipa::path(get, path = "/v1/trust-anchors", tag = "keys",
+    summary = "The trust anchors' public keys, the vault's receipt key and its certificate if any",
+    description = "Roles: any signed-in caller.",
+    responses((status = 200, description = "the keys", body = TrustAnchorsJson), openapi::SignedIn),
+    security(("bearer" = [])))]
+async fn trust_anchors(State(state): State<AppState>, _principal: Principal) -> Json<TrustAnchorsJson> {
+    Json(TrustAnchorsJson {
+        trust_anchors: state.0.trust_anchors.iter().map(json::key_json).collect(),
+        vault_key: json::key_json(&state.0.vault.public_key()),
+        vault_certificate: state.0.vault.vault_certificate().map(|certificate| VaultCertificateJson {
+            id: certificate.id().to_hex(),
+            origin: certificate.body().origin.clone(),
+            valid_from: crate::ids::format_unix_ms(certificate.body().valid_from_ms),
+            valid_until: crate::ids::format_unix_ms(certificate.body().valid_until_ms),
+            signer: json::key_json(certificate.signer()),
+            envelope_base64: json::base64(&certificate.to_envelope()),
+        }),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+struct CertificatesJson {
+    certificates: Vec<json::CertificateJson>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct TrustAnchorsJson {
+    trust_anchors: Vec<json::KeyJson>,
+    /// The key that signs receipts and checkpoints.
+    vault_key: json::KeyJson,
+    vault_certificate: Option<VaultCertificateJson>,
+}
+
+/// A trust anchor's certificate of the vault key for the log's origin.
+#[derive(Serialize, ToSchema)]
+struct VaultCertificateJson {
+    id: String,
+    origin: String,
+    #[schema(format = DateTime)]
+    valid_from: String,
+    #[schema(format = DateTime)]
+    valid_until: String,
+    signer: json::KeyJson,
+    #[schema(format = Byte)]
+    envelope_base64: String,
 }
 
 /// The trust anchor's certificate of the vault key (public, like the checkpoints it lets anyone check).
+#[utoipa::path(get, path = "/v1/vault-certificate", tag = "keys",
+    summary = "The trust anchor's certificate of the vault key (a signed statement envelope, kind 8): with it, receipts and checkpoints verify from the trust anchors alone",
+    description = "Roles: anyone.",
+    responses(
+        (status = 200, description = "the certificate envelope", body = openapi::Binary, content_type = "application/octet-stream"),
+        (status = 404, description = "no certificate installed", body = openapi::ErrorBody),
+    ))]
 async fn vault_certificate(State(state): State<AppState>) -> Result<Response, ApiError> {
     let certificate = state.0.vault.vault_certificate().ok_or_else(|| {
         ApiError::not_found(
@@ -1106,10 +1428,24 @@ async fn vault_certificate(State(state): State<AppState>) -> Result<Response, Ap
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], certificate.to_envelope()).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "service",
+    summary = "This document", description = "Roles: anyone.",
+    responses((status = 200, description = "the OpenAPI document", body = Object)))]
 async fn openapi_document() -> Json<Value> {
-    Json(openapi::document())
+    static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(openapi::document).clone())
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    summary = "The process is alive", description = "Roles: anyone.",
+    responses((status = 200, description = "ok", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "service",
+    summary = "The vault can serve (the catalog answers, no failed fsync)", description = "Roles: anyone.",
+    responses((status = 200, description = "ready", body = String, content_type = "text/plain"), (status = 500, description = "not ready", body = openapi::ErrorBody)))]
 async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state.blocking(|vault| vault.check_ready()).await??;
     Ok("ready")
