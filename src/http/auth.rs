@@ -864,6 +864,10 @@ mod tests {
             for stream in listener.incoming().flatten() {
                 let mut reader = std::io::BufReader::new(&stream);
                 let mut line = String::new();
+                // Only a request counts: a connection a client opens and drops without one is not a fetch.
+                if !reader.read_line(&mut line).is_ok_and(|n| n > 0) || !line.starts_with("GET ") {
+                    continue;
+                }
                 while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
                     line.clear();
                 }
