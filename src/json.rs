@@ -11,15 +11,6 @@ use crate::ids::format_unix_ms;
 use crate::statement::{CopyCertification, PublicKey, Receipt, Record, Signed};
 use crate::vault::{AccessEvent, AccessOutcome, CertificateView, ChainPage, Completeness, RecordView, Status};
 
-/// 64 lowercase hex digits: a BLAKE3 or SHA-256 digest, a record, statement or certificate id.
-pub const HEX_DIGEST_PATTERN: &str = "^[0-9a-f]{64}$";
-/// A citizen id (12 digits) or an organization code (10 or 13 digits).
-pub const OWNER_PATTERN: &str = "^([0-9]{10}|[0-9]{12}|[0-9]{13})$";
-/// An agency, document type, procedure or dossier code.
-pub const CODE_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$";
-/// A calendar date.
-pub const DATE_PATTERN: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$";
-
 pub fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -62,7 +62,7 @@ impl Certificates {
     /// Reads the configured files; an error here stops the start.
     pub fn load(config: &TlsConfig) -> Result<Arc<Certificates>, TlsError> {
         let provider = Arc::new(ring::default_provider());
-        let loaded = read(config, &provider)?;
+        let loaded = read(config, &provider, stamps(config))?;
         Ok(Arc::new(Certificates { config: config.clone(), provider, current: RwLock::new(loaded) }))
     }
 
@@ -80,12 +80,12 @@ impl Certificates {
     /// Reads the files again if `forced` or either changed since they were read; `Ok(true)` if a new
     /// certificate is now served. On an error the old one stays.
     pub fn reload(&self, forced: bool) -> Result<bool, TlsError> {
-        let stamps = (modified(&self.config.certificate), modified(&self.config.private_key));
+        let stamps = stamps(&self.config);
         let unchanged = self.current.read().map(|loaded| loaded.stamps == stamps).unwrap_or(false);
         if unchanged && !forced {
             return Ok(false);
         }
-        let loaded = read(&self.config, &self.provider)?;
+        let loaded = read(&self.config, &self.provider, stamps)?;
         if let Ok(mut current) = self.current.write() {
             *current = loaded;
         }
@@ -130,8 +130,16 @@ impl Certificates {
     }
 }
 
-fn read(config: &TlsConfig, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
-    let stamps = (modified(&config.certificate), modified(&config.private_key));
+/// The files' modification times, taken before they are read (a change during the read is seen next time).
+fn stamps(config: &TlsConfig) -> (Option<SystemTime>, Option<SystemTime>) {
+    (modified(&config.certificate), modified(&config.private_key))
+}
+
+fn read(
+    config: &TlsConfig,
+    provider: &CryptoProvider,
+    stamps: (Option<SystemTime>, Option<SystemTime>),
+) -> Result<Loaded, TlsError> {
     let text =
         |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source });
     let certificate_path = config.certificate.display().to_string();
