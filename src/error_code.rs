@@ -48,6 +48,7 @@ error_codes! {
     Error = "error",
     Expired = "expired",
     Forbidden = "forbidden",
+    HeadersTooLarge = "headers_too_large",
     IntegrityError = "integrity_error",
     InternalError = "internal_error",
     InvalidAgency = "invalid_agency",

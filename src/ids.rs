@@ -37,6 +37,26 @@ const CITIZEN_PROVINCE_CODES: [u16; 63] = [
     93, 94, 95, 96,
 ];
 
+/// What [`OwnerId::parse`] accepts, as a regular expression in the syntax ECMA-262 (OpenAPI's) and Rust's
+/// `regex` share: 10 or 13 digits, or 12 starting with a province code.
+pub fn owner_id_pattern() -> String {
+    let provinces: Vec<String> = CITIZEN_PROVINCE_CODES.iter().map(|code| format!("{code:03}")).collect();
+    format!("^([0-9]{{10}}|[0-9]{{13}}|({})[0-9]{{9}})$", provinces.join("|"))
+}
+
+/// What [`Code::parse`] accepts, as a regular expression (see [`owner_id_pattern`]).
+pub fn code_pattern() -> String {
+    format!("^[A-Za-z0-9._/-]{{1,{CODE_LENGTH_BYTES_MAX}}}$")
+}
+
+/// What [`Title::parse`] accepts but its length, as a regular expression (see [`owner_id_pattern`]): no
+/// control character (Unicode's Cc) and at least one character that is neither a control nor white
+/// space (Unicode's White_Space, which `str::trim` removes).
+pub const TITLE_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$";
+
+/// What [`Digest::parse_hex`] accepts, as a regular expression (see [`owner_id_pattern`]).
+pub const DIGEST_HEX_PATTERN: &str = "^[0-9A-Fa-f]{64}$";
+
 /// The owner of a store: a citizen (12-digit personal identification number) or an organization
 /// (10-digit enterprise/tax code, or 13 digits for a branch unit).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -354,6 +374,44 @@ pub fn format_unix_ms(unix_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each pattern matches exactly the texts its parser accepts, so a client that follows the OpenAPI
+    /// document is never refused and one that does not always is.
+    #[test]
+    fn the_published_patterns_accept_exactly_what_the_parsers_accept() {
+        let agree = |pattern: &str, parses: &dyn Fn(&str) -> bool, texts: &mut dyn Iterator<Item = String>| {
+            let regex = regex::Regex::new(pattern).expect("pattern compiles");
+            let mut checked = 0;
+            for text in texts {
+                assert_eq!(regex.is_match(&text), parses(&text), "{pattern} on {text:?}");
+                checked += 1;
+            }
+            checked
+        };
+        let owners =
+            (0..1000).flat_map(|prefix| (9..=14).map(move |length| format!("{prefix:03}{}", "7".repeat(length - 3))));
+        let odd_owners =
+            ["", "00120401234a", " 001204012345", "001204012345\n", "１２３４５６７８９０"].map(String::from);
+        let checked = agree(&owner_id_pattern(), &|text| OwnerId::parse(text).is_ok(), &mut owners.chain(odd_owners));
+        assert!(checked > 6000);
+        let characters: Vec<char> = (0u8..=127).map(char::from).chain(['é', 'Đ', '\u{a0}']).collect();
+        let codes = characters.iter().map(|c| format!("H26{c}1")).chain([
+            String::new(),
+            "A".repeat(CODE_LENGTH_BYTES_MAX),
+            "A".repeat(CODE_LENGTH_BYTES_MAX + 1),
+        ]);
+        agree(&code_pattern(), &|text| Code::parse("code", text).is_ok(), &mut codes.collect::<Vec<_>>().into_iter());
+        let spaces = ['\t', '\n', ' ', '\u{85}', '\u{a0}', '\u{1680}', '\u{2000}', '\u{200a}', '\u{2028}', '\u{3000}'];
+        let others = ['a', 'Đ', '\u{0}', '\u{1f}', '\u{7f}', '\u{9f}', '\u{feff}', '\u{200b}', '\u{1f600}'];
+        let titles = spaces
+            .iter()
+            .chain(&others)
+            .flat_map(|first| spaces.iter().chain(&others).map(move |second| format!("{first}{second}")));
+        let titles = titles.chain([String::new(), " Giấy khai sinh ".into(), "x\ty".into()]);
+        agree(TITLE_PATTERN, &|text| Title::parse(text).is_ok(), &mut titles.collect::<Vec<_>>().into_iter());
+        let hex = ["0".repeat(64), "aF".repeat(32), "g".repeat(64), "0".repeat(63), "0".repeat(65), String::new()];
+        agree(DIGEST_HEX_PATTERN, &|text| Digest::parse_hex("id", text).is_ok(), &mut hex.into_iter());
+    }
 
     #[test]
     fn owner_ids_are_checked() {

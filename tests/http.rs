@@ -633,7 +633,12 @@ async fn the_served_openapi_document_is_the_checked_in_one_and_describes_every_r
         ("get", "/readyz"),
     ];
     for (method, route) in routes {
-        assert!(served["paths"][route][method].is_object(), "{method} {route} is not described");
+        let operation = &served["paths"][route][method];
+        assert!(operation.is_object(), "{method} {route} is not described");
+        for status in ["408", "431", "500"] {
+            let body = &operation["responses"][status]["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(body, "#/components/schemas/ErrorBody", "{method} {route} does not describe its {status}");
+        }
     }
     assert_eq!(
         kho::http::openapi::operations().len(),
@@ -1270,6 +1275,41 @@ async fn every_answer_carries_a_request_id() {
         .await;
     assert_eq!(odd.status, StatusCode::BAD_REQUEST);
     assert_eq!(id(&odd).len(), 24, "an odd id is replaced");
+}
+
+/// Too many header fields, or too many bytes of them, get 431 `headers_too_large` in the JSON error
+/// shape (not hyper's empty answer), before authentication and without touching the owner's log; at the
+/// limits the request is served.
+#[tokio::test]
+async fn too_many_or_too_large_headers_get_a_json_431_and_change_nothing() {
+    use kho::http::{REQUEST_HEADERS_MAX, REQUEST_HEADER_BYTES_MAX};
+    let api = Api::new();
+    let records = format!("/v1/owners/{OWNER}/records");
+    let citizen = api.token(Role::Citizen);
+    // `call` adds the Authorization header.
+    let fields = |count: usize| (0..count).map(|n| (format!("x-extra-{n}"), "1".to_owned())).collect::<Vec<_>>();
+    let call = |extra: Vec<(String, String)>| {
+        let (api, records, citizen) = (&api, records.clone(), citizen.clone());
+        async move {
+            let headers: Vec<(&str, &str)> = extra.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            api.call("GET", &records, Some(&citizen), &headers, Vec::new()).await
+        }
+    };
+    assert_eq!(call(fields(REQUEST_HEADERS_MAX - 1)).await.status, StatusCode::OK, "at the limit");
+    let before = (api.state(), api.access_log().len());
+    let many = call(fields(REQUEST_HEADERS_MAX)).await;
+    assert_eq!(many.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(many.json()["error"]["code"], "headers_too_large");
+    assert!(many.headers.contains_key("x-request-id"));
+    let big = call(vec![("x-big".to_owned(), "a".repeat(REQUEST_HEADER_BYTES_MAX))]).await;
+    assert_eq!(big.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(big.json()["error"]["code"], "headers_too_large");
+    assert!(big.json()["error"]["message"].as_str().is_some_and(|m| m.contains("bytes")));
+    assert_eq!((api.state(), api.access_log().len()), before, "a refused request changes nothing");
+    // Unauthenticated routes too.
+    let big = "b".repeat(REQUEST_HEADER_BYTES_MAX + 1);
+    let health = api.call("GET", "/healthz", None, &[("x-big", big.as_str())], Vec::new()).await;
+    assert_eq!(health.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 }
 
 /// A subject over its role's rate gets 429 `rate_limited` with `Retry-After`, and nothing else happens;

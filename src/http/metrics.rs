@@ -292,13 +292,13 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, A
 #[into_params(parameter_in = Query)]
 pub(super) struct ReuseQuery {
     /// First day, inclusive (Vietnam time).
-    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    #[param(value_type = super::openapi::DateText, required = false)]
     from: Option<String>,
     /// Last day, inclusive.
-    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    #[param(value_type = super::openapi::DateText, required = false)]
     to: Option<String>,
     /// Only this agency's figures.
-    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
+    #[param(value_type = super::openapi::CodeText, required = false)]
     agency: Option<String>,
 }
 
@@ -410,10 +410,10 @@ pub(super) async fn reuse(
 #[into_params(parameter_in = Query)]
 pub(super) struct DailyQuery {
     /// First day, inclusive (Vietnam time).
-    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    #[param(value_type = super::openapi::DateText, required = false)]
     from: Option<String>,
     /// Last day, inclusive.
-    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    #[param(value_type = super::openapi::DateText, required = false)]
     to: Option<String>,
 }
 

@@ -56,6 +56,13 @@ pub const SIGNATURE_HEADER: &str = "kho-signature";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The longest request id taken from a caller; a longer or odd one is replaced.
 pub const REQUEST_ID_LENGTH_MAX: usize = 128;
+/// Header fields a request may carry; more get 431 `headers_too_large`. Below hyper's own limit (100),
+/// past which hyper answers 431 itself, without a body, before any of Kho's code runs.
+pub const REQUEST_HEADERS_MAX: usize = 64;
+/// Bytes of header names and values a request may carry; more get 431 `headers_too_large`. Room for
+/// a detached CMS signature with its chain in `Kho-Signature`; below hyper's read buffer (about
+/// 400 KiB), past which hyper answers 431 itself, without a body.
+pub const REQUEST_HEADER_BYTES_MAX: usize = 256 * 1024;
 /// The header in which officers and auditors state their purpose: a dossier code.
 pub const PURPOSE_HEADER: &str = "kho-purpose";
 /// The context of the key behind the pages' CSRF tokens.
@@ -185,6 +192,7 @@ fn api_routes(request_timeout: Duration) -> OpenApiRouter<AppState> {
         .merge(timed);
     let tiles = <openapi::Tiles as utoipa::OpenApi>::openapi();
     routes.get_openapi_mut().paths.paths.extend(tiles.paths.paths);
+    openapi::add_common_answers(routes.get_openapi_mut());
     routes
 }
 
@@ -212,12 +220,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state);
     api.layer(axum::middleware::from_fn(json_errors))
         .layer(tower::limit::ConcurrencyLimitLayer::new(limits.concurrency_limit))
+        .layer(axum::middleware::from_fn(header_limits))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<Body>| {
-            let id = request.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let id = request.extensions().get::<RequestId>().and_then(|id| id.0.to_str().ok()).unwrap_or_default();
             tracing::info_span!("request", id, method = %request.method(), uri = %request.uri())
         }))
         .layer(axum::middleware::from_fn(request_id))
 }
+
+/// A request's id, for its log span (`request_id`).
+#[derive(Clone)]
+struct RequestId(HeaderValue);
 
 /// Every request gets an id, in its log lines and in the `X-Request-Id` of its response: the caller's,
 /// if it sent a sensible one (a gateway's), else a new random one.
@@ -235,10 +248,31 @@ async fn request_id(mut request: axum::extract::Request, next: axum::middleware:
         }
     };
     let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    request.headers_mut().insert(REQUEST_ID_HEADER, value.clone());
+    request.extensions_mut().insert(RequestId(value.clone()));
     let mut response = next.run(request).await;
     response.headers_mut().insert(REQUEST_ID_HEADER, value);
     response
+}
+
+/// Refuses a request with more header fields than `REQUEST_HEADERS_MAX` or more bytes of them than
+/// `REQUEST_HEADER_BYTES_MAX`, with the JSON error shape, before it takes a place among the requests
+/// served at once.
+async fn header_limits(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if headers.len() > REQUEST_HEADERS_MAX || bytes > REQUEST_HEADER_BYTES_MAX {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::HeadersTooLarge,
+            format!(
+                "the request has {} header fields and {bytes} bytes of them; at most {REQUEST_HEADERS_MAX} fields and \
+                 {REQUEST_HEADER_BYTES_MAX} bytes are taken",
+                headers.len()
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Errors produced outside the handlers (timeouts, framework rejections) get the JSON error shape too.
@@ -259,6 +293,7 @@ async fn json_errors(request: axum::extract::Request, next: axum::middleware::Ne
     let code = match status {
         StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
         StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::BodyTooLarge,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeadersTooLarge,
         StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
         _ => ErrorCode::Error,
@@ -505,28 +540,28 @@ async fn deposit(
 #[into_params(parameter_in = Query)]
 struct SignedDocumentQuery {
     /// The person or organization the document is about.
-    #[param(pattern = "^([0-9]{10}|[0-9]{12}|[0-9]{13})$")]
+    #[param(value_type = openapi::OwnerIdText)]
     owner: String,
-    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
+    #[param(value_type = openapi::CodeText)]
     document_type: String,
     /// 1 to 512 characters.
-    #[param(min_length = 1, max_length = 512)]
+    #[param(value_type = openapi::TitleText)]
     title: String,
-    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
+    #[param(value_type = openapi::CodeText)]
     procedure: String,
-    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
+    #[param(value_type = openapi::CodeText)]
     dossier: String,
     /// Default: today, in Vietnam.
-    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    #[param(value_type = openapi::DateText, required = false)]
     issued_on: Option<String>,
     /// Default: the day it was issued.
-    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    #[param(value_type = openapi::DateText, required = false)]
     valid_from: Option<String>,
     /// Inclusive; default none.
-    #[param(format = Date, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    #[param(value_type = openapi::DateText, required = false)]
     valid_until: Option<String>,
     /// The record this one replaces.
-    #[param(pattern = "^[0-9a-f]{64}$")]
+    #[param(value_type = openapi::HexDigestText, required = false)]
     supersedes: Option<String>,
 }
 
@@ -681,7 +716,7 @@ async fn revoke_record(
 #[into_params(parameter_in = Query)]
 struct RequestsQuery {
     /// The person's 12-digit citizen id or 10/13-digit organization code.
-    #[param(pattern = "^([0-9]{10}|[0-9]{12}|[0-9]{13})$")]
+    #[param(value_type = openapi::OwnerIdText)]
     owner: String,
 }
 
@@ -690,7 +725,7 @@ struct RequestsQuery {
 #[utoipa::path(get, path = "/v1/agencies/{agency}/certification-requests", tag = "issuers",
     summary = "A person's uploads sent to this agency for certification and not yet certified (logged in their access log)",
     description = "Roles: officer or issuer (own agency), auditor, citizen (own).",
-    params(("agency" = String, Path, description = "the agency code", pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"), RequestsQuery),
+    params(("agency" = openapi::CodeText, Path, description = "the agency code"), RequestsQuery),
     responses(
         (status = 200, description = "the requests", body = CertificationRequestsJson),
         (status = 400, description = "malformed agency, owner or query", body = openapi::ErrorBody),
@@ -828,8 +863,8 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()>
         ("Range" = Option<String>, Header, description = "bytes=a-b, a- or -n"),
         ("If-None-Match" = Option<String>, Header, description = "an ETag")),
     responses(
-        (status = 200, description = "the whole document", body = openapi::Binary, content_type = "application/octet-stream"),
-        (status = 206, description = "the requested range", body = openapi::Binary, content_type = "application/octet-stream"),
+        (status = 200, description = "the whole document, as the record's media_type says", body = openapi::Binary, content_type = "*/*"),
+        (status = 206, description = "the requested range, as the record's media_type says", body = openapi::Binary, content_type = "*/*"),
         (status = 304, description = "not modified"),
         (status = 400, description = "malformed id or purpose", body = openapi::ErrorBody),
         (status = 403, description = "denied; the attempt is recorded in the owner's access log", body = openapi::ErrorBody),
@@ -967,15 +1002,16 @@ async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> R
 struct ListQuery {
     /// Only this document type.
     #[serde(rename = "type")]
-    #[param(rename = "type", pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
+    #[param(rename = "type", value_type = openapi::CodeText, required = false)]
     document_type: Option<String>,
     /// Only this issuing agency.
-    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
+    #[param(value_type = openapi::CodeText, required = false)]
     issuer: Option<String>,
     /// Only records with this status.
     #[param(value_type = Option<String>, pattern = "^(valid|not_yet_valid|expired|revoked|superseded|self_uploaded|certified_copy)$")]
     status: Option<StatusKind>,
     /// The next_cursor of the previous page.
+    #[param(value_type = openapi::CursorText, required = false)]
     cursor: Option<String>,
     /// Page size, default 50.
     #[param(minimum = 1, maximum = 1000)]
@@ -1039,6 +1075,7 @@ async fn list_records(
 #[into_params(parameter_in = Query)]
 struct PageQuery {
     /// The next_cursor of the previous page.
+    #[param(value_type = openapi::CursorText, required = false)]
     cursor: Option<String>,
     /// Page size, default 50.
     #[param(minimum = 1, maximum = 1000)]
@@ -1102,8 +1139,10 @@ async fn access_log(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct ChainQuery {
-    /// Only entries with a log index below this (next_before of the previous page).
-    before: Option<u64>,
+    /// Only entries with a log index below this (next_before of the previous page). Signed in the
+    /// type only so that the document's int64 is the range taken.
+    #[param(minimum = 0)]
+    before: Option<i64>,
     /// Page size, default 50.
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
@@ -1134,7 +1173,11 @@ async fn owner_log_entries(
         query.map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text())).and_then(|Query(query)| {
             let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT);
             crate::vault::check_page(None, limit)?;
-            Ok((query.before, limit))
+            let before =
+                query.before.map(u64::try_from).transpose().map_err(|_| {
+                    ApiError::bad_request(ErrorCode::InvalidQuery, "before must be a log index, 0 or more")
+                })?;
+            Ok((before, limit))
         });
     let resource = Resource::AccessLog { owner: owner.clone() };
     let (before, limit) = guard(&state, &principal, resource, None, purpose(&headers), request).await?;

@@ -6,9 +6,11 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::RefOr;
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::error_code::ErrorCode;
@@ -22,7 +24,7 @@ use crate::error_code::ErrorCode;
                        the access matrix: docs/SECURITY.md. Every error is `{\"error\": {\"code\", \"message\"}}` with \
                        a code from the ErrorCode list.",
     ),
-    components(schemas(ErrorBody, ErrorCode)),
+    components(schemas(ErrorBody, ErrorCode, OwnerIdText, CodeText, HexDigestText, DateText, TitleText, CursorText)),
     modifiers(&BearerScheme),
 )]
 pub(super) struct ApiDoc;
@@ -73,6 +75,36 @@ pub fn operations() -> Vec<(String, String)> {
     operations
 }
 
+/// Adds the answers any route can give, whatever its handler does, to every operation that does not
+/// describe them itself: 408 (the request deadline), 431 (headers over `REQUEST_HEADERS_MAX` or
+/// `REQUEST_HEADER_BYTES_MAX`) and 500 (a fault of the server, such as its storage).
+pub(super) fn add_common_answers(openapi: &mut utoipa::openapi::OpenApi) {
+    let answers = [
+        ("408", "`request_timeout`: the request took longer than the request deadline"),
+        ("431", "`headers_too_large`: too many header fields, or too many bytes of them"),
+        ("500", "`internal_error`: a fault of the server; its log has the request's `X-Request-Id`"),
+    ];
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for (status, description) in answers {
+                operation.responses.responses.entry(status.to_owned()).or_insert_with(|| {
+                    let body = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+                    ResponseBuilder::new().description(description).content("application/json", body).build().into()
+                });
+            }
+        }
+    }
+}
+
 /// Every error answer: `{"error": {"code", "message"}}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -103,13 +135,50 @@ impl ToSchema for ErrorCode {}
 #[schema(value_type = String, format = Binary)]
 pub struct Binary(#[allow(dead_code)] Vec<u8>);
 
+/// The texts the API takes, each with the pattern of the parser that reads it (`crate::ids`), so a
+/// request that follows the document is never refused for its form and one that does not always is.
+macro_rules! text_schemas {
+    ($($(#[$doc:meta])* $marker:ident = $name:literal, $description:literal, $pattern:expr, $build:expr;)*) => {
+        $(
+            $(#[$doc])*
+            #[allow(dead_code)]
+            pub struct $marker;
+
+            impl PartialSchema for $marker {
+                fn schema() -> RefOr<Schema> {
+                    let build: fn(ObjectBuilder) -> ObjectBuilder = $build;
+                    build(ObjectBuilder::new().schema_type(Type::String).description(Some($description)).pattern(Some($pattern))).into()
+                }
+            }
+
+            impl ToSchema for $marker {
+                fn name() -> std::borrow::Cow<'static, str> {
+                    $name.into()
+                }
+            }
+        )*
+    };
+}
+
+text_schemas! {
+    OwnerIdText = "OwnerId", "A 12-digit citizen id (starting with a province code) or a 10/13-digit organization code.",
+        crate::ids::owner_id_pattern(), |b| b;
+    CodeText = "Code", "An agency, document type, procedure or dossier code: ASCII letters, digits and . _ - /.",
+        crate::ids::code_pattern(), |b| b;
+    HexDigestText = "HexDigest", "A record id or hash: 64 hexadecimal digits.", crate::ids::DIGEST_HEX_PATTERN, |b| b;
+    DateText = "Date", "A calendar date, YYYY-MM-DD.", "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+        |b| b.format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Date)));
+    TitleText = "Title", "A title for people: no control characters, not blank.", crate::ids::TITLE_PATTERN,
+        |b| b.min_length(Some(1)).max_length(Some(crate::ids::TITLE_LENGTH_CHARS_MAX));
+    CursorText = "Cursor", "Opaque: the next_cursor of the previous page.", crate::store::CURSOR_PATTERN, |b| b;
+}
+
 /// A record id (also a document's BLAKE3 address).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
 pub struct IdPath {
-    /// 64 lowercase hex digits.
-    #[param(pattern = "^[0-9a-f]{64}$")]
+    #[param(value_type = HexDigestText)]
     id: String,
 }
 
@@ -117,8 +186,7 @@ pub struct IdPath {
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
 pub struct OwnerPath {
-    /// A 12-digit citizen id or a 10/13-digit organization code.
-    #[param(pattern = "^([0-9]{10}|[0-9]{12}|[0-9]{13})$")]
+    #[param(value_type = OwnerIdText)]
     owner: String,
 }
 
@@ -128,7 +196,7 @@ pub struct OwnerPath {
 #[allow(dead_code)]
 pub struct PurposeHeader {
     /// The dossier code being processed (officers; auditors for content and bundles).
-    #[param(rename = "Kho-Purpose", pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")]
+    #[param(rename = "Kho-Purpose", value_type = CodeText, required = false)]
     purpose: Option<String>,
 }
 

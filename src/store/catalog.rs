@@ -127,6 +127,10 @@ pub struct Cursor(u64);
 
 const CURSOR_VERSION: u8 = 1;
 
+/// What [`Cursor::parse`] accepts, as a regular expression (see `ids::owner_id_pattern`): base64url of
+/// the version byte 1 and eight bytes.
+pub const CURSOR_PATTERN: &str = "^A[Q-Za-f][A-Za-z0-9_-]{10}$";
+
 impl Cursor {
     /// The sequence number of the entry the cursor stands at.
     pub fn sequence(self) -> u64 {
@@ -929,6 +933,16 @@ mod tests {
         }
         for text in ["", "zz", "0000000000000001", "AgAAAAAAAAAB", "AQAAAAAAAAA"] {
             assert_eq!(Cursor::parse(text), None, "{text:?}");
+        }
+        let pattern = regex::Regex::new(CURSOR_PATTERN).expect("pattern");
+        let alphabet = "ABPQZafg09-_+/=.";
+        for first in alphabet.chars() {
+            for second in alphabet.chars() {
+                for rest in ["AAAAAAAAAA", "__________", "AAAAAAAAA", "AAAAAAAAAAA", "AAAAAAAAA="] {
+                    let text = format!("{first}{second}{rest}");
+                    assert_eq!(pattern.is_match(&text), Cursor::parse(&text).is_some(), "{text:?}");
+                }
+            }
         }
     }
 }

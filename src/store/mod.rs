@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use catalog::{Change, Commit, Cursor, LogAppend, NewContent, RecordState, StatementEntry};
+pub use catalog::{Change, Commit, Cursor, LogAppend, NewContent, RecordState, StatementEntry, CURSOR_PATTERN};
 pub use embedded::{EmbeddedConfig, Snapshot, CACHE_CAPACITY_BYTES_DEFAULT};
 
 #[derive(Debug, thiserror::Error)]
