@@ -1,9 +1,14 @@
-//! `kho bench`: a load generator over HTTP, like MinIO's warp. It starts a Kho server on the embedded
-//! default in a scratch directory, certifies a generated issuer key, then measures durable deposits and
-//! purpose-bound officer reads (each of which writes and fsyncs an access entry first), and prints
-//! throughput and latency percentiles. Client and server share the machine, as they do here in CI.
+//! `kho bench`: a load generator over HTTP, like MinIO's warp. It starts `kho serve` as a child
+//! process on the embedded default in a scratch directory (so the server's own peak memory can be read
+//! apart from the client's), certifies a generated issuer key, signs every record first (untimed), then
+//! measures durable deposits and purpose-bound officer reads (each of which writes and fsyncs an access
+//! entry first), and prints throughput, latency percentiles and the server's peak RSS per phase, as a
+//! table and optionally as JSON. Documents are generated (`--size-bytes`) or the files of a folder
+//! (`--corpus`, such as one `scripts/make-corpus` builds). Client and server share the machine, as they
+//! do here in CI.
 
-use std::path::PathBuf;
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -14,30 +19,258 @@ use base64::Engine as _;
 use clap::Args;
 
 use crate::config::Config;
-use crate::ids::{now_unix_ms, Code, Digest, OwnerId};
+use crate::ids::{now_unix_ms, Code, MediaType, OwnerId};
 use crate::statement::{KeyCertificate, SecretKey, Signed};
 
 const AGENCY: &str = "000.00.00.H26";
 const OWNER: &str = "001204012345";
 const PURPOSE: &str = "H26.22-240301-0001";
+/// How long the child server may take to say where it listens.
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Args)]
 pub(super) struct BenchArgs {
-    /// Documents to deposit.
+    /// Documents to deposit (generated ones; with --corpus, every file of the folder is deposited once).
     #[arg(long, default_value_t = 2000)]
     documents: usize,
-    /// Size of each document.
+    /// Size of each generated document.
     #[arg(long, default_value_t = 64 * 1024)]
     size_bytes: usize,
+    /// Deposit the files of this folder (and its subfolders, but hidden ones) instead of generated
+    /// documents: PDFs as application/pdf, XML as application/xml, others as octet-stream.
+    #[arg(long)]
+    corpus: Option<PathBuf>,
     /// Reads of deposited documents.
     #[arg(long, default_value_t = 5000)]
     reads: usize,
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// Scratch directory for the server's data (removed afterwards); default under the temp dir.
     #[arg(long)]
     dir: Option<PathBuf>,
+}
+
+/// What is deposited.
+enum Documents {
+    Generated { count: usize, size: usize },
+    Corpus(Vec<CorpusFile>),
+}
+
+struct CorpusFile {
+    path: PathBuf,
+    size: usize,
+    media_type: MediaType,
+}
+
+impl Documents {
+    fn count(&self) -> usize {
+        match self {
+            Documents::Generated { count, .. } => *count,
+            Documents::Corpus(files) => files.len(),
+        }
+    }
+
+    fn size(&self, index: usize) -> usize {
+        match self {
+            Documents::Generated { size, .. } => *size,
+            Documents::Corpus(files) => files[index].size,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        (0..self.count()).map(|index| self.size(index)).sum()
+    }
+
+    /// The document's bytes: generated (half compress like text, half do not, like scans) or read.
+    fn content(&self, index: usize) -> anyhow::Result<Vec<u8>> {
+        match self {
+            Documents::Generated { size, .. } => {
+                Ok(crate::sample::document(*size, index as u64, index.is_multiple_of(2)))
+            }
+            Documents::Corpus(files) => {
+                let path = &files[index].path;
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Documents::Generated { count, size } => format!("{count} generated {size}-byte documents"),
+            Documents::Corpus(files) => {
+                format!("{} corpus files ({:.1} MB)", files.len(), self.bytes() as f64 / 1e6)
+            }
+        }
+    }
+}
+
+/// Every file under `dir` but hidden ones, in name order.
+fn corpus_files(dir: &Path) -> anyhow::Result<Vec<CorpusFile>> {
+    fn walk(dir: &Path, found: &mut Vec<CorpusFile>) -> anyhow::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the corpus folder {}", dir.display()))?
+            .collect::<Result<_, _>>()?;
+        entries.sort_by_key(|entry| entry.file_name());
+        for entry in entries {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let metadata = entry.metadata()?;
+            if metadata.is_dir() {
+                walk(&path, found)?;
+            } else if metadata.is_file() && metadata.len() > 0 {
+                let extension = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+                let media_type = match extension.as_str() {
+                    "pdf" => "application/pdf",
+                    "xml" | "xsl" | "xsd" => "application/xml",
+                    "jpg" | "jpeg" => "image/jpeg",
+                    "png" => "image/png",
+                    _ => "application/octet-stream",
+                };
+                let size = usize::try_from(metadata.len()).context("a file too large for this machine")?;
+                found.push(CorpusFile { path, size, media_type: MediaType::parse(media_type)? });
+            }
+        }
+        Ok(())
+    }
+    let mut found = Vec::new();
+    walk(dir, &mut found)?;
+    anyhow::ensure!(!found.is_empty(), "{} holds no files to deposit", dir.display());
+    Ok(found)
+}
+
+/// `kho serve` as a child process on a scratch configuration.
+struct ServerProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl ServerProcess {
+    fn start(dir: &Path, config: &Config) -> anyhow::Result<ServerProcess> {
+        let quote = |path: &Path| serde_json::to_string(&path.to_string_lossy()).unwrap_or_default();
+        let anchors: Vec<String> = config.trust_anchors.iter().map(|path| quote(path)).collect();
+        let text = format!(
+            "data_dir = {}\nlisten = \"127.0.0.1:0\"\ntrust_anchors = [{}]\nconcurrency_limit = {}\nscrub_interval_hours = 0\n\
+             [auth]\ndev_mode = true\n\
+             [rate_limits]\ncitizen = 0\nofficer = 0\nauditor = 0\nadmin = 0\nissuer = 0\n",
+            quote(&config.data_dir),
+            anchors.join(", "),
+            config.concurrency_limit,
+        );
+        let config_path = dir.join("kho.toml");
+        std::fs::write(&config_path, text)?;
+        let (out, log) = (dir.join("server.out"), dir.join("server.log"));
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("cannot start kho serve")?;
+        let mut server = ServerProcess { child, base: String::new() };
+        let started = Instant::now();
+        loop {
+            let said = std::fs::File::open(&out).map(|file| {
+                std::io::BufReader::new(file)
+                    .lines()
+                    .map_while(Result::ok)
+                    .find_map(|line| line.strip_prefix("kho listening on ").map(str::to_owned))
+            });
+            if let Ok(Some(base)) = said {
+                server.base = base;
+                return Ok(server);
+            }
+            if let Some(status) = server.child.try_wait()? {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                anyhow::bail!("kho serve stopped ({status}) before listening:\n{log}");
+            }
+            anyhow::ensure!(
+                started.elapsed() < SERVER_START_TIMEOUT,
+                "kho serve did not start in {SERVER_START_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's peak resident memory since it started or since `reset_peak` (Linux; None elsewhere).
+    fn peak_rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Starts the peak over (Linux's clear_refs 5), so that each phase has its own.
+    fn reset_peak(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Every acknowledged deposit is already durable; the scratch folder is removed next.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One timed phase's figures.
+struct Phase {
+    name: &'static str,
+    elapsed: Duration,
+    /// Sorted.
+    latencies: Vec<Duration>,
+    bytes: usize,
+    server_peak_rss_bytes: Option<u64>,
+}
+
+impl Phase {
+    fn percentile_ms(&self, q: f64) -> f64 {
+        let index = ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len().max(1)) - 1;
+        self.latencies.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+
+    fn print(&self) {
+        let seconds = self.elapsed.as_secs_f64();
+        println!(
+            "| {:<8} | {:>7} | {:>7.2} s | {:>9.0}/s | {:>8.1} MB/s | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.2} | {:>8} |",
+            self.name,
+            self.latencies.len(),
+            seconds,
+            self.latencies.len() as f64 / seconds,
+            self.bytes as f64 / seconds / 1e6,
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.90),
+            self.percentile_ms(0.99),
+            self.percentile_ms(1.0),
+            self.server_peak_rss_bytes.map_or("?".to_owned(), |b| format!("{} MiB", b >> 20)),
+        );
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let seconds = self.elapsed.as_secs_f64();
+        serde_json::json!({
+            "phase": self.name,
+            "count": self.latencies.len(),
+            "seconds": seconds,
+            "per_second": self.latencies.len() as f64 / seconds,
+            "megabytes_per_second": self.bytes as f64 / seconds / 1e6,
+            "latency_ms": {
+                "p50": self.percentile_ms(0.50),
+                "p90": self.percentile_ms(0.90),
+                "p99": self.percentile_ms(0.99),
+                "max": self.percentile_ms(1.0),
+            },
+            "server_peak_rss_bytes": self.server_peak_rss_bytes,
+        })
+    }
 }
 
 /// Runs `count` requests on `concurrency` threads; returns each one's latency.
@@ -77,57 +310,34 @@ fn run(
     Ok((elapsed, latencies))
 }
 
-fn report(name: &str, bytes_each: usize, elapsed: Duration, latencies: &[Duration]) {
-    let at = |q: f64| {
-        let index = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
-        latencies.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    let seconds = elapsed.as_secs_f64();
-    println!(
-        "| {name:<8} | {:>7} | {:>7.2} s | {:>9.0}/s | {:>8.1} MB/s | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.2} |",
-        latencies.len(),
-        seconds,
-        latencies.len() as f64 / seconds,
-        (latencies.len() * bytes_each) as f64 / seconds / 1e6,
-        at(0.50),
-        at(0.90),
-        at(0.99),
-        at(1.0)
-    );
-}
-
 pub(super) fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let documents = match &args.corpus {
+        Some(dir) => Documents::Corpus(corpus_files(dir)?),
+        None => Documents::Generated { count: args.documents.max(1), size: args.size_bytes },
+    };
     let dir = args
         .dir
+        .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("kho-bench-{}-{}", std::process::id(), now_unix_ms())));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let result = bench_in(&dir, args.documents, args.size_bytes, args.reads, args.concurrency.max(1));
+    let result = bench_in(&dir, &documents, &args);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn bench_in(
-    dir: &std::path::Path,
-    documents: usize,
-    size: usize,
-    reads: usize,
-    concurrency: usize,
-) -> anyhow::Result<ExitCode> {
+fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let (reads, concurrency) = (args.reads, args.concurrency.max(1));
     let anchor = SecretKey::generate();
     let issuer = SecretKey::generate();
     crate::keys::write_public_key(&dir.join("anchor.pub.pem"), &anchor.public_key())?;
-    let mut config = Config {
+    let config = Config {
         data_dir: dir.join("data"),
-        listen: "127.0.0.1:0".parse()?,
         trust_anchors: vec![dir.join("anchor.pub.pem")],
         concurrency_limit: concurrency.max(crate::config::CONCURRENCY_LIMIT_DEFAULT),
-        // One officer token reads as fast as the server serves: the load is the point.
-        rate_limits: crate::config::RateLimitConfig::unlimited(),
         ..Config::default()
     };
-    config.auth.dev_mode = true;
-    let server = crate::http::start_background(&config)?;
-    let base = format!("http://{}", server.address);
+    let server = ServerProcess::start(dir, &config)?;
+    let base = server.base.clone();
     let token = |role: &str, agency: Option<&str>| {
         super::dev_token(
             &config,
@@ -162,61 +372,120 @@ fn bench_in(
         .status();
     anyhow::ensure!(status.as_u16() == 201, "certificate refused: {status}");
 
-    println!("kho bench: {documents} deposits and {reads} reads of {size}-byte documents, {concurrency} clients, server {base}");
-    println!(
-        "| phase    |   count |    time   |   throughput |   data rate  | p50 ms  | p90 ms  | p99 ms  | max ms  |"
-    );
-    println!(
-        "|----------|---------|-----------|--------------|--------------|---------|---------|---------|---------|"
-    );
+    // Every record is signed before the clock starts, as an agency's system signs before it sends.
     let (owner, agency) = (OwnerId::parse(OWNER)?, Code::parse("agency", AGENCY)?);
-    let ids = Mutex::new(vec![Digest([0; 32]); documents]);
+    let mut records = Vec::with_capacity(documents.count());
+    for index in 0..documents.count() {
+        let content = documents.content(index)?;
+        let mut record = crate::sample::record(&content, &owner, &agency, now + index as i64);
+        if let Documents::Corpus(files) = documents {
+            record.media_type = files[index].media_type.clone();
+        }
+        let signed = Signed::sign(record, &issuer);
+        records.push((signed.id(), base64::engine::general_purpose::STANDARD.encode(signed.to_envelope())));
+    }
+
+    println!(
+        "kho bench: {} deposited, then {reads} reads, {concurrency} clients, server {base} (pid {})",
+        documents.describe(),
+        server.child.id()
+    );
+    println!(
+        "| phase    |   count |    time   |   throughput |   data rate  | p50 ms  | p90 ms  | p99 ms  | max ms  | peak RSS |"
+    );
+    println!(
+        "|----------|---------|-----------|--------------|--------------|---------|---------|---------|---------|----------|"
+    );
     let last_index = std::sync::atomic::AtomicU64::new(0);
-    let (elapsed, latencies) = run(documents, concurrency, |index| {
-        // Half the documents compress like text, half do not, like scans.
-        let content = crate::sample::document(size, index as u64, index % 2 == 0);
-        let signed = Signed::sign(crate::sample::record(&content, &owner, &agency, now + index as i64), &issuer);
+    server.reset_peak();
+    let (elapsed, latencies) = run(documents.count(), concurrency, |index| {
+        let content = documents.content(index)?;
         let response = agent
             .post(format!("{base}/v1/records"))
             .header("Authorization", format!("Bearer {issuer_token}"))
-            .header(crate::http::RECORD_HEADER, base64::engine::general_purpose::STANDARD.encode(signed.to_envelope()))
+            .header(crate::http::RECORD_HEADER, &records[index].1)
             .send(&content[..])?;
         anyhow::ensure!(response.status().as_u16() == 201, "deposit refused: {}", response.status());
         let mut response = response;
         let view: serde_json::Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
         let log_index = view["receipt"]["log_index"].as_u64().unwrap_or(0);
         last_index.fetch_max(log_index, std::sync::atomic::Ordering::Relaxed);
-        ids.lock().unwrap_or_else(|p| p.into_inner())[index] = signed.id();
         Ok(())
     })?;
-    report("deposit", size, elapsed, &latencies);
+    let deposits = Phase {
+        name: "deposit",
+        elapsed,
+        latencies,
+        bytes: documents.bytes(),
+        server_peak_rss_bytes: server.peak_rss_bytes(),
+    };
+    deposits.print();
     let checkpoint_delay = checkpoint_delay(&agent, &base, last_index.into_inner())?;
-    let ids = ids.into_inner().unwrap_or_else(|p| p.into_inner());
+    let read_bytes = AtomicUsize::new(0);
+    server.reset_peak();
     let (elapsed, latencies) = run(reads, concurrency, |index| {
-        let id = ids[(index * 7919) % ids.len()];
+        let which = (index * 7919) % records.len();
+        let size = documents.size(which);
         let mut response = agent
-            .get(format!("{base}/v1/records/{id}/content"))
+            .get(format!("{base}/v1/records/{}/content", records[which].0))
             .header("Authorization", format!("Bearer {officer}"))
             .header(crate::http::PURPOSE_HEADER, PURPOSE)
             .call()?;
         anyhow::ensure!(response.status().as_u16() == 200, "read refused: {}", response.status());
         let body = response.body_mut().with_config().limit(size as u64 + 1).read_to_vec()?;
         anyhow::ensure!(body.len() == size, "short read");
+        read_bytes.fetch_add(size, Ordering::Relaxed);
         Ok(())
     })?;
-    report("read", size, elapsed, &latencies);
+    let reads = Phase {
+        name: "read",
+        elapsed,
+        latencies,
+        bytes: read_bytes.into_inner(),
+        server_peak_rss_bytes: server.peak_rss_bytes(),
+    };
+    reads.print();
     drop(server);
     println!(
         "the first signed checkpoint covering the last deposit came {} ms after its acknowledgement",
         checkpoint_delay.as_millis()
     );
     let on_disk: u64 = walk_size(&config.data_dir);
+    let deposited = documents.bytes();
     println!(
-        "bytes on disk after the run: {on_disk} for {} bytes deposited ({:.2}), access log entries included",
-        documents * size,
-        on_disk as f64 / (documents * size) as f64
+        "bytes on disk after the run: {on_disk} for {deposited} bytes deposited ({:.2}), access log entries included",
+        on_disk as f64 / deposited as f64
     );
+    if let Some(path) = &args.json {
+        let report = serde_json::json!({
+            "machine": machine(),
+            "documents": documents.describe(),
+            "document_count": documents.count(),
+            "bytes_deposited": deposited,
+            "reads": args.reads,
+            "concurrency": concurrency,
+            "phases": [deposits.json(), reads.json()],
+            "checkpoint_delay_ms": checkpoint_delay.as_secs_f64() * 1000.0,
+            "bytes_on_disk": on_disk,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The machine the figures were measured on.
+fn machine() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned());
+    serde_json::json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpu": model,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned()),
+    })
 }
 
 /// How long after now the server's signed checkpoint covers log entry `index`, polling every 5 ms.

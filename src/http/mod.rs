@@ -44,7 +44,7 @@ use crate::vault::{
 pub use access::{decide, Decision, Resource};
 pub use auth::{Authenticator, Principal, Role};
 pub use error::ApiError;
-pub use serve::{dev_token_key, serve, start_background, state, BackgroundServer, ConnectionLimits, ServeError};
+pub use serve::{dev_token_key, serve, state, ConnectionLimits, ServeError};
 pub use witness::{serve_witness, witness_router};
 
 /// The header that carries a deposit's signed record, base64 (standard alphabet) of its envelope.
@@ -318,8 +318,10 @@ impl FromRequestParts<AppState> for Principal {
             .retry_after(retry_after_seconds));
         }
         if principal.dev {
-            tracing::warn!(subject = %principal.subject, role = principal.role.as_str(),
-                "DEV MODE: accepted a token minted by `kho dev-token`; never enable dev mode in production");
+            // The server warns once at start that dev mode is on; a line per request at warn would cost
+            // every request a log write (and a benchmark its figures).
+            tracing::debug!(subject = %principal.subject, role = principal.role.as_str(),
+                "DEV MODE: accepted a token minted by `kho dev-token`");
         }
         Ok(principal)
     }

@@ -355,13 +355,6 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), S
     Ok(())
 }
 
-/// A server running on its own threads, stopped when dropped (for `kho bench` and tests).
-pub struct BackgroundServer {
-    pub address: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
 /// Signs a checkpoint every `interval` when the log has grown, for as long as the runtime runs. A
 /// failure is logged and retried at the next tick (a poisoned store keeps failing, and says so).
 async fn checkpointer(state: AppState, interval: Duration) {
@@ -440,40 +433,6 @@ async fn scrubber(state: AppState, interval: Duration, bytes_per_second: u64) {
             }
             Ok(Err(error)) => tracing::error!(%error, "the background scrub failed"),
             Err(error) => tracing::error!(%error, "the scrub worker failed"),
-        }
-    }
-}
-
-/// Starts the service in the background on `config.listen` (port 0 picks a free port).
-pub fn start_background(config: &Config) -> Result<BackgroundServer, ServeError> {
-    let state = state(config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let listener = runtime
-        .block_on(TcpListener::bind(config.listen))
-        .map_err(|source| ServeError::Bind { address: config.listen, source })?;
-    let address = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let limits = ConnectionLimits {
-        open_connections: state.metrics().connections.clone(),
-        ..ConnectionLimits::from_config(config)
-    };
-    let interval = Duration::from_millis(config.checkpoint_interval_ms);
-    let thread = std::thread::spawn(move || {
-        runtime.spawn(checkpointer(state.clone(), interval));
-        runtime.block_on(run(listener, router(state), limits, None, async move {
-            let _ = stopped.await;
-        }));
-    });
-    Ok(BackgroundServer { address, stop: Some(stop), thread: Some(thread) })
-}
-
-impl Drop for BackgroundServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }
