@@ -138,9 +138,9 @@ pub struct Binary(#[allow(dead_code)] Vec<u8>);
 /// The texts the API takes, each with the pattern of the parser that reads it (`crate::ids`), so a
 /// request that follows the document is never refused for its form and one that does not always is.
 macro_rules! text_schemas {
-    ($($(#[$doc:meta])* $marker:ident = $name:literal, $description:literal, $pattern:expr, $build:expr;)*) => {
+    ($($marker:ident = $name:literal, $description:literal, $pattern:expr, $build:expr;)*) => {
         $(
-            $(#[$doc])*
+            /// A schema only: never built.
             #[allow(dead_code)]
             pub struct $marker;
 
