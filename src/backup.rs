@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::Snapshot;
 use crate::vault::{
-    OpenError, Vault, VaultConfig, KEPT_CHECKPOINT_FILE, STORE_DIRECTORY, VAULT_CERTIFICATE_FILE, VAULT_KEY_FILE,
-    VAULT_PUBLIC_KEY_FILE,
+    OpenError, Vault, VaultConfig, KEPT_CHECKPOINT_FILE, NEXT_CERTIFICATE_FILE, NEXT_KEY_FILE, NEXT_PUBLIC_KEY_FILE,
+    RETIRED_KEYS_DIRECTORY, STORE_DIRECTORY, VAULT_CERTIFICATE_FILE, VAULT_KEY_FILE, VAULT_PUBLIC_KEY_FILE,
 };
 
 /// The manifest's file name in a backup folder.
@@ -46,7 +46,8 @@ const WHOLE_FILES: [&str; 4] = [VAULT_KEY_FILE, VAULT_PUBLIC_KEY_FILE, VAULT_CER
 pub struct Manifest {
     pub format: String,
     pub version: u32,
-    /// The vault's public key (hex): a backup folder holds one vault.
+    /// The vault's first public key (hex; its current one until it rotates): a backup folder holds one
+    /// vault.
     pub vault_key: String,
     /// When the newest run read the store (Unix milliseconds).
     pub taken_at_ms: i64,
@@ -143,19 +144,22 @@ pub fn backup(
     let key_path = data_dir.join(VAULT_PUBLIC_KEY_FILE);
     let key = crate::keys::read_public_key(&key_path)
         .map_err(|error| BackupError::NotAVault(data_dir.to_owned(), error.to_string()))?;
-    let vault_key = hex::encode(key.raw_bytes());
+    // A backup folder holds one vault, named by its first key (the same across key rotations).
+    let first_key = crate::vault::first_key(data_dir)
+        .map_err(|error| BackupError::NotAVault(data_dir.to_owned(), error.to_string()))?;
+    let vault_key = hex::encode(first_key.as_ref().unwrap_or(&key).raw_bytes());
     // The files beside the store first, the checkpoint among them: everything it covers was durable,
     // so in the journal, before it was written.
-    let mut whole = Vec::new();
-    for name in WHOLE_FILES {
-        if let Some(bytes) = crate::files::read_if_exists(&data_dir.join(name)).map_err(io(&data_dir.join(name)))? {
+    let mut whole: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in WHOLE_FILES.iter().map(|name| (*name).to_owned()).chain(retired_key_files(data_dir)?) {
+        if let Some(bytes) = crate::files::read_if_exists(&data_dir.join(&name)).map_err(io(&data_dir.join(&name)))? {
             whole.push((name, bytes));
         }
     }
-    if whole.first().is_none_or(|(name, _)| *name != VAULT_KEY_FILE) {
+    if whole.first().is_none_or(|(name, _)| name != VAULT_KEY_FILE) {
         return Err(BackupError::NotAVault(data_dir.to_owned(), format!("its secret key {VAULT_KEY_FILE} is missing")));
     }
-    let checkpoint = match whole.iter().find(|(name, _)| *name == KEPT_CHECKPOINT_FILE) {
+    let checkpoint = match whole.iter().find(|(name, _)| name == KEPT_CHECKPOINT_FILE) {
         Some((_, note)) => Some(checkpoint_of(note, &key, &data_dir.join(KEPT_CHECKPOINT_FILE))?),
         None => None,
     };
@@ -210,12 +214,13 @@ pub fn backup(
     }
     for (name, bytes) in &whole {
         let path = destination.join(name);
+        create_parent(&path)?;
         write_whole(&path, bytes)?;
         copied += bytes.len() as u64;
         progress(copied, to_copy);
         let segment =
             Segment { offset: 0, length: bytes.len() as u64, blake3: blake3::hash(bytes).to_hex().to_string() };
-        files.push(FileEntry { path: (*name).to_owned(), length: bytes.len() as u64, segments: vec![segment] });
+        files.push(FileEntry { path: name.clone(), length: bytes.len() as u64, segments: vec![segment] });
     }
     for directory in [destination.join(STORE_DIRECTORY).join("packs"), destination.join(STORE_DIRECTORY)] {
         if directory.exists() {
@@ -292,7 +297,8 @@ pub fn restore(
     // The catalog is rebuilt from the journal; opening checks the log against the kept checkpoint.
     config.store.recover = true;
     let vault = Vault::open(config)?;
-    if hex::encode(vault.public_key().raw_bytes()) != manifest.vault_key {
+    let first_key = vault.retired_keys().first().map_or_else(|| vault.public_key(), |first| first.key.clone());
+    if hex::encode(first_key.raw_bytes()) != manifest.vault_key {
         return Err(BackupError::Restored("has another key than the backup's manifest names".into()));
     }
     if vault.log_size() != manifest.snapshot.log_size {
@@ -421,6 +427,31 @@ fn create_parent(path: &Path) -> Result<(), BackupError> {
 }
 
 /// Replaces `path` with `bytes`, owner-only (the folder holds the vault's secret key).
+/// The files of the vault's retired keys and of a prepared next key (relative paths), copied whole.
+fn retired_key_files(data_dir: &Path) -> Result<Vec<String>, BackupError> {
+    let mut names: Vec<String> =
+        [NEXT_KEY_FILE, NEXT_PUBLIC_KEY_FILE, NEXT_CERTIFICATE_FILE].map(str::to_owned).to_vec();
+    let folder = data_dir.join(RETIRED_KEYS_DIRECTORY);
+    let keys = match std::fs::read_dir(&folder) {
+        Ok(keys) => keys,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+        Err(error) => return Err(io(&folder)(error)),
+    };
+    for key in keys {
+        let key = key.map_err(io(&folder))?.file_name().to_string_lossy().into_owned();
+        if key.ends_with(".partial") {
+            continue;
+        }
+        let dir = folder.join(&key);
+        for file in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let file = file.map_err(io(&dir))?.file_name().to_string_lossy().into_owned();
+            names.push(format!("{RETIRED_KEYS_DIRECTORY}/{key}/{file}"));
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
     crate::files::replace_durably(path, bytes).map_err(io(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))

@@ -26,7 +26,7 @@ fn read(path: &Path) -> Result<String, KeyFileError> {
 }
 
 /// Writes `contents` to a new file (never overwriting one) with the given Unix permissions, synced.
-fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyFileError> {
+pub(crate) fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyFileError> {
     let error = |source| KeyFileError::Write { path: path.to_owned(), source };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -129,7 +129,7 @@ pub enum WitnessError {
     BadName(String),
     #[error("{0} is a witness's key; a witness follows logs by their checkpoint keys")]
     NotALogKey(String),
-    #[error("log {0:?} is given twice")]
+    #[error("the same key of log {0:?} is given twice")]
     DuplicateLog(String),
     #[error("cannot use the witness folder {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -139,7 +139,8 @@ pub enum WitnessError {
 pub struct Witness {
     name: String,
     key: SecretKey,
-    logs: BTreeMap<String, VerifierKey>,
+    /// By origin: the log's keys (several while its operator rotates its key).
+    logs: BTreeMap<String, Vec<VerifierKey>>,
     dir: PathBuf,
     /// The check of the old size and the update of the state are one step (tlog-witness: otherwise two
     /// requests could roll the state back).
@@ -148,7 +149,8 @@ pub struct Witness {
 
 impl Witness {
     /// Opens (or creates) a witness in `dir`, creating its key on first start, following `logs` (each
-    /// log's checkpoint verifier key; the key's name is the log's origin).
+    /// log's checkpoint verifier key; the key's name is the log's origin; a log that rotates its key is
+    /// followed by both keys under the same origin, sharing one state).
     pub fn open(dir: &Path, name: &str, logs: Vec<VerifierKey>) -> Result<Witness, WitnessError> {
         if !checkpoint::is_key_name(name) {
             return Err(WitnessError::BadName(name.to_owned()));
@@ -160,15 +162,16 @@ impl Witness {
         let state = dir.join(STATE_DIRECTORY);
         std::fs::create_dir_all(&state).map_err(io(&state))?;
         let key = keys::load_or_create_secret_key(&dir.join(WITNESS_KEY_FILE))?;
-        let mut followed = BTreeMap::new();
+        let mut followed: BTreeMap<String, Vec<VerifierKey>> = BTreeMap::new();
         for log in logs {
             if log.role != KeyRole::Log {
                 return Err(WitnessError::NotALogKey(log.to_string()));
             }
-            if followed.contains_key(&log.name) {
+            let keys = followed.entry(log.name.clone()).or_default();
+            if keys.contains(&log) {
                 return Err(WitnessError::DuplicateLog(log.name));
             }
-            followed.insert(log.name.clone(), log);
+            keys.push(log);
         }
         let witness =
             Witness { name: name.to_owned(), key, logs: followed, dir: dir.to_owned(), state: Mutex::new(()) };
@@ -195,13 +198,13 @@ impl Witness {
 
     /// The newest checkpoint cosigned for `origin`, re-verified under the log's key.
     pub fn latest(&self, origin: &str) -> Result<Option<Checkpoint>, AddError> {
-        let log = self.logs.get(origin).ok_or_else(|| AddError::UnknownLog(origin.to_owned()))?;
+        let keys = self.logs.get(origin).ok_or_else(|| AddError::UnknownLog(origin.to_owned()))?;
         let path = self.state_path(origin);
         let Some(bytes) = crate::files::read_if_exists(&path).map_err(|e| AddError::State(e.to_string()))? else {
             return Ok(None);
         };
         let note = String::from_utf8(bytes).map_err(|_| AddError::State(format!("{} is not text", path.display())))?;
-        checkpoint::open(&note, origin, &log.key)
+        checkpoint::open_any(&note, origin, keys.iter().map(|log| &log.key))
             .map(Some)
             .map_err(|error| AddError::State(format!("{} does not verify: {error}", path.display())))
     }
@@ -214,8 +217,8 @@ impl Witness {
             Note::parse(&request.note).map_err(|error| AddError::BadRequest(format!("the checkpoint: {error}")))?;
         let checkpoint =
             Checkpoint::parse(note.text).map_err(|error| AddError::BadRequest(format!("the checkpoint: {error}")))?;
-        let log = self.logs.get(&checkpoint.origin).ok_or_else(|| AddError::UnknownLog(checkpoint.origin.clone()))?;
-        if !note.signed_by(&log.name, &log.key) {
+        let keys = self.logs.get(&checkpoint.origin).ok_or_else(|| AddError::UnknownLog(checkpoint.origin.clone()))?;
+        if !keys.iter().any(|log| note.signed_by(&log.name, &log.key)) {
             return Err(AddError::NotSigned(checkpoint.origin.clone()));
         }
         if request.old_size > checkpoint.size {
@@ -434,5 +437,38 @@ mod tests {
         drop(witness);
         let reopened = self::witness(dir.path());
         assert_eq!(reopened.latest(ORIGIN).expect("state").expect("some").size, 9);
+    }
+
+    #[test]
+    fn a_log_that_rotates_its_key_is_followed_by_both_keys_on_one_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let next = SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[6; 32]));
+        let vkey =
+            |key: &SecretKey| VerifierKey::parse(&checkpoint::verifier_key(ORIGIN, &key.public_key())).expect("vkey");
+        let old = vkey(&log_key());
+        assert!(matches!(
+            Witness::open(dir.path(), "witness.example/w1", vec![old.clone(), old.clone()]),
+            Err(WitnessError::DuplicateLog(_))
+        ));
+        let witness = Witness::open(dir.path(), "witness.example/w1", vec![old, vkey(&next)]).expect("witness");
+        assert_eq!(witness.logs().collect::<Vec<_>>(), vec![ORIGIN]);
+        let add = |old_size, proof, note: &str| {
+            witness.add_checkpoint(AddCheckpoint { old_size, proof, note: note.to_owned() }.encode().as_bytes(), 1_000)
+        };
+        let (first, tree) = log_at(5, 1);
+        add(0, vec![], &first).expect("the old key's checkpoint");
+        // The handover at the same size, then the new key's next checkpoint: one history.
+        let handover =
+            Checkpoint { origin: ORIGIN.into(), size: 5, root: tree.root(5) }.sign_handover(&log_key(), &next);
+        add(5, vec![], &handover).expect("the handover");
+        let (grown, grown_tree) = log_at(8, 1);
+        let by_next = Checkpoint { origin: ORIGIN.into(), size: 8, root: grown_tree.root(8) }.sign(&next);
+        add(5, grown_tree.consistency_proof(5, 8), &by_next).expect("the new key's checkpoint");
+        assert_eq!(witness.latest(ORIGIN).expect("state").expect("some").size, 8);
+        drop(grown);
+        // Followed by the new key alone after a restart, the state (signed by the new key) still reads.
+        drop(witness);
+        let reopened = Witness::open(dir.path(), "witness.example/w1", vec![vkey(&next)]).expect("witness");
+        assert_eq!(reopened.latest(ORIGIN).expect("state").expect("some").size, 8);
     }
 }

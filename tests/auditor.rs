@@ -338,3 +338,156 @@ fn the_standalone_verifier_checks_checkpoints_proofs_and_leaves_and_agrees_on_ta
     assert_eq!(summary["checks"], 3, "{summary}");
     assert_eq!(summary["root"], "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328");
 }
+
+/// Rotating the vault key (`Vault::rotate_key`, what `kho rotate-key` runs): records, receipts,
+/// checkpoints, share links and exports made under the old key stay verifiable, by Kho and by the
+/// standard-library verifier, and the log stays one history across the handover.
+#[test]
+fn after_a_key_rotation_everything_signed_before_still_verifies_and_the_log_is_one_history() {
+    use kho::evidence::{verify_bundle, Verdict, VerifyOptions};
+    use kho::ids::{OwnerId, Title};
+    use kho::log::checkpoint;
+    use kho::statement::{Signed, VaultKeyCertificate};
+    use kho::vault::{ExportScope, Vault};
+
+    let f = fixture();
+    let owner = OwnerId::parse(OWNER).expect("owner");
+    let before = deposit(&f, b"a birth certificate deposited before the rotation");
+    let upload = f
+        .vault
+        .upload(&owner, Title::parse("old scan").expect("title"), &b"%PDF-1.4\n a scan uploaded before"[..])
+        .expect("upload");
+    let share = f
+        .vault
+        .create_share(&owner, &before, Title::parse("a bank").expect("title"), std::time::Duration::from_secs(3600))
+        .expect("share");
+    let token = f.vault.share_token(share.id);
+    let old = f.vault.sign_checkpoint().expect("sign").expect("checkpoint");
+    let (old_key, origin) = (f.vault.public_key(), f.vault.log_origin().to_owned());
+    let Fixture { dir, anchor, issuer, vault, .. } = f;
+    let config = vault.config().clone();
+
+    // Prepared while serving; the anchor certifies the next key before the switch.
+    let prepared = kho::vault::prepare_next_key(&config).expect("prepare");
+    assert!(prepared.created && prepared.origin == origin);
+    assert!(!kho::vault::prepare_next_key(&config).expect("again").created, "preparing twice keeps the key");
+    let next_certificate = VaultKeyCertificate {
+        origin: origin.clone(),
+        subject: prepared.key.clone(),
+        valid_from_ms: kho::ids::now_unix_ms() - DAY_MS,
+        valid_until_ms: kho::ids::now_unix_ms() + 3650 * DAY_MS,
+        signed_at_ms: kho::ids::now_unix_ms(),
+    };
+    std::fs::write(
+        dir.path().join(kho::vault::NEXT_CERTIFICATE_FILE),
+        Signed::sign(next_certificate, &anchor).to_envelope(),
+    )
+    .expect("certificate");
+    let rotation = vault.rotate_key().expect("rotate");
+    assert_eq!((rotation.retired.clone(), rotation.current.clone()), (old_key.clone(), prepared.key.clone()));
+    assert!(rotation.certified);
+    assert!(rotation.size >= old.checkpoint.size);
+    let (handover, successor) =
+        checkpoint::open_handover(&rotation.handover, &origin, &old_key).expect("the handover names the new key");
+    assert_eq!((handover.size, successor), (rotation.size, prepared.key.clone()));
+    assert!(!dir.path().join(kho::vault::NEXT_KEY_FILE).exists(), "the prepared key was installed");
+
+    let vault = Vault::open(config.clone()).expect("reopen after rotation");
+    assert_eq!(vault.public_key(), prepared.key);
+    assert_eq!(vault.log_origin(), origin, "the origin stays the first key's");
+    assert_eq!(vault.vault_certificate().expect("installed").body().subject, prepared.key);
+    assert_eq!(vault.retired_keys().len(), 1);
+    assert_eq!(vault.retired_keys()[0].until_size, rotation.size);
+    assert!(vault.is_own_key(&old_key) && vault.is_own_key(&prepared.key));
+
+    // The newest checkpoint is the handover: served under the new key at once.
+    let latest = vault.latest_checkpoint().expect("latest").expect("some");
+    assert_eq!(latest.checkpoint.size, rotation.size);
+    checkpoint::open(&latest.note, &origin, &prepared.key).expect("signed by the new key");
+
+    // Old records, receipts and uploads check; a new deposit is receipted by the new key.
+    for id in [before, upload.id] {
+        let view = vault.record(&id).expect("read").expect("record");
+        assert_eq!(view.receipt.signer(), &old_key);
+        let checks = vault.check_record(&view).expect("checks");
+        assert!(checks.receipt.is_ok(), "{:?}", checks.receipt);
+    }
+    let content = b"a residence confirmation deposited after the rotation";
+    let after = vault.deposit(&sign(record_for(content, OWNER, AGENCY), &issuer), &content[..]).expect("deposit");
+    assert_eq!(vault.record(&after.id).expect("read").expect("record").receipt.signer(), &prepared.key);
+    assert!(vault.share_by_token(&token).expect("share").is_some(), "a share link made before still opens");
+
+    // One history: the old key's checkpoint is a prefix of the new key's.
+    let new = vault.sign_checkpoint().expect("sign").expect("checkpoint");
+    checkpoint::open(&new.note, &origin, &prepared.key).expect("new checkpoint under the new key");
+    assert!(checkpoint::open(&new.note, &origin, &old_key).is_err(), "the retired key signs nothing new");
+    let proof = vault.consistency_proof(old.checkpoint.size, None).expect("consistency");
+    let old_note =
+        checkpoint::open(&proof.old.note, &origin, &old_key).expect("the old checkpoint is served as signed");
+    kho::log::verify_consistency(
+        old_note.size,
+        new.checkpoint.size,
+        &old_note.root,
+        &new.checkpoint.root,
+        &proof.hashes,
+    )
+    .expect("consistent across the rotation");
+    let report = vault.scrub(Default::default(), |_| {}).expect("scrub");
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+
+    // The owner's bundle verifies, by Kho (given the new key, or from the anchor alone) and by Python.
+    let evidence = vault.export_evidence(&ExportScope::Owner(owner.clone())).expect("export");
+    assert_eq!(evidence.retired_keys.len(), 1);
+    let mut archive = Vec::new();
+    let open = |blake3: &Digest| -> std::io::Result<Box<dyn std::io::Read>> {
+        Ok(Box::new(vault.open_content(blake3, None).expect("open").expect("content")))
+    };
+    kho::evidence::BundlePlan::new(&evidence, kho::ids::now_unix_ms())
+        .write(&mut archive, open, |_| {})
+        .expect("write");
+    let bundle = kho::evidence::Bundle::read(archive.as_slice(), |_| {}).expect("read");
+    let manifest = bundle.manifest().expect("manifest");
+    let verdicts = |options: &VerifyOptions, manifest: &kho::evidence::Manifest| {
+        let report = verify_bundle(&bundle, manifest, options);
+        let failed: Vec<String> = report.checks.iter().filter(|c| !c.passed).map(|c| c.what.clone()).collect();
+        let of = |id: Digest| report.documents.iter().find(|d| d.id == id.to_hex()).map(|d| d.verdict);
+        (failed, of(before), of(upload.id), of(after.id))
+    };
+    let given = VerifyOptions { vault_key: Some(prepared.key.clone()), ..Default::default() };
+    let anchored = VerifyOptions { anchors: Some(vec![anchor.public_key()]), ..Default::default() };
+    for options in [&given, &anchored] {
+        let (failed, old_record, old_upload, new_record) = verdicts(options, &manifest);
+        assert!(failed.is_empty(), "{failed:?}");
+        assert_eq!(
+            (old_record, old_upload, new_record),
+            (Some(Verdict::Valid), Some(Verdict::SelfUploaded), Some(Verdict::Valid))
+        );
+    }
+    // Without the handover the old key's receipts are not the vault's: neither the old record's nor
+    // that of the issuer's certificate the new record relies on.
+    let mut stripped = manifest.clone();
+    stripped.retired_vault_keys.clear();
+    let (_, old_record, _, new_record) = verdicts(&given, &stripped);
+    assert_eq!((old_record, new_record), (Some(Verdict::ProofFails), Some(Verdict::UnknownIssuer)));
+    // A handover naming another successor is refused.
+    let mut forged = manifest.clone();
+    forged.retired_vault_keys[0].key = hex::encode(key(9).public_key().raw_bytes());
+    let (failed, old_record, _, _) = verdicts(&given, &forged);
+    assert!(failed.iter().any(|f| f.contains("earlier vault key")), "{failed:?}");
+    assert_eq!(old_record, Some(Verdict::ProofFails));
+
+    let path = dir.path().join("rotated-bundle.tar");
+    std::fs::write(&path, &archive).expect("bundle file");
+    let output = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/auditor/verify_bundle.py"))
+        .arg(&path)
+        .args(["--vault-key", &hex::encode(prepared.key.raw_bytes())])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("the earlier vault key"), "{stdout}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("summary");
+    assert_eq!(summary["documents"][before.to_hex()], "valid", "{stdout}");
+    assert_eq!(summary["documents"][after.id.to_hex()], "valid", "{stdout}");
+}

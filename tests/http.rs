@@ -620,6 +620,7 @@ async fn the_served_openapi_document_is_the_checked_in_one_and_describes_every_r
         ("post", "/v1/certificates/{id}/revocation"),
         ("get", "/v1/trust-anchors"),
         ("get", "/v1/vault-certificate"),
+        ("get", "/v1/vault-keys"),
         ("get", "/v1/log/checkpoint"),
         ("get", "/v1/log/tile/{level}/{index}"),
         ("get", "/v1/log/tile/entries/{index}"),

@@ -69,10 +69,10 @@ enum Outcome {
 
 /// `kho audit`: one round, or rounds until stopped or failed with --follow.
 pub(super) fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let (key, certified_origin) = vault_key(&args.log)?;
+    let (keys, certified_origin) = vault_key(&args.log)?;
     let witnesses = witness_keys(&args.witnesses)?;
     let quorum = args.quorum.unwrap_or(crate::witness::majority(witnesses.len())).min(witnesses.len());
-    let auditor = Auditor { args: &args, key, certified_origin, witnesses, quorum };
+    let auditor = Auditor { args: &args, keys, certified_origin, witnesses, quorum };
     loop {
         match auditor.round() {
             Ok(Outcome::Verified(message)) => println!("ok: {message}"),
@@ -106,7 +106,8 @@ pub(super) fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
 
 struct Auditor<'a> {
     args: &'a AuditArgs,
-    key: PublicKey,
+    /// The vault key trusted out of band and those it handed over to.
+    keys: Vec<PublicKey>,
     certified_origin: Option<String>,
     witnesses: Vec<VerifierKey>,
     quorum: usize,
@@ -128,7 +129,7 @@ impl Auditor<'_> {
 
     fn open(&self, note: &str) -> Result<Checkpoint, String> {
         let origin = self.origin(note.lines().next().unwrap_or_default());
-        checkpoint::open(note, &origin, &self.key).map_err(|error| error.to_string())
+        checkpoint::open_any(note, &origin, &self.keys).map_err(|error| error.to_string())
     }
 
     fn round(&self) -> anyhow::Result<Outcome> {

@@ -256,6 +256,7 @@ pub(super) fn verify_access_log(
     trust: &super::log::VaultTrustArgs,
 ) -> anyhow::Result<ExitCode> {
     let (key, certified_origin) = trust.key()?;
+    let keys = super::log::follow_handovers(&client.server, key, certified_origin.as_deref());
     let owner_id = crate::ids::OwnerId::parse(owner)?;
     let mut listed = Vec::new();
     let mut completeness = serde_json::Value::Null;
@@ -273,7 +274,7 @@ pub(super) fn verify_access_log(
         eprintln!("error: the server has signed no checkpoint yet; try again in a second");
         return Ok(ExitCode::from(EXIT_INVALID));
     }
-    let evidence = parse_completeness(&completeness, &key, certified_origin.as_deref())?;
+    let evidence = parse_completeness(&completeness, &keys, certified_origin.as_deref())?;
     let evidence = match evidence {
         Ok(evidence) => evidence,
         Err(message) => return Ok(invalid(&message)),
@@ -340,7 +341,7 @@ pub(super) fn verify_access_log(
         in_chain.len(),
         complete.entries.len() - in_chain.len(),
         checkpoint.size,
-        crate::log::checkpoint::verifier_key(&checkpoint.origin, &key),
+        super::log::signer_of(checkpoint, &keys, completeness["checkpoint"].as_str().unwrap_or_default()),
         if newer > 0 { format!("; {newer} newer access events are not covered yet") } else { String::new() },
     );
     Ok(ExitCode::SUCCESS)
@@ -360,12 +361,12 @@ fn base64_field(value: &serde_json::Value) -> anyhow::Result<Vec<u8>> {
 /// error says what does not verify.
 fn parse_completeness(
     value: &serde_json::Value,
-    key: &crate::statement::PublicKey,
+    keys: &[crate::statement::PublicKey],
     origin: Option<&str>,
 ) -> anyhow::Result<Result<crate::log::chain::CompletenessEvidence, String>> {
     let note = value["checkpoint"].as_str().context("no checkpoint in the completeness evidence")?;
     let origin = origin.unwrap_or_else(|| note.lines().next().unwrap_or_default());
-    let checkpoint = match crate::log::checkpoint::open(note, origin, key) {
+    let checkpoint = match crate::log::checkpoint::open_any(note, origin, keys) {
         Ok(checkpoint) => checkpoint,
         Err(error) => return Ok(Err(format!("the checkpoint does not verify under the vault key: {error}"))),
     };

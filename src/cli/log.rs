@@ -108,22 +108,64 @@ fn fetch(client: &LogClientArgs, path: &str) -> anyhow::Result<Result<String, Ex
     Ok(Ok(response.body_mut().read_to_string().context("reading the server's answer")?))
 }
 
-/// The vault key, and the origin its checkpoints must carry (given, certified, or none yet).
-pub(super) fn vault_key(client: &LogClientArgs) -> anyhow::Result<(PublicKey, Option<String>)> {
+/// The vault keys to accept, and the origin checkpoints must carry (given, certified, or none yet): the
+/// key trusted out of band and every key it handed over to since.
+pub(super) fn vault_key(client: &LogClientArgs) -> anyhow::Result<(Vec<PublicKey>, Option<String>)> {
     let (key, certified_origin) = client.trust.key()?;
-    Ok((key, client.origin.clone().or(certified_origin)))
+    let origin = client.origin.clone().or(certified_origin);
+    Ok((follow_handovers(&client.server, key, origin.as_deref()), origin))
 }
 
-/// Verifies a signed checkpoint note; the failure is printed and becomes the exit code.
-pub(super) fn open_note(origin: &Option<String>, key: &PublicKey, note: &str) -> Result<Checkpoint, ExitCode> {
+/// `key` and the keys the vault rotated to after it, each vouched for by the key before it: the vault's
+/// handover notes (`GET /v1/vault-keys`) name each successor and are signed by both keys, so trust moves
+/// forward only through signatures, never through the server's word. A server that lists none (or an
+/// older one) leaves `key` alone.
+pub(super) fn follow_handovers(server: &str, key: PublicKey, origin: Option<&str>) -> Vec<PublicKey> {
+    let mut keys = vec![key];
+    let url = format!("{}/v1/vault-keys", server.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let listed: Option<serde_json::Value> = agent
+        .get(&url)
+        .call()
+        .ok()
+        .filter(|response| response.status().is_success())
+        .and_then(|mut response| response.body_mut().read_to_string().ok())
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let Some(listed) = listed else { return keys };
+    let origin = origin.map(str::to_owned).or_else(|| listed["origin"].as_str().map(str::to_owned)).unwrap_or_default();
+    for retired in listed["retired"].as_array().into_iter().flatten() {
+        let note = retired["handover_note"].as_str().unwrap_or_default();
+        let Some(trusted) = keys.last() else { break };
+        if let Ok((handover, successor)) = checkpoint::open_handover(note, &origin, trusted) {
+            eprintln!(
+                "note: vault key {} handed over to {} at log size {}; following it",
+                trusted.fingerprint(),
+                successor.fingerprint(),
+                handover.size
+            );
+            keys.push(successor);
+        }
+    }
+    keys
+}
+
+/// Verifies a signed checkpoint note under any of `keys`; the failure is printed and becomes the exit
+/// code.
+pub(super) fn open_note(origin: &Option<String>, keys: &[PublicKey], note: &str) -> Result<Checkpoint, ExitCode> {
     let origin = match origin {
         Some(origin) => origin.clone(),
         None => note.lines().next().unwrap_or_default().to_owned(),
     };
-    checkpoint::open(note, &origin, key).map_err(|error| {
+    checkpoint::open_any(note, &origin, keys).map_err(|error| {
         eprintln!("error: the checkpoint does not verify under the vault key: {error}");
         ExitCode::from(EXIT_INVALID)
     })
+}
+
+/// The verifier key of whichever of `keys` signed `note`.
+pub(super) fn signer_of(checkpoint: &Checkpoint, keys: &[PublicKey], note: &str) -> String {
+    let signer = keys.iter().rev().find(|key| checkpoint::open(note, &checkpoint.origin, key).is_ok());
+    signer.map_or_else(String::new, |key| checkpoint::verifier_key(&checkpoint.origin, key))
 }
 
 pub(super) fn parse_hash(value: &serde_json::Value) -> anyhow::Result<Hash> {
@@ -137,7 +179,7 @@ pub(super) fn parse_hashes(value: &serde_json::Value) -> anyhow::Result<Vec<Hash
 
 /// A vault key with the origin it signs under, and a proof's JSON from the server (or the exit code of
 /// its refusal).
-type Trusted = (PublicKey, Option<String>);
+type Trusted = (Vec<PublicKey>, Option<String>);
 fn fetch_proof(client: &LogClientArgs, query: &str) -> anyhow::Result<Result<(Trusted, serde_json::Value), ExitCode>> {
     let trusted = vault_key(client)?;
     let text = match fetch(client, query)? {
@@ -149,12 +191,12 @@ fn fetch_proof(client: &LogClientArgs, query: &str) -> anyhow::Result<Result<(Tr
 }
 
 pub(super) fn checkpoint(client: &LogClientArgs) -> anyhow::Result<ExitCode> {
-    let (key, origin) = vault_key(client)?;
+    let (keys, origin) = vault_key(client)?;
     let note = match fetch(client, "/v1/log/checkpoint")? {
         Ok(note) => note,
         Err(code) => return Ok(code),
     };
-    let checkpoint = match open_note(&origin, &key, &note) {
+    let checkpoint = match open_note(&origin, &keys, &note) {
         Ok(checkpoint) => checkpoint,
         Err(code) => return Ok(code),
     };
@@ -164,7 +206,7 @@ pub(super) fn checkpoint(client: &LogClientArgs) -> anyhow::Result<ExitCode> {
         checkpoint.origin,
         checkpoint.size,
         hex::encode(checkpoint.root),
-        checkpoint::verifier_key(&checkpoint.origin, &key)
+        signer_of(&checkpoint, &keys, &note)
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -176,11 +218,11 @@ pub(super) fn proof(command: ProofCommand) -> anyhow::Result<ExitCode> {
                 Some(size) => format!("/v1/log/proof/inclusion?index={index}&size={size}"),
                 None => format!("/v1/log/proof/inclusion?index={index}"),
             };
-            let ((key, origin), proof) = match fetch_proof(&client, &query)? {
+            let ((keys, origin), proof) = match fetch_proof(&client, &query)? {
                 Ok(answer) => answer,
                 Err(code) => return Ok(code),
             };
-            let checkpoint = match open_note(&origin, &key, proof["checkpoint"]["note"].as_str().unwrap_or_default()) {
+            let checkpoint = match open_note(&origin, &keys, proof["checkpoint"]["note"].as_str().unwrap_or_default()) {
                 Ok(checkpoint) => checkpoint,
                 Err(code) => return Ok(code),
             };
@@ -204,13 +246,13 @@ pub(super) fn proof(command: ProofCommand) -> anyhow::Result<ExitCode> {
                 Some(new) => format!("/v1/log/proof/consistency?old={old}&new={new}"),
                 None => format!("/v1/log/proof/consistency?old={old}"),
             };
-            let ((key, origin), proof) = match fetch_proof(&client, &query)? {
+            let ((keys, origin), proof) = match fetch_proof(&client, &query)? {
                 Ok(answer) => answer,
                 Err(code) => return Ok(code),
             };
             let mut checkpoints = Vec::new();
             for side in ["old", "new"] {
-                match open_note(&origin, &key, proof[side]["note"].as_str().unwrap_or_default()) {
+                match open_note(&origin, &keys, proof[side]["note"].as_str().unwrap_or_default()) {
                     Ok(checkpoint) => checkpoints.push(checkpoint),
                     Err(code) => return Ok(code),
                 }

@@ -107,6 +107,10 @@ enum Command {
     /// log's root against its newest checkpoint); report damage by record and owner, change nothing.
     /// Exit 3 if anything is damaged.
     Scrub(ScrubArgs),
+    /// Replace Kho's own signing key (receipts, checkpoints, the vault's own records); everything signed
+    /// before stays verifiable. Stop the server first. Run with --prepare beforehand (the server may
+    /// run) to make the next key and tell the witnesses and the trust anchor of it.
+    RotateKey(RotateKeyArgs),
     /// Back up the vault into a folder while the server keeps serving: a consistent copy of the store
     /// with the checkpoint it extends. Run again into the same folder, it copies only what is new.
     Backup(backup::BackupArgs),
@@ -252,9 +256,13 @@ struct CertifyVaultArgs {
     /// The vault's data directory (its vault-key.pub.pem is certified; the certificate goes there).
     #[arg(long, env = "KHO_DATA_DIR", default_value = "kho-data")]
     data_dir: PathBuf,
-    /// The vault's log origin, if configured (`log_origin`); default the one derived from its key.
+    /// The vault's log origin, if configured (`log_origin`); default the one derived from its first key.
     #[arg(long)]
     origin: Option<String>,
+    /// Certify the prepared next key (`kho rotate-key --prepare`) instead of the current one; the
+    /// rotation installs the certificate with it.
+    #[arg(long)]
+    next: bool,
     /// Start of validity (YYYY-MM-DD or RFC 3339); default when the vault key was made (its public key
     /// file's time), so that the receipts it signed since are covered.
     #[arg(long)]
@@ -475,6 +483,17 @@ struct ScrubArgs {
 }
 
 #[derive(Args)]
+struct RotateKeyArgs {
+    /// The server's configuration file (its data folder, log origin and anchors).
+    #[arg(long, env = "KHO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Only make the next key (vault-key.next.pem) and print what to give the witnesses and the trust
+    /// anchor; the rotation itself then uses it.
+    #[arg(long)]
+    prepare: bool,
+}
+
+#[derive(Args)]
 struct ImportArgs {
     /// A folder, or a JSON manifest: {"certificates": [paths], "documents": [{"file", "record"}]}.
     source: PathBuf,
@@ -550,6 +569,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Demo { dir } => demo(&dir).map(|_| ExitCode::SUCCESS),
         Command::Qr(args) => qr(&args),
         Command::Scrub(args) => scrub(args),
+        Command::RotateKey(args) => rotate_key(args),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
         Command::Serve(args) => serve(args),
@@ -790,6 +810,41 @@ fn scrub(args: ScrubArgs) -> anyhow::Result<ExitCode> {
     scrub_vault(&vault, args.bytes_per_second, args.json)
 }
 
+fn rotate_key(args: RotateKeyArgs) -> anyhow::Result<ExitCode> {
+    let config = offline_config(args.config.as_deref())?.vault_config()?;
+    let dir = config.data_dir.clone();
+    if args.prepare {
+        let prepared = crate::vault::prepare_next_key(&config)?;
+        println!(
+            "{} next vault key {} ({})",
+            if prepared.created { "made the" } else { "already prepared:" },
+            prepared.key.fingerprint(),
+            prepared.public_key_file.display()
+        );
+        println!("witnesses: add this verifier key for log {} (keep the current one):", prepared.origin);
+        println!("  {}", crate::log::checkpoint::verifier_key(&prepared.origin, &prepared.key));
+        println!(
+            "trust anchor (optional): kho certify-vault --next --data-dir {} --anchor-key ANCHOR.pem",
+            dir.display()
+        );
+        println!("then stop the server and run `kho rotate-key` without --prepare");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let vault = Vault::open(config).with_context(|| {
+        format!("cannot open the vault in {} (stop the server first: the rotation needs it alone)", dir.display())
+    })?;
+    let rotation = vault.rotate_key()?;
+    println!("retired vault key {} at log size {}", rotation.retired.fingerprint(), rotation.size);
+    println!(
+        "vault key is now {}{}",
+        rotation.current.fingerprint(),
+        if rotation.certified { " (with the trust anchor's certificate)" } else { " (no certificate installed)" }
+    );
+    println!("handover checkpoint, signed by both keys:\n{}", rotation.handover);
+    println!("start the server again; receipts and checkpoints signed before stay verifiable");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The configuration of a command that works on the data folder with the server stopped or beside it
 /// (scrub, backup, restore): it needs the data folder and the anchors, not a way to sign in.
 fn offline_config(path: Option<&std::path::Path>) -> anyhow::Result<crate::config::Config> {
@@ -958,9 +1013,15 @@ fn certify(args: CertifyArgs) -> anyhow::Result<ExitCode> {
 
 fn certify_vault(args: CertifyVaultArgs) -> anyhow::Result<ExitCode> {
     let anchor = keys::read_secret_key(&args.anchor_key)?;
-    let key_file = args.data_dir.join(crate::vault::VAULT_PUBLIC_KEY_FILE);
+    let (key_file, certificate_file) = if args.next {
+        (crate::vault::NEXT_PUBLIC_KEY_FILE, crate::vault::NEXT_CERTIFICATE_FILE)
+    } else {
+        (crate::vault::VAULT_PUBLIC_KEY_FILE, crate::vault::VAULT_CERTIFICATE_FILE)
+    };
+    let key_file = args.data_dir.join(key_file);
     let subject = keys::read_public_key(&key_file)?;
-    let origin = args.origin.unwrap_or_else(|| crate::vault::default_log_origin(&subject));
+    let first_key = crate::vault::first_key(&args.data_dir)?.unwrap_or_else(|| subject.clone());
+    let origin = args.origin.unwrap_or_else(|| crate::vault::default_log_origin(&first_key));
     if !crate::log::checkpoint::is_key_name(&origin) {
         bail!("log origin {origin:?} is not usable: no spaces, control characters or '+'");
     }
@@ -987,7 +1048,7 @@ fn certify_vault(args: CertifyVaultArgs) -> anyhow::Result<ExitCode> {
         format_unix_ms(valid_from_ms),
         args.valid_days
     );
-    write_statement(&args.data_dir.join(crate::vault::VAULT_CERTIFICATE_FILE), &Signed::sign(certificate, &anchor))
+    write_statement(&args.data_dir.join(certificate_file), &Signed::sign(certificate, &anchor))
 }
 
 /// BLAKE3, SHA-256 and size of a file, streamed.

@@ -59,6 +59,20 @@ pub struct Manifest {
     /// bundle and how the agency code is read from certificates under it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub x509_roots: Vec<ManifestRoot>,
+    /// The keys the vault signed with before `vault_key`, oldest first (absent when it never rotated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_vault_keys: Vec<ManifestRetiredKey>,
+}
+
+/// An earlier vault key: where its handover note is (the checkpoint at the rotation, signed by it and
+/// by its successor) and the consistency proof from that checkpoint to the bundle's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestRetiredKey {
+    pub key: String,
+    /// `retired-keys/NNNN.handover.note`.
+    pub handover: String,
+    pub consistency: Vec<String>,
 }
 
 /// A configured X.509 root and its agency mapping.
@@ -95,6 +109,10 @@ pub struct ManifestRecord {
 }
 
 /// Paths of the layout.
+pub fn retired_handover_path(index: usize) -> String {
+    format!("retired-keys/{:04}.handover.note", index + 1)
+}
+
 pub fn record_dir(id: &Digest) -> String {
     format!("records/{id}")
 }
@@ -215,8 +233,21 @@ impl BundlePlan {
                     agency_prefix: anchor.agency_prefix.clone(),
                 })
                 .collect(),
+            retired_vault_keys: evidence
+                .retired_keys
+                .iter()
+                .enumerate()
+                .map(|(i, retired)| ManifestRetiredKey {
+                    key: hex::encode(retired.key.raw_bytes()),
+                    handover: retired_handover_path(i),
+                    consistency: retired.consistency.iter().map(hex::encode).collect(),
+                })
+                .collect(),
         };
         add(MANIFEST_PATH.into(), pretty(&manifest));
+        for (i, retired) in evidence.retired_keys.iter().enumerate() {
+            add(retired_handover_path(i), retired.handover.clone().into_bytes());
+        }
         add(CHECKPOINT_PATH.into(), evidence.checkpoint.note.clone().into_bytes());
         if let Some(certificate) = &evidence.vault_certificate {
             add(VAULT_CERTIFICATE_PATH.into(), certificate.to_envelope());

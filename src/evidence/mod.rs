@@ -22,22 +22,57 @@ pub struct Check {
 }
 
 /// How the vault key is trusted: known out of band (`window: None`), or certified by a trust anchor
-/// for receipts inside a validity window.
+/// for receipts inside a validity window; and the keys it replaced, if any.
 #[derive(Debug, Clone)]
 pub struct VaultTrust {
     pub key: PublicKey,
     pub window: Option<(i64, i64)>,
+    /// The vault's earlier keys, oldest first, trusted through their handovers (the same checkpoint
+    /// signed by each and by its successor), each with the log size it handed over at: it receipted the
+    /// entries below that size and at or above the previous key's.
+    pub retired: Vec<(PublicKey, u64)>,
 }
 
 impl VaultTrust {
-    /// Checks that `receipt` is the trusted vault's, inside its certified window, for statement `id` of
-    /// `kind`.
+    /// A key known out of band, with no earlier keys.
+    pub fn given(key: PublicKey) -> VaultTrust {
+        VaultTrust { key, window: None, retired: Vec::new() }
+    }
+
+    /// Whether `key` is the vault's, current or retired.
+    pub fn is_vault_key(&self, key: &PublicKey) -> bool {
+        &self.key == key || self.retired.iter().any(|(retired, _)| retired == key)
+    }
+
+    /// The log entries `key` receipted, if it is one of the vault's keys.
+    fn entries_of(&self, key: &PublicKey) -> Option<std::ops::Range<u64>> {
+        let mut from = 0;
+        for (retired, until) in &self.retired {
+            if retired == key {
+                return Some(from..*until);
+            }
+            from = *until;
+        }
+        (&self.key == key).then_some(from..u64::MAX)
+    }
+
+    /// Checks that `receipt` is the trusted vault's (signed by the key that served at its log index,
+    /// inside the current key's certified window), for statement `id` of `kind`.
     pub fn check_receipt(&self, receipt: &Signed<Receipt>, id: Digest, kind: u8) -> Result<(), String> {
         let body = receipt.body();
-        if receipt.signer() != &self.key {
+        let Some(entries) = self.entries_of(receipt.signer()) else {
             return Err(format!("the receipt is not signed by the vault key {}", self.key.fingerprint()));
+        };
+        if !entries.contains(&body.log_index) {
+            return Err(format!(
+                "the receipt of log entry {} is signed by vault key {}, which served entries {} to {}",
+                body.log_index,
+                receipt.signer().fingerprint(),
+                entries.start,
+                entries.end.saturating_sub(1)
+            ));
         }
-        if let Some((from, until)) = self.window {
+        if let (true, Some((from, until))) = (receipt.signer() == &self.key, self.window) {
             if !(from..=until).contains(&body.accepted_at_ms) {
                 return Err(format!(
                     "the receipt's time {} is outside the vault key certificate ({} to {})",

@@ -164,7 +164,7 @@ pub fn verify_bundle(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptio
     let mut checks = Checks::default();
     let today =
         options.today.unwrap_or_else(|| Date::at(crate::ids::now_unix_ms(), crate::vault::UTC_OFFSET_MINUTES_DEFAULT));
-    let trust = establish_trust(bundle, manifest, options, &mut checks);
+    let mut trust = establish_trust(bundle, manifest, options, &mut checks);
     let checkpoint = trust.as_ref().and_then(|trust| {
         let note = String::from_utf8_lossy(bundle.files.get(bundle::CHECKPOINT_PATH).map_or(&[][..], |b| b));
         match checkpoint::open(&note, &manifest.log_origin, &trust.vault.key) {
@@ -182,6 +182,9 @@ pub fn verify_bundle(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptio
             }
         }
     });
+    if let (Some(trust), Some(checkpoint)) = (&mut trust, &checkpoint) {
+        trust.vault.retired = retired_keys(bundle, manifest, &trust.vault.key, checkpoint, &mut checks);
+    }
     let log = LogEvidence::read(bundle, checkpoint.as_ref(), &mut checks);
     let x509 = x509_roots(bundle, manifest, options, &mut checks);
     let validations = read_validations(bundle);
@@ -277,7 +280,7 @@ fn establish_trust(
     };
     if let Some(given) = &options.vault_key {
         checks.push(given == &key, format!("the bundle's vault key is the given one ({})", given.fingerprint()));
-        return (given == &key).then_some(Trust { vault: VaultTrust { key, window: None }, anchors });
+        return (given == &key).then_some(Trust { vault: VaultTrust::given(key), anchors });
     }
     match read_statement::<VaultKeyCertificate>(bundle, bundle::VAULT_CERTIFICATE_PATH) {
         Err(error) => {
@@ -300,11 +303,79 @@ fn establish_trust(
                 ),
             );
             ok.then_some(Trust {
-                vault: VaultTrust { key, window: Some((body.valid_from_ms, body.valid_until_ms)) },
+                vault: VaultTrust { key, window: Some((body.valid_from_ms, body.valid_until_ms)), retired: Vec::new() },
                 anchors,
             })
         }
     }
+}
+
+/// The vault's earlier keys the bundle lists, trusted back from the trusted current key: each handover
+/// note must name the key that followed it (already trusted) and be signed by both, and be a prefix of
+/// the bundle's checkpoint (its consistency proof). The chain stops at the first that fails.
+fn retired_keys(
+    bundle: &Bundle,
+    manifest: &Manifest,
+    current: &PublicKey,
+    trusted: &checkpoint::Checkpoint,
+    checks: &mut Checks,
+) -> Vec<(PublicKey, u64)> {
+    let mut retired = Vec::new();
+    let (mut successor, mut successor_size) = (current.clone(), trusted.size);
+    for listed in manifest.retired_vault_keys.iter().rev() {
+        let handed_over = (|| {
+            let key = hex::decode(&listed.key)
+                .ok()
+                .and_then(|raw| PublicKey::from_raw(1, &raw).ok())
+                .ok_or("its key is not an Ed25519 public key")?;
+            let note = bundle.files.get(&listed.handover).ok_or_else(|| format!("{} is missing", listed.handover))?;
+            let note = std::str::from_utf8(note).map_err(|_| "its handover note is not text")?;
+            let (by_it, named) =
+                checkpoint::open_handover(note, &manifest.log_origin, &key).map_err(|e| e.to_string())?;
+            if named != successor {
+                return Err("its handover names another key than the one that followed".to_owned());
+            }
+            if by_it.size > successor_size {
+                return Err("its handover is after the next key's".to_owned());
+            }
+            let proof = listed
+                .consistency
+                .iter()
+                .map(|h| hex::decode(h).ok().and_then(|b| Hash::try_from(b).ok()))
+                .collect::<Option<Vec<Hash>>>()
+                .ok_or("its consistency proof is not hex hashes")?;
+            if by_it.size == 0 {
+                if by_it.root != crate::log::empty_root() {
+                    return Err("a handover of size 0 must have the empty tree's root".to_owned());
+                }
+            } else {
+                crate::log::verify_consistency(by_it.size, trusted.size, &by_it.root, &trusted.root, &proof)
+                    .map_err(|e| format!("its handover is not a prefix of the checkpoint: {e}"))?;
+            }
+            Ok::<_, String>((key, by_it.size))
+        })();
+        match handed_over {
+            Ok((key, size)) => {
+                checks.push(
+                    true,
+                    format!(
+                        "the earlier vault key {} handed over to {} at log size {size} (both signed that checkpoint,                          a prefix of this one)",
+                        key.fingerprint().to_hex().get(..16).unwrap_or_default(),
+                        successor.fingerprint().to_hex().get(..16).unwrap_or_default()
+                    ),
+                );
+                successor = key.clone();
+                successor_size = size;
+                retired.push((key, size));
+            }
+            Err(reason) => {
+                checks.push(false, format!("the earlier vault key {} is not trusted: {reason}", listed.key));
+                break;
+            }
+        }
+    }
+    retired.reverse();
+    retired
 }
 
 /// The X.509 roots statements may have been signed under: the bundle's own (said so), or those of them
@@ -534,7 +605,7 @@ impl Context<'_> {
             PublicKey::X509(signer) => self.x509_acceptance(Some(signer), &statement.id(), agency, receipt).map(Some),
             // A signed document deposited as it is: the vault's record, trusted through the validation
             // of the document's own signature.
-            signer if self.trust.is_some_and(|trust| &trust.vault.key == signer) && T::KIND == KIND_RECORD => {
+            signer if self.trust.is_some_and(|trust| trust.vault.is_vault_key(signer)) && T::KIND == KIND_RECORD => {
                 self.x509_acceptance(None, &statement.id(), agency, receipt).map(Some)
             }
             signer => check_acceptance(signer, agency, receipt.accepted_at_ms, issuers).map(|()| None),
@@ -578,7 +649,7 @@ impl Context<'_> {
         receipt: &Receipt,
     ) -> Result<String, String> {
         let trust = self.trust.ok_or("the vault key is not trusted")?;
-        if validation.signer() != &trust.vault.key {
+        if !trust.vault.is_vault_key(validation.signer()) {
             return Err("it is not signed by the vault key".to_owned());
         }
         let (_, receipt_path) = bundle::validation_paths(&validation.id());
@@ -833,7 +904,7 @@ impl Context<'_> {
     /// A self-uploaded record is the vault's statement: signed by the vault key itself.
     fn uploaded_by_vault(&self, signer: &PublicKey) -> Result<(), String> {
         match self.trust {
-            Some(trust) if &trust.vault.key == signer => Ok(()),
+            Some(trust) if trust.vault.is_vault_key(signer) => Ok(()),
             _ => Err("a self-uploaded record must be signed by the vault key".to_owned()),
         }
     }

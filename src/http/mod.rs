@@ -172,6 +172,7 @@ fn api_routes(request_timeout: Duration) -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_certificate))
         .routes(routes!(trust_anchors))
         .routes(routes!(vault_certificate))
+        .routes(routes!(vault_keys))
         .routes(routes!(log::checkpoint))
         .routes(routes!(log::inclusion))
         .routes(routes!(log::consistency))
@@ -1471,6 +1472,59 @@ async fn vault_certificate(State(state): State<AppState>) -> Result<Response, Ap
         )
     })?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], certificate.to_envelope()).into_response())
+}
+
+/// Every key the vault has signed with, for auditors and log clients who knew an earlier one.
+#[utoipa::path(get, path = "/v1/vault-keys", tag = "keys",
+    summary = "The vault's signing keys over time: the current one and each retired one with its handover checkpoint (signed by it and by the key that followed), so a verifier that trusts one key can follow to the next",
+    description = "Roles: anyone.",
+    responses((status = 200, description = "the keys", body = VaultKeysJson)))]
+async fn vault_keys(State(state): State<AppState>) -> Json<VaultKeysJson> {
+    let vault = &state.0.vault;
+    let origin = vault.log_origin().to_owned();
+    let entry = |key: &crate::statement::PublicKey| VaultKeyJson {
+        verifier_key: crate::log::checkpoint::verifier_key(&origin, key),
+        key: json::key_json(key),
+    };
+    Json(VaultKeysJson {
+        current: entry(&vault.public_key()),
+        retired: vault
+            .retired_keys()
+            .iter()
+            .map(|retired| RetiredVaultKeyJson {
+                key: entry(&retired.key),
+                until_size: retired.until_size,
+                handover_note: retired.handover.clone(),
+            })
+            .collect(),
+        origin,
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+struct VaultKeysJson {
+    /// The log's origin, which every key signs checkpoints under.
+    origin: String,
+    current: VaultKeyJson,
+    /// Oldest first.
+    retired: Vec<RetiredVaultKeyJson>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct VaultKeyJson {
+    key: json::KeyJson,
+    /// The signed-note verifier key (`origin+key id+key`), as witnesses are configured with it.
+    verifier_key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct RetiredVaultKeyJson {
+    #[serde(flatten)]
+    key: VaultKeyJson,
+    /// It receipted log entries below this size and signed checkpoints up to it.
+    until_size: u64,
+    /// The checkpoint at `until_size`, signed by this key and then by the key that followed.
+    handover_note: String,
 }
 
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "service",

@@ -74,15 +74,51 @@ impl Checkpoint {
 
     /// The signed note: this checkpoint signed by `key` under the key name `origin`.
     pub fn sign(&self, key: &SecretKey) -> String {
-        let text = self.text();
-        let mut signature = key_id(&self.origin, &key.public_key()).to_vec();
-        signature.extend_from_slice(&key.sign_raw(text.as_bytes()));
-        format!(
-            "{text}\n{SIGNATURE_PREFIX}{} {}\n",
-            self.origin,
-            base64::engine::general_purpose::STANDARD.encode(signature)
-        )
+        sign_text(&self.text(), &self.origin, &[key])
     }
+
+    /// The handover note of a log key rotation: this checkpoint with an extension line naming the
+    /// successor (`kho-key-handover <its verifier key>`), signed by the retiring key and then by the
+    /// successor. The retiring key's signature thus vouches for the successor, and the successor's for
+    /// the tree the retiring key last signed; stock verifiers read it as an ordinary checkpoint.
+    pub fn sign_handover(&self, retiring: &SecretKey, successor: &SecretKey) -> String {
+        let text =
+            format!("{}{HANDOVER_EXTENSION} {}\n", self.text(), verifier_key(&self.origin, &successor.public_key()));
+        sign_text(&text, &self.origin, &[retiring, successor])
+    }
+}
+
+/// The checkpoint extension line of a handover note, followed by the successor's verifier key.
+pub const HANDOVER_EXTENSION: &str = "kho-key-handover";
+
+/// A note of `text` with one signature line per key, in order, each under the key name `name`.
+fn sign_text(text: &str, name: &str, keys: &[&SecretKey]) -> String {
+    let mut note = format!("{text}\n");
+    for key in keys {
+        let mut signature = key_id(name, &key.public_key()).to_vec();
+        signature.extend_from_slice(&key.sign_raw(text.as_bytes()));
+        note += &format!("{SIGNATURE_PREFIX}{name} {}\n", base64::engine::general_purpose::STANDARD.encode(signature));
+    }
+    note
+}
+
+/// Opens a handover note of the log `origin` signed by `retiring`: the checkpoint, and the successor its
+/// extension line names, which must have signed it too.
+pub fn open_handover(note: &str, origin: &str, retiring: &PublicKey) -> Result<(Checkpoint, PublicKey), NoteError> {
+    let checkpoint = open(note, origin, retiring)?;
+    let parsed = Note::parse(note)?;
+    let mut named = parsed.text.lines().filter_map(|line| line.strip_prefix(HANDOVER_EXTENSION)?.strip_prefix(' '));
+    let (Some(successor), None) = (named.next(), named.next()) else {
+        return Err(NoteError::MalformedCheckpoint("a handover names exactly one successor"));
+    };
+    let successor = VerifierKey::parse(successor)?;
+    if successor.role != KeyRole::Log || successor.name != origin || &successor.key == retiring {
+        return Err(NoteError::MalformedCheckpoint("a handover's successor is another key of the same log"));
+    }
+    if !parsed.signed_by(origin, &successor.key) {
+        return Err(NoteError::NotSigned(successor.to_string()));
+    }
+    Ok((checkpoint, successor.key))
 }
 
 /// Whether `name` can be a log origin and a note key name: 1 to [`ORIGIN_LENGTH_MAX`] characters,
@@ -277,12 +313,22 @@ impl<'a> Note<'a> {
 
 /// Verifies a signed checkpoint from the log `origin` under `key` and returns it.
 pub fn open(note: &str, origin: &str, key: &PublicKey) -> Result<Checkpoint, NoteError> {
+    open_any(note, origin, [key])
+}
+
+/// Verifies a signed checkpoint from the log `origin` signed by at least one of `keys` (a log whose key
+/// was rotated) and returns it.
+pub fn open_any<'k>(
+    note: &str,
+    origin: &str,
+    keys: impl IntoIterator<Item = &'k PublicKey>,
+) -> Result<Checkpoint, NoteError> {
     let parsed = Note::parse(note)?;
     let checkpoint = Checkpoint::parse(parsed.text)?;
     if checkpoint.origin != origin {
         return Err(NoteError::WrongOrigin { expected: origin.to_owned(), found: checkpoint.origin });
     }
-    if !parsed.signed_by(origin, key) {
+    if !keys.into_iter().any(|key| parsed.signed_by(origin, key)) {
         return Err(NoteError::NotSigned(origin.to_owned()));
     }
     Ok(checkpoint)
@@ -313,6 +359,44 @@ mod tests {
         for bad in ["", "x", &note[..note.len() - 1], &note.replacen("\n\n", "\n", 1)] {
             assert!(open(bad, "kho.example/log", &key().public_key()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_handover_note_names_and_is_signed_by_both_keys_and_only_those() {
+        let checkpoint = Checkpoint { origin: "kho.example/log".into(), size: 9, root: [3; 32] };
+        let next = SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[9; 32]));
+        let stranger = SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[10; 32]));
+        let note = checkpoint.sign_handover(&key(), &next);
+        assert!(note.starts_with(&checkpoint.text()), "a stock verifier reads the same checkpoint");
+        assert!(
+            note.contains(&format!("\n{HANDOVER_EXTENSION} {}\n", verifier_key("kho.example/log", &next.public_key())))
+        );
+        assert_eq!(note.matches('\u{2014}').count(), 2);
+        let (opened, successor) = open_handover(&note, "kho.example/log", &key().public_key()).expect("handover");
+        assert_eq!((opened, successor), (checkpoint.clone(), next.public_key()));
+        assert!(
+            open_handover(&note, "kho.example/log", &next.public_key()).is_err(),
+            "the successor hands over to nobody"
+        );
+        // A signature appended by another key does not make it a successor: the text names the successor.
+        let plain = checkpoint.sign(&key());
+        let forged = plain.clone()
+            + &sign_text(&checkpoint.text(), "kho.example/log", &[&stranger])[checkpoint.text().len() + 1..];
+        assert!(open(&forged, "kho.example/log", &stranger.public_key()).is_ok());
+        assert!(open_handover(&forged, "kho.example/log", &key().public_key()).is_err());
+        assert!(open_handover(&plain, "kho.example/log", &key().public_key()).is_err());
+        // Named but not signed by the successor.
+        let unsigned = note.lines().take(6).map(|l| format!("{l}\n")).collect::<String>();
+        assert!(matches!(
+            open_handover(&unsigned, "kho.example/log", &key().public_key()),
+            Err(NoteError::NotSigned(_))
+        ));
+        assert_eq!(open(&note, "kho.example/log", &key().public_key()), Ok(checkpoint.clone()));
+        assert_eq!(open(&note, "kho.example/log", &next.public_key()), Ok(checkpoint.clone()));
+        let keys = [stranger.public_key(), next.public_key()];
+        assert_eq!(open_any(&note, "kho.example/log", &keys), Ok(checkpoint.clone()));
+        assert!(matches!(open_any(&note, "kho.example/log", &[stranger.public_key()]), Err(NoteError::NotSigned(_))));
+        assert!(matches!(open_any(&note, "kho.example/log", &[]), Err(NoteError::NotSigned(_))));
     }
 
     #[test]

@@ -55,8 +55,8 @@ impl Vault {
                 }
             }
         }
-        let receipt_check = if view.receipt.signer() != &self.key.public_key() {
-            Err("the receipt is not signed by this vault's key".to_owned())
+        let receipt_check = if view.receipt.signer() != &self.key_of_entry(receipt.log_index) {
+            Err("the receipt is not signed by the vault key of its log entry".to_owned())
         } else if receipt.statement != id || receipt.statement_kind != crate::statement::Record::KIND {
             Err("the receipt names another statement".to_owned())
         } else {

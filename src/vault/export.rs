@@ -66,6 +66,14 @@ pub struct ProvenEntry {
     pub inclusion: Option<Vec<Hash>>,
 }
 
+/// An earlier vault key: its handover note and the consistency proof from it to the export's checkpoint.
+#[derive(Debug, Clone)]
+pub struct RetiredKeyEvidence {
+    pub key: PublicKey,
+    pub handover: String,
+    pub consistency: Vec<Hash>,
+}
+
 /// Everything an export carries except the documents' bytes, which are streamed from the vault.
 #[derive(Debug, Clone)]
 pub struct Evidence {
@@ -75,6 +83,8 @@ pub struct Evidence {
     pub origin: String,
     pub vault_key: PublicKey,
     pub vault_certificate: Option<Signed<VaultKeyCertificate>>,
+    /// The keys the vault signed with before `vault_key`, oldest first.
+    pub retired_keys: Vec<RetiredKeyEvidence>,
     pub trust_anchors: Vec<PublicKey>,
     /// The witnesses the vault asks to cosign its checkpoints.
     pub witnesses: Vec<crate::log::checkpoint::VerifierKey>,
@@ -206,6 +216,17 @@ impl Vault {
             origin: self.origin.clone(),
             vault_key: self.public_key(),
             vault_certificate: self.certificate.clone(),
+            retired_keys: self
+                .retired
+                .iter()
+                .map(|retired| {
+                    let consistency = match retired.until_size {
+                        0 => Vec::new(),
+                        until => crate::log::consistency_proof(until, size, &self.store)?,
+                    };
+                    Ok(RetiredKeyEvidence { key: retired.key.clone(), handover: retired.handover.clone(), consistency })
+                })
+                .collect::<Result<_, StorageError>>()?,
             trust_anchors: self.config.trust_anchors.clone(),
             witnesses: self.config.witnesses.peers.iter().map(|peer| peer.key.clone()).collect(),
             records,
@@ -301,7 +322,7 @@ impl Gather<'_> {
             // The vault's own record of a signed document deposited as it is, trusted through the
             // validation of the document's signature (a self-upload has none), with the detached
             // signature if it came with one.
-            signer if signer == &self.vault.public_key() => {
+            signer if self.vault.is_own_key(signer) => {
                 if let Some(signature) = self.vault.store.detached_signature(&id)? {
                     self.detached_signatures.insert(id, signature);
                 }

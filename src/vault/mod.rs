@@ -16,6 +16,7 @@ mod checks;
 mod completeness;
 mod copies;
 mod export;
+mod keyring;
 mod scrub;
 mod sequencer;
 mod shares;
@@ -36,7 +37,13 @@ pub use copies::{
     CertificationRequest, CopyError, Upload, UploadError, CERTIFICATION_REQUESTS_PER_RECORD_MAX, UPLOAD_MEDIA_TYPES,
     UPLOAD_SIZE_BYTES_MAX,
 };
-pub use export::{AccessLogEvidence, Evidence, ExportError, ExportScope, ProvenEntry, Receipted, RecordEvidence};
+pub use export::{
+    AccessLogEvidence, Evidence, ExportError, ExportScope, ProvenEntry, Receipted, RecordEvidence, RetiredKeyEvidence,
+};
+pub use keyring::{
+    first_key, prepare as prepare_next_key, Prepared, RetiredKey, RotateError, Rotation, NEXT_CERTIFICATE_FILE,
+    NEXT_KEY_FILE, NEXT_PUBLIC_KEY_FILE, RETIRED_KEYS_DIRECTORY,
+};
 pub use scrub::{Finding, FindingKind, ScrubOptions, ScrubProgress, ScrubReport};
 use sequencer::{Acceptance, Decision};
 pub use shares::{Share, ShareError, ShareId, ShareState, SHARES_ACTIVE_PER_OWNER_MAX, SHARE_DAYS_MAX};
@@ -165,6 +172,11 @@ pub enum OpenError {
         max = crate::log::checkpoint::ORIGIN_LENGTH_MAX
     )]
     BadLogOrigin(String),
+    #[error(
+        "the record of this vault's retired keys is damaged at {path}: {reason}. Nothing was changed; restore \
+         the data folder's retired-keys from a backup"
+    )]
+    KeyHistory { path: PathBuf, reason: String },
     #[error("the vault key certificate {path} cannot be used: {reason}")]
     VaultCertificate { path: PathBuf, reason: String },
     #[error(
@@ -224,7 +236,7 @@ fn load_vault_certificate(
 
 /// Checks the store's log against the newest checkpoint kept outside it: the log must have at least its
 /// entries and the same root at its size.
-fn check_kept_checkpoint(store: &Store, path: &Path, origin: &str, key: &PublicKey) -> Result<(), OpenError> {
+fn check_kept_checkpoint(store: &Store, path: &Path, origin: &str, keys: &[PublicKey]) -> Result<(), OpenError> {
     let contradicts =
         |size, reason: String| OpenError::LogContradictsCheckpoint { path: path.to_owned(), size, reason };
     let unusable = |reason: String| OpenError::KeptCheckpointUnusable { path: path.to_owned(), reason };
@@ -233,8 +245,8 @@ fn check_kept_checkpoint(store: &Store, path: &Path, origin: &str, key: &PublicK
         return Ok(());
     };
     let note = String::from_utf8(note).map_err(|_| unusable("it is not text".into()))?;
-    let kept = crate::log::checkpoint::open(&note, origin, key)
-        .map_err(|error| unusable(format!("it does not verify under this vault's key and origin: {error}")))?;
+    let kept = crate::log::checkpoint::open_any(&note, origin, keys)
+        .map_err(|error| unusable(format!("it does not verify under this vault's keys and origin: {error}")))?;
     let found = store.durable_size();
     if found < kept.size {
         return Err(OpenError::LogBehindCheckpoint { path: path.to_owned(), kept: kept.size, found });
@@ -630,6 +642,8 @@ pub struct Page {
 pub struct Vault {
     store: Store,
     key: SecretKey,
+    /// The keys it replaced, oldest first (`keyring`).
+    retired: Vec<keyring::RetiredKey>,
     config: VaultConfig,
     /// Serializes the short commit step (sequence assignment, checks against the catalog, batch).
     /// Content streaming and the durable sync run outside it.
@@ -660,18 +674,21 @@ impl Vault {
     pub fn open_on(config: VaultConfig, engines: Engines) -> Result<Vault, OpenError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir { path: dir.clone(), source })?;
+        let retired = keyring::load(dir)?;
+        keyring::finish_interrupted(dir, &retired)?;
         let key = load_or_create_key(dir)?;
         let store = Store::new(engines).map_err(StorageError::from)?;
-        let origin = match &config.log_origin {
-            Some(origin) if crate::log::checkpoint::is_key_name(origin) => origin.clone(),
-            Some(origin) => return Err(OpenError::BadLogOrigin(origin.clone())),
-            None => default_log_origin(&key.public_key()),
-        };
+        // The origin stays the first key's across rotations.
+        let origin = keyring::origin(&config, retired.first().map_or(&key.public_key(), |first| &first.key))?;
+        keyring::check_chain(dir, &retired, &key.public_key(), &origin)?;
         let certificate = load_vault_certificate(&config, &key.public_key(), &origin)?;
-        check_kept_checkpoint(&store, &dir.join(KEPT_CHECKPOINT_FILE), &origin, &key.public_key())?;
+        let own_keys: Vec<PublicKey> =
+            std::iter::once(key.public_key()).chain(retired.iter().map(|r| r.key.clone())).collect();
+        check_kept_checkpoint(&store, &dir.join(KEPT_CHECKPOINT_FILE), &origin, &own_keys)?;
         Ok(Vault {
             store,
             key,
+            retired,
             config,
             commit_lock: Mutex::new(()),
             checkpoint_lock: Mutex::new(()),
@@ -776,14 +793,14 @@ impl Vault {
         if let PublicKey::X509(_) = signer {
             return self.x509_trust(statement, agency, at_ms);
         }
-        if signer == &self.key.public_key() && agency.as_str() != crate::statement::SELF_UPLOAD_CODE {
+        if self.is_own_key(signer) && agency.as_str() != crate::statement::SELF_UPLOAD_CODE {
             // A signed document deposited as it is: the vault's record of it counts for the agency only
             // with the validation of the document's own signature the vault logged just before.
             return self.x509_trust(statement, agency, at_ms);
         }
         if agency.as_str() == crate::statement::SELF_UPLOAD_CODE {
             // Owners' uploads: signed by this vault alone, for the reserved code alone.
-            return Ok(if signer == &self.key.public_key() {
+            return Ok(if self.is_own_key(signer) {
                 Ok(())
             } else {
                 Err(TrustError::SelfUploadNotByVault { fingerprint: signer.fingerprint() })
@@ -1153,7 +1170,7 @@ impl Vault {
         &self,
         record: &Signed<Record>,
     ) -> Result<Option<Signed<crate::statement::SignatureValidation>>, StorageError> {
-        let by_vault = record.signer() == &self.key.public_key() && !record.body().is_self_upload();
+        let by_vault = self.is_own_key(record.signer()) && !record.body().is_self_upload();
         if !matches!(record.signer(), PublicKey::X509(_)) && !by_vault {
             return Ok(None);
         }

@@ -108,7 +108,6 @@ impl Vault {
         let mut revocations_stored: BTreeSet<Digest> = BTreeSet::new();
         let mut documents: BTreeMap<Digest, Vec<(Digest, OwnerId)>> = BTreeMap::new();
         let mut pacer = Pacer::new(options.bytes_per_second);
-        let key = self.public_key();
         for index in 0..size {
             let bytes = self.store.log_entry(index)?.unwrap_or_default();
             tree.push(log::leaf_hash(&bytes));
@@ -132,7 +131,11 @@ impl Vault {
             let receipt = match self.store.receipt(index)? {
                 None => None,
                 Some(envelope) => match Signed::<Receipt>::from_envelope(&envelope) {
-                    Ok(receipt) if receipt.signer() == &key && receipt.body().log_index == index => Some(receipt),
+                    Ok(receipt)
+                        if receipt.signer() == &self.key_of_entry(index) && receipt.body().log_index == index =>
+                    {
+                        Some(receipt)
+                    }
                     Ok(_) => {
                         let detail = format!("receipt {index} is not the vault's receipt for entry {index}");
                         report.findings.push(Finding::new(FindingKind::Receipt, Some(index), None, &owner, detail));
@@ -291,7 +294,7 @@ impl Vault {
         )
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("signature validation {id} is in the log but not stored"))?;
-        if validation.signer() != &self.key.public_key() {
+        if !self.is_own_key(validation.signer()) {
             return Err(format!("signature validation {id} is not signed by this vault"));
         }
         for digest in &validation.body().evidence {

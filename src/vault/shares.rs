@@ -23,7 +23,7 @@ pub const SHARES_ACTIVE_PER_OWNER_MAX: usize = 50;
 /// Most shares listed for an owner (active ones first come from the newest).
 pub const SHARES_LISTED_MAX: usize = 200;
 /// The context of the key that makes share tokens (never reused for anything else).
-const SHARE_TOKEN_KEY_CONTEXT: &str = "kho 2026-11 share link token v1";
+pub(super) const SHARE_TOKEN_KEY_CONTEXT: &str = "kho 2026-11 share link token v1";
 const TOKEN_MAC_BYTES: usize = 16;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -217,10 +217,13 @@ impl Vault {
             return None;
         }
         let id = ShareId(id.try_into().ok()?);
-        let expected = self.share_mac(id);
-        // Compared as hashes (blake3::Hash equality is constant-time), so a token cannot be guessed
-        // byte by byte.
-        (blake3::hash(mac) == blake3::hash(&expected.as_bytes()[..TOKEN_MAC_BYTES])).then_some(id)
+        // Made under the current key or, before a rotation, a retired one. Compared as hashes
+        // (blake3::Hash equality is constant-time), so a token cannot be guessed byte by byte.
+        let given = blake3::hash(mac);
+        self.share_token_keys(SHARE_TOKEN_KEY_CONTEXT)
+            .iter()
+            .any(|key| given == blake3::hash(&blake3::keyed_hash(key, &id.0).as_bytes()[..TOKEN_MAC_BYTES]))
+            .then_some(id)
     }
 
     fn share_mac(&self, id: ShareId) -> blake3::Hash {

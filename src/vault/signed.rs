@@ -153,7 +153,7 @@ impl Vault {
                 continue;
             };
             let same = Record { signed_at_ms: earlier.body().signed_at_ms, ..record.clone() };
-            if earlier.signer() == &self.key.public_key() && earlier.body() == &same {
+            if self.is_own_key(earlier.signer()) && earlier.body() == &same {
                 return Ok(Some(Accepted {
                     id: earlier.id(),
                     receipt: self.load_receipt(sequence)?,

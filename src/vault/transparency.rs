@@ -106,7 +106,7 @@ impl Vault {
     }
 
     fn open_checkpoint(&self, size: u64, note: String) -> Result<SignedCheckpoint, StorageError> {
-        let checkpoint = log::checkpoint::open(&note, &self.origin, &self.key.public_key())
+        let checkpoint = log::checkpoint::open(&note, &self.origin, &self.key_of_checkpoint(size))
             .map_err(|e| StorageError::Corrupt(format!("stored checkpoint {size}: {e}")))?;
         if checkpoint.size != size {
             return Err(StorageError::Corrupt(format!("checkpoint stored under size {size} says {}", checkpoint.size)));

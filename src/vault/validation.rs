@@ -156,7 +156,7 @@ impl Vault {
         let body = validation.body();
         // Made (and signed) by this vault just before; `decided_at` may be a timestamp's, long before.
         let fresh = body.signed_at_ms <= at_ms && at_ms - body.signed_at_ms <= VALIDATION_AGE_MS_MAX;
-        if &body.agency != agency || !fresh || validation.signer() != &self.key.public_key() {
+        if &body.agency != agency || !fresh || !self.is_own_key(validation.signer()) {
             return Ok(Err(TrustError::X509NotValidated));
         }
         Ok(Ok(()))

@@ -24,7 +24,8 @@ import tarfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from verify_record import Reader, parse  # noqa: E402
-from verify_log import leaf_hash, open_checkpoint, sha256, verify_inclusion, verify_map_proof  # noqa: E402
+from verify_log import (leaf_hash, open_checkpoint, open_handover, sha256, verify_consistency,  # noqa: E402
+                        verify_inclusion, verify_map_proof)
 
 VERDICTS = ["valid", "not_yet_valid", "expired", "superseded", "revoked", "self_uploaded", "certified_copy",
             "unknown_issuer", "proof_fails", "tampered"]
@@ -147,6 +148,34 @@ def main(argv):
         except (ValueError, KeyError) as error:
             check(False, "the checkpoint does not verify: %s" % error)
 
+    # The vault's earlier keys (section 5.1): each handover note names the key that followed it and is
+    # signed by both, a prefix of the checkpoint; `served` maps each trusted key to the log entries it
+    # receipted.
+    served = {vault_key: (0, float("inf"))}
+    if checkpoint:
+        successor, successor_size, chain = vault_key, checkpoint[0], []
+        for listed in reversed(m.get("retired_vault_keys", [])):
+            try:
+                note = bundle.files[listed["handover"]].decode()
+                size, root, named = open_handover(note, m["log_origin"], bytes.fromhex(listed["key"]))
+                if named.hex() != successor:
+                    raise ValueError("the handover names another key than the one that followed")
+                proof = [bytes.fromhex(h) for h in listed["consistency"]]
+                if size > successor_size or size > 0 and not verify_consistency(
+                        size, checkpoint[0], root, checkpoint[1], proof):
+                    raise ValueError("the handover is not a prefix of the checkpoint")
+            except (ValueError, KeyError) as error:
+                check(False, "the earlier vault key %s is not trusted: %s" % (listed["key"], error))
+                break
+            check(True, "the earlier vault key %s handed over at log size %d" % (listed["key"][:16], size))
+            chain.append((listed["key"], size))
+            successor, successor_size = listed["key"], size
+        start = 0
+        for key, until in reversed(chain):
+            served[key] = (start, until)
+            start = until
+        served[vault_key] = (start, float("inf"))
+
     log = json.loads(bundle.files["log.json"])
     entries = {}
     for item in log["entries"]:
@@ -166,9 +195,12 @@ def main(argv):
         if not trusted:
             raise ValueError("the vault key is not trusted")
         receipt = bundle.statement(receipt_path)
-        if receipt["kind"] != "receipt" or receipt["signer"] != vault_key:
+        if receipt["kind"] != "receipt" or receipt["signer"] not in served:
             raise ValueError("the receipt is not signed by the vault key")
-        if window and not window[0] <= receipt["accepted_at_ms"] <= window[1]:
+        first, end = served[receipt["signer"]]
+        if not first <= receipt["log_index"] < end:
+            raise ValueError("the receipt is signed by a vault key that did not serve its log entry")
+        if window and receipt["signer"] == vault_key and not window[0] <= receipt["accepted_at_ms"] <= window[1]:
             raise ValueError("the receipt's time is outside the vault key certificate")
         if receipt["statement"] != statement["id"] or receipt["statement_kind"] != KIND_NUMBERS[statement["kind"]]:
             raise ValueError("the receipt is for another statement")
@@ -224,7 +256,7 @@ def main(argv):
         reasons = []
         for validation, receipt_path in validations.get(statement["id"], []):
             try:
-                if validation["signer"] != vault_key:
+                if validation["signer"] not in served:
                     raise ValueError("not signed by the vault key")
                 validated = bundle.statement(receipt_path)
                 if validation["agency"] != agency:
@@ -233,7 +265,7 @@ def main(argv):
                 if validated["log_index"] >= receipt["log_index"] or not 0 <= age <= VALIDATION_AGE_MS_MAX:
                     raise ValueError("not logged in the minutes before the statement")
                 # A document deposited with its own signature: the certificate is in the document.
-                embedded = statement["signer"] == vault_key
+                embedded = statement["signer"] in served
                 if not embedded and validation["signer_certificate"] != statement["x509_certificate"]:
                     raise ValueError("of another certificate than the signer's")
                 for digest in validation["evidence"]:
@@ -261,7 +293,7 @@ def main(argv):
     def acceptance(statement, agency, receipt):
         """None if a trusted certificate (or, for an X.509 signer, the vault's validation) covers the
         signer of `statement` for `agency` when `receipt` says it was accepted, else the reason."""
-        if statement["signer"].startswith("x509:") or (statement["signer"] == vault_key
+        if statement["signer"].startswith("x509:") or (statement["signer"] in served
                                                          and statement["kind"] == "record"):
             return x509_acceptance(statement, agency, receipt)
         signer, at = statement["signer"], receipt["accepted_at_ms"]
@@ -314,7 +346,7 @@ def main(argv):
         try:
             receipt = receipted(record, base + "record.kho-receipt")
             if record["issuer_agency"] == SELF_UPLOAD:
-                reason = None if record["signer"] == vault_key else "a self-upload not signed by the vault key"
+                reason = None if record["signer"] in served else "a self-upload not signed by the vault key"
             else:
                 reason = acceptance(record, record["issuer_agency"], receipt)
             if reason:

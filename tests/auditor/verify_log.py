@@ -66,6 +66,24 @@ def open_checkpoint(note, origin, public):
     raise ValueError("no valid signature by the vault key")
 
 
+def open_handover(note, origin, retiring):
+    """A vault key handover (FORMAT.md 4.2): (size, root, successor key) if `note` is a checkpoint of
+    `origin` signed by `retiring` whose extension line `kho-key-handover <verifier key>` names a
+    successor that signed it too; else raises."""
+    size, root = open_checkpoint(note, origin, retiring)
+    named = [line[len("kho-key-handover "):] for line in note.rpartition("\n\n")[0].split("\n")[3:]
+             if line.startswith("kho-key-handover ")]
+    if len(named) != 1:
+        raise ValueError("a handover names exactly one successor")
+    name, key_id_hex, encoded = named[0].split("+", 2)
+    raw = base64.b64decode(encoded, validate=True)
+    if name != origin or len(raw) != 33 or raw[0] != 1 or key_id(origin, raw[1:]).hex() != key_id_hex:
+        raise ValueError("the successor is not a note key of this log")
+    if open_checkpoint(note, origin, raw[1:]) != (size, root):
+        raise ValueError("the successor did not sign the handover")
+    return size, root, raw[1:]
+
+
 def verify_inclusion(index, size, leaf, proof, root):
     """RFC 9162 section 2.1.3.2."""
     if index >= size:
