@@ -528,6 +528,14 @@ async fn the_log_is_served_as_checkpoint_tiles_and_proofs_and_entries_only_to_au
     assert_eq!((none.status.as_u16(), none.code().as_str()), (404, "no_checkpoint"));
     let uncertified = api.call("GET", "/v1/vault-certificate", None, &[], Vec::new()).await;
     assert_eq!((uncertified.status.as_u16(), uncertified.code().as_str()), (404, "no_vault_certificate"));
+    let keys = api.call("GET", "/v1/vault-keys", None, &[], Vec::new()).await;
+    assert_eq!(keys.status, StatusCode::OK, "public, like the checkpoints");
+    let keys = keys.json();
+    let vault_key = api.state.vault().public_key();
+    assert_eq!(keys["origin"], api.state.vault().log_origin());
+    assert_eq!(keys["current"]["key"]["public_key_hex"], hex::encode(vault_key.raw_bytes()));
+    assert_eq!(keys["current"]["verifier_key"], checkpoint::verifier_key(api.state.vault().log_origin(), &vault_key));
+    assert_eq!(keys["retired"], serde_json::json!([]), "a vault that never rotated lists no earlier key");
     let signed = api.state.vault().sign_checkpoint().expect("sign").expect("checkpoint");
     let size = signed.checkpoint.size;
     assert_eq!(size, 4, "two certificates, a record, and the owner-map commitment signed before it");

@@ -1034,8 +1034,16 @@ struct WitnessProcess {
 
 impl WitnessProcess {
     fn start(dir: &Path, name: &str, log_key: &str) -> WitnessProcess {
+        WitnessProcess::following(dir, name, &[log_key], "127.0.0.1:0")
+    }
+
+    /// A witness following a log by each of `log_keys` (a log that rotates its key), on `listen`.
+    fn following(dir: &Path, name: &str, log_keys: &[&str], listen: &str) -> WitnessProcess {
+        let logs = log_keys.iter().flat_map(|key| ["--log", key]);
         let mut child = Command::new(env!("CARGO_BIN_EXE_kho"))
-            .args(["witness", "--name", name, "--log", log_key, "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["witness", "--name", name])
+            .args(logs)
+            .args(["--listen", listen, "--data-dir"])
             .arg(dir)
             .env("RUST_LOG", "warn,kho::vault::witnessing=debug,kho::witness=debug")
             .stdout(Stdio::piped())
@@ -1203,6 +1211,97 @@ fn two_witnesses_cosign_to_quorum_and_a_forked_copy_is_refused_by_them_and_repor
     assert_eq!(evidence.matches(&format!("{origin}\n")).count(), 2, "{evidence}");
     forked.stop();
     server.stop();
+}
+
+#[test]
+fn the_vault_key_rotates_while_witnesses_auditors_and_old_bundles_keep_following() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let config = prepare(d);
+    std::fs::create_dir_all(d.join("data")).expect("data");
+    let vault_key = kho::keys::load_or_create_secret_key(&d.join("data/vault-key.pem")).expect("vault key");
+    let origin = kho::vault::default_log_origin(&vault_key.public_key());
+    let old_log_key = kho::log::checkpoint::verifier_key(&origin, &vault_key.public_key());
+    let witness = WitnessProcess::start(&d.join("w1"), "witness.test/w1", &old_log_key);
+    let witness_listen = witness.base.trim_start_matches("http://").to_owned();
+    let witness_key = witness.key.clone();
+    let witnesses = format!("{}@{}", witness.key, witness.base);
+    let env = [("KHO_WITNESSES", witnesses.as_str()), ("KHO_WITNESS_QUORUM", "1")];
+    let server = Server::start_with(&config, &env);
+    certify_issuer(&server, &config);
+    let issuer = token(&config, "issuer", &["--agency", AGENCY]);
+    let before = deposit_as_issuer(&config, &server, &issuer, "before.pdf", 1);
+    wait_for_checkpoint(&server, 2, 1);
+    // The auditor knows the old key only, and keeps it.
+    let old_pub = d.join("old-vault-key.pub.pem");
+    std::fs::copy(d.join("data/vault-key.pub.pem"), &old_pub).expect("old public key");
+    let state = d.join("audit.checkpoint");
+    let audit = |server: &Server| {
+        let args = ["audit", "--server", &server.base, "--vault-key", &old_pub.display().to_string(), "--state"];
+        kho(&config, &[&args[..], &[&state.display().to_string(), "--witness", &witness_key]].concat())
+    };
+    let first = audit(&server);
+    assert!(first.status.success(), "{}", text(&first));
+
+    // While serving: the rotation itself is refused (the store is the server's), preparing is not.
+    let refused = kho(&config, &["rotate-key"]);
+    assert!(!refused.status.success() && text(&refused).contains("stop the server first"), "{}", text(&refused));
+    assert!(!d.join("data/retired-keys").exists() && !d.join("data/vault-key.next.pem").exists());
+    let prepared = kho(&config, &["rotate-key", "--prepare"]);
+    assert!(prepared.status.success(), "{}", text(&prepared));
+    let new_log_key = String::from_utf8_lossy(&prepared.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("  ").map(str::to_owned))
+        .expect("the verifier key for the witnesses");
+    assert!(new_log_key.starts_with(&format!("{origin}+")), "{new_log_key}");
+    // The witness operator adds the new key beside the old one (same state, same address).
+    drop(witness);
+    let witness =
+        WitnessProcess::following(&d.join("w1"), "witness.test/w1", &[&old_log_key, &new_log_key], &witness_listen);
+
+    server.stop();
+    let rotated = kho(&config, &["rotate-key"]);
+    assert!(rotated.status.success(), "{}", text(&rotated));
+    assert!(text(&rotated).contains("retired vault key"), "{}", text(&rotated));
+    let server = Server::start_with(&config, &env);
+    let after = deposit_as_issuer(&config, &server, &issuer, "after.pdf", 2);
+    let grown = log_size(&server) + 1;
+    let (note, _) = wait_for_checkpoint(&server, grown, 1);
+    let new_key = kho::keys::read_public_key(&d.join("data/vault-key.pub.pem")).expect("new public key");
+    kho::log::checkpoint::open(&note, &origin, &new_key).expect("checkpoints are signed by the new key, and witnessed");
+    let listed = agent().get(server.url("/v1/vault-keys")).call().expect("vault keys").body_mut().read_to_string();
+    let listed: serde_json::Value = serde_json::from_str(&listed.expect("body")).expect("json");
+    assert_eq!(listed["origin"], origin.as_str());
+    assert_eq!(listed["current"]["verifier_key"], new_log_key.as_str());
+    assert_eq!(listed["retired"][0]["verifier_key"], old_log_key.as_str());
+
+    // The auditor holding the old key follows the handover and finds one consistent history.
+    let followed = audit(&server);
+    assert!(followed.status.success(), "{}", text(&followed));
+    assert!(text(&followed).contains("handed over") && text(&followed).contains("consistently"), "{}", text(&followed));
+    let checkpoint =
+        kho(&config, &["checkpoint", "--server", &server.base, "--vault-key", &old_pub.display().to_string()]);
+    assert!(checkpoint.status.success(), "{}", text(&checkpoint));
+
+    // The owner's bundle, exported now, verifies both documents from the anchor and the new key.
+    let citizen = token(&config, "citizen", &["--owner", OWNER]);
+    let bundle = d.join("store.tar").display().to_string();
+    let export = kho(&config, &["export", OWNER, "--out", &bundle, "--server", &server.base, "--token", &citizen]);
+    assert!(export.status.success(), "{}", text(&export));
+    let anchor = d.join("anchor.pub.pem").display().to_string();
+    let new_pub = d.join("data/vault-key.pub.pem").display().to_string();
+    let verified = kho(&config, &["verify", &bundle, "--anchor", &anchor, "--vault-key", &new_pub, "--json"]);
+    assert!(verified.status.success(), "{}", text(&verified));
+    let report: serde_json::Value = serde_json::from_slice(&verified.stdout).expect("json report");
+    let verdict = |id: &str| {
+        report["documents"].as_array().expect("documents").iter().find(|d| d["id"] == id).expect("listed")["verdict"]
+            .clone()
+    };
+    assert_eq!((verdict(&before), verdict(&after)), ("valid".into(), "valid".into()), "{report}");
+    server.stop();
+    let scrub = kho(&config, &["scrub"]);
+    assert!(scrub.status.success(), "{}", text(&scrub));
+    drop(witness);
 }
 
 // ----- the citizen's pages in a real browser -----

@@ -915,3 +915,48 @@ fn a_rewritten_history_is_caught_by_consistency_proofs() {
     )
     .expect("the common prefix verifies");
 }
+
+/// A rotation that crashed after its retired-key folder was committed is finished at the next open;
+/// one that crashed before leaves the vault as it was; a damaged key history refuses the open.
+#[test]
+fn an_interrupted_key_rotation_is_finished_at_open_and_a_damaged_key_history_refuses_it() {
+    use kho::vault::{OpenError, Vault, NEXT_KEY_FILE, RETIRED_KEYS_DIRECTORY, VAULT_KEY_FILE};
+    let f = fixture();
+    let id = deposit(&f, b"deposited before the rotation");
+    let dir = f.dir.path().to_owned();
+    let old_secret = std::fs::read(dir.join(VAULT_KEY_FILE)).expect("old key file");
+    let old_key = f.vault.public_key();
+    let config = f.config();
+    let Fixture { dir: _keep, vault, .. } = f;
+    kho::vault::prepare_next_key(&config).expect("prepare");
+    let next_secret = std::fs::read(dir.join(NEXT_KEY_FILE)).expect("next key file");
+    let rotation = vault.rotate_key().expect("rotate");
+
+    // Put the data folder back as a crash right after the commit leaves it: the retired folder in
+    // place, the old key still installed, the prepared key beside it (and a leftover partial folder).
+    std::fs::remove_file(dir.join(VAULT_KEY_FILE)).expect("remove");
+    std::fs::write(dir.join(VAULT_KEY_FILE), &old_secret).expect("old key back");
+    std::fs::write(dir.join(NEXT_KEY_FILE), &next_secret).expect("next key back");
+    std::fs::create_dir(dir.join(RETIRED_KEYS_DIRECTORY).join("0002.partial")).expect("partial");
+    let vault = Vault::open(config.clone()).expect("the interrupted rotation is finished");
+    assert_eq!(vault.public_key(), rotation.current);
+    assert!(vault.is_own_key(&old_key) && !dir.join(NEXT_KEY_FILE).exists());
+    assert!(vault.check_record(&vault.record(&id).expect("read").expect("record")).expect("checks").all_passed());
+    drop(vault);
+
+    // A handover altered on disk (its successor's signature line dropped) is not a key history.
+    let handover = dir.join(RETIRED_KEYS_DIRECTORY).join("0001/handover.note");
+    let note = std::fs::read_to_string(&handover).expect("handover");
+    let without_successor: String = note.lines().take(6).map(|line| format!("{line}\n")).collect();
+    std::fs::write(&handover, &without_successor).expect("alter");
+    assert!(matches!(Vault::open(config.clone()), Err(OpenError::KeyHistory { .. })));
+    std::fs::write(&handover, &note).expect("restore");
+    // A gap in the numbering is refused too, and changes nothing.
+    std::fs::rename(dir.join(RETIRED_KEYS_DIRECTORY).join("0001"), dir.join(RETIRED_KEYS_DIRECTORY).join("0002"))
+        .expect("renumber");
+    let refused = Vault::open(config.clone()).err().expect("refused");
+    assert!(refused.to_string().contains("without gaps"), "{refused}");
+    std::fs::rename(dir.join(RETIRED_KEYS_DIRECTORY).join("0002"), dir.join(RETIRED_KEYS_DIRECTORY).join("0001"))
+        .expect("renumber back");
+    assert_eq!(Vault::open(config).expect("opens again").public_key(), rotation.current);
+}

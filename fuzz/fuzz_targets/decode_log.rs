@@ -1,5 +1,5 @@
 //! Arbitrary input to every parser of the transparency log's untrusted bytes (entries, access events,
-//! signed notes and cosignatures, verifier keys, witness requests, checkpoints, tile paths, owner-map values) and to the three proof verifiers (inclusion,
+//! signed notes, key handovers and cosignatures, verifier keys, witness requests, checkpoints, tile paths, owner-map values) and to the three proof verifiers (inclusion,
 //! consistency, owner map): never a panic; whatever decodes
 //! re-encodes canonically.
 #![no_main]
@@ -42,6 +42,10 @@ fuzz_target!(|input: (&[u8], u64, u64, Vec<[u8; 32]>)| {
             assert_eq!(tile.path(), format!("tile/{text}"));
         }
         let _ = checkpoint::open(text, "kho.example/log", &key);
+        // A handover note (key rotation): a successor is named only if it parses and signed too.
+        if let Ok((_, successor)) = checkpoint::open_handover(text, "kho.example/log", &key) {
+            assert!(Note::parse(text).is_ok_and(|note| note.signed_by("kho.example/log", &successor)));
+        }
     }
     let (leaf, root) = ([0u8; 32], [1u8; 32]);
     let _ = verify_inclusion(first, second, &leaf, &hashes, &root);
