@@ -1242,6 +1242,9 @@ fn the_vault_key_rotates_while_witnesses_auditors_and_old_bundles_keep_following
     };
     let first = audit(&server);
     assert!(first.status.success(), "{}", text(&first));
+    let backups = d.join("backups").display().to_string();
+    let backup = kho(&config, &["backup", &backups]);
+    assert!(backup.status.success(), "{}", text(&backup));
 
     // While serving: the rotation itself is refused (the store is the server's), preparing is not.
     let refused = kho(&config, &["rotate-key"]);
@@ -1298,9 +1301,18 @@ fn the_vault_key_rotates_while_witnesses_auditors_and_old_bundles_keep_following
             .clone()
     };
     assert_eq!((verdict(&before), verdict(&after)), ("valid".into(), "valid".into()), "{report}");
+    // The same backup folder goes on across the rotation (the vault is named by its first key), and
+    // a restore brings back the key history with everything.
+    let backup = kho(&config, &["backup", &backups]);
+    assert!(backup.status.success() && text(&backup).contains("incremental"), "{}", text(&backup));
     server.stop();
     let scrub = kho(&config, &["scrub"]);
     assert!(scrub.status.success(), "{}", text(&scrub));
+    let restored = d.join("restored");
+    let restore = kho(&config, &["restore", &backups, "--data-dir", &restored.display().to_string()]);
+    assert!(restore.status.success() && text(&restore).contains("no damage found"), "{}", text(&restore));
+    assert!(restored.join("retired-keys/0001/handover.note").exists());
+    assert_eq!(kho::keys::read_public_key(&restored.join("vault-key.pub.pem")).expect("restored key"), new_key);
     drop(witness);
 }
 
