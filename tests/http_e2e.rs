@@ -1030,6 +1030,8 @@ struct WitnessProcess {
     child: Child,
     base: String,
     key: String,
+    /// Its standard output, kept open while it runs.
+    _stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
 }
 
 impl WitnessProcess {
@@ -1054,7 +1056,7 @@ impl WitnessProcess {
         let mut next = || lines.next().expect("kho witness printed its address").expect("line");
         let base = next().strip_prefix("kho witness listening on ").expect("address line").to_owned();
         let key = next().strip_prefix("witness key: ").expect("key line").to_owned();
-        WitnessProcess { child, base, key }
+        WitnessProcess { child, base, key, _stdout: lines }
     }
 }
 
@@ -1099,16 +1101,22 @@ fn log_size(server: &Server) -> u64 {
     note.expect("note").lines().nth(1).and_then(|s| s.parse().ok()).expect("size")
 }
 
+/// Makes the vault key of the server `prepare` configured in `dir` before it starts, so that witnesses
+/// can be told the log's checkpoint key: the log's origin and that verifier key.
+fn make_vault_key(dir: &Path) -> (String, String) {
+    std::fs::create_dir_all(dir.join("data")).expect("data");
+    let vault_key = kho::keys::load_or_create_secret_key(&dir.join("data/vault-key.pem")).expect("vault key");
+    let origin = kho::vault::default_log_origin(&vault_key.public_key());
+    let log_key = kho::log::checkpoint::verifier_key(&origin, &vault_key.public_key());
+    (origin, log_key)
+}
+
 #[test]
 fn two_witnesses_cosign_to_quorum_and_a_forked_copy_is_refused_by_them_and_reported_by_the_auditor() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let config = prepare(d);
-    // The vault's key is made first so that the witnesses can be told the log's checkpoint key.
-    std::fs::create_dir_all(d.join("data")).expect("data");
-    let vault_key = kho::keys::load_or_create_secret_key(&d.join("data/vault-key.pem")).expect("vault key");
-    let origin = kho::vault::default_log_origin(&vault_key.public_key());
-    let log_key = kho::log::checkpoint::verifier_key(&origin, &vault_key.public_key());
+    let (origin, log_key) = make_vault_key(d);
     let w1 = WitnessProcess::start(&d.join("w1"), "witness.test/w1", &log_key);
     let w2 = WitnessProcess::start(&d.join("w2"), "witness.test/w2", &log_key);
     let witnesses = format!("{}@{},{}@{}", w1.key, w1.base, w2.key, w2.base);
@@ -1218,10 +1226,7 @@ fn the_vault_key_rotates_while_witnesses_auditors_and_old_bundles_keep_following
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let config = prepare(d);
-    std::fs::create_dir_all(d.join("data")).expect("data");
-    let vault_key = kho::keys::load_or_create_secret_key(&d.join("data/vault-key.pem")).expect("vault key");
-    let origin = kho::vault::default_log_origin(&vault_key.public_key());
-    let old_log_key = kho::log::checkpoint::verifier_key(&origin, &vault_key.public_key());
+    let (origin, old_log_key) = make_vault_key(d);
     let witness = WitnessProcess::start(&d.join("w1"), "witness.test/w1", &old_log_key);
     let witness_listen = witness.base.trim_start_matches("http://").to_owned();
     let witness_key = witness.key.clone();

@@ -296,9 +296,12 @@ pub(super) fn witness(args: WitnessArgs) -> anyhow::Result<ExitCode> {
     let vkey = witness.verifier_key();
     let followed: Vec<String> = witness.logs().map(str::to_owned).collect();
     crate::http::serve_witness(witness, args.listen, crate::http::ConnectionLimits::default(), |address| {
-        println!("kho witness listening on http://{address}");
-        println!("witness key: {vkey}");
-        println!("following: {}", followed.join(", "));
+        // A witness whose standard output was closed (its starter went away) keeps serving.
+        let banner = format!(
+            "kho witness listening on http://{address}\nwitness key: {vkey}\nfollowing: {}\n",
+            followed.join(", ")
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     })?;
     Ok(ExitCode::SUCCESS)
 }
