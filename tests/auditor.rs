@@ -371,6 +371,21 @@ fn after_a_key_rotation_everything_signed_before_still_verifies_and_the_log_is_o
     let prepared = kho::vault::prepare_next_key(&config).expect("prepare");
     assert!(prepared.created && prepared.origin == origin);
     assert!(!kho::vault::prepare_next_key(&config).expect("again").created, "preparing twice keeps the key");
+    // A certificate that does not fit the prepared key refuses the rotation before anything changes.
+    let misfit = VaultKeyCertificate {
+        origin: origin.clone(),
+        subject: old_key.clone(),
+        valid_from_ms: kho::ids::now_unix_ms() - DAY_MS,
+        valid_until_ms: kho::ids::now_unix_ms() + DAY_MS,
+        signed_at_ms: kho::ids::now_unix_ms(),
+    };
+    let certificate_path = dir.path().join(kho::vault::NEXT_CERTIFICATE_FILE);
+    std::fs::write(&certificate_path, Signed::sign(misfit, &anchor).to_envelope()).expect("certificate");
+    let refused = vault.rotate_key().expect_err("a certificate of another key");
+    assert!(refused.to_string().contains("certifies another key"), "{refused}");
+    assert!(!dir.path().join(kho::vault::RETIRED_KEYS_DIRECTORY).exists());
+    let vault = Vault::open(config.clone()).expect("unchanged");
+    assert_eq!(vault.public_key(), old_key);
     let next_certificate = VaultKeyCertificate {
         origin: origin.clone(),
         subject: prepared.key.clone(),

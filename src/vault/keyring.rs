@@ -297,11 +297,6 @@ impl Vault {
         key == &self.key.public_key() || self.retired.iter().any(|retired| &retired.key == key)
     }
 
-    /// Every key of this vault, current first.
-    pub fn own_keys(&self) -> Vec<PublicKey> {
-        std::iter::once(self.key.public_key()).chain(self.retired.iter().map(|r| r.key.clone())).collect()
-    }
-
     /// The key that receipted log entry `index`.
     pub(super) fn key_of_entry(&self, index: u64) -> PublicKey {
         self.retired.iter().find(|r| index < r.until_size).map_or_else(|| self.key.public_key(), |r| r.key.clone())
@@ -328,6 +323,8 @@ impl Vault {
         }
         let prepared = prepare(&self.config)?;
         let next = keys::read_secret_key(&dir.join(NEXT_KEY_FILE))?;
+        // A certificate the anchor gave for the next key must fit it, or the vault would not open after.
+        super::load_certificate_file(&self.config, &dir.join(NEXT_CERTIFICATE_FILE), &prepared.key, &self.origin)?;
         let retired = self.key.public_key();
         // The newest checkpoint covers every durable entry (nothing else writes: the store is ours).
         let checkpoint = match self.sign_checkpoint()? {

@@ -214,7 +214,17 @@ fn load_vault_certificate(
     key: &PublicKey,
     origin: &str,
 ) -> Result<Option<Signed<VaultKeyCertificate>>, OpenError> {
-    let path = config.data_dir.join(VAULT_CERTIFICATE_FILE);
+    load_certificate_file(config, &config.data_dir.join(VAULT_CERTIFICATE_FILE), key, origin)
+}
+
+/// Reads and checks a vault key certificate file for `key` (see `load_vault_certificate`), if present.
+fn load_certificate_file(
+    config: &VaultConfig,
+    path: &Path,
+    key: &PublicKey,
+    origin: &str,
+) -> Result<Option<Signed<VaultKeyCertificate>>, OpenError> {
+    let path = path.to_owned();
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
