@@ -285,5 +285,6 @@ fn bench_runs_deposits_and_reads_over_http() {
         ],
     );
     assert!(out.contains("| deposit  |      20 |") && out.contains("| read     |      40 |"), "{out}");
+    assert!(out.contains("| limit    |      20 |"), "the in-memory limit of the same documents: {out}");
     assert!(!scratch.exists(), "the scratch directory is removed");
 }
