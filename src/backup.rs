@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::Snapshot;
 use crate::vault::{
-    OpenError, Vault, VaultConfig, KEPT_CHECKPOINT_FILE, NEXT_CERTIFICATE_FILE, NEXT_KEY_FILE, NEXT_PUBLIC_KEY_FILE,
-    RETIRED_KEYS_DIRECTORY, STORE_DIRECTORY, VAULT_CERTIFICATE_FILE, VAULT_KEY_FILE, VAULT_PUBLIC_KEY_FILE,
+    OpenError, Vault, VaultConfig, KEPT_CHECKPOINT_FILE, STORE_DIRECTORY, VAULT_CERTIFICATE_FILE, VAULT_KEY_FILE,
+    VAULT_PUBLIC_KEY_FILE,
 };
 
 /// The manifest's file name in a backup folder.
@@ -151,7 +151,8 @@ pub fn backup(
     // The files beside the store first, the checkpoint among them: everything it covers was durable,
     // so in the journal, before it was written.
     let mut whole: Vec<(String, Vec<u8>)> = Vec::new();
-    for name in WHOLE_FILES.iter().map(|name| (*name).to_owned()).chain(retired_key_files(data_dir)?) {
+    let key_files = crate::vault::key_history_files(data_dir).map_err(io(data_dir))?;
+    for name in WHOLE_FILES.iter().map(|name| (*name).to_owned()).chain(key_files) {
         if let Some(bytes) = crate::files::read_if_exists(&data_dir.join(&name)).map_err(io(&data_dir.join(&name)))? {
             whole.push((name, bytes));
         }
@@ -427,31 +428,6 @@ fn create_parent(path: &Path) -> Result<(), BackupError> {
 }
 
 /// Replaces `path` with `bytes`, owner-only (the folder holds the vault's secret key).
-/// The files of the vault's retired keys and of a prepared next key (relative paths), copied whole.
-fn retired_key_files(data_dir: &Path) -> Result<Vec<String>, BackupError> {
-    let mut names: Vec<String> =
-        [NEXT_KEY_FILE, NEXT_PUBLIC_KEY_FILE, NEXT_CERTIFICATE_FILE].map(str::to_owned).to_vec();
-    let folder = data_dir.join(RETIRED_KEYS_DIRECTORY);
-    let keys = match std::fs::read_dir(&folder) {
-        Ok(keys) => keys,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-        Err(error) => return Err(io(&folder)(error)),
-    };
-    for key in keys {
-        let key = key.map_err(io(&folder))?.file_name().to_string_lossy().into_owned();
-        if key.ends_with(".partial") {
-            continue;
-        }
-        let dir = folder.join(&key);
-        for file in std::fs::read_dir(&dir).map_err(io(&dir))? {
-            let file = file.map_err(io(&dir))?.file_name().to_string_lossy().into_owned();
-            names.push(format!("{RETIRED_KEYS_DIRECTORY}/{key}/{file}"));
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
 fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
     crate::files::replace_durably(path, bytes).map_err(io(path))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))

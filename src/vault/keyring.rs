@@ -180,7 +180,10 @@ pub(super) fn check_chain(
     for (i, key) in retired.iter().enumerate() {
         let successor = retired.get(i + 1).map_or(current, |next| &next.key);
         let path = data_dir.join(RETIRED_KEYS_DIRECTORY).join(format!("{:04}", i + 1)).join(HANDOVER_FILE);
-        checkpoint::open(&key.handover, origin, &key.key).map_err(|error| refuse(&path, error.to_string()))?;
+        // `load` verified both signatures under the origin the note names; it must be this log's.
+        if key.handover.lines().next() != Some(origin) {
+            return Err(refuse(&path, format!("it is not a checkpoint of log {origin:?}")));
+        }
         if &key.successor != successor {
             return Err(refuse(
                 &path,
@@ -208,17 +211,17 @@ pub(super) fn finish_interrupted(data_dir: &Path, retired: &[RetiredKey]) -> Res
     if !key_path.exists() || keys::read_secret_key(&key_path)?.public_key() != last.key {
         return Ok(());
     }
-    install_next(data_dir, last)
+    install_next(data_dir, &last.key, &last.successor)
         .map(|_certified| ())
         .map_err(|error| refuse(&key_path, format!("finishing an interrupted rotation: {error}")))
 }
 
 /// Installs the prepared key as the vault key (and its certificate, if the anchor gave one), after the
 /// rotation to it committed. Each step can be repeated after a crash.
-fn install_next(data_dir: &Path, retired: &RetiredKey) -> Result<bool, RotateError> {
+fn install_next(data_dir: &Path, retired: &PublicKey, successor: &PublicKey) -> Result<bool, RotateError> {
     let next_path = data_dir.join(NEXT_KEY_FILE);
     let next = keys::read_secret_key(&next_path)?;
-    if retired.successor != next.public_key() {
+    if successor != &next.public_key() {
         return Err(RotateError::Io {
             path: next_path,
             source: std::io::Error::other("it is not the successor the handover names"),
@@ -228,7 +231,7 @@ fn install_next(data_dir: &Path, retired: &RetiredKey) -> Result<bool, RotateErr
     let certificate_path = data_dir.join(VAULT_CERTIFICATE_FILE);
     if let Some(bytes) = crate::files::read_if_exists(&certificate_path).map_err(io_error(&certificate_path))? {
         let certifies_retired =
-            Signed::<VaultKeyCertificate>::from_envelope(&bytes).is_ok_and(|c| c.body().subject == retired.key);
+            Signed::<VaultKeyCertificate>::from_envelope(&bytes).is_ok_and(|c| &c.body().subject == retired);
         if certifies_retired {
             std::fs::remove_file(&certificate_path).map_err(io_error(&certificate_path))?;
         }
@@ -257,6 +260,33 @@ fn remove_if_exists(path: &Path) -> Result<(), RotateError> {
 
 fn sync_directory(dir: &Path) -> Result<(), RotateError> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+}
+
+/// The files of the key history beside the vault key (relative to `data_dir`, sorted): every committed
+/// retired key's folder and a prepared next key, whichever exist. Backups copy them whole.
+pub fn key_history_files(data_dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> = [NEXT_KEY_FILE, NEXT_PUBLIC_KEY_FILE, NEXT_CERTIFICATE_FILE]
+        .into_iter()
+        .filter(|name| data_dir.join(name).exists())
+        .map(str::to_owned)
+        .collect();
+    let folder = data_dir.join(RETIRED_KEYS_DIRECTORY);
+    let keys = match std::fs::read_dir(&folder) {
+        Ok(keys) => keys,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+        Err(error) => return Err(error),
+    };
+    for key in keys {
+        let key = key?.file_name().to_string_lossy().into_owned();
+        if key.ends_with(PARTIAL_SUFFIX) {
+            continue;
+        }
+        for file in std::fs::read_dir(folder.join(&key))? {
+            names.push(format!("{RETIRED_KEYS_DIRECTORY}/{key}/{}", file?.file_name().to_string_lossy()));
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// The first key a vault in `data_dir` ever had, if it has retired it (the default origin is derived
@@ -359,9 +389,7 @@ impl Vault {
         std::fs::rename(&partial, &committed).map_err(io_error(&partial))?;
         sync_directory(&folder)?;
         drop(self);
-        let retired_keys = load(&dir)?;
-        let last = retired_keys.last().ok_or_else(|| refuse(&committed, "the committed folder is not read back"))?;
-        let certified = install_next(&dir, last)?;
+        let certified = install_next(&dir, &retired, &prepared.key)?;
         Ok(Rotation { retired, current: prepared.key, size: checkpoint.size, handover, certified })
     }
 }

@@ -41,8 +41,8 @@ pub use export::{
     AccessLogEvidence, Evidence, ExportError, ExportScope, ProvenEntry, Receipted, RecordEvidence, RetiredKeyEvidence,
 };
 pub use keyring::{
-    first_key, prepare as prepare_next_key, Prepared, RetiredKey, RotateError, Rotation, NEXT_CERTIFICATE_FILE,
-    NEXT_KEY_FILE, NEXT_PUBLIC_KEY_FILE, RETIRED_KEYS_DIRECTORY,
+    first_key, key_history_files, prepare as prepare_next_key, Prepared, RetiredKey, RotateError, Rotation,
+    NEXT_CERTIFICATE_FILE, NEXT_KEY_FILE, NEXT_PUBLIC_KEY_FILE, RETIRED_KEYS_DIRECTORY,
 };
 pub use scrub::{Finding, FindingKind, ScrubOptions, ScrubProgress, ScrubReport};
 use sequencer::{Acceptance, Decision};
