@@ -49,6 +49,13 @@ pub(super) struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Then also read for this many seconds with wrk (which must be installed), the load tool web
+    /// servers are measured with, over --wrk-connections connections: phase `wrk-read`.
+    #[arg(long, default_value_t = 0)]
+    wrk_seconds: u64,
+    /// Connections wrk keeps open (with --wrk-seconds).
+    #[arg(long, default_value_t = 32)]
+    wrk_connections: usize,
     /// Scratch directory for the server's data (removed afterwards); default under the temp dir.
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -227,7 +234,7 @@ impl Drop for ServerProcess {
 fn in_memory_limit(documents: &Documents, records: &[(crate::ids::Digest, String)]) -> anyhow::Result<Phase> {
     use sha2::Digest as _;
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let (elapsed, latencies) = run(documents.count(), cores, |index| {
+    let timed = run(documents.count(), cores, |index| {
         let content = documents.content(index)?;
         let envelope = base64::engine::general_purpose::STANDARD.decode(&records[index].1)?;
         Signed::<crate::statement::Record>::from_envelope(&envelope)?;
@@ -241,23 +248,42 @@ fn in_memory_limit(documents: &Documents, records: &[(crate::ids::Digest, String
         std::hint::black_box((blake3.finalize(), sha256.finalize()));
         Ok(())
     })?;
-    Ok(Phase { name: "limit", elapsed, latencies, bytes: documents.bytes(), server_peak_rss_bytes: None })
+    Ok(Phase::measured("limit", timed, documents.bytes()))
 }
 
 /// One timed phase's figures.
 struct Phase {
     name: &'static str,
     elapsed: Duration,
-    /// Sorted.
-    latencies: Vec<Duration>,
+    count: usize,
     bytes: usize,
+    latency_ms: Percentiles,
     server_peak_rss_bytes: Option<u64>,
 }
 
+/// Latency percentiles in milliseconds.
+struct Percentiles {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    /// Of sorted latencies.
+    fn of(sorted: &[Duration]) -> Percentiles {
+        let at = |q: f64| {
+            let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+            sorted.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        Percentiles { p50: at(0.50), p90: at(0.90), p99: at(0.99), max: at(1.0) }
+    }
+}
+
 impl Phase {
-    fn percentile_ms(&self, q: f64) -> f64 {
-        let index = ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len().max(1)) - 1;
-        self.latencies.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    fn measured(name: &'static str, (elapsed, latencies): (Duration, Vec<Duration>), bytes: usize) -> Phase {
+        let latency_ms = Percentiles::of(&latencies);
+        Phase { name, elapsed, count: latencies.len(), bytes, latency_ms, server_peak_rss_bytes: None }
     }
 
     fn print(&self) {
@@ -265,14 +291,14 @@ impl Phase {
         println!(
             "| {:<8} | {:>7} | {:>7.2} s | {:>9.0}/s | {:>8.1} MB/s | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.2} | {:>8} |",
             self.name,
-            self.latencies.len(),
+            self.count,
             seconds,
-            self.latencies.len() as f64 / seconds,
+            self.count as f64 / seconds,
             self.bytes as f64 / seconds / 1e6,
-            self.percentile_ms(0.50),
-            self.percentile_ms(0.90),
-            self.percentile_ms(0.99),
-            self.percentile_ms(1.0),
+            self.latency_ms.p50,
+            self.latency_ms.p90,
+            self.latency_ms.p99,
+            self.latency_ms.max,
             self.server_peak_rss_bytes.map_or("-".to_owned(), |b| format!("{} MiB", b >> 20)),
         );
     }
@@ -281,15 +307,15 @@ impl Phase {
         let seconds = self.elapsed.as_secs_f64();
         serde_json::json!({
             "phase": self.name,
-            "count": self.latencies.len(),
+            "count": self.count,
             "seconds": seconds,
-            "per_second": self.latencies.len() as f64 / seconds,
+            "per_second": self.count as f64 / seconds,
             "megabytes_per_second": self.bytes as f64 / seconds / 1e6,
             "latency_ms": {
-                "p50": self.percentile_ms(0.50),
-                "p90": self.percentile_ms(0.90),
-                "p99": self.percentile_ms(0.99),
-                "max": self.percentile_ms(1.0),
+                "p50": self.latency_ms.p50,
+                "p90": self.latency_ms.p90,
+                "p99": self.latency_ms.p99,
+                "max": self.latency_ms.max,
             },
             "server_peak_rss_bytes": self.server_peak_rss_bytes,
         })
@@ -398,8 +424,12 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
     // Every record is signed before the clock starts, as an agency's system signs before it sends.
     let (owner, agency) = (OwnerId::parse(OWNER)?, Code::parse("agency", AGENCY)?);
     let mut records = Vec::with_capacity(documents.count());
+    // What bytes on disk are judged against: each document compressed whole at zstd's default level.
+    let mut compressed_bytes = 0;
     for index in 0..documents.count() {
         let content = documents.content(index)?;
+        compressed_bytes +=
+            zstd::bulk::compress(&content, crate::content::ZSTD_LEVEL_DEFAULT)?.len().min(content.len());
         let mut record = crate::sample::record(&content, &owner, &agency, now + index as i64);
         if let Documents::Corpus(files) = documents {
             record.media_type = files[index].media_type.clone();
@@ -423,7 +453,7 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
     limit.print();
     let last_index = std::sync::atomic::AtomicU64::new(0);
     server.reset_peak();
-    let (elapsed, latencies) = run(documents.count(), concurrency, |index| {
+    let timed = run(documents.count(), concurrency, |index| {
         let content = documents.content(index)?;
         let response = agent
             .post(format!("{base}/v1/records"))
@@ -438,17 +468,15 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
         Ok(())
     })?;
     let deposits = Phase {
-        name: "deposit",
-        elapsed,
-        latencies,
-        bytes: documents.bytes(),
         server_peak_rss_bytes: server.peak_rss_bytes(),
+        ..Phase::measured("deposit", timed, documents.bytes())
     };
     deposits.print();
+    let on_disk_after_deposits = walk_size(&config.data_dir);
     let checkpoint_delay = checkpoint_delay(&agent, &base, last_index.into_inner())?;
     let read_bytes = AtomicUsize::new(0);
     server.reset_peak();
-    let (elapsed, latencies) = run(reads, concurrency, |index| {
+    let timed = run(reads, concurrency, |index| {
         let which = (index * 7919) % records.len();
         let size = documents.size(which);
         let mut response = agent
@@ -463,13 +491,19 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
         Ok(())
     })?;
     let reads = Phase {
-        name: "read",
-        elapsed,
-        latencies,
-        bytes: read_bytes.into_inner(),
         server_peak_rss_bytes: server.peak_rss_bytes(),
+        ..Phase::measured("read", timed, read_bytes.into_inner())
     };
     reads.print();
+    let mut phases = vec![limit.json(), deposits.json(), reads.json()];
+    if args.wrk_seconds > 0 {
+        server.reset_peak();
+        let ids: Vec<String> = records.iter().map(|(id, _)| id.to_string()).collect();
+        let measured = wrk_reads(dir, &base, &officer, &ids, args)?;
+        let wrk = Phase { server_peak_rss_bytes: server.peak_rss_bytes(), ..measured };
+        wrk.print();
+        phases.push(wrk.json());
+    }
     drop(server);
     println!(
         "the first signed checkpoint covering the last deposit came {} ms after its acknowledgement",
@@ -478,7 +512,14 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
     let on_disk: u64 = walk_size(&config.data_dir);
     let deposited = documents.bytes();
     println!(
-        "bytes on disk after the run: {on_disk} for {deposited} bytes deposited ({:.2}), access log entries included",
+        "bytes on disk after the deposits: {on_disk_after_deposits} for {deposited} bytes deposited ({:.3}), \
+         {compressed_bytes} compressed whole at zstd-{} ({:.3})",
+        on_disk_after_deposits as f64 / deposited as f64,
+        crate::content::ZSTD_LEVEL_DEFAULT,
+        on_disk_after_deposits as f64 / compressed_bytes as f64,
+    );
+    println!(
+        "bytes on disk after the run: {on_disk} ({:.3} of those deposited), access log entries included",
         on_disk as f64 / deposited as f64
     );
     if let Some(path) = &args.json {
@@ -489,14 +530,99 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
             "bytes_deposited": deposited,
             "reads": args.reads,
             "concurrency": concurrency,
-            "phases": [limit.json(), deposits.json(), reads.json()],
+            "phases": phases,
             "checkpoint_delay_ms": checkpoint_delay.as_secs_f64() * 1000.0,
+            "bytes_compressed": compressed_bytes,
+            "bytes_on_disk_after_deposits": on_disk_after_deposits,
             "bytes_on_disk": on_disk,
         });
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Officer reads of the deposited documents (in turn, whole, with the purpose) by wrk for
+/// `--wrk-seconds` over `--wrk-connections` connections on two threads; any answer but 200 fails.
+fn wrk_reads(dir: &Path, base: &str, officer: &str, ids: &[String], args: &BenchArgs) -> anyhow::Result<Phase> {
+    let script = dir.join("kho-read.lua");
+    let quoted: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
+    std::fs::write(
+        &script,
+        format!(
+            "local ids = {{{}}}\nlocal i = 0\nwrk.headers[\"Authorization\"] = \"Bearer {officer}\"\n\
+             wrk.headers[\"{}\"] = \"{PURPOSE}\"\n\
+             request = function() i = i % #ids + 1; return wrk.format(\"GET\", \"/v1/records/\" .. ids[i] .. \"/content\") end\n",
+            quoted.join(","),
+            crate::http::PURPOSE_HEADER,
+        ),
+    )?;
+    let output = std::process::Command::new("wrk")
+        .args(["-t2", "--latency", "-c", &args.wrk_connections.to_string(), "-d"])
+        .arg(format!("{}s", args.wrk_seconds))
+        .arg("-s")
+        .arg(&script)
+        .arg(base)
+        .output()
+        .context("cannot run wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(output.status.success(), "wrk failed: {}{text}", String::from_utf8_lossy(&output.stderr));
+    parse_wrk(&text).with_context(|| format!("cannot read wrk's report:\n{text}"))
+}
+
+/// wrk's `--latency` report as a phase: requests, seconds, bytes read, percentiles.
+fn parse_wrk(text: &str) -> anyhow::Result<Phase> {
+    anyhow::ensure!(!text.contains("Non-2xx"), "some reads were refused");
+    anyhow::ensure!(!text.contains("Socket errors"), "some connections failed");
+    let duration_ms = |value: &str| -> anyhow::Result<f64> {
+        let split = value.find(|c: char| c.is_ascii_alphabetic()).context("a duration without unit")?;
+        let number: f64 = value[..split].parse()?;
+        Ok(number
+            * match &value[split..] {
+                "us" => 0.001,
+                "ms" => 1.0,
+                "s" => 1000.0,
+                "m" => 60_000.0,
+                unit => anyhow::bail!("unknown unit {unit}"),
+            })
+    };
+    let bytes = |value: &str| -> anyhow::Result<f64> {
+        let split = value.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(value.len());
+        let number: f64 = value[..split].parse()?;
+        let scale = match &value[split..] {
+            "" | "B" => 1.0,
+            "KB" => 1024.0,
+            "MB" => 1024.0 * 1024.0,
+            "GB" => 1024.0 * 1024.0 * 1024.0,
+            unit => anyhow::bail!("unknown unit {unit}"),
+        };
+        Ok(number * scale)
+    };
+    let words = |prefix: &str| -> anyhow::Result<Vec<&str>> {
+        let line = text.lines().map(str::trim).find(|line| line.starts_with(prefix));
+        Ok(line.with_context(|| format!("no line {prefix}"))?.split_whitespace().collect())
+    };
+    // "Latency   12.5ms    3.1ms  80.0ms   90%" (average, deviation, max, within one deviation)
+    let max = duration_ms(words("Latency ")?.get(3).context("no maximum latency")?)?;
+    let percentile = |name: &str| -> anyhow::Result<f64> { duration_ms(words(name)?.get(1).context("no value")?) };
+    // "123 requests in 10.00s, 1.2GB read"
+    let totals: Vec<&str> = text
+        .lines()
+        .find(|line| line.contains(" requests in "))
+        .context("no totals line")?
+        .split_whitespace()
+        .collect();
+    anyhow::ensure!(totals.len() >= 6 && totals[1] == "requests", "no totals line");
+    let count: usize = totals[0].parse()?;
+    let seconds = duration_ms(totals[3].trim_end_matches(','))? / 1000.0;
+    Ok(Phase {
+        name: "wrk-read",
+        elapsed: Duration::from_secs_f64(seconds),
+        count,
+        bytes: bytes(totals[4])? as usize,
+        latency_ms: Percentiles { p50: percentile("50%")?, p90: percentile("90%")?, p99: percentile("99%")?, max },
+        server_peak_rss_bytes: None,
+    })
 }
 
 /// The machine the figures were measured on.
@@ -547,4 +673,39 @@ fn walk_size(path: &std::path::Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report as wrk 4.1 prints it with `--latency` and a script.
+    const REPORT: &str = "Running 10s test @ http://127.0.0.1:41234
+  2 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    12.41ms    5.02ms  81.30ms   77.12%
+    Req/Sec     1.30k   120.55     1.60k    70.00%
+  Latency Distribution
+     50%   11.52ms
+     75%   14.01ms
+     90%   18.77ms
+     99%  862.00us
+  25934 requests in 10.01s, 7.98GB read
+Requests/sec:   2591.01
+Transfer/sec:    816.31MB
+";
+
+    #[test]
+    fn a_wrk_report_is_read_into_a_phase_and_refusals_fail_it() {
+        let phase = parse_wrk(REPORT).unwrap();
+        assert_eq!(phase.count, 25934);
+        assert!((phase.elapsed.as_secs_f64() - 10.01).abs() < 1e-9);
+        assert_eq!(phase.bytes, (7.98 * 1024.0 * 1024.0 * 1024.0) as usize);
+        assert_eq!((phase.latency_ms.p50, phase.latency_ms.p90), (11.52, 18.77));
+        assert!((phase.latency_ms.p99 - 0.862).abs() < 1e-9);
+        assert_eq!(phase.latency_ms.max, 81.30);
+        let refused = REPORT.replace("Requests/sec", "  Non-2xx or 3xx responses: 3\nRequests/sec");
+        assert!(parse_wrk(&refused).is_err());
+        assert!(parse_wrk("nothing").is_err());
+    }
 }
