@@ -295,6 +295,50 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+/// How many verified envelopes a [`VerifiedEnvelopes`] remembers (32 bytes each: 2 MiB).
+pub const VERIFIED_ENVELOPES_REMEMBERED: usize = 1 << 16;
+
+/// Envelopes whose signatures verified, remembered by a BLAKE3 digest of their exact signed bytes and
+/// signature, so that statements a vault reads again and again (a record and its receipt at every read,
+/// the issuer's certificate at every deposit) are not verified again: verification is a function of
+/// those bytes alone, so bytes that verified once verify again, and any changed byte (damage on disk, a
+/// forgery) is a different digest, verified afresh. Bounded and direct-mapped: a newer digest replaces
+/// whatever shared its slot. Only digests of successes are kept; a failure is never remembered.
+pub struct VerifiedEnvelopes {
+    slots: std::sync::Mutex<Box<[Option<[u8; 32]>]>>,
+}
+
+impl VerifiedEnvelopes {
+    pub fn new(capacity: usize) -> VerifiedEnvelopes {
+        VerifiedEnvelopes { slots: std::sync::Mutex::new(vec![None; capacity.max(1)].into_boxed_slice()) }
+    }
+
+    fn digest(signed_bytes: &[u8], signature: &[u8]) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_derive_key("kho 2026 verified statement envelope");
+        hasher.update(&(signed_bytes.len() as u64).to_be_bytes());
+        hasher.update(signed_bytes);
+        hasher.update(signature);
+        *hasher.finalize().as_bytes()
+    }
+
+    fn slot(&self, digest: &[u8; 32], slots: usize) -> usize {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        (u64::from_le_bytes(first) % slots as u64) as usize
+    }
+
+    fn contains(&self, digest: &[u8; 32]) -> bool {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots[self.slot(digest, slots.len())].as_ref() == Some(digest)
+    }
+
+    fn insert(&self, digest: [u8; 32]) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = self.slot(&digest, slots.len());
+        slots[slot] = Some(digest);
+    }
+}
+
 /// A private signing key with its algorithm. Kho holds only its own receipt key; agencies' keys stay
 /// with the agencies and are used here only by the offline CLI.
 pub struct SecretKey(ed25519_dalek::SigningKey);
@@ -929,6 +973,16 @@ impl<T: StatementBody> Signed<T> {
 
     /// Decodes an envelope (see [`Signed::to_envelope`]) and verifies its signature.
     pub fn from_envelope(envelope: &[u8]) -> Result<Signed<T>, DecodeError> {
+        Self::decode_envelope(envelope, None)
+    }
+
+    /// [`Signed::from_envelope`] for statements read again and again: the signature of exactly these
+    /// bytes is verified once and then remembered in `verified`.
+    pub fn from_envelope_remembered(envelope: &[u8], verified: &VerifiedEnvelopes) -> Result<Signed<T>, DecodeError> {
+        Self::decode_envelope(envelope, Some(verified))
+    }
+
+    fn decode_envelope(envelope: &[u8], verified: Option<&VerifiedEnvelopes>) -> Result<Signed<T>, DecodeError> {
         if envelope.len() > STATEMENT_SIZE_BYTES_MAX {
             return Err(DecodeError::TooLarge { size: envelope.len() });
         }
@@ -936,11 +990,19 @@ impl<T: StatementBody> Signed<T> {
         let signed_bytes = reader.bytes("signed bytes")?;
         let signature = reader.bytes("signature")?;
         reader.finish()?;
-        Self::from_parts(signed_bytes, signature)
+        Self::decode_parts(signed_bytes, signature, verified)
     }
 
     /// Decodes signed bytes and a detached signature, and verifies the signature.
     pub fn from_parts(signed_bytes: &[u8], signature: &[u8]) -> Result<Signed<T>, DecodeError> {
+        Self::decode_parts(signed_bytes, signature, None)
+    }
+
+    fn decode_parts(
+        signed_bytes: &[u8],
+        signature: &[u8],
+        verified: Option<&VerifiedEnvelopes>,
+    ) -> Result<Signed<T>, DecodeError> {
         if signed_bytes.len() > STATEMENT_SIZE_BYTES_MAX {
             return Err(DecodeError::TooLarge { size: signed_bytes.len() });
         }
@@ -960,7 +1022,16 @@ impl<T: StatementBody> Signed<T> {
         let signer = PublicKey::from_raw(algorithm, reader.bytes("signer key")?)?;
         let body = T::decode_body(&mut reader)?;
         reader.finish()?;
-        signer.verify(signed_bytes, signature)?;
+        match verified {
+            None => signer.verify(signed_bytes, signature)?,
+            Some(verified) => {
+                let digest = VerifiedEnvelopes::digest(signed_bytes, signature);
+                if !verified.contains(&digest) {
+                    signer.verify(signed_bytes, signature)?;
+                    verified.insert(digest);
+                }
+            }
+        }
         Ok(Signed {
             body,
             signer,
@@ -1133,6 +1204,35 @@ mod tests {
             changed[index] ^= 0x01;
             assert!(Signed::<Record>::from_envelope(&changed).is_err(), "byte {index} flipped was accepted");
         }
+    }
+
+    #[test]
+    fn remembered_verification_still_refuses_every_changed_byte_and_never_remembers_a_failure() {
+        let verified = VerifiedEnvelopes::new(VERIFIED_ENVELOPES_REMEMBERED);
+        let signed = Signed::sign(sample_record(), &key(1));
+        let envelope = signed.to_envelope();
+        let digest = VerifiedEnvelopes::digest(&signed.signed_bytes, &signed.signature);
+        assert!(!verified.contains(&digest));
+        let first = Signed::<Record>::from_envelope_remembered(&envelope, &verified).expect("verifies");
+        assert!(verified.contains(&digest), "a success is remembered");
+        let again = Signed::<Record>::from_envelope_remembered(&envelope, &verified).expect("remembered");
+        assert_eq!((first.id(), first.body()), (again.id(), again.body()));
+        // With the original remembered, any flipped byte is still refused, and not remembered.
+        for index in 0..envelope.len() {
+            let mut changed = envelope.clone();
+            changed[index] ^= 0x01;
+            assert!(Signed::<Record>::from_envelope_remembered(&changed, &verified).is_err(), "byte {index} accepted");
+        }
+        let other = Signed::sign(sample_record(), &key(2));
+        let forged = Signed::<Record>::from_parts(&other.signed_bytes, &signed.signature);
+        assert!(forged.is_err());
+        assert!(!verified.contains(&VerifiedEnvelopes::digest(&other.signed_bytes, &signed.signature)));
+        // Bounded: with one slot, a newer success replaces the older one.
+        let small = VerifiedEnvelopes::new(1);
+        Signed::<Record>::from_envelope_remembered(&envelope, &small).expect("verifies");
+        Signed::<Record>::from_envelope_remembered(&other.to_envelope(), &small).expect("verifies");
+        assert!(!small.contains(&digest));
+        assert!(small.contains(&VerifiedEnvelopes::digest(&other.signed_bytes, &other.signature)));
     }
 
     #[test]

@@ -274,12 +274,12 @@ impl Vault {
         let certification = Signed::<CopyCertification>::from_envelope(envelope)?;
         let body = certification.body();
         let id = certification.id();
-        if let Some((record, _)) = Self::decode_statement::<Record>(self.store.record(&body.record)?)? {
+        if let Some((record, _)) = self.decode_statement::<Record>(self.store.record(&body.record)?)? {
             self.validate_signer::<CopyError>(id, certification.signer(), &body.agency, Some(&record.body().owner))?;
         }
         let sequenced = self.accept(|| {
             let (record, _) =
-                Self::decode_statement::<Record>(self.store.record(&body.record)?)?.ok_or(CopyError::NotFound)?;
+                self.decode_statement::<Record>(self.store.record(&body.record)?)?.ok_or(CopyError::NotFound)?;
             if !record.body().is_self_upload() {
                 return Err(CopyError::NotAnUpload(body.record));
             }

@@ -248,7 +248,8 @@ impl Vault {
             if cursor.sequence() >= size {
                 continue;
             }
-            let (statement, sequence) = Self::decode_statement::<Record>(self.store.record(&id)?)?
+            let (statement, sequence) = self
+                .decode_statement::<Record>(self.store.record(&id)?)?
                 .ok_or_else(|| StorageError::Corrupt(format!("indexed record {id} is missing")))?;
             records.push(Receipted { statement, receipt: self.load_receipt(sequence)? });
         }
@@ -258,7 +259,7 @@ impl Vault {
     /// A record's revocation, certification and superseding record, as of the log's first `size` entries.
     fn record_evidence(&self, record: Receipted<Record>, size: u64) -> Result<RecordEvidence, StorageError> {
         let state = self.store.record_state(&record.statement.id())?;
-        let revocation = match Self::decode_statement::<RecordRevocation>(state.revocation)? {
+        let revocation = match self.decode_statement::<RecordRevocation>(state.revocation)? {
             Some((statement, sequence)) if sequence < size => {
                 Some(Receipted { statement, receipt: self.load_receipt(sequence)? })
             }
@@ -266,21 +267,20 @@ impl Vault {
         };
         let superseded_by = match state.superseded_by {
             None => None,
-            Some(by) => match Self::decode_statement::<Record>(self.store.record(&by)?)? {
+            Some(by) => match self.decode_statement::<Record>(self.store.record(&by)?)? {
                 Some((statement, sequence)) if sequence < size => {
                     Some(Receipted { statement, receipt: self.load_receipt(sequence)? })
                 }
                 _ => None,
             },
         };
-        let certification = match Self::decode_statement::<CopyCertification>(
-            self.store.copy_certification(&record.statement.id())?,
-        )? {
-            Some((statement, sequence)) if sequence < size => {
-                Some(Receipted { statement, receipt: self.load_receipt(sequence)? })
-            }
-            _ => None,
-        };
+        let certification =
+            match self.decode_statement::<CopyCertification>(self.store.copy_certification(&record.statement.id())?)? {
+                Some((statement, sequence)) if sequence < size => {
+                    Some(Receipted { statement, receipt: self.load_receipt(sequence)? })
+                }
+                _ => None,
+            };
         Ok(RecordEvidence { record, revocation, certification, superseded_by })
     }
 }
@@ -341,7 +341,7 @@ impl Gather<'_> {
     /// A validation with its receipt, its log entry and the CRLs and OCSP responses it used.
     fn add_validation(&mut self, entry: Option<crate::store::StatementEntry>, of: &Digest) -> Result<(), ExportError> {
         let missing = || StorageError::Corrupt(format!("the X.509 validation {of} is missing"));
-        let (validation, sequence) = Vault::decode_statement::<SignatureValidation>(entry)?.ok_or_else(missing)?;
+        let (validation, sequence) = self.vault.decode_statement::<SignatureValidation>(entry)?.ok_or_else(missing)?;
         if sequence >= self.size {
             return Err(missing().into());
         }

@@ -667,6 +667,8 @@ pub struct Vault {
     witness_sizes: Mutex<witnessing::WitnessSizes>,
     /// The reuse figures, read from the log so far.
     reuse: Mutex<stats::ReuseTally>,
+    /// Stored statements whose signatures verified already (read paths decode the same ones often).
+    verified: crate::statement::VerifiedEnvelopes,
 }
 
 impl Vault {
@@ -706,6 +708,7 @@ impl Vault {
             certificate,
             witness_sizes: Mutex::new(Default::default()),
             reuse: Mutex::new(Default::default()),
+            verified: crate::statement::VerifiedEnvelopes::new(crate::statement::VERIFIED_ENVELOPES_REMEMBERED),
         })
     }
 
@@ -766,16 +769,19 @@ impl Vault {
             .store
             .receipt(sequence)?
             .ok_or_else(|| StorageError::Corrupt(format!("receipt {sequence} is missing")))?;
-        Signed::from_envelope(&bytes).map_err(|e| StorageError::Corrupt(format!("receipt {sequence}: {e}")))
+        Signed::from_envelope_remembered(&bytes, &self.verified)
+            .map_err(|e| StorageError::Corrupt(format!("receipt {sequence}: {e}")))
     }
 
+    /// A stored statement, its signature verified (or remembered as verified).
     fn decode_statement<T: StatementBody>(
+        &self,
         entry: Option<StatementEntry>,
     ) -> Result<Option<(Signed<T>, u64)>, StorageError> {
         let Some(entry) = entry else {
             return Ok(None);
         };
-        let statement = Signed::from_envelope(&entry.envelope)
+        let statement = Signed::from_envelope_remembered(&entry.envelope, &self.verified)
             .map_err(|e| StorageError::Corrupt(format!("stored {}: {e}", T::NAME)))?;
         Ok(Some((statement, entry.sequence)))
     }
@@ -927,7 +933,7 @@ impl Vault {
                 return Err(CertificateError::UnknownCertificate(target));
             }
             if let Some((existing, sequence)) =
-                Self::decode_statement::<CertificateRevocation>(self.store.certificate_revocation(&target)?)?
+                self.decode_statement::<CertificateRevocation>(self.store.certificate_revocation(&target)?)?
             {
                 if existing.id() == id {
                     return Ok(Decision::Existing { id, sequence });
@@ -948,11 +954,11 @@ impl Vault {
 
     pub fn certificate(&self, id: &Digest) -> Result<Option<CertificateView>, StorageError> {
         let entry = self.visible(self.store.certificate(id)?);
-        let Some((certificate, sequence)) = Self::decode_statement::<KeyCertificate>(entry)? else {
+        let Some((certificate, sequence)) = self.decode_statement::<KeyCertificate>(entry)? else {
             return Ok(None);
         };
         let revocation = self.visible(self.store.certificate_revocation(id)?);
-        let revocation = match Self::decode_statement::<CertificateRevocation>(revocation)? {
+        let revocation = match self.decode_statement::<CertificateRevocation>(revocation)? {
             None => None,
             Some((revocation, sequence)) => Some((revocation, self.load_receipt(sequence)?)),
         };
@@ -1093,7 +1099,7 @@ impl Vault {
     /// Whether `body` may supersede record `old`: same agency and owner, not revoked, not superseded.
     fn check_supersession(&self, body: &Record, old: Digest) -> Result<(), DepositError> {
         let (old_record, _) =
-            Self::decode_statement::<Record>(self.store.record(&old)?)?.ok_or(DepositError::SupersedesUnknown(old))?;
+            self.decode_statement::<Record>(self.store.record(&old)?)?.ok_or(DepositError::SupersedesUnknown(old))?;
         let old_body = old_record.body();
         if old_body.issuer_agency != body.issuer_agency {
             return Err(DepositError::SupersedesOtherAgency { record: old, agency: old_body.issuer_agency.clone() });
@@ -1119,7 +1125,7 @@ impl Vault {
         let body = revocation.body();
         let id = revocation.id();
         // Validated (and the validation logged) only once the revocation could be accepted otherwise.
-        let record = Self::decode_statement::<Record>(self.store.record(&body.record)?)?;
+        let record = self.decode_statement::<Record>(self.store.record(&body.record)?)?;
         if let Some((record, _)) = record.filter(|(record, _)| record.body().issuer_agency == body.issuer_agency) {
             self.validate_signer::<RevokeError>(
                 id,
@@ -1129,7 +1135,8 @@ impl Vault {
             )?;
         }
         let sequenced = self.accept(|| {
-            let (record, _) = Self::decode_statement::<Record>(self.store.record(&body.record)?)?
+            let (record, _) = self
+                .decode_statement::<Record>(self.store.record(&body.record)?)?
                 .ok_or(RevokeError::UnknownRecord(body.record))?;
             if record.body().issuer_agency != body.issuer_agency {
                 return Err(RevokeError::NotIssuersRecord {
@@ -1163,7 +1170,7 @@ impl Vault {
 
     /// A record with its receipt and current status.
     pub fn record(&self, id: &Digest) -> Result<Option<RecordView>, StorageError> {
-        let Some((record, sequence)) = Self::decode_statement::<Record>(self.visible(self.store.record(id)?))? else {
+        let Some((record, sequence)) = self.decode_statement::<Record>(self.visible(self.store.record(id)?))? else {
             return Ok(None);
         };
         let receipt = self.load_receipt(sequence)?;
@@ -1185,7 +1192,7 @@ impl Vault {
             return Ok(None);
         }
         let entry = self.store.signature_validation(&record.id())?;
-        Ok(Self::decode_statement(entry)?.map(|(validation, _)| validation))
+        Ok(self.decode_statement(entry)?.map(|(validation, _)| validation))
     }
 
     fn status(&self, record: &Signed<Record>, now_ms: i64) -> Result<Status, StorageError> {
@@ -1224,7 +1231,7 @@ impl Vault {
     /// An upload's status: certified if an agency's certification of it is durable.
     fn upload_status(&self, record: &Digest) -> Result<Status, StorageError> {
         let Some((certification, sequence)) =
-            Self::decode_statement::<CopyCertification>(self.visible(self.store.copy_certification(record)?))?
+            self.decode_statement::<CopyCertification>(self.visible(self.store.copy_certification(record)?))?
         else {
             return Ok(Status::SelfUploaded);
         };
@@ -1280,7 +1287,8 @@ impl Vault {
             if !self.store.is_visible(cursor.sequence()) {
                 continue;
             }
-            let (record, sequence) = Self::decode_statement::<Record>(self.store.record(&id)?)?
+            let (record, sequence) = self
+                .decode_statement::<Record>(self.store.record(&id)?)?
                 .ok_or_else(|| StorageError::Corrupt(format!("indexed record {id} is missing")))?;
             let status = self.status(&record, now_ms)?;
             let signature = self.signature_validation_of(&record)?;

@@ -251,7 +251,8 @@ impl Vault {
 
     /// The record and its revocation, decoded (so verified) with their receipts.
     fn scrub_record(&self, id: &Digest, revocations: &mut BTreeSet<Digest>) -> Result<Signed<Record>, String> {
-        let (record, sequence) = Self::decode_statement::<Record>(self.store.record(id).map_err(|e| e.to_string())?)
+        let (record, sequence) = self
+            .decode_statement::<Record>(self.store.record(id).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("record {id} is in the log but not stored"))?;
         if record.id() != *id {
@@ -273,13 +274,14 @@ impl Vault {
     }
 
     fn scrub_certificate(&self, id: &Digest, revocations: &mut BTreeSet<Digest>) -> Result<(), String> {
-        Self::decode_statement::<KeyCertificate>(self.store.certificate(id).map_err(|e| e.to_string())?)
+        self.decode_statement::<KeyCertificate>(self.store.certificate(id).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("certificate {id} is in the log but not stored"))?;
-        if let Some((revocation, _)) = Self::decode_statement::<CertificateRevocation>(
-            self.store.certificate_revocation(id).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?
+        if let Some((revocation, _)) = self
+            .decode_statement::<CertificateRevocation>(
+                self.store.certificate_revocation(id).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?
         {
             revocations.insert(revocation.id());
         }
@@ -289,11 +291,12 @@ impl Vault {
     /// A validation of an X.509 signature: stored, signed by this vault, and every CRL and OCSP
     /// response it names kept with the bytes it names.
     fn scrub_validation(&self, id: &Digest) -> Result<(), String> {
-        let (validation, _) = Self::decode_statement::<crate::statement::SignatureValidation>(
-            self.store.validation(id).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("signature validation {id} is in the log but not stored"))?;
+        let (validation, _) = self
+            .decode_statement::<crate::statement::SignatureValidation>(
+                self.store.validation(id).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("signature validation {id} is in the log but not stored"))?;
         if !self.is_own_key(validation.signer()) {
             return Err(format!("signature validation {id} is not signed by this vault"));
         }

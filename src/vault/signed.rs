@@ -149,7 +149,7 @@ impl Vault {
     fn earlier_deposit(&self, record: &Record) -> Result<Option<Accepted>, DepositError> {
         for item in self.store.content_records(&record.blake3, None) {
             let (_, id) = item?;
-            let Some((earlier, sequence)) = Self::decode_statement::<Record>(self.store.record(&id)?)? else {
+            let Some((earlier, sequence)) = self.decode_statement::<Record>(self.store.record(&id)?)? else {
                 continue;
             };
             let same = Record { signed_at_ms: earlier.body().signed_at_ms, ..record.clone() };

@@ -82,7 +82,7 @@ impl Vault {
         let entry = Entry::decode(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let day = self.today(entry.accepted_at_ms);
         if entry.kind == Record::KIND {
-            let Some((record, _)) = Vault::decode_statement::<Record>(self.store.record(&entry.id)?)? else {
+            let Some((record, _)) = self.decode_statement::<Record>(self.store.record(&entry.id)?)? else {
                 return Err(corrupt(format!("record {} is not stored", entry.id)));
             };
             tally.records += 1;
