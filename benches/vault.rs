@@ -150,6 +150,48 @@ fn verification(c: &mut Criterion) {
     group.bench_function("raw_ed25519_strict_same_length", |b| {
         b.iter(|| raw_public.verify_strict(black_box(&envelope), &raw_signature).expect("verifies"))
     });
+    // An auditor's path: many envelopes (four signers, as a bundle has a vault key and a few issuers)
+    // verified together, against ed25519-dalek's own batch verification of the same signed bytes in
+    // chunks of the same size, keys and signatures decoded beforehand (the floor).
+    const BATCH: usize = 1024;
+    let signers: Vec<SecretKey> = (0..4).map(|_| SecretKey::generate()).collect();
+    let envelopes: Vec<Vec<u8>> =
+        (0..BATCH).map(|i| Signed::sign(record(b"document", i as i64), &signers[i % 4]).to_envelope()).collect();
+    let raw_keys: Vec<ed25519_dalek::SigningKey> =
+        (0..4u8).map(|i| ed25519_dalek::SigningKey::from_bytes(&[i + 1; 32])).collect();
+    let messages: Vec<&[u8]> =
+        envelopes.iter().map(|e| &e[4..4 + u32::from_be_bytes([e[0], e[1], e[2], e[3]]) as usize]).collect();
+    let raw_signatures: Vec<ed25519_dalek::Signature> =
+        messages.iter().enumerate().map(|(i, m)| raw_keys[i % 4].sign(m)).collect();
+    let raw_verifying: Vec<ed25519_dalek::VerifyingKey> = (0..BATCH).map(|i| raw_keys[i % 4].verifying_key()).collect();
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("batch_1024_envelopes", |b| {
+        b.iter(|| {
+            let verified = kho::statement::VerifiedEnvelopes::new(BATCH);
+            assert_eq!(verified.verify_batch(envelopes.iter().map(Vec::as_slice)), BATCH);
+        })
+    });
+    group.bench_function("raw_ed25519_batch_1024_same_lengths", |b| {
+        b.iter(|| {
+            for start in (0..BATCH).step_by(kho::statement::BATCH_VERIFY_CHUNK) {
+                let end = start + kho::statement::BATCH_VERIFY_CHUNK;
+                ed25519_dalek::verify_batch(
+                    &messages[start..end],
+                    &raw_signatures[start..end],
+                    &raw_verifying[start..end],
+                )
+                .expect("verifies");
+            }
+        })
+    });
+    group.bench_function("raw_ed25519_strict_1024_one_by_one", |b| {
+        b.iter(|| {
+            for i in 0..BATCH {
+                raw_verifying[i].verify_strict(messages[i], &raw_signatures[i]).expect("verifies");
+            }
+        })
+    });
+    group.throughput(Throughput::Elements(1));
     let size = 1u64 << 20;
     let mut tree = kho::log::MemoryTree::new();
     for i in 0..size {

@@ -16,7 +16,7 @@ use crate::log::map::MapProof;
 use crate::log::{leaf_hash, verify_inclusion, Entry, Hash, KIND_ACCESS_EVENT, KIND_OWNER_MAP};
 use crate::statement::{
     CertificateRevocation, CopyCertification, KeyCertificate, PublicKey, Receipt, Record, RecordRevocation,
-    SignatureValidation, Signed, StatementBody, VaultKeyCertificate, X509Signer,
+    SignatureValidation, Signed, StatementBody, VaultKeyCertificate, VerifiedEnvelopes, X509Signer,
 };
 use crate::x509::{Anchor, Certificate, RevocationEvidence, TrustStore};
 
@@ -164,7 +164,11 @@ pub fn verify_bundle(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptio
     let mut checks = Checks::default();
     let today =
         options.today.unwrap_or_else(|| Date::at(crate::ids::now_unix_ms(), crate::vault::UTC_OFFSET_MINUTES_DEFAULT));
-    let mut trust = establish_trust(bundle, manifest, options, &mut checks);
+    // Every Ed25519 signature in the bundle checked together first (an auditor's bundle holds
+    // thousands); each statement is still decoded and checked where it is used.
+    let verified = VerifiedEnvelopes::new(bundle.files.len());
+    verified.verify_batch(bundle.files.values().map(Vec::as_slice));
+    let mut trust = establish_trust(bundle, &verified, manifest, options, &mut checks);
     let checkpoint = trust.as_ref().and_then(|trust| {
         let note = String::from_utf8_lossy(bundle.files.get(bundle::CHECKPOINT_PATH).map_or(&[][..], |b| b));
         match checkpoint::open(&note, &manifest.log_origin, &trust.vault.key) {
@@ -187,8 +191,15 @@ pub fn verify_bundle(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptio
     }
     let log = LogEvidence::read(bundle, checkpoint.as_ref(), &mut checks);
     let x509 = x509_roots(bundle, manifest, options, &mut checks);
-    let validations = read_validations(bundle);
-    let context = Context { bundle, trust: trust.as_ref(), log: &log, x509: &x509, validations: &validations };
+    let validations = read_validations(bundle, &verified);
+    let context = Context {
+        bundle,
+        verified: &verified,
+        trust: trust.as_ref(),
+        log: &log,
+        x509: &x509,
+        validations: &validations,
+    };
     let certificates = context.certificates(manifest);
 
     let owner = OwnerId::parse(&manifest.owner).ok();
@@ -238,9 +249,15 @@ impl Checks {
 }
 
 /// Decodes a statement file, or says why not.
-fn read_statement<T: StatementBody>(bundle: &Bundle, path: &str) -> Result<Signed<T>, String> {
+/// Signatures come from `verified` when the bundle's batch check passed them (else they are checked here).
+fn read_statement<T: StatementBody>(
+    bundle: &Bundle,
+    verified: &VerifiedEnvelopes,
+    path: &str,
+) -> Result<Signed<T>, String> {
     let bytes = bundle.files.get(path).ok_or_else(|| format!("{path} is missing"))?;
-    Signed::<T>::from_envelope(bytes).map_err(|e| format!("{path} is not a valid signed {}: {e}", T::NAME))
+    Signed::<T>::from_envelope_remembered(bytes, verified)
+        .map_err(|e| format!("{path} is not a valid signed {}: {e}", T::NAME))
 }
 
 struct Trust {
@@ -250,6 +267,7 @@ struct Trust {
 
 fn establish_trust(
     bundle: &Bundle,
+    verified: &VerifiedEnvelopes,
     manifest: &Manifest,
     options: &VerifyOptions,
     checks: &mut Checks,
@@ -282,7 +300,7 @@ fn establish_trust(
         checks.push(given == &key, format!("the bundle's vault key is the given one ({})", given.fingerprint()));
         return (given == &key).then_some(Trust { vault: VaultTrust::given(key), anchors });
     }
-    match read_statement::<VaultKeyCertificate>(bundle, bundle::VAULT_CERTIFICATE_PATH) {
+    match read_statement::<VaultKeyCertificate>(bundle, verified, bundle::VAULT_CERTIFICATE_PATH) {
         Err(error) => {
             checks.push(false, format!("the vault key is not trusted: {error}; give the vault key"));
             None
@@ -436,13 +454,18 @@ fn x509_roots(bundle: &Bundle, manifest: &Manifest, options: &VerifyOptions, che
 
 /// The vault's validations of X.509 signers the bundle carries, decoded once, by the statement each
 /// names (each is checked where a statement relies on it, and for the owner's chain).
-fn read_validations(bundle: &Bundle) -> BTreeMap<Digest, Vec<Signed<SignatureValidation>>> {
+fn read_validations(
+    bundle: &Bundle,
+    verified: &VerifiedEnvelopes,
+) -> BTreeMap<Digest, Vec<Signed<SignatureValidation>>> {
     let mut validations: BTreeMap<Digest, Vec<Signed<SignatureValidation>>> = BTreeMap::new();
     let files = bundle
         .files
         .iter()
         .filter(|(path, _)| path.starts_with(bundle::VALIDATIONS_DIR) && path.ends_with(".kho-validation"));
-    for validation in files.filter_map(|(_, bytes)| Signed::<SignatureValidation>::from_envelope(bytes).ok()) {
+    for validation in
+        files.filter_map(|(_, bytes)| Signed::<SignatureValidation>::from_envelope_remembered(bytes, verified).ok())
+    {
         validations.entry(validation.body().statement).or_default().push(validation);
     }
     validations
@@ -519,6 +542,7 @@ fn hashes(value: &Value) -> Option<Vec<Hash>> {
 
 struct Context<'a> {
     bundle: &'a Bundle,
+    verified: &'a VerifiedEnvelopes,
     trust: Option<&'a Trust>,
     log: &'a LogEvidence,
     x509: &'a TrustStore,
@@ -547,7 +571,10 @@ impl Context<'_> {
             let dir = format!("certs/{id}");
             let (certificate_path, receipt_path) =
                 bundle::statement_paths(&dir, bundle::CERTIFICATE_FILE.0, bundle::CERTIFICATE_FILE.1);
-            let Ok(certificate) = read_statement::<KeyCertificate>(self.bundle, &certificate_path) else { continue };
+            let Ok(certificate) = read_statement::<KeyCertificate>(self.bundle, self.verified, &certificate_path)
+            else {
+                continue;
+            };
             let Ok(receipt) = self.receipted(&certificate, &receipt_path) else { continue };
             if !self.anchored(certificate.signer()) {
                 issuers.push(Issuer {
@@ -563,7 +590,7 @@ impl Context<'_> {
                 bundle::CERTIFICATE_REVOCATION_FILE.0,
                 bundle::CERTIFICATE_REVOCATION_FILE.1,
             );
-            let revoked_at_ms = read_statement::<CertificateRevocation>(self.bundle, &revocation_path)
+            let revoked_at_ms = read_statement::<CertificateRevocation>(self.bundle, self.verified, &revocation_path)
                 .ok()
                 .filter(|revocation| {
                     revocation.body().certificate == certificate.id() && self.anchored(revocation.signer())
@@ -584,7 +611,7 @@ impl Context<'_> {
     /// the statement, and its log entry proven.
     fn receipted<T: StatementBody>(&self, statement: &Signed<T>, path: &str) -> Result<Signed<Receipt>, String> {
         let trust = self.trust.ok_or("the vault key is not trusted")?;
-        let receipt = read_statement::<Receipt>(self.bundle, path)?;
+        let receipt = read_statement::<Receipt>(self.bundle, self.verified, path)?;
         trust.vault.check_receipt(&receipt, statement.id(), T::KIND)?;
         let body = receipt.body();
         self.log.statement_entry(body.log_index, T::KIND, &statement.id(), body.accepted_at_ms)?;
@@ -736,7 +763,7 @@ impl Context<'_> {
         };
         let dir = bundle::record_dir(&v.statement);
         let (record_path, _) = bundle::statement_paths(&dir, bundle::RECORD_FILE.0, bundle::RECORD_FILE.1);
-        let record = read_statement::<Record>(self.bundle, &record_path)?;
+        let record = read_statement::<Record>(self.bundle, self.verified, &record_path)?;
         let signature = crate::x509::cms::verify_detached_sha256(p7s, &record.body().sha256.0)
             .map_err(|e| format!("the detached signature does not verify over the document: {e}"))?;
         let check = crate::x509::check_signature(self.x509, &signature, evidence, v.decided_at_ms)
@@ -777,7 +804,7 @@ impl Context<'_> {
         };
         let dir = bundle::record_dir(&id);
         let (record_path, receipt_path) = bundle::statement_paths(&dir, bundle::RECORD_FILE.0, bundle::RECORD_FILE.1);
-        let record = match read_statement::<Record>(self.bundle, &record_path) {
+        let record = match read_statement::<Record>(self.bundle, self.verified, &record_path) {
             Ok(record) if record.id() == id => record,
             Ok(record) => {
                 fail(&mut report, Verdict::Tampered, format!("{record_path} is record {}, not {id}", record.id()));
@@ -843,15 +870,17 @@ impl Context<'_> {
         let (by_path, by_receipt) =
             bundle::statement_paths(&dir, bundle::SUPERSEDED_BY_FILE.0, bundle::SUPERSEDED_BY_FILE.1);
         if self.bundle.files.contains_key(&revocation_path) {
-            let checked = read_statement::<RecordRevocation>(self.bundle, &revocation_path).and_then(|revocation| {
-                let r = revocation.body();
-                if r.record != id || r.issuer_agency != body.issuer_agency {
-                    return Err("the revocation names another record or agency".to_owned());
-                }
-                let receipt = self.receipted(&revocation, &revocation_receipt)?;
-                self.acceptance(&revocation, &r.issuer_agency, receipt.body(), issuers)?;
-                Ok((revocation, receipt))
-            });
+            let checked = read_statement::<RecordRevocation>(self.bundle, self.verified, &revocation_path).and_then(
+                |revocation| {
+                    let r = revocation.body();
+                    if r.record != id || r.issuer_agency != body.issuer_agency {
+                        return Err("the revocation names another record or agency".to_owned());
+                    }
+                    let receipt = self.receipted(&revocation, &revocation_receipt)?;
+                    self.acceptance(&revocation, &r.issuer_agency, receipt.body(), issuers)?;
+                    Ok((revocation, receipt))
+                },
+            );
             match checked {
                 Ok((revocation, receipt)) => {
                     ids.revocation = Some(revocation.id());
@@ -866,7 +895,7 @@ impl Context<'_> {
                 Err(error) => fail(&mut report, Verdict::ProofFails, format!("revocation: {error}")),
             }
         } else if self.bundle.files.contains_key(&by_path) {
-            let checked = read_statement::<Record>(self.bundle, &by_path).and_then(|by| {
+            let checked = read_statement::<Record>(self.bundle, self.verified, &by_path).and_then(|by| {
                 let b = by.body();
                 if b.supersedes != Some(id) || b.owner != body.owner || b.issuer_agency != body.issuer_agency {
                     return Err("the superseding record does not supersede this one".to_owned());
@@ -925,15 +954,16 @@ impl Context<'_> {
             report.reasons.push("uploaded by its owner; no agency has certified it as a copy".to_owned());
             return;
         }
-        let checked = read_statement::<CopyCertification>(self.bundle, &path).and_then(|certification| {
-            let c = certification.body();
-            if &c.record != id {
-                return Err("the certification names another record".to_owned());
-            }
-            let receipt = self.receipted(&certification, &receipt_path)?;
-            self.acceptance(&certification, &c.agency, receipt.body(), issuers)?;
-            Ok((certification, receipt))
-        });
+        let checked =
+            read_statement::<CopyCertification>(self.bundle, self.verified, &path).and_then(|certification| {
+                let c = certification.body();
+                if &c.record != id {
+                    return Err("the certification names another record".to_owned());
+                }
+                let receipt = self.receipted(&certification, &receipt_path)?;
+                self.acceptance(&certification, &c.agency, receipt.body(), issuers)?;
+                Ok((certification, receipt))
+            });
         match checked {
             Ok((certification, receipt)) => {
                 let c = certification.body();
