@@ -11,6 +11,7 @@
 
 use std::io;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -201,18 +202,33 @@ fn encode_frame(plain: &[u8], upload_id: u64, index: u32, codecs: &mut Codecs) -
     Ok(frame)
 }
 
-/// Decodes and verifies one stored frame that must hold `expected_len` plain bytes.
+/// A zstd decompressor made on first use: most frames of scans and PDFs are stored raw, so most reads
+/// of them never need one.
+#[derive(Default)]
+pub struct LazyDecompressor(Option<zstd::bulk::Decompressor<'static>>);
+
+impl LazyDecompressor {
+    fn get(&mut self) -> io::Result<&mut zstd::bulk::Decompressor<'static>> {
+        match &mut self.0 {
+            Some(decompressor) => Ok(decompressor),
+            empty => Ok(empty.insert(zstd::bulk::Decompressor::new()?)),
+        }
+    }
+}
+
+/// Decodes and verifies one stored frame that must hold `expected_len` plain bytes. A raw frame's
+/// bytes are handed out where they were read, without a copy.
 pub fn decode_frame(
-    frame: &[u8],
+    frame: Vec<u8>,
     upload_id: u64,
     index: u32,
     expected_len: usize,
-    decompressor: &mut zstd::bulk::Decompressor<'static>,
-) -> Result<Vec<u8>, FrameError> {
+    decompressor: &mut LazyDecompressor,
+) -> Result<Bytes, FrameError> {
     if frame.len() < FRAME_HEADER_BYTES {
         return Err(FrameError::Truncated);
     }
-    let (header, payload) = frame.split_at(FRAME_HEADER_BYTES);
+    let header: [u8; FRAME_HEADER_BYTES] = frame[..FRAME_HEADER_BYTES].try_into().unwrap_or([0; FRAME_HEADER_BYTES]);
     if header[0] != FRAME_VERSION {
         return Err(FrameError::UnsupportedVersion(header[0]));
     }
@@ -223,10 +239,12 @@ pub fn decode_frame(
         return Err(FrameError::WrongLength { expected: expected_len, found: plain_len });
     }
     let plain = match header[1] {
-        CODEC_RAW => payload.to_vec(),
-        CODEC_ZSTD => {
-            decompressor.decompress(payload, expected_len).map_err(|e| FrameError::Decompression(e.to_string()))?
-        }
+        CODEC_RAW => Bytes::from(frame).slice(FRAME_HEADER_BYTES..),
+        CODEC_ZSTD => decompressor
+            .get()
+            .and_then(|d| d.decompress(&frame[FRAME_HEADER_BYTES..], expected_len))
+            .map(Bytes::from)
+            .map_err(|e| FrameError::Decompression(e.to_string()))?,
         other => return Err(FrameError::UnknownCodec(other)),
     };
     if plain.len() != expected_len {
@@ -374,9 +392,8 @@ pub struct ContentReader {
     end: u64,
     /// Present when the whole document is read: checked against the content address at the end.
     whole_hasher: Option<blake3::Hasher>,
-    decompressor: zstd::bulk::Decompressor<'static>,
-    pending: Vec<u8>,
-    pending_offset: usize,
+    decompressor: LazyDecompressor,
+    pending: Bytes,
 }
 
 impl ContentReader {
@@ -423,14 +440,13 @@ impl ContentReader {
             manifest,
             position: start,
             end,
-            decompressor: zstd::bulk::Decompressor::new().map_err(ContentError::Compression)?,
-            pending: Vec::new(),
-            pending_offset: 0,
+            decompressor: LazyDecompressor::default(),
+            pending: Bytes::new(),
         })
     }
 
     pub fn remaining_bytes(&self) -> u64 {
-        self.end - self.position + (self.pending.len() - self.pending_offset) as u64
+        self.end - self.position + self.pending.len() as u64
     }
 
     fn corrupt(&self, reason: String) -> ContentError {
@@ -438,7 +454,7 @@ impl ContentReader {
     }
 
     /// The next verified piece of the range (at most one frame), or `None` at the end.
-    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, ContentError> {
+    pub fn next_chunk(&mut self) -> Result<Option<Bytes>, ContentError> {
         if self.position >= self.end {
             if let Some(hasher) = self.whole_hasher.take() {
                 if hasher.finalize().as_bytes() != &self.blake3.0 {
@@ -460,7 +476,7 @@ impl ContentReader {
                 self.manifest.frame_lengths[index as usize],
             )
             .map_err(|e| self.corrupt(format!("frame {index} cannot be read: {e}")))?;
-        let plain = decode_frame(&stored, self.manifest.upload_id, index, frame_len, &mut self.decompressor)
+        let plain = decode_frame(stored, self.manifest.upload_id, index, frame_len, &mut self.decompressor)
             .map_err(|e| self.corrupt(format!("frame {index}: {e}")))?;
         if let Some(hasher) = self.whole_hasher.as_mut() {
             hasher.update(&plain);
@@ -468,7 +484,7 @@ impl ContentReader {
         let from = (self.position - frame_start) as usize;
         let to = ((self.end - frame_start) as usize).min(frame_len);
         self.position = frame_start + to as u64;
-        let chunk = if from == 0 && to == frame_len { plain } else { plain[from..to].to_vec() };
+        let chunk = plain.slice(from..to);
         if self.position >= self.end && self.whole_hasher.is_some() {
             // Check the whole-document hash before handing out the last piece.
             if let Some(hasher) = self.whole_hasher.take() {
@@ -483,19 +499,14 @@ impl ContentReader {
 
 impl io::Read for ContentReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pending_offset == self.pending.len() {
+        if self.pending.is_empty() {
             match self.next_chunk().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
                 None => return Ok(0),
-                Some(chunk) => {
-                    self.pending = chunk;
-                    self.pending_offset = 0;
-                }
+                Some(chunk) => self.pending = chunk,
             }
         }
-        let available = &self.pending[self.pending_offset..];
-        let count = available.len().min(buf.len());
-        buf[..count].copy_from_slice(&available[..count]);
-        self.pending_offset += count;
+        let count = self.pending.len().min(buf.len());
+        buf[..count].copy_from_slice(&self.pending.split_to(count));
         Ok(count)
     }
 }
@@ -612,29 +623,35 @@ mod tests {
     #[test]
     fn corrupt_frames_are_detected() {
         let mut codecs = Codecs::new(3).expect("zstd");
-        let mut decompressor = zstd::bulk::Decompressor::new().expect("zstd");
+        let mut decompressor = LazyDecompressor::default();
         let plain = b"hello hello hello hello hello hello".to_vec();
         let frame = encode_frame(&plain, 1, 0, &mut codecs).expect("encode");
-        assert_eq!(decode_frame(&frame, 1, 0, plain.len(), &mut decompressor), Ok(plain.clone()));
-        assert_eq!(decode_frame(&frame, 1, 1, plain.len(), &mut decompressor), Err(FrameError::ChecksumMismatch));
+        assert_eq!(decode_frame(frame.clone(), 1, 0, plain.len(), &mut decompressor), Ok(Bytes::from(plain.clone())));
+        assert_eq!(
+            decode_frame(frame.clone(), 1, 1, plain.len(), &mut decompressor),
+            Err(FrameError::ChecksumMismatch)
+        );
         // Some zstd header bits do not change the output; what must never happen is wrong bytes.
         let mut rejected = 0;
         for index in 0..frame.len() {
             let mut bad = frame.clone();
             bad[index] ^= 0x10;
-            match decode_frame(&bad, 1, 0, plain.len(), &mut decompressor) {
+            match decode_frame(bad, 1, 0, plain.len(), &mut decompressor) {
                 Ok(bytes) => assert_eq!(bytes, plain, "flip at {index} produced wrong bytes"),
                 Err(_) => rejected += 1,
             }
         }
         assert!(rejected >= frame.len() - 4, "only {rejected} of {} flips were rejected", frame.len());
-        assert_eq!(decode_frame(&frame[..10], 1, 0, plain.len(), &mut decompressor), Err(FrameError::Truncated));
+        assert_eq!(
+            decode_frame(frame[..10].to_vec(), 1, 0, plain.len(), &mut decompressor),
+            Err(FrameError::Truncated)
+        );
     }
 
     #[test]
     fn frames_are_compressed_only_when_their_sample_and_then_the_whole_save_enough() {
         let mut codecs = Codecs::new(ZSTD_LEVEL_DEFAULT).expect("zstd");
-        let mut decompressor = zstd::bulk::Decompressor::new().expect("zstd");
+        let mut decompressor = LazyDecompressor::default();
         let noise = |len: usize, seed: u64| crate::sample::document(len, seed, false);
         let frame = FRAME_SIZE_BYTES_DEFAULT as usize;
         let text = crate::sample::document(frame, 1, true);
@@ -659,7 +676,7 @@ mod tests {
         ] {
             let encoded = encode_frame(&plain, 9, 2, &mut codecs).expect("encode");
             assert_eq!(encoded[1], codec);
-            assert_eq!(decode_frame(&encoded, 9, 2, plain.len(), &mut decompressor), Ok(plain));
+            assert_eq!(decode_frame(encoded, 9, 2, plain.len(), &mut decompressor), Ok(Bytes::from(plain)));
         }
     }
 

@@ -956,7 +956,7 @@ async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> R
                         Ok(Some(chunk)) => {
                             let _ = first_sender.take().map(|s| s.send(Ok(())));
                             metrics.read_bytes.inc_by(chunk.len() as u64);
-                            if sender.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                            if sender.blocking_send(Ok(chunk)).is_err() {
                                 return; // the client went away
                             }
                         }
