@@ -308,14 +308,37 @@ pub const BATCH_VERIFY_CHUNK: usize = 64;
 /// verified again: verification is a function of those bytes alone, so bytes that verified once verify
 /// again, and any changed byte (damage on disk, a forgery) is a different digest, verified afresh.
 /// Only successes are kept. Bounded: when full, it forgets everything and starts over.
+///
+/// It also keeps the signers' keys decoded (an Ed25519 point decompressed, an X.509 chain parsed):
+/// statements name few signers, and decoding a key costs more than decoding the rest of a record.
 pub struct VerifiedEnvelopes {
     capacity: usize,
     digests: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
+    /// By algorithm and BLAKE3 of the raw key.
+    keys: std::sync::Mutex<std::collections::HashMap<(u16, [u8; 32]), PublicKey>>,
 }
+
+/// How many decoded signer keys a [`VerifiedEnvelopes`] keeps.
+pub const DECODED_KEYS_KEPT: usize = 1024;
 
 impl VerifiedEnvelopes {
     pub fn new(capacity: usize) -> VerifiedEnvelopes {
-        VerifiedEnvelopes { capacity: capacity.max(1), digests: Default::default() }
+        VerifiedEnvelopes { capacity: capacity.max(1), digests: Default::default(), keys: Default::default() }
+    }
+
+    /// [`PublicKey::from_raw`], decoded once per key.
+    fn public_key(&self, algorithm: u16, raw: &[u8]) -> Result<PublicKey, DecodeError> {
+        let name = (algorithm, *blake3::hash(raw).as_bytes());
+        if let Some(key) = self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(&name) {
+            return Ok(key.clone());
+        }
+        let key = PublicKey::from_raw(algorithm, raw)?;
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.len() >= DECODED_KEYS_KEPT {
+            keys.clear();
+        }
+        keys.insert(name, key.clone());
+        Ok(key)
     }
 
     fn digest(signed_bytes: &[u8], signature: &[u8]) -> [u8; 32] {
@@ -1128,7 +1151,11 @@ impl<T: StatementBody> Signed<T> {
             return Err(DecodeError::WrongKind { expected: T::NAME, found: kind });
         }
         let algorithm = reader.u16("algorithm")?;
-        let signer = PublicKey::from_raw(algorithm, reader.bytes("signer key")?)?;
+        let raw_key = reader.bytes("signer key")?;
+        let signer = match verified {
+            Some(verified) => verified.public_key(algorithm, raw_key)?,
+            None => PublicKey::from_raw(algorithm, raw_key)?,
+        };
         let body = T::decode_body(&mut reader)?;
         reader.finish()?;
         match verified {
@@ -1392,7 +1419,13 @@ mod tests {
         let first = Signed::<Record>::from_envelope_remembered(&envelope, &verified).expect("verifies");
         assert!(verified.contains(&digest), "a success is remembered");
         let again = Signed::<Record>::from_envelope_remembered(&envelope, &verified).expect("remembered");
-        assert_eq!((first.id(), first.body()), (again.id(), again.body()));
+        assert_eq!((first.id(), first.body(), first.signer()), (again.id(), again.body(), again.signer()));
+        // The kept decoded key is the key of each envelope, not merely the last one decoded.
+        let by_other_key = Signed::sign(sample_record(), &key(3));
+        let read =
+            Signed::<Record>::from_envelope_remembered(&by_other_key.to_envelope(), &verified).expect("verifies");
+        assert_eq!(read.signer(), &key(3).public_key());
+        assert_eq!(verified.keys.lock().unwrap().len(), 2);
         // With the original remembered, any flipped byte is still refused, and not remembered.
         for index in 0..envelope.len() {
             let mut changed = envelope.clone();

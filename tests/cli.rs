@@ -280,11 +280,25 @@ fn bench_runs_deposits_and_reads_over_http() {
             "10000",
             "--concurrency",
             "2",
+            "--owners",
+            "3",
+            "--listings",
+            "5",
+            "--crash-reopen",
+            "--json",
+            dir.path().join("bench.json").to_str().expect("path"),
             "--dir",
             scratch.to_str().expect("path"),
         ],
     );
     assert!(out.contains("| deposit  |      20 |") && out.contains("| read     |      40 |"), "{out}");
     assert!(out.contains("| limit    |      20 |"), "the in-memory limit of the same documents: {out}");
+    // The first of three owners holds 7 of the 20 documents; each listing checks it gets all seven.
+    assert!(out.contains("| list     |       5 |"), "{out}");
+    assert!(out.contains("killed at 20 documents, the server listened again"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("bench.json")).expect("json")).expect("parses");
+    assert!(report["reopen_after_kill_seconds"].as_f64().is_some_and(|s| s > 0.0), "{report}");
+    assert!(report["bytes_on_disk_after_deposits"].as_u64().is_some_and(|b| b > 0), "{report}");
     assert!(!scratch.exists(), "the scratch directory is removed");
 }

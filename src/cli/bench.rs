@@ -49,6 +49,23 @@ pub(super) struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Spread the generated documents over this many owners (the first is the one listed).
+    #[arg(long, default_value_t = 1)]
+    owners: usize,
+    /// Listings of the first owner's records by an officer (with a purpose), after the reads: phase
+    /// `list`.
+    #[arg(long, default_value_t = 0)]
+    listings: usize,
+    /// Officers listing at once (one, by default: the latency an officer at the counter sees).
+    #[arg(long, default_value_t = 1)]
+    list_clients: usize,
+    /// Records per listing page.
+    #[arg(long, default_value_t = crate::vault::PAGE_SIZE_DEFAULT)]
+    list_limit: usize,
+    /// At the end, kill the server (SIGKILL, as a power cut ends it) and time its next start until it
+    /// listens: the open time after a crash at this size.
+    #[arg(long)]
+    crash_reopen: bool,
     /// Then also read for this many seconds with wrk (which must be installed), the load tool web
     /// servers are measured with, over --wrk-connections connections: phase `wrk-read`.
     #[arg(long, default_value_t = 0)]
@@ -251,6 +268,41 @@ fn in_memory_limit(documents: &Documents, records: &[(crate::ids::Digest, String
     Ok(Phase::measured("limit", timed, documents.bytes()))
 }
 
+/// Rates over tenths of a long phase (100,000 requests or more), printed as each completes, so that a
+/// run of a million shows whether the rate holds as the store grows.
+struct Windows {
+    size: usize,
+    done: AtomicUsize,
+    marks: Mutex<Vec<(usize, Instant)>>,
+}
+
+impl Windows {
+    const LONG_PHASE: usize = 100_000;
+
+    fn new(count: usize) -> Windows {
+        let size = if count >= Self::LONG_PHASE { count / 10 } else { usize::MAX };
+        Windows { size, done: AtomicUsize::new(0), marks: Mutex::new(vec![(0, Instant::now())]) }
+    }
+
+    fn tick(&self, what: &str) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if !done.is_multiple_of(self.size) {
+            return;
+        }
+        let now = Instant::now();
+        let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        let &(before, then) = marks.last().unwrap_or(&(0, now));
+        let rate = (done - before) as f64 / now.duration_since(then).as_secs_f64();
+        eprintln!("{what}: {done} done, {rate:.0}/s over the last {}", done - before);
+        marks.push((done, now));
+    }
+
+    fn rates(&self) -> Vec<f64> {
+        let marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        marks.windows(2).map(|w| (w[1].0 - w[0].0) as f64 / w[1].1.duration_since(w[0].1).as_secs_f64()).collect()
+    }
+}
+
 /// One timed phase's figures.
 struct Phase {
     name: &'static str,
@@ -422,7 +474,10 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
     anyhow::ensure!(status.as_u16() == 201, "certificate refused: {status}");
 
     // Every record is signed before the clock starts, as an agency's system signs before it sends.
-    let (owner, agency) = (OwnerId::parse(OWNER)?, Code::parse("agency", AGENCY)?);
+    let agency = Code::parse("agency", AGENCY)?;
+    let owners: Vec<OwnerId> = (0..args.owners.max(1))
+        .map(|k| if k == 0 { OwnerId::parse(OWNER) } else { OwnerId::parse(&format!("001{k:09}")) })
+        .collect::<Result<_, _>>()?;
     let mut records = Vec::with_capacity(documents.count());
     // What bytes on disk are judged against: each document compressed whole at zstd's default level.
     let mut compressed_bytes = 0;
@@ -430,7 +485,8 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
         let content = documents.content(index)?;
         compressed_bytes +=
             zstd::bulk::compress(&content, crate::content::ZSTD_LEVEL_DEFAULT)?.len().min(content.len());
-        let mut record = crate::sample::record(&content, &owner, &agency, now + index as i64);
+        let owner = &owners[index % owners.len()];
+        let mut record = crate::sample::record(&content, owner, &agency, now + index as i64);
         if let Documents::Corpus(files) = documents {
             record.media_type = files[index].media_type.clone();
         }
@@ -452,6 +508,7 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
     let limit = in_memory_limit(documents, &records)?;
     limit.print();
     let last_index = std::sync::atomic::AtomicU64::new(0);
+    let windows = Windows::new(documents.count());
     server.reset_peak();
     let timed = run(documents.count(), concurrency, |index| {
         let content = documents.content(index)?;
@@ -465,6 +522,7 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
         let view: serde_json::Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
         let log_index = view["receipt"]["log_index"].as_u64().unwrap_or(0);
         last_index.fetch_max(log_index, std::sync::atomic::Ordering::Relaxed);
+        windows.tick("deposits");
         Ok(())
     })?;
     let deposits = Phase {
@@ -496,6 +554,31 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
     };
     reads.print();
     let mut phases = vec![limit.json(), deposits.json(), reads.json()];
+    if args.listings > 0 {
+        let expected = documents.count().div_ceil(args.owners.max(1)).min(args.list_limit);
+        let listed_bytes = AtomicUsize::new(0);
+        server.reset_peak();
+        let timed = run(args.listings, args.list_clients.max(1), |_| {
+            let mut response = agent
+                .get(format!("{base}/v1/owners/{OWNER}/records?limit={}", args.list_limit))
+                .header("Authorization", format!("Bearer {officer}"))
+                .header(crate::http::PURPOSE_HEADER, PURPOSE)
+                .call()?;
+            anyhow::ensure!(response.status().as_u16() == 200, "listing refused: {}", response.status());
+            let body = response.body_mut().with_config().limit(64 << 20).read_to_string()?;
+            let page: serde_json::Value = serde_json::from_str(&body)?;
+            let listed = page["records"].as_array().map_or(0, Vec::len);
+            anyhow::ensure!(listed == expected, "listed {listed} records, not {expected}");
+            listed_bytes.fetch_add(body.len(), Ordering::Relaxed);
+            Ok(())
+        })?;
+        let list = Phase {
+            server_peak_rss_bytes: server.peak_rss_bytes(),
+            ..Phase::measured("list", timed, listed_bytes.into_inner())
+        };
+        list.print();
+        phases.push(list.json());
+    }
     if args.wrk_seconds > 0 {
         server.reset_peak();
         let ids: Vec<String> = records.iter().map(|(id, _)| id.to_string()).collect();
@@ -504,7 +587,21 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
         wrk.print();
         phases.push(wrk.json());
     }
-    drop(server);
+    let reopen_seconds = if args.crash_reopen {
+        drop(server); // SIGKILL: no shutdown, as at a power cut or a kill -9
+        let started = Instant::now();
+        let reopened = ServerProcess::start(dir, &config)?;
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "killed at {} documents, the server listened again {seconds:.2} s after it was started",
+            documents.count()
+        );
+        drop(reopened);
+        Some(seconds)
+    } else {
+        drop(server);
+        None
+    };
     println!(
         "the first signed checkpoint covering the last deposit came {} ms after its acknowledgement",
         checkpoint_delay.as_millis()
@@ -532,6 +629,8 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
             "concurrency": concurrency,
             "phases": phases,
             "checkpoint_delay_ms": checkpoint_delay.as_secs_f64() * 1000.0,
+            "deposit_windows_per_second": windows.rates(),
+            "reopen_after_kill_seconds": reopen_seconds,
             "bytes_compressed": compressed_bytes,
             "bytes_on_disk_after_deposits": on_disk_after_deposits,
             "bytes_on_disk": on_disk,
