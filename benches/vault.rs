@@ -30,9 +30,26 @@ fn synthetic(len: usize, compressible: bool, seed: u64) -> Vec<u8> {
 }
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
+    fn walk(dir: &std::path::Path, found: &mut Vec<PathBuf>) {
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+        entries.sort();
+        for path in entries {
+            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, found);
+            } else {
+                found.push(path);
+            }
+        }
+    }
     let paths: Vec<PathBuf> = match std::env::var_os("KHO_BENCH_CORPUS") {
         Some(dir) => {
-            std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default()
+            let mut found = Vec::new();
+            walk(std::path::Path::new(&dir), &mut found);
+            found
         }
         None => CORPUS_CANDIDATES.iter().map(PathBuf::from).collect(),
     };
@@ -265,6 +282,41 @@ fn frame_choice(c: &mut Criterion) {
             });
         }
     }
+    // Kho's policy at 64 KiB, level 3 (kho::content): a frame's middle sample tried at the probe
+    // level first, and a frame kept compressed only if it saves 1/COMPRESSION_SAVING_MIN_DIVISOR.
+    use kho::content::{COMPRESSION_PROBE_LEVEL, COMPRESSION_PROBE_SAMPLE_BYTES, COMPRESSION_SAVING_MIN_DIVISOR};
+    let saves = |plain: usize, packed: usize| packed + plain / COMPRESSION_SAVING_MIN_DIVISOR < plain;
+    let mut probe = zstd::bulk::Compressor::new(COMPRESSION_PROBE_LEVEL).expect("zstd");
+    let mut compressor = zstd::bulk::Compressor::new(3).expect("zstd");
+    let mut stored_by_policy = |probe: &mut zstd::bulk::Compressor, frame: &[u8]| -> usize {
+        let start = frame.len().saturating_sub(COMPRESSION_PROBE_SAMPLE_BYTES) / 2;
+        let sample = &frame[start..(start + COMPRESSION_PROBE_SAMPLE_BYTES).min(frame.len())];
+        if !saves(sample.len(), probe.compress(sample).expect("compress").len()) {
+            return frame.len();
+        }
+        let packed = compressor.compress(frame).expect("compress").len();
+        if saves(frame.len(), packed) {
+            packed
+        } else {
+            frame.len()
+        }
+    };
+    let stored: usize =
+        corpus.iter().flat_map(|(_, bytes)| bytes.chunks(64 << 10)).map(|f| stored_by_policy(&mut probe, f)).sum();
+    eprintln!(
+        "frame 64 KiB level 3 with the probe: {} files, {total} bytes -> {stored} stored ({:.3})",
+        corpus.len(),
+        stored as f64 / total as f64
+    );
+    group.bench_function(BenchmarkId::new("64KiB", "level3-probe"), |b| {
+        b.iter(|| {
+            corpus
+                .iter()
+                .flat_map(|(_, bytes)| bytes.chunks(64 << 10))
+                .map(|frame| stored_by_policy(&mut probe, frame))
+                .sum::<usize>()
+        })
+    });
     group.finish();
 }
 

@@ -180,11 +180,13 @@ impl ServerProcess {
         let anchors: Vec<String> = config.trust_anchors.iter().map(|path| quote(path)).collect();
         let text = format!(
             "data_dir = {}\nlisten = \"127.0.0.1:0\"\ntrust_anchors = [{}]\nconcurrency_limit = {}\nscrub_interval_hours = 0\n\
+             document_size_bytes_max = {}\n\
              [auth]\ndev_mode = true\n\
              [rate_limits]\ncitizen = 0\nofficer = 0\nauditor = 0\nadmin = 0\nissuer = 0\n",
             quote(&config.data_dir),
             anchors.join(", "),
             config.concurrency_limit,
+            config.document_size_bytes_max,
         );
         let config_path = dir.join("kho.toml");
         std::fs::write(&config_path, text)?;
@@ -194,6 +196,8 @@ impl ServerProcess {
             .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "warn")
+            // As deploy/kho.service runs it (docs/BENCHMARKS.md, "Memory"), unless told otherwise.
+            .env("MALLOC_ARENA_MAX", std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into()))
             .stdout(std::fs::File::create(&out)?)
             .stderr(std::fs::File::create(&log)?)
             .spawn()
@@ -225,15 +229,19 @@ impl ServerProcess {
 
     /// The server's peak resident memory since it started or since `reset_peak` (Linux; None elsewhere).
     fn peak_rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        self.status_kib("VmHWM:").map(|kib| kib * 1024)
     }
 
-    /// Starts the peak over (Linux's clear_refs 5), so that each phase has its own.
-    fn reset_peak(&self) {
+    /// Starts the peak over (Linux's clear_refs 5), so that each phase has its own; returns the
+    /// resident memory it starts from.
+    fn reset_peak(&self) -> Option<u64> {
         let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
+        self.status_kib("VmRSS:").map(|kib| kib * 1024)
+    }
+
+    fn status_kib(&self, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status.lines().find(|line| line.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
     }
 }
 
@@ -311,6 +319,8 @@ struct Phase {
     bytes: usize,
     latency_ms: Percentiles,
     server_peak_rss_bytes: Option<u64>,
+    /// The server's resident memory when the phase began: the peak less this is what the phase added.
+    server_rss_before_bytes: Option<u64>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -335,7 +345,15 @@ impl Percentiles {
 impl Phase {
     fn measured(name: &'static str, (elapsed, latencies): (Duration, Vec<Duration>), bytes: usize) -> Phase {
         let latency_ms = Percentiles::of(&latencies);
-        Phase { name, elapsed, count: latencies.len(), bytes, latency_ms, server_peak_rss_bytes: None }
+        Phase {
+            name,
+            elapsed,
+            count: latencies.len(),
+            bytes,
+            latency_ms,
+            server_peak_rss_bytes: None,
+            server_rss_before_bytes: None,
+        }
     }
 
     fn print(&self) {
@@ -370,6 +388,7 @@ impl Phase {
                 "max": self.latency_ms.max,
             },
             "server_peak_rss_bytes": self.server_peak_rss_bytes,
+            "server_rss_before_bytes": self.server_rss_before_bytes,
         })
     }
 }
@@ -435,6 +454,12 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
         data_dir: dir.join("data"),
         trust_anchors: vec![dir.join("anchor.pub.pem")],
         concurrency_limit: concurrency.max(crate::config::CONCURRENCY_LIMIT_DEFAULT),
+        // The server takes whatever is deposited here, a single 1 GiB document included.
+        document_size_bytes_max: (0..documents.count())
+            .map(|index| documents.size(index) as u64)
+            .max()
+            .unwrap_or(0)
+            .max(crate::vault::DOCUMENT_SIZE_BYTES_MAX_DEFAULT),
         ..Config::default()
     };
     let server = ServerProcess::start(dir, &config)?;
@@ -509,7 +534,7 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
     limit.print();
     let last_index = std::sync::atomic::AtomicU64::new(0);
     let windows = Windows::new(documents.count());
-    server.reset_peak();
+    let rss_before = server.reset_peak();
     let timed = run(documents.count(), concurrency, |index| {
         let content = documents.content(index)?;
         let response = agent
@@ -527,13 +552,21 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
     })?;
     let deposits = Phase {
         server_peak_rss_bytes: server.peak_rss_bytes(),
+        server_rss_before_bytes: rss_before,
         ..Phase::measured("deposit", timed, documents.bytes())
     };
     deposits.print();
     let on_disk_after_deposits = walk_size(&config.data_dir);
+    // Where those bytes are: the packs, the catalog (sled), its journal, the rest.
+    let parts: serde_json::Map<String, serde_json::Value> =
+        ["store/packs", "store/db", "store/catalog.journal", "store/blobs"]
+            .iter()
+            .map(|part| (part.to_string(), walk_size_or_file(&config.data_dir.join(part)).into()))
+            .collect();
+    println!("bytes on disk after the deposits, by part: {}", serde_json::Value::Object(parts.clone()));
     let checkpoint_delay = checkpoint_delay(&agent, &base, last_index.into_inner())?;
     let read_bytes = AtomicUsize::new(0);
-    server.reset_peak();
+    let rss_before = server.reset_peak();
     let timed = run(reads, concurrency, |index| {
         let which = (index * 7919) % records.len();
         let size = documents.size(which);
@@ -550,6 +583,7 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
     })?;
     let reads = Phase {
         server_peak_rss_bytes: server.peak_rss_bytes(),
+        server_rss_before_bytes: rss_before,
         ..Phase::measured("read", timed, read_bytes.into_inner())
     };
     reads.print();
@@ -557,7 +591,7 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
     if args.listings > 0 {
         let expected = documents.count().div_ceil(args.owners.max(1)).min(args.list_limit);
         let listed_bytes = AtomicUsize::new(0);
-        server.reset_peak();
+        let rss_before = server.reset_peak();
         let timed = run(args.listings, args.list_clients.max(1), |_| {
             let mut response = agent
                 .get(format!("{base}/v1/owners/{OWNER}/records?limit={}", args.list_limit))
@@ -574,16 +608,18 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
         })?;
         let list = Phase {
             server_peak_rss_bytes: server.peak_rss_bytes(),
+            server_rss_before_bytes: rss_before,
             ..Phase::measured("list", timed, listed_bytes.into_inner())
         };
         list.print();
         phases.push(list.json());
     }
     if args.wrk_seconds > 0 {
-        server.reset_peak();
+        let rss_before = server.reset_peak();
         let ids: Vec<String> = records.iter().map(|(id, _)| id.to_string()).collect();
         let measured = wrk_reads(dir, &base, &officer, &ids, args)?;
-        let wrk = Phase { server_peak_rss_bytes: server.peak_rss_bytes(), ..measured };
+        let wrk =
+            Phase { server_peak_rss_bytes: server.peak_rss_bytes(), server_rss_before_bytes: rss_before, ..measured };
         wrk.print();
         phases.push(wrk.json());
     }
@@ -633,6 +669,7 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
             "reopen_after_kill_seconds": reopen_seconds,
             "bytes_compressed": compressed_bytes,
             "bytes_on_disk_after_deposits": on_disk_after_deposits,
+            "bytes_on_disk_after_deposits_by_part": parts,
             "bytes_on_disk": on_disk,
         });
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
@@ -721,6 +758,7 @@ fn parse_wrk(text: &str) -> anyhow::Result<Phase> {
         bytes: bytes(totals[4])? as usize,
         latency_ms: Percentiles { p50: percentile("50%")?, p90: percentile("90%")?, p99: percentile("99%")?, max },
         server_peak_rss_bytes: None,
+        server_rss_before_bytes: None,
     })
 }
 
@@ -753,6 +791,15 @@ fn checkpoint_delay(agent: &ureq::Agent, base: &str, index: u64) -> anyhow::Resu
         }
         anyhow::ensure!(started.elapsed() < GIVE_UP, "no checkpoint covered entry {index} within {GIVE_UP:?}");
         std::thread::sleep(POLL);
+    }
+}
+
+/// A folder's bytes, or a file's.
+fn walk_size_or_file(path: &Path) -> u64 {
+    if path.is_file() {
+        std::fs::metadata(path).map_or(0, |m| m.len())
+    } else {
+        walk_size(path)
     }
 }
 
