@@ -94,8 +94,8 @@ pub fn open(directory: &Path, config: &EmbeddedConfig) -> Result<Engines, StoreE
     };
     let tree = db.open_tree("catalog").map_err(engine_error)?;
     let journal_path = directory.join(JOURNAL_FILE);
-    let scanned = scan_journal(&journal_path, &quarantine, config.recover, &mut report)?;
     let catalog_batch = batch_number(&tree)?;
+    let scanned = scan_journal(&journal_path, catalog_batch, &quarantine, config.recover, &mut report)?;
     replay(&tree, &scanned, catalog_batch, config.recover, &mut report)?;
     let last_batch = batch_number(&tree)?.max(scanned.last_batch);
     let journal_file = std::fs::OpenOptions::new()
@@ -387,6 +387,7 @@ fn record_at(file: &File, offset: u64, file_length: u64) -> Option<(JournalEntry
 /// What the journal holds.
 #[derive(Default)]
 struct ScannedJournal {
+    /// The batches after the catalog's last one, in journal order.
     batches: Vec<(u64, Batch)>,
     last_batch: u64,
     /// The highest batch a sync mark says was made durable (and so may have been acknowledged).
@@ -395,10 +396,13 @@ struct ScannedJournal {
     valid_length: u64,
 }
 
-/// Reads every record. A damaged stretch followed by valid records is reported (and, without the
-/// recovery flag, refused); a damaged tail (a crash mid-append) is quarantined, then cut.
+/// Reads every record, keeping in memory only the batches after `catalog_batch` (those the catalog may
+/// lack: a journal holds every batch since the store began, gigabytes at a million deposits). A damaged
+/// stretch followed by valid records is reported (and, without the recovery flag, refused); a damaged
+/// tail (a crash mid-append) is quarantined, then cut.
 fn scan_journal(
     path: &Path,
+    catalog_batch: u64,
     quarantine: &Path,
     recover: bool,
     report: &mut OpenReport,
@@ -416,7 +420,9 @@ fn scan_journal(
             match entry {
                 JournalEntry::Batch { number, batch } => {
                     scanned.last_batch = scanned.last_batch.max(number);
-                    scanned.batches.push((number, batch));
+                    if number > catalog_batch {
+                        scanned.batches.push((number, batch));
+                    }
                 }
                 JournalEntry::Synced { through } => scanned.synced_through = scanned.synced_through.max(through),
             }
@@ -485,7 +491,7 @@ fn replay(
         ));
     }
     let mut expected = catalog_batch + 1;
-    for (number, batch) in scanned.batches.iter().filter(|(number, _)| *number > catalog_batch) {
+    for (number, batch) in &scanned.batches {
         if *number != expected && scanned.synced_through >= expected {
             let message = format!("journal batches {expected}..{number} are missing; they cannot be restored");
             if !recover {
@@ -754,5 +760,22 @@ mod tests {
         engines.catalog.sync().expect("sync");
         let batches: Vec<u64> = journal_records(dir.path()).into_iter().flatten().collect();
         assert_eq!(batches, [1, 2, 3], "numbering continues after the replayed batch");
+    }
+
+    #[test]
+    fn opening_keeps_in_memory_only_the_journal_batches_after_the_catalogs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engines = open(dir.path(), &EmbeddedConfig::default()).expect("open");
+        for i in 0..5 {
+            engines.catalog.apply(batch(&format!("k/{i}"), "v")).expect("apply");
+        }
+        engines.catalog.sync().expect("sync");
+        drop(engines);
+        let (path, quarantine) = (dir.path().join(JOURNAL_FILE), dir.path().join("quarantine"));
+        let mut report = OpenReport::default();
+        let scanned = scan_journal(&path, 3, &quarantine, false, &mut report).expect("scan");
+        let kept: Vec<u64> = scanned.batches.iter().map(|(number, _)| *number).collect();
+        assert_eq!((kept, scanned.last_batch, scanned.synced_through), (vec![4, 5], 5, 5));
+        assert_eq!(scanned.valid_length, std::fs::metadata(&path).expect("journal").len(), "every record was read");
     }
 }
