@@ -35,7 +35,7 @@ pub const COMPRESSION_SAVING_MIN_DIVISOR: usize = 32;
 /// Early abort, as ZFS does before its slower compressors: the middle 8 KiB of a frame is first
 /// compressed at zstd's fast level -5, and a frame whose sample does not save the minimum is stored raw
 /// without being compressed at all. On real documents (PDFs whose streams are compressed already,
-/// scans) most frames are such frames: compression runs 2.2× faster for 2% more bytes stored.
+/// scans) most frames are such frames: compression runs about twice as fast for 2% more bytes stored.
 pub const COMPRESSION_PROBE_SAMPLE_BYTES: usize = 8 * 1024;
 /// The zstd level of that sample's trial compression.
 pub const COMPRESSION_PROBE_LEVEL: i32 = -5;
