@@ -61,10 +61,16 @@ struct OpenPack {
     length: u64,
 }
 
+/// Packs kept open for reading, so that a document's frames do not each open and close their pack
+/// (packs are never removed or renamed while the store is open).
+pub const PACK_READERS_KEPT: usize = 64;
+
 struct Pool {
     directory: PathBuf,
     idle: Mutex<Vec<OpenPack>>,
     next_id: Mutex<u32>,
+    /// At most [`PACK_READERS_KEPT`], by pack id; forgotten all at once when full.
+    readers: Mutex<std::collections::HashMap<u32, Arc<File>>>,
 }
 
 /// The pack-file blob engine.
@@ -82,6 +88,21 @@ fn decode_reference(blob: &BlobRef) -> Result<(u32, u64, u64), StoreError> {
 }
 
 impl Pool {
+    /// The pack opened for reading, from those kept open or opened now.
+    fn reader(&self, id: u32) -> Result<Arc<File>, StoreError> {
+        if let Some(file) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(file.clone());
+        }
+        let path = self.path(id);
+        let file = Arc::new(File::open(&path).map_err(io_error(&path))?);
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if readers.len() >= PACK_READERS_KEPT {
+            readers.clear();
+        }
+        readers.insert(id, file.clone());
+        Ok(file)
+    }
+
     fn path(&self, id: u32) -> PathBuf {
         self.directory.join(pack_file_name(id))
     }
@@ -121,7 +142,12 @@ impl Packs {
                 .ok_or_else(|| StoreError::Corrupt("malformed pack extent in the catalog".into()))?;
             committed.insert(id, end);
         }
-        let pool = Pool { directory: directory.to_owned(), idle: Mutex::new(Vec::new()), next_id: Mutex::new(0) };
+        let pool = Pool {
+            directory: directory.to_owned(),
+            idle: Mutex::new(Vec::new()),
+            next_id: Mutex::new(0),
+            readers: Mutex::new(Default::default()),
+        };
         let mut highest = None;
         for entry in std::fs::read_dir(directory).map_err(io_error(directory))? {
             let path = entry.map_err(io_error(directory))?.path();
@@ -179,10 +205,9 @@ impl Blobs for Packs {
         if offset.checked_add(u64::from(length)).is_none_or(|end| end > blob_length) {
             return Err(StoreError::Corrupt(format!("read of {length} bytes at {offset} is outside its blob")));
         }
-        let path = self.pool.path(pack);
-        let file = File::open(&path).map_err(io_error(&path))?;
+        let file = self.pool.reader(pack)?;
         let mut buffer = vec![0u8; length as usize];
-        file.read_exact_at(&mut buffer, start + offset).map_err(io_error(&path))?;
+        file.read_exact_at(&mut buffer, start + offset).map_err(io_error(&self.pool.path(pack)))?;
         Ok(buffer)
     }
 
