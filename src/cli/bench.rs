@@ -239,6 +239,13 @@ impl ServerProcess {
         self.status_kib("VmRSS:").map(|kib| kib * 1024)
     }
 
+    /// Runs one phase with the peak started over, and gives it the server's memory before and at peak.
+    fn measure(&self, phase: impl FnOnce() -> anyhow::Result<Phase>) -> anyhow::Result<Phase> {
+        let before = self.reset_peak();
+        let phase = phase()?;
+        Ok(Phase { server_peak_rss_bytes: self.peak_rss_bytes(), server_rss_before_bytes: before, ..phase })
+    }
+
     fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status.lines().find(|line| line.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
@@ -534,97 +541,85 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
     limit.print();
     let last_index = std::sync::atomic::AtomicU64::new(0);
     let windows = Windows::new(documents.count());
-    let rss_before = server.reset_peak();
-    let timed = run(documents.count(), concurrency, |index| {
-        let content = documents.content(index)?;
-        let response = agent
-            .post(format!("{base}/v1/records"))
-            .header("Authorization", format!("Bearer {issuer_token}"))
-            .header(crate::http::RECORD_HEADER, &records[index].1)
-            .send(&content[..])?;
-        anyhow::ensure!(response.status().as_u16() == 201, "deposit refused: {}", response.status());
-        let mut response = response;
-        let view: serde_json::Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
-        let log_index = view["receipt"]["log_index"].as_u64().unwrap_or(0);
-        last_index.fetch_max(log_index, std::sync::atomic::Ordering::Relaxed);
-        windows.tick("deposits");
-        Ok(())
+    let deposits = server.measure(|| {
+        let timed = run(documents.count(), concurrency, |index| {
+            let content = documents.content(index)?;
+            let response = agent
+                .post(format!("{base}/v1/records"))
+                .header("Authorization", format!("Bearer {issuer_token}"))
+                .header(crate::http::RECORD_HEADER, &records[index].1)
+                .send(&content[..])?;
+            anyhow::ensure!(response.status().as_u16() == 201, "deposit refused: {}", response.status());
+            let mut response = response;
+            let view: serde_json::Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
+            let log_index = view["receipt"]["log_index"].as_u64().unwrap_or(0);
+            last_index.fetch_max(log_index, std::sync::atomic::Ordering::Relaxed);
+            windows.tick("deposits");
+            Ok(())
+        })?;
+        Ok(Phase::measured("deposit", timed, documents.bytes()))
     })?;
-    let deposits = Phase {
-        server_peak_rss_bytes: server.peak_rss_bytes(),
-        server_rss_before_bytes: rss_before,
-        ..Phase::measured("deposit", timed, documents.bytes())
-    };
     deposits.print();
     let on_disk_after_deposits = walk_size(&config.data_dir);
     // Where those bytes are: the packs, the catalog (sled), its journal, the rest.
     let parts: serde_json::Map<String, serde_json::Value> =
         ["store/packs", "store/db", "store/catalog.journal", "store/blobs"]
             .iter()
-            .map(|part| (part.to_string(), walk_size_or_file(&config.data_dir.join(part)).into()))
+            .map(|part| (part.to_string(), walk_size(&config.data_dir.join(part)).into()))
             .collect();
     println!("bytes on disk after the deposits, by part: {}", serde_json::Value::Object(parts.clone()));
     let checkpoint_delay = checkpoint_delay(&agent, &base, last_index.into_inner())?;
     let read_bytes = AtomicUsize::new(0);
-    let rss_before = server.reset_peak();
-    let timed = run(reads, concurrency, |index| {
-        let which = (index * 7919) % records.len();
-        let size = documents.size(which);
-        let mut response = agent
-            .get(format!("{base}/v1/records/{}/content", records[which].0))
-            .header("Authorization", format!("Bearer {officer}"))
-            .header(crate::http::PURPOSE_HEADER, PURPOSE)
-            .call()?;
-        anyhow::ensure!(response.status().as_u16() == 200, "read refused: {}", response.status());
-        let body = response.body_mut().with_config().limit(size as u64 + 1).read_to_vec()?;
-        anyhow::ensure!(body.len() == size, "short read");
-        read_bytes.fetch_add(size, Ordering::Relaxed);
-        Ok(())
+    let reads = server.measure(|| {
+        let timed = run(reads, concurrency, |index| {
+            let which = (index * 7919) % records.len();
+            let size = documents.size(which);
+            let mut response = agent
+                .get(format!("{base}/v1/records/{}/content", records[which].0))
+                .header("Authorization", format!("Bearer {officer}"))
+                .header(crate::http::PURPOSE_HEADER, PURPOSE)
+                .call()?;
+            anyhow::ensure!(response.status().as_u16() == 200, "read refused: {}", response.status());
+            let body = response.body_mut().with_config().limit(size as u64 + 1).read_to_vec()?;
+            anyhow::ensure!(body.len() == size, "short read");
+            read_bytes.fetch_add(size, Ordering::Relaxed);
+            Ok(())
+        })?;
+        Ok(Phase::measured("read", timed, read_bytes.into_inner()))
     })?;
-    let reads = Phase {
-        server_peak_rss_bytes: server.peak_rss_bytes(),
-        server_rss_before_bytes: rss_before,
-        ..Phase::measured("read", timed, read_bytes.into_inner())
-    };
     reads.print();
     let mut phases = vec![limit.json(), deposits.json(), reads.json()];
     if args.listings > 0 {
         let expected = documents.count().div_ceil(args.owners.max(1)).min(args.list_limit);
         let listed_bytes = AtomicUsize::new(0);
-        let rss_before = server.reset_peak();
-        let timed = run(args.listings, args.list_clients.max(1), |_| {
-            let mut response = agent
-                .get(format!("{base}/v1/owners/{OWNER}/records?limit={}", args.list_limit))
-                .header("Authorization", format!("Bearer {officer}"))
-                .header(crate::http::PURPOSE_HEADER, PURPOSE)
-                .call()?;
-            anyhow::ensure!(response.status().as_u16() == 200, "listing refused: {}", response.status());
-            let body = response.body_mut().with_config().limit(64 << 20).read_to_string()?;
-            let page: serde_json::Value = serde_json::from_str(&body)?;
-            let listed = page["records"].as_array().map_or(0, Vec::len);
-            anyhow::ensure!(listed == expected, "listed {listed} records, not {expected}");
-            listed_bytes.fetch_add(body.len(), Ordering::Relaxed);
-            Ok(())
+        let list = server.measure(|| {
+            let timed = run(args.listings, args.list_clients.max(1), |_| {
+                let mut response = agent
+                    .get(format!("{base}/v1/owners/{OWNER}/records?limit={}", args.list_limit))
+                    .header("Authorization", format!("Bearer {officer}"))
+                    .header(crate::http::PURPOSE_HEADER, PURPOSE)
+                    .call()?;
+                anyhow::ensure!(response.status().as_u16() == 200, "listing refused: {}", response.status());
+                let body = response.body_mut().with_config().limit(64 << 20).read_to_string()?;
+                let page: serde_json::Value = serde_json::from_str(&body)?;
+                let listed = page["records"].as_array().map_or(0, Vec::len);
+                anyhow::ensure!(listed == expected, "listed {listed} records, not {expected}");
+                listed_bytes.fetch_add(body.len(), Ordering::Relaxed);
+                Ok(())
+            })?;
+            Ok(Phase::measured("list", timed, listed_bytes.into_inner()))
         })?;
-        let list = Phase {
-            server_peak_rss_bytes: server.peak_rss_bytes(),
-            server_rss_before_bytes: rss_before,
-            ..Phase::measured("list", timed, listed_bytes.into_inner())
-        };
         list.print();
         phases.push(list.json());
     }
     if args.wrk_seconds > 0 {
-        let rss_before = server.reset_peak();
         let ids: Vec<String> = records.iter().map(|(id, _)| id.to_string()).collect();
-        let measured = wrk_reads(dir, &base, &officer, &ids, args)?;
-        let wrk =
-            Phase { server_peak_rss_bytes: server.peak_rss_bytes(), server_rss_before_bytes: rss_before, ..measured };
+        let wrk = server.measure(|| wrk_reads(dir, &base, &officer, &ids, args))?;
         wrk.print();
         phases.push(wrk.json());
     }
+    drop(server); // SIGKILL: no shutdown, as at a power cut or a kill -9
     let reopen_seconds = if args.crash_reopen {
-        drop(server); // SIGKILL: no shutdown, as at a power cut or a kill -9
         let started = Instant::now();
         let reopened = ServerProcess::start(dir, &config)?;
         let seconds = started.elapsed().as_secs_f64();
@@ -635,7 +630,6 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
         drop(reopened);
         Some(seconds)
     } else {
-        drop(server);
         None
     };
     println!(
@@ -794,31 +788,12 @@ fn checkpoint_delay(agent: &ureq::Agent, base: &str, index: u64) -> anyhow::Resu
     }
 }
 
-/// A folder's bytes, or a file's.
-fn walk_size_or_file(path: &Path) -> u64 {
-    if path.is_file() {
-        std::fs::metadata(path).map_or(0, |m| m.len())
-    } else {
-        walk_size(path)
+/// The bytes of a file, or of everything under a folder (0 for what cannot be read).
+fn walk_size(path: &Path) -> u64 {
+    match std::fs::read_dir(path) {
+        Ok(entries) => entries.filter_map(Result::ok).map(|entry| walk_size(&entry.path())).sum(),
+        Err(_) => std::fs::metadata(path).map_or(0, |m| m.len()),
     }
-}
-
-fn walk_size(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| {
-                    let path = e.path();
-                    if path.is_dir() {
-                        walk_size(&path)
-                    } else {
-                        e.metadata().map(|m| m.len()).unwrap_or(0)
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -207,7 +207,7 @@ impl Blobs for Packs {
         }
         let file = self.pool.reader(pack)?;
         let mut buffer = vec![0u8; length as usize];
-        file.read_exact_at(&mut buffer, start + offset).map_err(io_error(&self.pool.path(pack)))?;
+        file.read_exact_at(&mut buffer, start + offset).map_err(|e| io_error(&self.pool.path(pack))(e))?;
         Ok(buffer)
     }
 
