@@ -496,7 +496,7 @@ fn pages(c: &mut Criterion) {
     let Bench { _dir, vault, .. } = bench;
     let idp = SecretKey::generate();
     let provider = Issuer::new("https://id.example.vn", "kho", KeySet::ed25519(&[idp.public_key()]));
-    let auth = Authenticator { leeway_seconds: 0, ..Authenticator::new(vec![provider]) };
+    let auth = Authenticator::new(vec![provider]).with_leeway_seconds(0);
     let limits = Limits {
         statement_body_size_bytes_max: 65536,
         request_timeout: Duration::from_secs(30),

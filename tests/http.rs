@@ -72,7 +72,7 @@ impl Api {
         let Fixture { dir, anchor, issuer, other_issuer, vault, .. } = fixture;
         let idp = key(70);
         let provider = Issuer::new(IDP, "kho", KeySet::ed25519(&[idp.public_key()]));
-        let auth = Authenticator { leeway_seconds: 0, ..Authenticator::new(vec![provider]) };
+        let auth = Authenticator::new(vec![provider]).with_leeway_seconds(0);
         let limits = Limits {
             statement_body_size_bytes_max: 64 * 1024,
             request_timeout: Duration::from_secs(30),

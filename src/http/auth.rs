@@ -6,7 +6,8 @@
 //! mode the local dev key is one more issuer.
 
 use crate::error_code::ErrorCode;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
@@ -22,6 +23,9 @@ use crate::statement::{PublicKey, SecretKey};
 pub const TOKEN_LENGTH_BYTES_MAX: usize = 8 * 1024;
 /// Longest subject accepted.
 pub const SUBJECT_LENGTH_BYTES_MAX: usize = 256;
+/// Tokens remembered as verified (all forgotten at once when full). A client sends the same token with
+/// every request until it expires; verifying its signature each time was 4-7% of a read's server time.
+pub const TOKENS_REMEMBERED_MAX: usize = 16_384;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -235,10 +239,63 @@ pub const ROLES: [Role; 5] = [Role::Citizen, Role::Officer, Role::Issuer, Role::
 /// Verifies bearer tokens against the configured identity providers and, in dev mode, the dev key.
 #[derive(Debug)]
 pub struct Authenticator {
-    pub issuers: Vec<Issuer>,
+    /// Private: a token remembered as verified was verified under these; [`Authenticator::issuer_mut`]
+    /// forgets every remembered token.
+    issuers: Vec<Issuer>,
     /// Clock skew tolerated on `exp` and `nbf`.
-    pub leeway_seconds: u64,
-    pub lifetime_seconds_max: u64,
+    leeway_seconds: u64,
+    lifetime_seconds_max: u64,
+    /// Tokens that verified, so that the same token is not verified again with every request.
+    verified: VerifiedTokens,
+}
+
+/// Tokens that verified, by BLAKE3 of their exact text: a token is taken from here only while the
+/// key set that verified it is still its issuer's current one (a refreshed set, as after a provider's
+/// key rotation, is a new set, and the token is verified again under it) and while `exp` and `nbf`,
+/// with the leeway, still admit it; anything else goes through the full verification. Only successes
+/// are remembered, at most [`TOKENS_REMEMBERED_MAX`].
+#[derive(Default)]
+struct VerifiedTokens(Mutex<HashMap<[u8; 32], RememberedToken>>);
+
+struct RememberedToken {
+    principal: Principal,
+    issuer: usize,
+    keys: Arc<KeySet>,
+    not_before: Option<i64>,
+}
+
+impl std::fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VerifiedTokens({})", self.len())
+    }
+}
+
+impl VerifiedTokens {
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    }
+
+    fn forget_all(&self) {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+    }
+
+    /// The caller of a token verified before, if it may be taken without verifying it again at `now`.
+    fn recall(&self, digest: &[u8; 32], issuers: &[Issuer], now: i64, leeway: i64) -> Option<Principal> {
+        let remembered = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let token = remembered.get(digest)?;
+        let keys_unchanged = Arc::ptr_eq(&issuers.get(token.issuer)?.keys.current(), &token.keys);
+        let in_time = now.saturating_sub(leeway) <= token.principal.expires_at
+            && token.not_before.is_none_or(|nbf| nbf <= now.saturating_add(leeway));
+        (keys_unchanged && in_time).then(|| token.principal.clone())
+    }
+
+    fn remember(&self, digest: [u8; 32], token: RememberedToken) {
+        let mut remembered = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if remembered.len() >= TOKENS_REMEMBERED_MAX {
+            remembered.clear();
+        }
+        remembered.insert(digest, token);
+    }
 }
 
 /// The claims checked here besides those the JWT library checks.
@@ -264,6 +321,7 @@ impl Authenticator {
             issuers,
             leeway_seconds: crate::config::TOKEN_LEEWAY_SECONDS_DEFAULT,
             lifetime_seconds_max: TOKEN_LIFETIME_SECONDS_MAX_DEFAULT,
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -279,7 +337,20 @@ impl Authenticator {
             issuers,
             leeway_seconds: config.leeway_seconds,
             lifetime_seconds_max: config.token_lifetime_seconds_max,
+            verified: VerifiedTokens::default(),
         })
+    }
+
+    /// The same, tolerating `seconds` of clock skew on `exp` and `nbf`.
+    pub fn with_leeway_seconds(self, seconds: u64) -> Authenticator {
+        Authenticator { leeway_seconds: seconds, ..self }
+    }
+
+    /// An issuer to change (tests); every token remembered as verified is forgotten, since it was
+    /// verified under the issuer as it was.
+    pub fn issuer_mut(&mut self, index: usize) -> &mut Issuer {
+        self.verified.forget_all();
+        &mut self.issuers[index]
     }
 
     /// The audience of the dev key's tokens (`kho dev-token`, the demo sign-in), if dev mode is on.
@@ -288,10 +359,17 @@ impl Authenticator {
     }
 
     /// Verifies `token` now and returns the caller. Blocking-free: an unknown key id is an error here;
-    /// [`Authenticator::authenticate`] refreshes the issuer's keys and tries once more.
+    /// [`Authenticator::authenticate`] refreshes the issuer's keys and tries once more. A token that
+    /// verified before is taken from [`VerifiedTokens`] while its key set and times still admit it.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         if token.len() > TOKEN_LENGTH_BYTES_MAX {
             return Err(AuthError::Malformed(format!("longer than {TOKEN_LENGTH_BYTES_MAX} bytes")));
+        }
+        let digest = *blake3::hash(token.as_bytes()).as_bytes();
+        let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
+        let leeway = i64::try_from(self.leeway_seconds).unwrap_or(i64::MAX);
+        if let Some(principal) = self.verified.recall(&digest, &self.issuers, now, leeway) {
+            return Ok(principal);
         }
         let (index, header) = self.issuer_of(token)?;
         let issuer = &self.issuers[index];
@@ -321,7 +399,18 @@ impl Authenticator {
             (None, _) => return Err(AuthError::BadSignature),
         };
         self.check_lifetime(&claims)?;
-        principal(issuer, &claims)
+        let principal = principal(issuer, &claims)?;
+        // `nbf` was checked as a number if present; one the library took in another form is not
+        // remembered, so it is checked again each time.
+        let not_before = match claims.get("nbf") {
+            None => Some(None),
+            Some(nbf) => nbf.as_i64().map(Some),
+        };
+        if let Some(not_before) = not_before {
+            let token = RememberedToken { principal: principal.clone(), issuer: index, keys, not_before };
+            self.verified.remember(digest, token);
+        }
+        Ok(principal)
     }
 
     /// [`Authenticator::verify`], and when the token names a key id its issuer has not published
@@ -690,7 +779,7 @@ mod tests {
 
     fn authenticator(keys: &[u8]) -> Authenticator {
         let issuer = Issuer::new(IDP, "kho", KeySet::parse(keys).expect("jwks"));
-        Authenticator { leeway_seconds: 0, ..Authenticator::new(vec![issuer]) }
+        Authenticator::new(vec![issuer]).with_leeway_seconds(0)
     }
 
     #[test]
@@ -722,11 +811,67 @@ mod tests {
     }
 
     #[test]
+    fn a_verified_token_is_remembered_only_while_its_keys_and_times_admit_it() {
+        let ed = Signer::ed("ed", 1);
+        let auth = authenticator(&jwks(&[&ed]));
+        let token = ed.sign(&claims());
+        let principal = auth.verify(&token).expect("verifies");
+        assert_eq!(auth.verified.len(), 1, "remembered");
+        let digest = *blake3::hash(token.as_bytes()).as_bytes();
+        let exp = principal.expires_at;
+        let recall = |now: i64, leeway: i64| auth.verified.recall(&digest, &auth.issuers, now, leeway);
+        assert_eq!(recall(now(), 0).as_ref(), Some(&principal), "taken without verifying again");
+        assert_eq!(recall(exp, 0).as_ref(), Some(&principal), "valid through its exp, as jsonwebtoken has it");
+        assert_eq!(recall(exp + 1, 0), None, "expired: verified again, which refuses it");
+        assert_eq!(recall(exp + 5, 5).as_ref(), Some(&principal), "within the leeway");
+        assert_eq!(recall(exp + 6, 5), None);
+
+        // A token changed in any byte is another token: verified, and refused.
+        let mut tampered = token.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).expect("ascii");
+        assert_eq!(auth.verify(&tampered).expect_err("bad signature").code(), "invalid_token");
+        // Refused tokens are not remembered; a token not valid yet is refused, so not remembered either.
+        assert_eq!(
+            auth.verify(&ed.sign(&with(claims(), "nbf", (now() + 60).into()))).expect_err("nbf").code(),
+            "token_not_yet_valid"
+        );
+        assert_eq!(auth.verified.len(), 1);
+
+        // `nbf` bounds a remembered token too (a clock set back), with the leeway.
+        let not_yet = RememberedToken {
+            principal: principal.clone(),
+            issuer: 0,
+            keys: auth.issuers[0].keys.current(),
+            not_before: Some(now() + 100),
+        };
+        auth.verified.remember([7; 32], not_yet);
+        assert_eq!(auth.verified.recall(&[7; 32], &auth.issuers, now(), 0), None);
+        assert!(auth.verified.recall(&[7; 32], &auth.issuers, now() + 100, 0).is_some());
+        assert!(auth.verified.recall(&[7; 32], &auth.issuers, now() + 90, 10).is_some());
+
+        // Bounded: when full, everything is forgotten and the newest kept.
+        for i in 0..TOKENS_REMEMBERED_MAX {
+            let keys = auth.issuers[0].keys.current();
+            let token = RememberedToken { principal: principal.clone(), issuer: 0, keys, not_before: None };
+            auth.verified.remember(*blake3::hash(&i.to_be_bytes()).as_bytes(), token);
+        }
+        // Two were remembered before: full after 16,382 more, cleared at the next, then two again.
+        assert_eq!(auth.verified.len(), 2, "cleared once when full");
+        // Changing an issuer forgets every token verified under it as it was.
+        let mut auth = auth;
+        auth.issuer_mut(0).roles = vec![Role::Citizen];
+        assert_eq!(auth.verified.len(), 0);
+        assert_eq!(auth.verify(&token).expect_err("officer not granted now").code(), "invalid_claims");
+    }
+
+    #[test]
     fn every_bad_token_is_refused_with_its_own_code() {
         let rs = Signer::rsa(Algorithm::RS256, "rs");
         let es = Signer::ec("es");
         let mut auth = authenticator(&jwks(&[&rs, &es]));
-        auth.issuers[0].algorithms = vec![Algorithm::RS256];
+        auth.issuer_mut(0).algorithms = vec![Algorithm::RS256];
         let code = |token: &str| auth.verify(token).expect_err("refused").code();
         assert!(auth.verify(&rs.sign(&claims())).is_ok());
         // An algorithm the issuer does not use, though its key is published and the signature verifies.
@@ -811,7 +956,7 @@ mod tests {
         let rs = Signer::rsa(Algorithm::RS256, "rs");
         // A Keycloak realm: roles in realm_access.roles under the provider's names.
         let mut keycloak = authenticator(&jwks(&[&rs]));
-        keycloak.issuers[0].claims = ClaimMapping {
+        keycloak.issuer_mut(0).claims = ClaimMapping {
             role: RoleSource::Claim {
                 path: "realm_access.roles".into(),
                 values: vec![("kho-officer".into(), Role::Officer), ("kho-auditor".into(), Role::Auditor)],
@@ -836,12 +981,12 @@ mod tests {
         assert_eq!(code(&token(serde_json::json!(["officer"]))), "invalid_claims", "only the mapped names count");
         // VNeID: every token is a citizen's, the id number in its own claim; it may grant nothing else.
         let mut vneid = authenticator(&jwks(&[&rs]));
-        vneid.issuers[0].claims = ClaimMapping {
+        vneid.issuer_mut(0).claims = ClaimMapping {
             role: RoleSource::Fixed(Role::Citizen),
             owner: "citizen_id".into(),
             ..ClaimMapping::default()
         };
-        vneid.issuers[0].roles = vec![Role::Citizen];
+        vneid.issuer_mut(0).roles = vec![Role::Citizen];
         let citizen = with(with(claims(), "citizen_id", "001204012345".into()), "role", "admin".into());
         let principal = vneid.verify(&rs.sign(&citizen)).expect("citizen");
         assert_eq!(
@@ -851,7 +996,7 @@ mod tests {
         assert_eq!(vneid.verify(&rs.sign(&claims())).expect_err("no id").code(), "invalid_claims");
         let numeric = with(claims(), "citizen_id", 1_204_012_345_i64.into());
         assert_eq!(vneid.verify(&rs.sign(&numeric)).expect_err("a number loses its zeros").code(), "invalid_claims");
-        vneid.issuers[0].claims.role = RoleSource::Claim { path: "role".into(), values: Vec::new() };
+        vneid.issuer_mut(0).claims.role = RoleSource::Claim { path: "role".into(), values: Vec::new() };
         assert_eq!(vneid.verify(&rs.sign(&citizen)).expect_err("admin not granted").code(), "invalid_claims");
     }
 
@@ -912,13 +1057,17 @@ mod tests {
         config.jwks_refresh_seconds_min = 0;
         let auth = Authenticator::from_config(&config, None).expect("fetched at start");
         assert_eq!(hits.load(Ordering::SeqCst), 2);
+        // A token of the old key, verified (and so remembered) while the old key is published.
+        let old_token = old.sign(&claims());
+        assert!(auth.authenticate(&old_token).await.is_ok());
         *body.lock().expect("body") = jwks(&[&new]);
         let rotated = Signer::rsa(Algorithm::RS256, "2026-12");
         *body.lock().expect("body") = jwks(&[&new, &rotated]);
         let principal = auth.authenticate(&rotated.sign(&claims())).await.expect("learned on its first token");
         assert_eq!(principal.subject, "officer-1");
         assert_eq!(hits.load(Ordering::SeqCst), 3, "one fetch for the unknown kid");
-        assert!(auth.authenticate(&old.sign(&claims())).await.is_err(), "the retired key is gone");
+        let error = auth.authenticate(&old_token).await.expect_err("remembered, but its key left the set");
+        assert!(matches!(error, AuthError::UnknownKey(ref kid) if kid == "2026-10"), "{error:?}");
         assert_eq!(hits.load(Ordering::SeqCst), 4, "the retired kid asked once more");
         // A token under a kid the provider never published: refused after one fetch, not a loop.
         assert!(auth.authenticate(&unknown.sign(&claims())).await.is_err());
