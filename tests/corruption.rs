@@ -173,6 +173,10 @@ fn a_flipped_byte_in_the_catalog_deletes_nothing_refuses_to_open_and_recovery_br
     let documents: Vec<Vec<u8>> = (0..60).map(|i| document(20_000 + i * 1_500, 500 + i as u64, i % 3 == 0)).collect();
     let ids: Vec<_> = documents.iter().map(|d| deposit(&f, d)).collect();
     let envelope = f.vault.record(&ids[20]).expect("read").expect("present").record.to_envelope();
+    // The catalog follows the journal within an interval: after it, the first sync flushes the catalog
+    // and marks it durable through every deposit so far.
+    std::thread::sleep(std::time::Duration::from_millis(kho::store::embedded::CATALOG_FLUSH_INTERVAL_MS + 50));
+    deposit(&f, &document(90_000, 999, false));
     // What a power cut leaves: the files as they are while the vault runs (every deposit was synced).
     let work = tempfile::tempdir().expect("tempdir");
     let data = work.path().join("data");

@@ -1,21 +1,27 @@
 //! The embedded engine, Kho's default: the catalog in sled, guarded by a journal, and blobs in pack
 //! files (`packs`). This is the only module that names sled.
 //!
-//! Why `sync` does more than `sled::Db::flush` (DESIGN.md section 4): sled 0.34's flush ends with
-//! `sync_file_range`, which does not reach stable storage on a power cut, and tree nodes larger than
-//! a quarter segment go to files under `blobs/` that sled never fsyncs. So `sync` flushes, then
-//! fdatasyncs the `db` file and every blob file written since the last sync, and fsyncs the `blobs`
-//! directory. Callers that arrive while a sync runs wait for the next one, which covers them all
-//! (group commit).
+//! The journal: every batch is appended to `catalog.journal` (numbered; the batch number is kept in
+//! sled too) before sled applies it, and `sync` fdatasyncs the journal: that is what makes a batch
+//! durable, and callers that arrive while a sync runs wait for the next one, which covers them all
+//! (group commit). sled is brought up to date from the journal at open: the journal batches past the
+//! catalog's number are replayed.
 //!
-//! Why a journal: sled treats a message whose checksum fails as a torn write and cuts its log there
+//! The catalog is made durable behind the journal, at most once per [`CATALOG_FLUSH_INTERVAL_MS`]
+//! (by the sync that finds the last flush that old) and when the store is closed. That takes more than
+//! `sled::Db::flush` (DESIGN.md section 4): sled 0.34's flush ends with `sync_file_range`, which does
+//! not reach stable storage on a power cut, and tree nodes larger than a quarter segment go to files
+//! under `blobs/` that sled never fsyncs. So a catalog flush flushes, then fdatasyncs the `db` file and
+//! every blob file written since the last flush, fsyncs the `blobs` directory, and appends a mark to
+//! the journal recording the highest batch the catalog now holds durably. Flushing it with every sync
+//! was a fifth of a deposit's server time.
+//!
+//! Why the marks: sled treats a message whose checksum fails as a torn write and cuts its log there
 //! (`pagecache/iterator.rs`, "found a tear"), so one flipped byte in the `db` file silently drops every
-//! later write. So every batch is also appended to `catalog.journal` (numbered; the batch number is
-//! kept in sled too), the journal is fdatasynced in the same group commit, and after each sync a mark
-//! records the highest batch that sync made durable. At open, journal batches the catalog lacks are
-//! replayed. A few unacknowledged ones after a crash are replayed quietly; if the catalog lacks a
-//! batch that a mark says was durable (acknowledged), the catalog was damaged: the store refuses to
-//! open, naming the gap, unless the operator asks for recovery, which replays everything it lacks.
+//! later write. Batches past the last mark are replayed quietly at open (after a crash, the catalog
+//! may lack up to an interval of them); if the catalog lacks a batch that a mark says it held
+//! durably, it was damaged: the store refuses to open, naming the gap, unless the operator asks for
+//! recovery, which replays everything it lacks.
 //!
 //! Journal records (docs/FORMAT.md section 3.3): `length u32 | BLAKE3(body)[..16] | body`, body =
 //! `version u8 | kind u8 | number u64 | ...`, kind 1 a batch (`count u32`, then per operation
@@ -36,6 +42,9 @@ use super::{io_error, Batch, CatalogEngine, Engines, Entries, OpenReport, Store,
 pub const SEGMENT_SIZE_BYTES: usize = 512 * 1024;
 /// sled's page cache size.
 pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+/// How often, at most, a sync also makes the catalog durable (see the module docs). The catalog may lack
+/// up to this long of batches after a power cut; the journal has them and the next open replays them.
+pub const CATALOG_FLUSH_INTERVAL_MS: u64 = 1_000;
 /// The largest journal record read back; anything larger is damage, not a batch.
 pub const JOURNAL_RECORD_SIZE_BYTES_MAX: u32 = 64 * 1024 * 1024;
 const JOURNAL_FILE: &str = "catalog.journal";
@@ -112,6 +121,7 @@ pub fn open(directory: &Path, config: &EmbeddedConfig) -> Result<Engines, StoreE
         journal: Mutex::new(Journal { file: journal_file, length: scanned.valid_length, path: journal_path }),
         last_batch: AtomicU64::new(last_batch),
         group: GroupSync::default(),
+        catalog_flushed_at: Mutex::new(std::time::Instant::now()),
     };
     // Make the files sled created (conf, db, blobs/), the journal, and their directory entries durable.
     for name in ["conf", "db", JOURNAL_FILE] {
@@ -122,6 +132,8 @@ pub fn open(directory: &Path, config: &EmbeddedConfig) -> Result<Engines, StoreE
     }
     sync_path(directory)?;
     engine.sync()?;
+    // The batches just replayed, if any, are the catalog's for good from here.
+    engine.group.run(|| engine.flush_catalog())?;
     let states = Store::blob_states(&engine)?;
     let blobs = Packs::open(&directory.join(PACKS_DIRECTORY), &quarantine, &states, &mut report)?;
     for warning in &report.warnings {
@@ -252,6 +264,42 @@ struct SledCatalog {
     journal: Mutex<Journal>,
     last_batch: AtomicU64,
     group: GroupSync,
+    /// When the catalog was last made durable (`flush_catalog`).
+    catalog_flushed_at: Mutex<std::time::Instant>,
+}
+
+impl SledCatalog {
+    /// Makes every batch applied so far durable in sled's own files, then says so in the journal with
+    /// a mark (durable with the next journal sync; until then the previous mark stands, which is only
+    /// more cautious). Runs inside a group sync, never beside another.
+    fn flush_catalog(&self) -> Result<(), StoreError> {
+        let through = self.last_batch.load(Ordering::Acquire);
+        self.db.flush().map_err(engine_error)?;
+        sync_path(&self.directory.join("db"))?;
+        sync_new_blobs(&self.directory.join("blobs"), &self.group.synced_blobs)?;
+        let mut mark = vec![JOURNAL_VERSION, KIND_SYNCED];
+        mark.extend_from_slice(&through.to_be_bytes());
+        self.journal.lock().unwrap_or_else(|p| p.into_inner()).append(&mark)?;
+        *self.catalog_flushed_at.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+        Ok(())
+    }
+
+    fn sync_journal(&self) -> Result<(), StoreError> {
+        let journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        journal.file.sync_data().map_err(io_error(&journal.path))
+    }
+}
+
+impl Drop for SledCatalog {
+    /// A store closed cleanly leaves its catalog durable and marked, so the next open replays nothing.
+    fn drop(&mut self) {
+        if self.group.failed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(error) = self.flush_catalog().and_then(|()| self.sync_journal()) {
+            tracing::warn!("closing the store, its catalog was not made durable ({error}); the next open replays it from the journal");
+        }
+    }
 }
 
 struct Journal {
@@ -546,17 +594,12 @@ impl CatalogEngine for SledCatalog {
 
     fn sync(&self) -> Result<(), StoreError> {
         self.group.run(|| {
-            let through = self.last_batch.load(Ordering::Acquire);
-            self.db.flush().map_err(engine_error)?;
-            sync_path(&self.directory.join("db"))?;
-            sync_new_blobs(&self.directory.join("blobs"), &self.group.synced_blobs)?;
-            let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-            journal.file.sync_data().map_err(io_error(&journal.path))?;
-            // Evidence for the next open that everything up to `through` was durable; it becomes durable
-            // itself with the next sync, which is soon enough (see the module docs).
-            let mut mark = vec![JOURNAL_VERSION, KIND_SYNCED];
-            mark.extend_from_slice(&through.to_be_bytes());
-            journal.append(&mark)
+            self.sync_journal()?;
+            let flushed_at = *self.catalog_flushed_at.lock().unwrap_or_else(|p| p.into_inner());
+            if flushed_at.elapsed() >= std::time::Duration::from_millis(CATALOG_FLUSH_INTERVAL_MS) {
+                self.flush_catalog()?;
+            }
+            Ok(())
         })
     }
 
@@ -678,13 +721,75 @@ mod tests {
         records
     }
 
+    /// The through-numbers of the journal's catalog marks, in order.
+    fn journal_marks(directory: &Path) -> Vec<u64> {
+        let file = File::open(directory.join(JOURNAL_FILE)).expect("journal");
+        let length = file.metadata().expect("metadata").len();
+        let (mut marks, mut offset) = (Vec::new(), 0);
+        while let Some((entry, size)) = record_at(&file, offset, length) {
+            if let JournalEntry::Synced { through } = entry {
+                marks.push(through);
+            }
+            offset += size;
+        }
+        marks
+    }
+
+    #[test]
+    fn callers_that_arrive_while_a_sync_runs_share_the_next_one() {
+        const THREADS: usize = 8;
+        const PER_THREAD: usize = 25;
+        let group = GroupSync::default();
+        let runs = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..THREADS {
+                scope.spawn(|| {
+                    for _ in 0..PER_THREAD {
+                        group
+                            .run(|| {
+                                runs.fetch_add(1, Ordering::SeqCst);
+                                std::thread::sleep(std::time::Duration::from_millis(1));
+                                Ok(())
+                            })
+                            .expect("sync");
+                    }
+                });
+            }
+        });
+        let runs = runs.load(Ordering::SeqCst);
+        assert!(runs < (THREADS * PER_THREAD) as u64, "{runs} syncs for {} callers: none shared", THREADS * PER_THREAD);
+        assert!(runs >= PER_THREAD as u64, "each caller's every call was covered by a sync that started after it");
+    }
+
+    #[test]
+    fn a_sync_makes_the_journal_durable_and_the_catalog_follows_at_most_once_per_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engines = open(dir.path(), &EmbeddedConfig::default()).expect("open");
+        let marks = journal_marks(dir.path());
+        assert_eq!(marks.last(), Some(&0), "open leaves the catalog durable and marked");
+        engines.catalog.apply(batch("k/1", "v")).expect("apply");
+        engines.catalog.sync().expect("sync");
+        assert_eq!(journal_marks(dir.path()), marks, "within the interval a sync makes only the journal durable");
+        std::thread::sleep(std::time::Duration::from_millis(CATALOG_FLUSH_INTERVAL_MS + 50));
+        engines.catalog.apply(batch("k/2", "v")).expect("apply");
+        engines.catalog.sync().expect("sync");
+        assert_eq!(journal_marks(dir.path()).last(), Some(&2), "the first sync after the interval flushes the catalog");
+        engines.catalog.apply(batch("k/3", "v")).expect("apply");
+        drop(engines);
+        assert_eq!(journal_marks(dir.path()).last(), Some(&3), "closing flushes it, unsynced batches too");
+        let engines = open(dir.path(), &EmbeddedConfig::default()).expect("reopen");
+        assert_eq!(engines.report.batches_replayed, 0);
+        assert!(engines.catalog.get(b"k/3").expect("get").is_some());
+    }
+
     #[test]
     fn concurrent_callers_share_syncs_and_every_batch_survives_reopen() {
         const THREADS: usize = 8;
         const PER_THREAD: usize = 25;
         let dir = tempfile::tempdir().expect("tempdir");
         let engines = open(dir.path(), &EmbeddedConfig::default()).expect("open");
-        let marks_before = journal_records(dir.path()).iter().filter(|r| r.is_none()).count();
+        let marks_before = journal_marks(dir.path()).len();
+        let started = std::time::Instant::now();
         std::thread::scope(|scope| {
             for thread in 0..THREADS {
                 let catalog = engines.catalog.clone();
@@ -699,8 +804,9 @@ mod tests {
         let records = journal_records(dir.path());
         let batches: Vec<u64> = records.iter().flatten().copied().collect();
         assert_eq!(batches, (1..=(THREADS * PER_THREAD) as u64).collect::<Vec<_>>(), "journal order is batch order");
-        let syncs = records.iter().filter(|r| r.is_none()).count() - marks_before;
-        assert!(syncs < THREADS * PER_THREAD, "{syncs} syncs for {} callers: none shared", THREADS * PER_THREAD);
+        let flushes = (journal_marks(dir.path()).len() - marks_before) as u128;
+        let intervals = started.elapsed().as_millis() / u128::from(CATALOG_FLUSH_INTERVAL_MS);
+        assert!(flushes <= intervals + 1, "{flushes} catalog flushes in {intervals} intervals");
         drop(engines);
         let engines = open(dir.path(), &EmbeddedConfig::default()).expect("reopen");
         assert_eq!(engines.report.batches_replayed, 0);
