@@ -320,10 +320,11 @@ fn frame_choice(c: &mut Criterion) {
     group.finish();
 }
 
-/// What the catalog journal costs per group commit: the same batch (the size of a deposit's catalog
-/// change) applied and made durable by sled alone (flush, then fdatasync of its `db` file, as Kho's
-/// sync does) and by the embedded engine (the same, plus the journal append, its fdatasync and the
-/// sync mark). One batch per sync is the worst case; with group commit, several batches share a sync.
+/// What a durable catalog commit costs: the same batch (the size of a deposit's catalog change) applied
+/// and made durable by sled alone (flush, then fsync of its `db` file: what sled needs to survive a
+/// power cut) and by the embedded engine (the journal append and sled's apply, then the journal's
+/// fdatasync; sled made durable behind it once a second). One batch per sync is the worst case; with
+/// group commit, several batches share a sync.
 fn journal_cost(c: &mut Criterion) {
     use kho::store::{embedded, Batch, EmbeddedConfig};
     fn batch(n: u64) -> Batch {
