@@ -398,7 +398,7 @@ impl Authenticator {
             (None, Some(kid)) if !keys.has_kid(kid) => return Err(AuthError::UnknownKey(kid.to_owned())),
             (None, _) => return Err(AuthError::BadSignature),
         };
-        self.check_lifetime(&claims)?;
+        self.check_lifetime(&claims, now, leeway)?;
         let principal = principal(issuer, &claims)?;
         // `nbf` was checked as a number if present; one the library took in another form is not
         // remembered, so it is checked again each time.
@@ -471,12 +471,11 @@ impl Authenticator {
         Ok((index, header))
     }
 
-    fn check_lifetime(&self, claims: &serde_json::Value) -> Result<(), AuthError> {
+    /// `now` and `leeway` as `verify` took them, in seconds.
+    fn check_lifetime(&self, claims: &serde_json::Value, now: i64, leeway: i64) -> Result<(), AuthError> {
         let times = Times::deserialize(claims)
             .map_err(|e| AuthError::InvalidClaims(format!("exp and iat must be integers: {e}")))?;
-        let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
         let max = i64::try_from(self.lifetime_seconds_max).unwrap_or(i64::MAX);
-        let leeway = i64::try_from(self.leeway_seconds).unwrap_or(i64::MAX);
         let from_issue = times.iat.map_or(0, |iat| times.exp.saturating_sub(iat));
         let from_now = times.exp.saturating_sub(now).saturating_sub(leeway);
         let lifetime = from_issue.max(from_now);

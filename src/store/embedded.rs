@@ -709,35 +709,24 @@ mod tests {
         batch
     }
 
-    /// The journal's records in order: `Some(number)` for a batch, `None` for a sync mark.
-    fn journal_records(directory: &Path) -> Vec<Option<u64>> {
+    /// The journal's batch numbers and its sync marks' through-numbers, each in journal order.
+    fn journal_records(directory: &Path) -> (Vec<u64>, Vec<u64>) {
         let file = File::open(directory.join(JOURNAL_FILE)).expect("journal");
         let length = file.metadata().expect("metadata").len();
-        let mut records = Vec::new();
-        let mut offset = 0;
+        let (mut batches, mut marks, mut offset) = (Vec::new(), Vec::new(), 0);
         while let Some((entry, size)) = record_at(&file, offset, length) {
-            records.push(match entry {
-                JournalEntry::Batch { number, .. } => Some(number),
-                JournalEntry::Synced { .. } => None,
-            });
-            offset += size;
-        }
-        assert_eq!(offset, length, "the journal ends with a whole record");
-        records
-    }
-
-    /// The through-numbers of the journal's catalog marks, in order.
-    fn journal_marks(directory: &Path) -> Vec<u64> {
-        let file = File::open(directory.join(JOURNAL_FILE)).expect("journal");
-        let length = file.metadata().expect("metadata").len();
-        let (mut marks, mut offset) = (Vec::new(), 0);
-        while let Some((entry, size)) = record_at(&file, offset, length) {
-            if let JournalEntry::Synced { through } = entry {
-                marks.push(through);
+            match entry {
+                JournalEntry::Batch { number, .. } => batches.push(number),
+                JournalEntry::Synced { through } => marks.push(through),
             }
             offset += size;
         }
-        marks
+        assert_eq!(offset, length, "the journal ends with a whole record");
+        (batches, marks)
+    }
+
+    fn journal_marks(directory: &Path) -> Vec<u64> {
+        journal_records(directory).1
     }
 
     #[test]
@@ -806,8 +795,7 @@ mod tests {
                 });
             }
         });
-        let records = journal_records(dir.path());
-        let batches: Vec<u64> = records.iter().flatten().copied().collect();
+        let (batches, _) = journal_records(dir.path());
         assert_eq!(batches, (1..=(THREADS * PER_THREAD) as u64).collect::<Vec<_>>(), "journal order is batch order");
         let flushes = (journal_marks(dir.path()).len() - marks_before) as u128;
         let intervals = started.elapsed().as_millis() / u128::from(CATALOG_FLUSH_INTERVAL_MS);
@@ -869,7 +857,7 @@ mod tests {
         assert_eq!(engines.catalog.get(b"k/2").expect("get").as_deref(), Some(&b"w"[..]));
         engines.catalog.apply(batch("k/3", "x")).expect("apply");
         engines.catalog.sync().expect("sync");
-        let batches: Vec<u64> = journal_records(dir.path()).into_iter().flatten().collect();
+        let (batches, _) = journal_records(dir.path());
         assert_eq!(batches, [1, 2, 3], "numbering continues after the replayed batch");
     }
 
