@@ -5,15 +5,21 @@
 //! when the caller commits its [`Manifest`] with the record, after the blob was made durable; what a
 //! crash leaves before that is never referenced (and the blob engine quarantines it at the next open).
 //!
-//! A [`ContentReader`] serves a byte range by decoding only the frames it touches. Each frame carries
-//! the BLAKE3 of its plain bytes bound to its position, checked after decompression, so a flipped bit
-//! is an error and never wrong bytes; a read of the whole document also checks the document's BLAKE3.
+//! A [`ContentReader`] serves a byte range by decoding only the frames it touches. Frames are whole
+//! subtrees of the document's BLAKE3 tree (as in the bao format): the manifest keeps each frame's
+//! chaining value, which the reader checks against the document's address when it opens, and each
+//! frame's plain bytes are checked against theirs after decompression, before any byte is handed out.
+//! So every byte served, of a range or the whole, is verified against the content address, and a whole
+//! read hashes each byte once. Content stored before (frames of version 1) is checked the older way: a
+//! keyed checksum per frame, and the document's BLAKE3 at the end of a whole read.
 
 use std::io;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
+
+use blake3::hazmat::{self, HasherExt as _};
 
 use crate::codec;
 use crate::ids::Digest;
@@ -25,6 +31,11 @@ use crate::store::{BlobRef, NewContent, Store, StoreBlobWriter, StoreError};
 pub const FRAME_SIZE_BYTES_DEFAULT: u32 = 64 * 1024;
 /// Largest frame any reader accepts; bounds memory whatever a manifest or frame claims.
 pub const FRAME_SIZE_BYTES_MAX: u32 = 1024 * 1024;
+/// Bytes in one leaf of BLAKE3's tree.
+const BLAKE3_CHUNK_BYTES: u64 = 1024;
+/// Smallest frame: one BLAKE3 chunk. A frame size is a power of two from this to the largest, so that
+/// every frame is a whole subtree of the document's BLAKE3 tree.
+pub const FRAME_SIZE_BYTES_MIN: u32 = BLAKE3_CHUNK_BYTES as u32;
 /// zstd level, chosen by the same benchmark: level 3 is near level 9's ratio on documents at a
 /// fraction of the time.
 pub const ZSTD_LEVEL_DEFAULT: i32 = 3;
@@ -39,8 +50,12 @@ pub const COMPRESSION_SAVING_MIN_DIVISOR: usize = 32;
 pub const COMPRESSION_PROBE_SAMPLE_BYTES: usize = 8 * 1024;
 /// The zstd level of that sample's trial compression.
 pub const COMPRESSION_PROBE_LEVEL: i32 = -5;
-/// Version byte in front of every stored frame.
-pub const FRAME_VERSION: u8 = 1;
+/// Version byte in front of every frame this build writes: its header carries the frame's BLAKE3
+/// chaining value (docs/FORMAT.md section 3.2).
+pub const FRAME_VERSION: u8 = 2;
+/// Frames written before, read and never written: their header carries a BLAKE3 keyed by the upload
+/// and the frame's index.
+pub const FRAME_VERSION_KEYED: u8 = 1;
 const FRAME_HEADER_BYTES: usize = 1 + 1 + 4 + 32;
 const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
@@ -75,6 +90,10 @@ pub enum FrameError {
     Decompression(String),
     #[error("frame's bytes do not match its checksum")]
     ChecksumMismatch,
+    #[error("frame's header names another hash than the manifest")]
+    HeaderMismatch,
+    #[error("a frame of {length} bytes at offset {offset} is not a subtree of BLAKE3's tree")]
+    NotASubtree { offset: u64, length: usize },
 }
 
 /// Frame size and compression level; the defaults are measured, see the constants.
@@ -102,6 +121,26 @@ pub struct Manifest {
     pub blob: BlobRef,
     /// Stored (compressed, header included) length of each frame.
     pub frame_lengths: Vec<u32>,
+    /// The BLAKE3 chaining value of each frame as a subtree of the document's tree, when there are two
+    /// frames or more (a single frame's hash is the document's address).
+    pub frame_hashes: Vec<[u8; 32]>,
+    /// Content stored before frames carried chaining values: its frames are of version 1, each checked
+    /// by its keyed checksum, and a whole read checks the document's BLAKE3 at the end. Not stored: a
+    /// manifest of that time has no `frame_hashes` (see [`Manifest::decode`]).
+    #[serde(skip)]
+    pub keyed_frames: bool,
+}
+
+/// A manifest as stored before frames carried chaining values.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct KeyedManifest {
+    size_bytes: u64,
+    sha256: Digest,
+    frame_size_bytes: u32,
+    upload_id: u64,
+    blob: BlobRef,
+    frame_lengths: Vec<u32>,
 }
 
 impl Manifest {
@@ -109,20 +148,97 @@ impl Manifest {
     pub fn stored_bytes(&self) -> u64 {
         self.frame_lengths.iter().map(|&l| u64::from(l)).sum()
     }
+
+    /// Decodes a stored manifest, of this build or one stored before frames carried chaining values.
+    /// The two layouts cannot be confused: the older one ends where the newer one's `frame_hashes`
+    /// begins, and the decoder refuses both missing and trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, codec::CodecError> {
+        codec::decode::<Manifest>(bytes).or_else(|error| {
+            let older: KeyedManifest = codec::decode(bytes).map_err(|_| error)?;
+            Ok(Manifest {
+                size_bytes: older.size_bytes,
+                sha256: older.sha256,
+                frame_size_bytes: older.frame_size_bytes,
+                upload_id: older.upload_id,
+                blob: older.blob,
+                frame_lengths: older.frame_lengths,
+                frame_hashes: Vec::new(),
+                keyed_frames: true,
+            })
+        })
+    }
 }
 
 pub fn load_manifest(store: &Store, blake3: &Digest) -> Result<Option<Manifest>, ContentError> {
     let Some(bytes) = store.manifest(blake3)? else {
         return Ok(None);
     };
-    codec::decode(&bytes)
+    Manifest::decode(&bytes)
         .map(Some)
         .map_err(|e| ContentError::Corrupt { blake3: *blake3, reason: format!("manifest: {e}") })
 }
 
-/// The checksum stored in a frame: BLAKE3 of the upload id, the frame index and the plain bytes, so a
-/// frame that moved to another position does not verify either.
-fn frame_checksum(upload_id: u64, index: u32, plain: &[u8]) -> [u8; 32] {
+/// What a frame's plain bytes must hash to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameCheck {
+    /// A frame of version 2 starting `offset` bytes into its document: its BLAKE3 chaining value as a
+    /// subtree of the document's tree, or, when it is the document's only frame (`root`), the
+    /// document's BLAKE3.
+    Subtree { offset: u64, hash: [u8; 32], root: bool },
+    /// A frame of version 1: the keyed checksum of its header, bound to the upload and the index.
+    Keyed { upload_id: u64, index: u32 },
+}
+
+/// The BLAKE3 of `plain` as the subtree of a document's tree starting at `offset`: its chaining value,
+/// or the document's hash when it is the whole document (`root`). `None` when no subtree of the tree
+/// has that place and length.
+fn subtree_hash(offset: u64, plain: &[u8], root: bool) -> Option<[u8; 32]> {
+    if root {
+        return (offset == 0).then(|| *blake3::hash(plain).as_bytes());
+    }
+    // The order matters: `max_subtree_len` asserts a chunk boundary.
+    if plain.is_empty()
+        || !offset.is_multiple_of(BLAKE3_CHUNK_BYTES)
+        || hazmat::max_subtree_len(offset).is_some_and(|max| plain.len() as u64 > max)
+    {
+        return None;
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.set_input_offset(offset);
+    hasher.update(plain);
+    Some(hasher.finalize_non_root())
+}
+
+/// The BLAKE3 of a document of `size_bytes` from the chaining values of its frames (two or more, each
+/// of `frame_size` bytes but the last, `frame_size` a power of two of at least one chunk). BLAKE3's
+/// tree puts on the left of every node the largest power of two of chunks smaller than the node, which
+/// is a whole number of frames, so frames are its leaves' subtrees. The caller checked the count.
+fn tree_root(frame_hashes: &[[u8; 32]], frame_size: u64, size_bytes: u64) -> [u8; 32] {
+    fn node(hashes: &[[u8; 32]], frame_size: u64, length: u64, root: bool) -> [u8; 32] {
+        if let [hash] = hashes {
+            return *hash;
+        }
+        let left_length = hazmat::left_subtree_len(length);
+        let (left, right) = hashes.split_at((left_length / frame_size) as usize);
+        let left = node(left, frame_size, left_length, false);
+        let right = node(right, frame_size, length - left_length, false);
+        if root {
+            *hazmat::merge_subtrees_root(&left, &right, hazmat::Mode::Hash).as_bytes()
+        } else {
+            hazmat::merge_subtrees_non_root(&left, &right, hazmat::Mode::Hash)
+        }
+    }
+    node(frame_hashes, frame_size, size_bytes, true)
+}
+
+/// Whether frames of `frame_size` bytes are whole subtrees of BLAKE3's tree.
+fn is_tree_frame_size(frame_size: u32) -> bool {
+    frame_size.is_power_of_two() && (FRAME_SIZE_BYTES_MIN..=FRAME_SIZE_BYTES_MAX).contains(&frame_size)
+}
+
+/// The checksum in a frame of version 1: BLAKE3 of the upload id, the frame index and the plain bytes,
+/// so a frame that moved to another position does not verify either.
+fn keyed_checksum(upload_id: u64, index: u32, plain: &[u8]) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&upload_id.to_be_bytes());
     hasher.update(&index.to_be_bytes());
@@ -229,7 +345,8 @@ fn saves_enough(plain_len: usize, compressed_len: usize) -> bool {
     compressed_len + plain_len / COMPRESSION_SAVING_MIN_DIVISOR < plain_len
 }
 
-fn encode_frame(plain: &[u8], upload_id: u64, index: u32, codecs: &mut Codecs) -> io::Result<Vec<u8>> {
+/// A frame of version 2 holding `plain`, whose hash (see [`subtree_hash`]) is `hash`.
+fn encode_frame(plain: &[u8], hash: &[u8; 32], codecs: &mut Codecs) -> io::Result<Vec<u8>> {
     let sample = if plain.len() <= COMPRESSION_PROBE_SAMPLE_BYTES {
         plain
     } else {
@@ -256,7 +373,7 @@ fn encode_frame(plain: &[u8], upload_id: u64, index: u32, codecs: &mut Codecs) -
     frame.push(codec);
     // Frames are at most FRAME_SIZE_BYTES_MAX long, so the length fits in 32 bits.
     frame.extend_from_slice(&u32::try_from(plain.len()).unwrap_or(u32::MAX).to_be_bytes());
-    frame.extend_from_slice(&frame_checksum(upload_id, index, plain));
+    frame.extend_from_slice(hash);
     frame.extend_from_slice(payload);
     Ok(frame)
 }
@@ -289,12 +406,11 @@ impl Drop for LazyDecompressor {
     }
 }
 
-/// Decodes and verifies one stored frame that must hold `expected_len` plain bytes. A raw frame's
-/// bytes are handed out where they were read, without a copy.
+/// Decodes and verifies one stored frame that must hold `expected_len` plain bytes hashing as `check`
+/// says. A raw frame's bytes are handed out where they were read, without a copy.
 pub fn decode_frame(
     frame: Vec<u8>,
-    upload_id: u64,
-    index: u32,
+    check: &FrameCheck,
     expected_len: usize,
     decompressor: &mut LazyDecompressor,
 ) -> Result<Bytes, FrameError> {
@@ -302,8 +418,16 @@ pub fn decode_frame(
         return Err(FrameError::Truncated);
     }
     let header: [u8; FRAME_HEADER_BYTES] = frame[..FRAME_HEADER_BYTES].try_into().unwrap_or([0; FRAME_HEADER_BYTES]);
-    if header[0] != FRAME_VERSION {
-        return Err(FrameError::UnsupportedVersion(header[0]));
+    let stored_hash = &header[6..38];
+    match check {
+        FrameCheck::Subtree { .. } if header[0] != FRAME_VERSION => {
+            return Err(FrameError::UnsupportedVersion(header[0]))
+        }
+        FrameCheck::Keyed { .. } if header[0] != FRAME_VERSION_KEYED => {
+            return Err(FrameError::UnsupportedVersion(header[0]))
+        }
+        FrameCheck::Subtree { hash, .. } if stored_hash != hash => return Err(FrameError::HeaderMismatch),
+        _ => {}
     }
     let mut length = [0u8; 4];
     length.copy_from_slice(&header[2..6]);
@@ -323,7 +447,13 @@ pub fn decode_frame(
     if plain.len() != expected_len {
         return Err(FrameError::WrongLength { expected: expected_len, found: plain.len() });
     }
-    if frame_checksum(upload_id, index, &plain)[..] != header[6..38] {
+    let matches = match *check {
+        FrameCheck::Subtree { offset, hash, root } => {
+            subtree_hash(offset, &plain, root).ok_or(FrameError::NotASubtree { offset, length: plain.len() })? == hash
+        }
+        FrameCheck::Keyed { upload_id, index } => keyed_checksum(upload_id, index, &plain)[..] == header[6..38],
+    };
+    if !matches {
         return Err(FrameError::ChecksumMismatch);
     }
     Ok(plain)
@@ -336,10 +466,12 @@ pub struct ContentWriter {
     upload_id: u64,
     frame_size_bytes: u32,
     size_limit_bytes: u64,
+    /// The frame being filled. A full frame is sealed only when more bytes come or at the finish, when
+    /// it is known whether it is the document's only frame (whose hash is the document's).
     buffer: Vec<u8>,
     frame_lengths: Vec<u32>,
+    frame_hashes: Vec<[u8; 32]>,
     size_bytes: u64,
-    blake3: blake3::Hasher,
     sha256: sha2::Sha256,
     codecs: Codecs,
 }
@@ -356,19 +488,19 @@ pub struct StagedContent {
 impl ContentWriter {
     pub fn begin(store: &Store, config: &ContentConfig, size_limit_bytes: u64) -> Result<ContentWriter, ContentError> {
         assert!(
-            config.frame_size_bytes > 0 && config.frame_size_bytes <= FRAME_SIZE_BYTES_MAX,
-            "frame size must be between 1 and FRAME_SIZE_BYTES_MAX"
+            is_tree_frame_size(config.frame_size_bytes),
+            "frame size must be a power of two from FRAME_SIZE_BYTES_MIN to FRAME_SIZE_BYTES_MAX"
         );
         Ok(ContentWriter {
             blob: store.create_blob()?,
-            // Unique per upload with overwhelming probability; it only binds frames to their position.
+            // Kept in the manifest; it bound frames of version 1 to their upload.
             upload_id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
             frame_size_bytes: config.frame_size_bytes,
             size_limit_bytes,
             buffer: Vec::with_capacity(config.frame_size_bytes as usize),
             frame_lengths: Vec::new(),
+            frame_hashes: Vec::new(),
             size_bytes: 0,
-            blake3: blake3::Hasher::new(),
             sha256: sha2::Sha256::new(),
             codecs: Codecs::new(config.zstd_level).map_err(ContentError::Compression)?,
         })
@@ -384,28 +516,29 @@ impl ContentWriter {
             return Err(ContentError::TooLarge { limit_bytes: self.size_limit_bytes });
         }
         self.size_bytes += data.len() as u64;
-        self.blake3.update(data);
         self.sha256.update(data);
         while !data.is_empty() {
+            if self.buffer.len() == self.frame_size_bytes as usize {
+                self.seal_frame(false)?;
+            }
             let room = self.frame_size_bytes as usize - self.buffer.len();
             let (head, rest) = data.split_at(room.min(data.len()));
             self.buffer.extend_from_slice(head);
             data = rest;
-            if self.buffer.len() == self.frame_size_bytes as usize {
-                self.seal_frame()?;
-            }
         }
         Ok(())
     }
 
-    fn seal_frame(&mut self) -> Result<(), ContentError> {
-        let index = u32::try_from(self.frame_lengths.len())
-            .map_err(|_| ContentError::TooLarge { limit_bytes: self.size_limit_bytes })?;
-        let frame =
-            encode_frame(&self.buffer, self.upload_id, index, &mut self.codecs).map_err(ContentError::Compression)?;
+    fn seal_frame(&mut self, last: bool) -> Result<(), ContentError> {
+        let index = self.frame_lengths.len();
+        let offset = index as u64 * u64::from(self.frame_size_bytes);
+        // `begin` accepts only frame sizes whose frames are subtrees, and a sealed frame is never empty.
+        let hash = subtree_hash(offset, &self.buffer, index == 0 && last).expect("a frame is a subtree");
+        let frame = encode_frame(&self.buffer, &hash, &mut self.codecs).map_err(ContentError::Compression)?;
         self.blob.append(&frame)?;
         // A frame is at most FRAME_SIZE_BYTES_MAX plus its header, far below 4 GiB.
         self.frame_lengths.push(u32::try_from(frame.len()).unwrap_or(u32::MAX));
+        self.frame_hashes.push(hash);
         self.buffer.clear();
         Ok(())
     }
@@ -413,11 +546,19 @@ impl ContentWriter {
     /// Writes the last frame, makes the frames durable, and returns the content's hashes and manifest.
     pub fn finish(mut self) -> Result<StagedContent, ContentError> {
         if !self.buffer.is_empty() {
-            self.seal_frame()?;
+            self.seal_frame(true)?;
+        }
+        let blake3 = match self.frame_hashes.as_slice() {
+            [] => *blake3::hash(&[]).as_bytes(),
+            [only] => *only,
+            several => tree_root(several, u64::from(self.frame_size_bytes), self.size_bytes),
+        };
+        if self.frame_hashes.len() == 1 {
+            self.frame_hashes.clear();
         }
         let staged = self.blob.finish()?;
         Ok(StagedContent {
-            blake3: Digest(*self.blake3.finalize().as_bytes()),
+            blake3: Digest(blake3),
             manifest: Manifest {
                 size_bytes: self.size_bytes,
                 sha256: Digest(self.sha256.finalize().into()),
@@ -425,6 +566,8 @@ impl ContentWriter {
                 upload_id: self.upload_id,
                 blob: staged.reference,
                 frame_lengths: self.frame_lengths,
+                frame_hashes: self.frame_hashes,
+                keyed_frames: false,
             },
             blob: self.blob,
             blob_state: staged.committed_state,
@@ -463,14 +606,16 @@ pub struct ContentReader {
     frame_offsets: Vec<u64>,
     position: u64,
     end: u64,
-    /// Present when the whole document is read: checked against the content address at the end.
+    /// Present when the whole document of keyed frames is read: checked against the content address at
+    /// the end (frames of chaining values are each checked against the address).
     whole_hasher: Option<blake3::Hasher>,
     decompressor: LazyDecompressor,
     pending: Bytes,
 }
 
 impl ContentReader {
-    /// A reader for `range` (start inclusive, end exclusive) or the whole document.
+    /// A reader for `range` (start inclusive, end exclusive) or the whole document. The manifest's
+    /// frame hashes are checked against the document's address here, before any frame is read.
     pub fn open(
         store: &Store,
         blake3: Digest,
@@ -482,19 +627,20 @@ impl ContentReader {
         if start > end || end > size {
             return Err(ContentError::RangeNotSatisfiable { start, end, size });
         }
+        let corrupt = |reason: &str| ContentError::Corrupt { blake3, reason: reason.into() };
         if manifest.frame_size_bytes == 0 || manifest.frame_size_bytes > FRAME_SIZE_BYTES_MAX {
-            return Err(ContentError::Corrupt { blake3, reason: "manifest has an impossible frame size".into() });
+            return Err(corrupt("manifest has an impossible frame size"));
         }
         let frames_needed = size.div_ceil(u64::from(manifest.frame_size_bytes));
         if frames_needed != manifest.frame_lengths.len() as u64 {
-            return Err(ContentError::Corrupt {
-                blake3,
-                reason: "manifest frame count does not match its size".into(),
-            });
+            return Err(corrupt("manifest frame count does not match its size"));
         }
         let limit = FRAME_SIZE_BYTES_MAX as usize + FRAME_HEADER_BYTES;
         if manifest.frame_lengths.iter().any(|&length| length as usize > limit) {
-            return Err(ContentError::Corrupt { blake3, reason: "manifest has an impossible frame length".into() });
+            return Err(corrupt("manifest has an impossible frame length"));
+        }
+        if !manifest.keyed_frames {
+            check_frame_hashes(&manifest, &blake3).map_err(corrupt)?;
         }
         let frame_offsets = manifest
             .frame_lengths
@@ -509,7 +655,7 @@ impl ContentReader {
             store: store.clone(),
             blake3,
             frame_offsets,
-            whole_hasher: (start == 0 && end == size).then(blake3::Hasher::new),
+            whole_hasher: (manifest.keyed_frames && start == 0 && end == size).then(blake3::Hasher::new),
             manifest,
             position: start,
             end,
@@ -526,14 +672,21 @@ impl ContentReader {
         ContentError::Corrupt { blake3: self.blake3, reason }
     }
 
+    /// What frame `index`, starting `offset` bytes into the document, must hash to.
+    fn frame_check(&self, index: u32, offset: u64) -> FrameCheck {
+        if self.manifest.keyed_frames {
+            return FrameCheck::Keyed { upload_id: self.manifest.upload_id, index };
+        }
+        match self.manifest.frame_hashes.get(index as usize) {
+            Some(hash) => FrameCheck::Subtree { offset, hash: *hash, root: false },
+            None => FrameCheck::Subtree { offset, hash: self.blake3.0, root: true },
+        }
+    }
+
     /// The next verified piece of the range (at most one frame), or `None` at the end.
     pub fn next_chunk(&mut self) -> Result<Option<Bytes>, ContentError> {
         if self.position >= self.end {
-            if let Some(hasher) = self.whole_hasher.take() {
-                if hasher.finalize().as_bytes() != &self.blake3.0 {
-                    return Err(self.corrupt("the document's bytes do not match its BLAKE3 address".into()));
-                }
-            }
+            self.check_whole_hash()?;
             return Ok(None);
         }
         let frame_size = u64::from(self.manifest.frame_size_bytes);
@@ -549,7 +702,8 @@ impl ContentReader {
                 self.manifest.frame_lengths[index as usize],
             )
             .map_err(|e| self.corrupt(format!("frame {index} cannot be read: {e}")))?;
-        let plain = decode_frame(stored, self.manifest.upload_id, index, frame_len, &mut self.decompressor)
+        let check = self.frame_check(index, frame_start);
+        let plain = decode_frame(stored, &check, frame_len, &mut self.decompressor)
             .map_err(|e| self.corrupt(format!("frame {index}: {e}")))?;
         if let Some(hasher) = self.whole_hasher.as_mut() {
             hasher.update(&plain);
@@ -557,17 +711,44 @@ impl ContentReader {
         let from = (self.position - frame_start) as usize;
         let to = ((self.end - frame_start) as usize).min(frame_len);
         self.position = frame_start + to as u64;
-        let chunk = plain.slice(from..to);
-        if self.position >= self.end && self.whole_hasher.is_some() {
+        if self.position >= self.end {
             // Check the whole-document hash before handing out the last piece.
-            if let Some(hasher) = self.whole_hasher.take() {
-                if hasher.finalize().as_bytes() != &self.blake3.0 {
-                    return Err(self.corrupt("the document's bytes do not match its BLAKE3 address".into()));
-                }
-            }
+            self.check_whole_hash()?;
         }
-        Ok(Some(chunk))
+        Ok(Some(plain.slice(from..to)))
     }
+
+    /// For a whole read of keyed frames: whether the bytes read hash to the document's address.
+    fn check_whole_hash(&mut self) -> Result<(), ContentError> {
+        match self.whole_hasher.take() {
+            Some(hasher) if hasher.finalize().as_bytes() != &self.blake3.0 => {
+                Err(self.corrupt("the document's bytes do not match its BLAKE3 address".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether a manifest's frame hashes add up to the document's address: one per frame when there are
+/// two or more, none otherwise (an empty document's address is the hash of nothing; a single frame is
+/// checked against the address itself), frames of a size that makes them subtrees.
+fn check_frame_hashes(manifest: &Manifest, blake3: &Digest) -> Result<(), &'static str> {
+    if !is_tree_frame_size(manifest.frame_size_bytes) {
+        return Err("manifest has a frame size that is not a subtree of BLAKE3's tree");
+    }
+    let frames = manifest.frame_lengths.len();
+    let root = match (frames, manifest.frame_hashes.as_slice()) {
+        (0, []) => *blake3::hash(&[]).as_bytes(),
+        (1, []) => return Ok(()),
+        (frames, hashes) if frames >= 2 && hashes.len() == frames => {
+            tree_root(hashes, u64::from(manifest.frame_size_bytes), manifest.size_bytes)
+        }
+        _ => return Err("manifest's frame hashes do not match its frames"),
+    };
+    if root != blake3.0 {
+        return Err("manifest's frame hashes do not add up to the document's BLAKE3 address");
+    }
+    Ok(())
 }
 
 impl io::Read for ContentReader {
@@ -631,6 +812,7 @@ mod tests {
         assert_eq!(blake3, Digest(*blake3::hash(&data).as_bytes()));
         assert_eq!(manifest.sha256, Digest::sha256(&data));
         assert_eq!(manifest.frame_lengths.len(), 13);
+        assert_eq!(manifest.frame_hashes.len(), 13);
         let mut whole = Vec::new();
         ContentReader::open(&store, blake3, manifest.clone(), None)
             .expect("open")
@@ -649,6 +831,150 @@ mod tests {
             ContentReader::open(&store, blake3, manifest, Some((10, 50_001))),
             Err(ContentError::RangeNotSatisfiable { .. })
         ));
+    }
+
+    fn read_range(
+        store: &Store,
+        blake3: Digest,
+        manifest: &Manifest,
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>, ContentError> {
+        let mut reader = ContentReader::open(store, blake3, manifest.clone(), range)?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = reader.next_chunk()? {
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
+    #[test]
+    fn the_document_hash_is_built_from_its_frames_hashes_at_every_size() {
+        let store = store();
+        for frame_size in [1024u32, 4096] {
+            let frame = frame_size as usize;
+            for size in [0, 1, 1023, 1024, 1025, 2048, 4096, 4097, 3 * 4096 + 5, 17 * 4096, 37 * 1024 + 1, 65536 + 7] {
+                let data = mixed_bytes(size);
+                // Written in small pieces, and in pieces of exactly a frame: a full frame is sealed as
+                // the only one or as the first of several only once that is known.
+                for piece in [1000, frame] {
+                    let config = ContentConfig { frame_size_bytes: frame_size, ..ContentConfig::default() };
+                    let mut writer = ContentWriter::begin(&store, &config, u64::MAX).expect("begin");
+                    for bytes in data.chunks(piece) {
+                        writer.write(bytes).expect("write");
+                    }
+                    let staged = writer.finish().expect("finish");
+                    let (blake3, manifest) = (staged.blake3, staged.manifest.clone());
+                    staged.release();
+                    assert_eq!(blake3, Digest(*blake3::hash(&data).as_bytes()), "{size} bytes in frames of {frame}");
+                    let frames = size.div_ceil(frame);
+                    assert_eq!(manifest.frame_lengths.len(), frames);
+                    assert_eq!(manifest.frame_hashes.len(), if frames > 1 { frames } else { 0 });
+                    assert_eq!(read_range(&store, blake3, &manifest, None).expect("whole"), data);
+                    let (start, end) = (size as u64 / 3, size as u64 * 2 / 3 + 1).min((size as u64, size as u64));
+                    let part = read_range(&store, blake3, &manifest, Some((start, end.min(size as u64))));
+                    assert_eq!(part.expect("range"), &data[start as usize..end.min(size as u64) as usize]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_manifest_whose_frame_hashes_do_not_add_up_is_refused_before_any_frame_is_read() {
+        let store = store();
+        let data = mixed_bytes(3 * 4096 + 100);
+        let (blake3, manifest) = write_content(&store, &data, 4096);
+        let mut other_data = mixed_bytes(4096 + 1);
+        other_data[15] ^= 1;
+        let (other, other_manifest) = write_content(&store, &other_data, 4096);
+        let refused = |manifest: &Manifest, range| {
+            matches!(
+                ContentReader::open(&store, blake3, manifest.clone(), range),
+                Err(ContentError::Corrupt { ref reason, .. }) if reason.contains("frame")
+            )
+        };
+        let mut changed_hash = manifest.clone();
+        changed_hash.frame_hashes[3][0] ^= 1;
+        assert!(refused(&changed_hash, Some((0, 10))), "a range far from the changed frame is refused too");
+        let mut missing_hash = manifest.clone();
+        missing_hash.frame_hashes.pop();
+        assert!(refused(&missing_hash, None));
+        let mut swapped = manifest.clone();
+        swapped.frame_hashes.swap(0, 1);
+        assert!(refused(&swapped, None));
+        let mut odd_frames = manifest.clone();
+        odd_frames.frame_size_bytes = 4000;
+        odd_frames.frame_lengths.push(38);
+        odd_frames.frame_hashes.push([0; 32]);
+        assert!(refused(&odd_frames, None));
+        let (single, single_manifest) = write_content(&store, b"one frame", 4096);
+        let mut with_hash = single_manifest.clone();
+        with_hash.frame_hashes.push(single.0);
+        assert!(matches!(ContentReader::open(&store, single, with_hash, None), Err(ContentError::Corrupt { .. })));
+        assert!(matches!(
+            ContentReader::open(&store, other, manifest.clone(), None),
+            Err(ContentError::Corrupt { .. })
+        ));
+        // Frames that are sound in themselves but are another document's: refused by the manifest's hashes.
+        let mut other_frames = manifest.clone();
+        other_frames.blob = other_manifest.blob.clone();
+        other_frames.frame_lengths[..2].copy_from_slice(&other_manifest.frame_lengths);
+        let error = read_range(&store, blake3, &other_frames, Some((10, 20))).expect_err("another document's frame");
+        assert!(error.to_string().contains("frame 0"), "{error}");
+        assert_eq!(read_range(&store, blake3, &manifest, Some((10, 20))).expect("range"), &data[10..20]);
+    }
+
+    /// A frame of version 1, as stored before frames carried chaining values.
+    fn keyed_frame(plain: &[u8], upload_id: u64, index: u32) -> Vec<u8> {
+        let mut frame = vec![FRAME_VERSION_KEYED, CODEC_RAW];
+        frame.extend_from_slice(&(plain.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&keyed_checksum(upload_id, index, plain));
+        frame.extend_from_slice(plain);
+        frame
+    }
+
+    #[test]
+    fn content_stored_with_keyed_frames_reads_as_before() {
+        let store = store();
+        let data = mixed_bytes(2500);
+        // Builds that kept keyed frames accepted any frame size.
+        let frame_size = 1000u32;
+        let mut blob = store.create_blob().expect("blob");
+        let mut frame_lengths = Vec::new();
+        for (index, plain) in data.chunks(frame_size as usize).enumerate() {
+            let frame = keyed_frame(plain, 77, index as u32);
+            blob.append(&frame).expect("append");
+            frame_lengths.push(frame.len() as u32);
+        }
+        let reference = blob.finish().expect("finish").reference;
+        blob.release();
+        let stored = codec::encode(&KeyedManifest {
+            size_bytes: data.len() as u64,
+            sha256: Digest::sha256(&data),
+            frame_size_bytes: frame_size,
+            upload_id: 77,
+            blob: reference,
+            frame_lengths,
+        });
+        let manifest = Manifest::decode(&stored).expect("an older manifest decodes");
+        assert!(manifest.keyed_frames && manifest.frame_hashes.is_empty());
+        let blake3 = Digest(*blake3::hash(&data).as_bytes());
+        assert_eq!(read_range(&store, blake3, &manifest, None).expect("whole"), data);
+        assert_eq!(read_range(&store, blake3, &manifest, Some((900, 2100))).expect("range"), &data[900..2100]);
+        // The whole document's hash is still checked before its last piece.
+        let wrong_address = Digest([9; 32]);
+        let mut reader = ContentReader::open(&store, wrong_address, manifest.clone(), None).expect("open");
+        assert!(reader.next_chunk().expect("first frame").is_some());
+        assert!(reader.next_chunk().expect("second frame").is_some());
+        assert!(matches!(reader.next_chunk(), Err(ContentError::Corrupt { .. })));
+        // A frame at another index does not verify, and the two layouts never decode as each other.
+        let mut moved = manifest.clone();
+        moved.upload_id = 78;
+        assert!(read_range(&store, blake3, &moved, Some((0, 10))).is_err());
+        let (_, current) = write_content(&store, &data, 1024);
+        let encoded = codec::encode(&current);
+        assert_eq!(Manifest::decode(&encoded).expect("decodes"), current);
+        assert!(codec::decode::<KeyedManifest>(&encoded).is_err());
+        assert!(codec::decode::<Manifest>(&stored).is_err());
     }
 
     #[test]
@@ -676,19 +1002,19 @@ mod tests {
     fn aborted_uploads_leave_nothing() {
         let store = store();
         let pack_size = || store.size_on_disk().expect("size");
-        write_content(&store, &[1; 5000], 1000);
+        write_content(&store, &[1; 5000], 1024);
         let committed = pack_size();
-        let config = ContentConfig { frame_size_bytes: 100, zstd_level: 1 };
+        let config = ContentConfig { frame_size_bytes: 1024, zstd_level: 1 };
         let mut writer = ContentWriter::begin(&store, &config, u64::MAX).expect("begin");
-        writer.write(&mixed_bytes(1000)).expect("write");
+        writer.write(&mixed_bytes(3000)).expect("write");
         writer.abort().expect("abort");
         assert_eq!(pack_size(), committed);
         let mut writer = ContentWriter::begin(&store, &config, u64::MAX).expect("begin");
-        writer.write(&mixed_bytes(1000)).expect("write");
+        writer.write(&mixed_bytes(3000)).expect("write");
         drop(writer);
         assert_eq!(pack_size(), committed);
         let mut writer = ContentWriter::begin(&store, &config, u64::MAX).expect("begin");
-        writer.write(&mixed_bytes(1000)).expect("write");
+        writer.write(&mixed_bytes(3000)).expect("write");
         writer.finish().expect("finish").discard().expect("discard");
         assert_eq!(pack_size(), committed);
     }
@@ -698,27 +1024,53 @@ mod tests {
         let mut codecs = Codecs::new(3).expect("zstd");
         let mut decompressor = LazyDecompressor::default();
         let plain = b"hello hello hello hello hello hello".to_vec();
-        let frame = encode_frame(&plain, 1, 0, &mut codecs).expect("encode");
-        assert_eq!(decode_frame(frame.clone(), 1, 0, plain.len(), &mut decompressor), Ok(Bytes::from(plain.clone())));
-        assert_eq!(
-            decode_frame(frame.clone(), 1, 1, plain.len(), &mut decompressor),
-            Err(FrameError::ChecksumMismatch)
-        );
+        let expected = subtree_hash(4096, &plain, false).expect("a subtree");
+        let check = FrameCheck::Subtree { offset: 4096, hash: expected, root: false };
+        let frame = encode_frame(&plain, &expected, &mut codecs).expect("encode");
+        assert_eq!(decode_frame(frame.clone(), &check, plain.len(), &mut decompressor), Ok(Bytes::from(plain.clone())));
+        // The same bytes at another place in the document, or as a whole document, hash otherwise.
+        for (offset, root) in [(8192, false), (0, false), (0, true)] {
+            let hash = subtree_hash(offset, &plain, root).expect("a subtree");
+            let moved = FrameCheck::Subtree { offset, hash, root };
+            let reframed = encode_frame(&plain, &hash, &mut codecs).expect("encode");
+            assert_eq!(
+                decode_frame(reframed.clone(), &moved, plain.len(), &mut decompressor),
+                Ok(Bytes::from(plain.clone()))
+            );
+            assert_eq!(decode_frame(reframed, &check, plain.len(), &mut decompressor), Err(FrameError::HeaderMismatch));
+        }
+        // Other bytes under the expected hash: the header agrees with the manifest, the bytes do not.
+        let mut other = plain.clone();
+        other[3] = b'X';
+        let forged = encode_frame(&other, &expected, &mut codecs).expect("encode");
+        assert_eq!(decode_frame(forged, &check, plain.len(), &mut decompressor), Err(FrameError::ChecksumMismatch));
         // Some zstd header bits do not change the output; what must never happen is wrong bytes.
         let mut rejected = 0;
         for index in 0..frame.len() {
             let mut bad = frame.clone();
             bad[index] ^= 0x10;
-            match decode_frame(bad, 1, 0, plain.len(), &mut decompressor) {
+            match decode_frame(bad, &check, plain.len(), &mut decompressor) {
                 Ok(bytes) => assert_eq!(bytes, plain, "flip at {index} produced wrong bytes"),
                 Err(_) => rejected += 1,
             }
         }
         assert!(rejected >= frame.len() - 4, "only {rejected} of {} flips were rejected", frame.len());
         assert_eq!(
-            decode_frame(frame[..10].to_vec(), 1, 0, plain.len(), &mut decompressor),
+            decode_frame(frame[..10].to_vec(), &check, plain.len(), &mut decompressor),
             Err(FrameError::Truncated)
         );
+        // A check no subtree can satisfy is an error, never a panic.
+        let long = vec![7u8; 2048];
+        for (offset, root, input) in
+            [(100, false, &plain[..]), (4096, true, &plain[..]), (1024, false, &long[..]), (4096, false, &[][..])]
+        {
+            let impossible = FrameCheck::Subtree { offset, hash: expected, root };
+            let encoded = encode_frame(input, &expected, &mut codecs).expect("encode");
+            assert_eq!(
+                decode_frame(encoded, &impossible, input.len(), &mut decompressor),
+                Err(FrameError::NotASubtree { offset, length: input.len() })
+            );
+        }
     }
 
     #[test]
@@ -747,9 +1099,11 @@ mod tests {
             (noise_around, CODEC_RAW),
             (b"short short short short short".to_vec(), CODEC_ZSTD),
         ] {
-            let encoded = encode_frame(&plain, 9, 2, &mut codecs).expect("encode");
+            let hash = subtree_hash(2 * 65536, &plain, false).expect("a subtree");
+            let check = FrameCheck::Subtree { offset: 2 * 65536, hash, root: false };
+            let encoded = encode_frame(&plain, &hash, &mut codecs).expect("encode");
             assert_eq!(encoded[1], codec);
-            assert_eq!(decode_frame(encoded, 9, 2, plain.len(), &mut decompressor), Ok(Bytes::from(plain)));
+            assert_eq!(decode_frame(encoded, &check, plain.len(), &mut decompressor), Ok(Bytes::from(plain)));
         }
     }
 

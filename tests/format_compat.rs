@@ -93,6 +93,17 @@ fn version_1_vault_keeps_opening_and_serving() {
             .expect("read");
         assert_eq!(&bytes, expected);
     }
+    // Its content is in frames of version 1 (keyed checksums), read in ranges as in the whole.
+    let manifest = vault.content_manifest(&second.record.body().blake3).expect("manifest").expect("present");
+    assert!(manifest.keyed_frames && manifest.frame_hashes.is_empty() && manifest.frame_lengths.len() > 1);
+    let mut part = Vec::new();
+    vault
+        .open_content(&second.record.body().blake3, Some((65_000, 140_000)))
+        .expect("open")
+        .expect("present")
+        .read_to_end(&mut part)
+        .expect("read");
+    assert_eq!(part, &large[65_000..140_000]);
     let certificates = vault.certificates().expect("certificates");
     assert_eq!(certificates.iter().map(|c| c.certificate.id().to_hex()).collect::<Vec<_>>(), vec![CERTIFICATE_ID]);
 

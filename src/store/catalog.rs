@@ -828,18 +828,19 @@ impl Store {
     }
 
     /// Checks the catalog's format mark at open: a newer or a retired format is refused before anything
-    /// is read or written. Whether the mark is there: a store without it is a new one, or a format-3
-    /// store written before the mark existed (its values carry version byte 3, checked on its log
-    /// size), opened as it is; either gets the mark with its next commit.
+    /// is read or written. Whether the mark is this build's: a store without it is a new one, or a
+    /// format-3 store written before the mark existed (its values carry version byte 3, checked on its
+    /// log size); either, like a store marked with an older format this build opens, is opened as it
+    /// is and gets this build's mark with its next commit.
     pub(super) fn check_format(&self) -> Result<bool, StoreError> {
         match self.catalog.get(key::FORMAT)?.as_deref() {
             Some([found]) if *found > super::STORE_FORMAT_VERSION => Err(StoreError::NewerFormat { found: *found }),
             Some([found]) if *found < super::STORE_FORMAT_VERSION_MIN => Err(StoreError::OlderFormat { found: *found }),
-            Some([_]) => Ok(true),
+            Some([found]) => Ok(*found == super::STORE_FORMAT_VERSION),
             Some(_) => Err(StoreError::Corrupt("the catalog's format mark is malformed".into())),
             None => match self.catalog.get(key::LOG_SIZE)?.as_deref().map(|bytes| bytes.first()) {
-                None | Some(Some(&super::STORE_FORMAT_VERSION)) => Ok(false),
-                Some(Some(&found)) if found > super::STORE_FORMAT_VERSION => Err(StoreError::NewerFormat { found }),
+                None | Some(Some(&codec::VALUE_VERSION)) => Ok(false),
+                Some(Some(&found)) if found > codec::VALUE_VERSION => Err(StoreError::NewerFormat { found }),
                 Some(Some(&found)) => Err(StoreError::OlderFormat { found }),
                 Some(None) => Err(StoreError::Corrupt("the catalog's log size is empty".into())),
             },
@@ -898,15 +899,23 @@ mod tests {
         let memory = crate::store::memory::Memory::new();
         let store = Store::new(memory.engines()).expect("a new store");
         assert_eq!(store.catalog.get(key::FORMAT).expect("read"), None, "opening writes nothing");
-        let commit = Commit {
-            sequence: 0,
+        let access = |sequence| Commit {
+            sequence,
             receipt: None,
             change: Change::Access { owner: OwnerId::parse("001204012345").expect("owner"), event: vec![0] },
             log: LogAppend { entry: vec![1], nodes: Vec::new(), owner_head: None },
         };
-        store.commit(commit).expect("commit");
+        store.commit(access(0)).expect("commit");
         assert_eq!(store.catalog.get(key::FORMAT).expect("read"), Some(vec![crate::store::STORE_FORMAT_VERSION]));
         assert!(Store::new(memory.engines()).is_ok(), "its own format opens");
+        // A store of format 3 opens, and its next commit marks it with this build's format.
+        let mut batch = Batch::default();
+        batch.insert(key::FORMAT, vec![3]);
+        memory.engines().catalog.apply(batch).expect("apply");
+        let older = Store::new(memory.engines()).expect("format 3 opens");
+        assert_eq!(older.catalog.get(key::FORMAT).expect("read"), Some(vec![3]), "opening writes nothing");
+        older.commit(access(1)).expect("commit");
+        assert_eq!(older.catalog.get(key::FORMAT).expect("read"), Some(vec![crate::store::STORE_FORMAT_VERSION]));
         for (found, newer) in [(crate::store::STORE_FORMAT_VERSION + 1, true), (2, false)] {
             let mut batch = Batch::default();
             batch.insert(key::FORMAT, vec![found]);

@@ -66,9 +66,12 @@ pub enum StoreError {
     Injected(&'static str),
 }
 
-/// The stored format this build writes (docs/FORMAT.md section 6): the version byte of every stored
-/// value, and the catalog's format mark, checked at open.
-pub const STORE_FORMAT_VERSION: u8 = crate::codec::VALUE_VERSION;
+/// The stored format this build writes (docs/FORMAT.md section 6), the catalog's format mark, checked
+/// at open. Format 4 is format 3 (whose number is also the version byte of every stored value) with
+/// content in frames checked against the document's BLAKE3 tree: a format-3 store opens and is marked 4
+/// with its next commit, after which a build that reads only format 3 refuses it instead of finding its
+/// new content unreadable.
+pub const STORE_FORMAT_VERSION: u8 = 4;
 /// The oldest stored format this build opens (formats 1 and 2 were never deployed).
 pub const STORE_FORMAT_VERSION_MIN: u8 = 3;
 

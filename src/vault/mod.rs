@@ -1335,7 +1335,7 @@ pub fn fuzz_decode_stored_values(bytes: &[u8]) {
     let _ = codec::decode::<StatementEntry>(bytes);
     let _ = codec::decode::<RecordState>(bytes);
     let _ = codec::decode::<u64>(bytes);
-    let _ = codec::decode::<Manifest>(bytes);
+    let _ = Manifest::decode(bytes);
     let _ = AccessEvent::decode(bytes);
     let _ = crate::log::Entry::decode(bytes);
 }

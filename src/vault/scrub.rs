@@ -1,7 +1,8 @@
 //! Scrub: re-read everything the vault holds and report what is damaged, changing nothing. Every log
 //! leaf is re-hashed against the stored tree and the root rebuilt from the leaves is compared with the
 //! newest checkpoint; every receipt and statement is decoded, which re-verifies its signature; every
-//! document is read frame by frame (each frame's checksum) and re-hashed (BLAKE3 and SHA-256).
+//! document is read frame by frame (each frame against its BLAKE3 chaining value, which add up to the
+//! document's address) and re-hashed with SHA-256.
 //!
 //! Each damaged thing is one finding, named by log index, record and owner where they are known: a
 //! damaged leaf explains the root that differs, so the root is a finding only when every leaf is sound;
@@ -313,7 +314,8 @@ impl Vault {
         Ok(())
     }
 
-    /// Reads a whole document through its frames (each checked) and re-hashes it.
+    /// Reads a whole document through its frames (each checked against the address) and re-hashes its
+    /// SHA-256.
     fn scrub_content(&self, blake3: &Digest, pacer: &mut Pacer, progress: &mut impl FnMut(u64)) -> Result<u64, String> {
         let manifest = self
             .content_manifest(blake3)
