@@ -662,6 +662,13 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("auth.issuers names {:?} twice", issuer.issuer)));
             }
         }
+        if self.document_size_bytes_max > crate::content::DOCUMENT_SIZE_BYTES_CEILING {
+            return Err(ConfigError::Invalid(format!(
+                "document_size_bytes_max is {}; Kho stores documents of at most {} bytes (1.5 GiB)",
+                self.document_size_bytes_max,
+                crate::content::DOCUMENT_SIZE_BYTES_CEILING
+            )));
+        }
         for (name, value) in [
             ("document_size_bytes_max", self.document_size_bytes_max),
             ("statement_body_size_bytes_max", self.statement_body_size_bytes_max as u64),
@@ -794,5 +801,11 @@ mod tests {
         config.auth.dev_mode = true;
         config.concurrency_limit = 0;
         assert!(config.check().unwrap_err().to_string().contains("concurrency_limit"));
+        config.concurrency_limit = 1;
+        config.document_size_bytes_max = crate::content::DOCUMENT_SIZE_BYTES_CEILING;
+        assert!(config.check().is_ok(), "the ceiling itself is accepted");
+        config.document_size_bytes_max += 1;
+        let error = config.check().unwrap_err().to_string();
+        assert!(error.contains("document_size_bytes_max") && error.contains("1.5 GiB"), "{error}");
     }
 }

@@ -31,6 +31,14 @@ use crate::store::{BlobRef, NewContent, Store, StoreBlobWriter, StoreError};
 pub const FRAME_SIZE_BYTES_DEFAULT: u32 = 64 * 1024;
 /// Largest frame any reader accepts; bounds memory whatever a manifest or frame claims.
 pub const FRAME_SIZE_BYTES_MAX: u32 = 1024 * 1024;
+/// Most frames one document has: its manifest (36 bytes a frame) must stay under the stored value limit
+/// (`codec::VALUE_SIZE_BYTES_MAX`, 1 MiB), or the content could be stored and then never read. In frames
+/// of the default size that is 1.5 GiB, the largest document any configuration may accept
+/// ([`DOCUMENT_SIZE_BYTES_CEILING`]).
+pub const FRAMES_PER_DOCUMENT_MAX: u64 = 24 * 1024;
+/// The largest document a vault accepts whatever its configuration: as many frames of the default size
+/// as a manifest holds.
+pub const DOCUMENT_SIZE_BYTES_CEILING: u64 = FRAMES_PER_DOCUMENT_MAX * FRAME_SIZE_BYTES_DEFAULT as u64;
 /// Bytes in one leaf of BLAKE3's tree.
 const BLAKE3_CHUNK_BYTES: u64 = 1024;
 /// Smallest frame: one BLAKE3 chunk. A frame size is a power of two from this to the largest, so that
@@ -496,7 +504,7 @@ impl ContentWriter {
             // Kept in the manifest; it bound frames of version 1 to their upload.
             upload_id: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
             frame_size_bytes: config.frame_size_bytes,
-            size_limit_bytes,
+            size_limit_bytes: size_limit_bytes.min(FRAMES_PER_DOCUMENT_MAX * u64::from(config.frame_size_bytes)),
             buffer: Vec::with_capacity(config.frame_size_bytes as usize),
             frame_lengths: Vec::new(),
             frame_hashes: Vec::new(),
@@ -996,6 +1004,23 @@ mod tests {
         let mut writer = ContentWriter::begin(&store, &ContentConfig::default(), 10).expect("begin");
         writer.write(&[1; 10]).expect("at the limit");
         assert!(matches!(writer.write(&[1]), Err(ContentError::TooLarge { limit_bytes: 10 })));
+        // Whatever the limit asked, no document has more frames than a manifest can hold.
+        let config = ContentConfig { frame_size_bytes: 1024, ..ContentConfig::default() };
+        let mut writer = ContentWriter::begin(&store, &config, u64::MAX).expect("begin");
+        let ceiling = FRAMES_PER_DOCUMENT_MAX * 1024;
+        for _ in 0..FRAMES_PER_DOCUMENT_MAX {
+            writer.write(&[7; 1024]).expect("within the frames a manifest holds");
+        }
+        assert!(matches!(writer.write(&[1]), Err(ContentError::TooLarge { limit_bytes }) if limit_bytes == ceiling));
+        let staged = writer.finish().expect("finish");
+        let stored = codec::encode(&staged.manifest);
+        assert!(stored.len() as u64 <= codec::VALUE_SIZE_BYTES_MAX, "{} bytes", stored.len());
+        assert_eq!(Manifest::decode(&stored).expect("the largest manifest decodes"), staged.manifest);
+        let blake3 = staged.blake3;
+        let manifest = staged.manifest.clone();
+        staged.release();
+        let mut reader = ContentReader::open(&store, blake3, manifest, Some((ceiling - 5, ceiling))).expect("open");
+        assert_eq!(reader.next_chunk().expect("read").expect("bytes"), &[7; 5][..]);
     }
 
     #[test]

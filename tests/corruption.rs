@@ -10,41 +10,6 @@ use std::path::{Path, PathBuf};
 use common::*;
 use kho::vault::{FindingKind, ReadError, ScrubOptions};
 
-/// Every file of the store: the catalog's files and the content packs.
-fn store_files(data: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut folders = vec![data.join("store")];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(folder).expect("list store") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                folders.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files
-}
-
-/// Flips one byte at every place on disk that holds `needle`; returns how many places.
-fn flip_on_disk(data: &Path, needle: &[u8]) -> usize {
-    let mut flipped = 0;
-    for file in store_files(data) {
-        let mut bytes = std::fs::read(&file).expect("read store file");
-        let positions: Vec<usize> =
-            bytes.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
-        for position in &positions {
-            bytes[position + needle.len() / 2] ^= 0x40;
-        }
-        if !positions.is_empty() {
-            std::fs::write(&file, &bytes).expect("write store file");
-            flipped += positions.len();
-        }
-    }
-    flipped
-}
-
 #[test]
 fn a_flipped_byte_in_a_frame_is_an_integrity_error_and_other_documents_still_read() {
     let f = fixture();

@@ -517,6 +517,57 @@ async fn content_has_etag_type_length_and_ranges() {
     assert!(cached.body.is_empty());
 }
 
+/// A document damaged on disk, read through the API: damage within the first pieces a read takes before
+/// answering is a clean 500 `integrity_error`; damage further on aborts the body after the headers, so
+/// the client sees an incomplete response and never wrong bytes. The read was logged either way.
+#[tokio::test]
+async fn damaged_content_is_a_clean_500_before_the_headers_and_an_aborted_body_after() {
+    let api = Api::new();
+    // Ten frames of incompressible bytes, stored raw so that they can be found on disk.
+    let content = document(10 * 65_536, 31, false);
+    let envelope = sign(record_for(&content, OWNER, AGENCY), &api.issuer);
+    let record = api.state.vault().deposit(&envelope, content.as_slice()).expect("deposit").id;
+    let officer = api.token(Role::Officer);
+    let uri = format!("/v1/records/{record}/content");
+    let read = |range: Option<&'static str>| {
+        let mut request = Request::builder()
+            .uri(&uri)
+            .header("authorization", format!("Bearer {officer}"))
+            .header(kho::http::PURPOSE_HEADER, PURPOSE);
+        if let Some(range) = range {
+            request = request.header("range", range);
+        }
+        let app = api.app.clone();
+        async move {
+            let response = app.oneshot(request.body(Body::empty()).expect("request")).await.expect("infallible");
+            let status = response.status();
+            (status, response.into_body().collect().await.map(|body| body.to_bytes().to_vec()))
+        }
+    };
+    let (status, body) = read(None).await;
+    assert_eq!((status, body.expect("whole body")), (StatusCode::OK, content.clone()));
+    let (status, body) = read(Some("bytes=300000-")).await;
+    assert_eq!((status, body.expect("range body")), (StatusCode::PARTIAL_CONTENT, content[300_000..].to_vec()));
+
+    // Damage in frame 8, past the first pieces: the headers are out, so the body is cut off.
+    assert_eq!(flip_on_disk(api._dir.path(), &content[8 * 65_536 + 100..8 * 65_536 + 164]), 1);
+    let logged = api.access_log().len();
+    let (status, body) = read(None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_err(), "a damaged frame after the headers aborts the body");
+    assert_eq!(api.access_log().len(), logged + 1, "the read was logged before any byte left");
+    // A range that avoids it still reads.
+    let (status, body) = read(Some("bytes=0-999")).await;
+    assert_eq!((status, body.expect("range body")), (StatusCode::PARTIAL_CONTENT, content[..1000].to_vec()));
+
+    // Damage in frame 1, among the first pieces: a clean 500 before any header of success.
+    assert_eq!(flip_on_disk(api._dir.path(), &content[65_536 + 100..65_536 + 164]), 1);
+    let (status, body) = read(None).await;
+    let body: Value = serde_json::from_slice(&body.expect("an error body")).expect("json");
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("integrity_error")));
+    assert_eq!(api.access_log().len(), logged + 3);
+}
+
 /// The log as a tlog client sees it: the checkpoint verifies under the vault key, the hash tiles hold
 /// the leaf hashes, proofs verify against the served checkpoint, and entry bundles (which name people)
 /// go only to auditors who state a purpose.

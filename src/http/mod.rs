@@ -926,64 +926,41 @@ async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> R
         }
     };
     let (start, end) = range.unwrap_or((0, size));
-    // Open and read the first piece before answering, so that a damaged document is a clean 500.
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHUNKS_IN_FLIGHT);
-    let (first_sender, first_receiver) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
-    let reader_state = state.clone();
+    // The first pieces are read in one call before answering, so that a damaged document is a clean
+    // 500. A document of at most STREAM_CHUNKS_IN_FLIGHT pieces is answered from them alone, with no
+    // thread handing pieces over one by one; the rest of a longer one streams through a small channel.
     let metrics = state.0.metrics.clone();
-    tokio::spawn(async move {
-        let _ = reader_state
-            .blocking(move |vault| {
-                let mut first_sender = Some(first_sender);
-                let mut reader = match vault.open_content(&blake3, range) {
-                    Ok(Some(reader)) => reader,
-                    Ok(None) => {
-                        let missing = Err(ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            ErrorCode::IntegrityError,
-                            "content missing",
-                        ));
-                        let _ = first_sender.take().map(|s| s.send(missing));
-                        return;
+    let (pieces, rest) = state.blocking(move |vault| first_pieces(vault, &blake3, range)).await??;
+    metrics.read_bytes.inc_by(pieces.iter().map(|piece| piece.len() as u64).sum());
+    let head = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
+    let body = match rest {
+        None => Body::from_stream(head),
+        Some(mut reader) => {
+            let (sender, receiver) =
+                tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHUNKS_IN_FLIGHT);
+            // Not awaited: it ends when the document does, when the client goes away, or on an error.
+            drop(tokio::task::spawn_blocking(move || loop {
+                let piece = match reader.next_chunk() {
+                    Ok(Some(piece)) => {
+                        metrics.read_bytes.inc_by(piece.len() as u64);
+                        Ok(piece)
                     }
+                    Ok(None) => return,
                     Err(error) => {
-                        let _ = first_sender.take().map(|s| s.send(Err(error.into())));
-                        return;
+                        tracing::error!(%error, "content failed verification while streaming");
+                        // Headers are out: abort the body so the client sees an incomplete response.
+                        let storage = crate::vault::StorageError::from(error);
+                        Err(std::io::Error::new(std::io::ErrorKind::InvalidData, storage.to_string()))
                     }
                 };
-                loop {
-                    match reader.next_chunk() {
-                        Ok(Some(chunk)) => {
-                            let _ = first_sender.take().map(|s| s.send(Ok(())));
-                            metrics.read_bytes.inc_by(chunk.len() as u64);
-                            if sender.blocking_send(Ok(chunk)).is_err() {
-                                return; // the client went away
-                            }
-                        }
-                        Ok(None) => {
-                            let _ = first_sender.take().map(|s| s.send(Ok(())));
-                            return;
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "content failed verification while streaming");
-                            let storage = crate::vault::StorageError::from(error);
-                            if let Some(first) = first_sender.take() {
-                                let _ = first.send(Err(storage.into()));
-                            } else {
-                                // Headers are out: abort the body so the client sees an incomplete response.
-                                let _ = sender.blocking_send(Err(std::io::Error::new(
-                                    std::io::ErrorKind::InvalidData,
-                                    storage.to_string(),
-                                )));
-                            }
-                            return;
-                        }
-                    }
+                let failed = piece.is_err();
+                if sender.blocking_send(piece).is_err() || failed {
+                    return; // the client went away, or the body was aborted
                 }
-            })
-            .await;
-    });
-    first_receiver.await.map_err(|_| ApiError::internal("content reader stopped"))??;
+            }));
+            Body::from_stream(head.chain(tokio_stream::wrappers::ReceiverStream::new(receiver)))
+        }
+    };
     response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     let status = if range.is_some() {
         let value = format!("bytes {start}-{}/{size}", end.saturating_sub(1));
@@ -995,8 +972,31 @@ async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> R
     } else {
         StatusCode::OK
     };
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
     Ok((status, response_headers, body).into_response())
+}
+
+/// Opens a stored document (or a range of it) and reads its first pieces, at most
+/// STREAM_CHUNKS_IN_FLIGHT of them, each verified; with the reader when more remain.
+fn first_pieces(
+    vault: &Vault,
+    blake3: &Digest,
+    range: Option<(u64, u64)>,
+) -> Result<(Vec<Bytes>, Option<crate::content::ContentReader>), ApiError> {
+    let failed = |error: crate::content::ContentError| {
+        tracing::error!(%error, "content failed verification");
+        ApiError::from(crate::vault::StorageError::from(error))
+    };
+    let mut reader = vault.open_content(blake3, range)?.ok_or_else(|| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::IntegrityError, "content missing")
+    })?;
+    let mut pieces = Vec::with_capacity(STREAM_CHUNKS_IN_FLIGHT);
+    while pieces.len() < STREAM_CHUNKS_IN_FLIGHT {
+        match reader.next_chunk().map_err(failed)? {
+            Some(piece) => pieces.push(piece),
+            None => return Ok((pieces, None)),
+        }
+    }
+    Ok((pieces, (reader.remaining_bytes() > 0).then_some(reader)))
 }
 
 #[derive(Deserialize, IntoParams)]
