@@ -38,7 +38,8 @@ use crate::ids::{Code, Date, Digest, MediaType, OwnerId, Title};
 use crate::json;
 use crate::statement::{CertificateRevocation, CopyCertification, PublicKey, Record, RecordRevocation, Signed};
 use crate::vault::{
-    DepositError, ExportScope, ListFilter, ProofQueryError, RecordView, StatusKind, Vault, PAGE_SIZE_DEFAULT,
+    AccessEvent, DepositError, ExportScope, ListFilter, ProofQueryError, RecordView, StatusKind, Vault,
+    PAGE_SIZE_DEFAULT,
 };
 
 pub use access::{decide, Decision, Resource};
@@ -416,6 +417,21 @@ async fn guard<T>(
     purpose: Result<Option<Code>, ApiError>,
     request: Result<T, ApiError>,
 ) -> Result<T, ApiError> {
+    let (outcome, event) = judge(principal, resource, record, purpose, request);
+    record_first(state, event).await?;
+    outcome
+}
+
+/// `guard`'s decision without its recording: the outcome, and the access event to record durably
+/// before answering (none for the owner's own reads). For a caller that records it in the same call
+/// to the vault as its own work (a download: `send_content`).
+fn judge<T>(
+    principal: &Principal,
+    resource: Resource,
+    record: Option<Digest>,
+    purpose: Result<Option<Code>, ApiError>,
+    request: Result<T, ApiError>,
+) -> (Result<T, ApiError>, Option<AccessEvent>) {
     let (purpose, outcome) = match (purpose, request) {
         (Ok(purpose), Ok(request)) => {
             let outcome = match decide(principal, &resource, purpose.as_ref()) {
@@ -430,15 +446,22 @@ async fn guard<T>(
     let owner = resource.owner().clone();
     // Only the owner's own reads go unlogged; an `owner` claim on any other role does not count.
     let is_owner = principal.role == Role::Citizen && principal.owner.as_ref() == Some(&owner);
-    if !is_owner {
+    let event = (!is_owner).then(|| {
         let decision = match &outcome {
             Ok(_) => Decision::Allow,
             Err(error) => Decision::Deny { code: error.code, message: String::new() },
         };
-        let event = access::event(principal, owner, record, resource.action(), purpose, &decision);
+        access::event(principal, owner, record, resource.action(), purpose, &decision)
+    });
+    (outcome, event)
+}
+
+/// Records an access event durably, if there is one.
+async fn record_first(state: &AppState, event: Option<AccessEvent>) -> Result<(), ApiError> {
+    if let Some(event) = event {
         state.blocking(move |vault| vault.record_access(&event)).await??;
     }
-    outcome
+    Ok(())
 }
 
 async fn load_record(state: &AppState, id: Digest) -> Result<RecordView, ApiError> {
@@ -887,12 +910,23 @@ async fn get_content(
     let view = load_record(&state, id).await?;
     let body = view.record.body();
     let resource = Resource::Content { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
-    guard(&state, &principal, resource, Some(id), purpose(&headers), Ok(())).await?;
-    send_content(&state, body, &headers).await
+    let (outcome, access) = judge(&principal, resource, Some(id), purpose(&headers), Ok(()));
+    if let Err(error) = outcome {
+        record_first(&state, access).await?;
+        return Err(error);
+    }
+    send_content(&state, body, &headers, access).await
 }
 
-/// A record's document, whole or one range, after the caller's access was decided (and recorded).
-async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> Result<Response, ApiError> {
+/// A record's document, whole or one range, after the caller's access was decided: `access`, the
+/// event to record first, is recorded durably before any answer, in the same call to the vault that
+/// reads the document's first pieces.
+async fn send_content(
+    state: &AppState,
+    body: &Record,
+    headers: &HeaderMap,
+    access: Option<AccessEvent>,
+) -> Result<Response, ApiError> {
     let size = body.size_bytes;
     let blake3 = body.blake3;
     let etag = format!("\"{}\"", blake3.to_hex());
@@ -908,11 +942,13 @@ async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> R
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
     {
+        record_first(state, access).await?;
         return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
     }
     let range = match parse_range(headers, size) {
         Ok(range) => range,
         Err(()) => {
+            record_first(state, access).await?;
             let mut response = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 ErrorCode::RangeNotSatisfiable,
@@ -930,7 +966,14 @@ async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> R
     // 500. A document of at most STREAM_CHUNKS_IN_FLIGHT pieces is answered from them alone, with no
     // thread handing pieces over one by one; the rest of a longer one streams through a small channel.
     let metrics = state.0.metrics.clone();
-    let (pieces, rest) = state.blocking(move |vault| first_pieces(vault, &blake3, range)).await??;
+    let (pieces, rest) = state
+        .blocking(move |vault| {
+            if let Some(event) = access {
+                vault.record_access(&event)?;
+            }
+            first_pieces(vault, &blake3, range)
+        })
+        .await??;
     metrics.read_bytes.inc_by(pieces.iter().map(|piece| piece.len() as u64).sum());
     let head = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
     let body = match rest {
