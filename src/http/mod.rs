@@ -68,7 +68,8 @@ pub const REQUEST_HEADER_BYTES_MAX: usize = 256 * 1024;
 pub const PURPOSE_HEADER: &str = "kho-purpose";
 /// The context of the key behind the pages' CSRF tokens.
 const CSRF_KEY_CONTEXT: &str = "kho 2026-11 page form csrf v1";
-/// Chunks in flight between the network and the vault during an upload or a download.
+/// Chunks in flight between the network and the vault during an upload or a download; also the pieces
+/// (frames) a download reads and verifies before it answers, all a small document needs.
 const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
 
 /// What the network side of a deposit tells the vault side.
