@@ -908,15 +908,38 @@ async fn get_content(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_record_id(&id)?;
-    let view = load_record(&state, id).await?;
-    let body = view.record.body();
-    let resource = Resource::Content { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
-    let (outcome, access) = judge(&principal, resource, Some(id), purpose(&headers), Ok(()));
-    if let Err(error) = outcome {
-        record_first(&state, access).await?;
-        return Err(error);
-    }
-    send_content(&state, body, &headers, access).await
+    let purpose = purpose(&headers);
+    // One call to the vault: the record, the decision, the access entry, the document's first pieces.
+    let (view, answer) = state
+        .blocking(move |vault| {
+            let view = vault
+                .record(&id)?
+                .ok_or_else(|| ApiError::not_found(ErrorCode::RecordNotFound, format!("no record {id}")))?;
+            let body = view.record.body();
+            let resource = Resource::Content { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
+            let (outcome, access) = judge(&principal, resource, Some(id), purpose, Ok(()));
+            if let Err(error) = outcome {
+                if let Some(event) = access {
+                    vault.record_access(&event)?;
+                }
+                return Err(error);
+            }
+            let answer = open_content(vault, body, &headers, access)?;
+            Ok((view, answer))
+        })
+        .await??;
+    content_response(&state, view.record.body(), answer)
+}
+
+/// What a download answers, decided on the vault's side.
+enum ContentAnswer {
+    /// The client holds this version (`If-None-Match`).
+    NotModified,
+    /// The range asked is outside the document.
+    RangeNotSatisfiable,
+    /// The document or the range `start..end` (`range` when one was asked): its first pieces, verified,
+    /// and the reader when more remain.
+    Pieces { range: Option<(u64, u64)>, pieces: Vec<Bytes>, rest: Option<Box<crate::content::ContentReader>> },
 }
 
 /// A record's document, whole or one range, after the caller's access was decided: `access`, the
@@ -928,28 +951,58 @@ async fn send_content(
     headers: &HeaderMap,
     access: Option<AccessEvent>,
 ) -> Result<Response, ApiError> {
-    let size = body.size_bytes;
-    let blake3 = body.blake3;
-    let etag = format!("\"{}\"", blake3.to_hex());
-    let mut response_headers = HeaderMap::new();
-    response_headers.insert(header::ETAG, HeaderValue::from_str(&etag).map_err(|e| ApiError::internal(e.to_string()))?);
-    response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    response_headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(body.media_type.as_str()).map_err(|e| ApiError::internal(e.to_string()))?,
-    );
+    let (record, headers) = (body.clone(), headers.clone());
+    let answer = state.blocking(move |vault| open_content(vault, &record, &headers, access)).await??;
+    content_response(state, body, answer)
+}
+
+/// The vault's side of a download: records `access` first, then answers a conditional or bad range
+/// at once, or opens the document and reads its first pieces (at most STREAM_CHUNKS_IN_FLIGHT, each
+/// verified), so that a damaged document is a clean 500 and a small one needs nothing more.
+fn open_content(
+    vault: &Vault,
+    body: &Record,
+    headers: &HeaderMap,
+    access: Option<AccessEvent>,
+) -> Result<ContentAnswer, ApiError> {
+    if let Some(event) = access {
+        vault.record_access(&event)?;
+    }
+    let etag = etag(body);
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
     {
-        record_first(state, access).await?;
-        return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
+        return Ok(ContentAnswer::NotModified);
     }
-    let range = match parse_range(headers, size) {
-        Ok(range) => range,
-        Err(()) => {
-            record_first(state, access).await?;
+    let Ok(range) = parse_range(headers, body.size_bytes) else {
+        return Ok(ContentAnswer::RangeNotSatisfiable);
+    };
+    let (pieces, rest) = first_pieces(vault, &body.blake3, range)?;
+    Ok(ContentAnswer::Pieces { range, pieces, rest: rest.map(Box::new) })
+}
+
+/// A document's entity tag: its BLAKE3 address, quoted.
+fn etag(body: &Record) -> String {
+    format!("\"{}\"", body.blake3.to_hex())
+}
+
+/// The response to a download: its headers, and a body of the first pieces followed, for a longer
+/// document, by the rest streamed through a small channel from a blocking thread.
+fn content_response(state: &AppState, body: &Record, answer: ContentAnswer) -> Result<Response, ApiError> {
+    let size = body.size_bytes;
+    let mut response_headers = HeaderMap::new();
+    response_headers
+        .insert(header::ETAG, HeaderValue::from_str(&etag(body)).map_err(|e| ApiError::internal(e.to_string()))?);
+    response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(body.media_type.as_str()).map_err(|e| ApiError::internal(e.to_string()))?,
+    );
+    let (range, pieces, rest) = match answer {
+        ContentAnswer::NotModified => return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response()),
+        ContentAnswer::RangeNotSatisfiable => {
             let mut response = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 ErrorCode::RangeNotSatisfiable,
@@ -961,20 +1014,10 @@ async fn send_content(
             }
             return Ok(response);
         }
+        ContentAnswer::Pieces { range, pieces, rest } => (range, pieces, rest),
     };
     let (start, end) = range.unwrap_or((0, size));
-    // The first pieces are read in one call before answering, so that a damaged document is a clean
-    // 500. A document of at most STREAM_CHUNKS_IN_FLIGHT pieces is answered from them alone, with no
-    // thread handing pieces over one by one; the rest of a longer one streams through a small channel.
     let metrics = state.0.metrics.clone();
-    let (pieces, rest) = state
-        .blocking(move |vault| {
-            if let Some(event) = access {
-                vault.record_access(&event)?;
-            }
-            first_pieces(vault, &blake3, range)
-        })
-        .await??;
     metrics.read_bytes.inc_by(pieces.iter().map(|piece| piece.len() as u64).sum());
     let head = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
     let body = match rest {
