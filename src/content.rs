@@ -239,6 +239,16 @@ fn tree_root(frame_hashes: &[[u8; 32]], frame_size: u64, size_bytes: u64) -> [u8
     node(frame_hashes, frame_size, size_bytes, true)
 }
 
+/// The BLAKE3 of a document from its frames' hashes as the writer computes them (one per frame, the only
+/// frame's being the document's).
+fn document_hash(frame_hashes: &[[u8; 32]], frame_size: u32, size_bytes: u64) -> [u8; 32] {
+    match frame_hashes {
+        [] => *blake3::hash(&[]).as_bytes(),
+        [only] => *only,
+        several => tree_root(several, u64::from(frame_size), size_bytes),
+    }
+}
+
 /// Whether frames of `frame_size` bytes are whole subtrees of BLAKE3's tree.
 fn is_tree_frame_size(frame_size: u32) -> bool {
     frame_size.is_power_of_two() && (FRAME_SIZE_BYTES_MIN..=FRAME_SIZE_BYTES_MAX).contains(&frame_size)
@@ -459,7 +469,7 @@ pub fn decode_frame(
         FrameCheck::Subtree { offset, hash, root } => {
             subtree_hash(offset, &plain, root).ok_or(FrameError::NotASubtree { offset, length: plain.len() })? == hash
         }
-        FrameCheck::Keyed { upload_id, index } => keyed_checksum(upload_id, index, &plain)[..] == header[6..38],
+        FrameCheck::Keyed { upload_id, index } => keyed_checksum(upload_id, index, &plain)[..] == *stored_hash,
     };
     if !matches {
         return Err(FrameError::ChecksumMismatch);
@@ -556,11 +566,7 @@ impl ContentWriter {
         if !self.buffer.is_empty() {
             self.seal_frame(true)?;
         }
-        let blake3 = match self.frame_hashes.as_slice() {
-            [] => *blake3::hash(&[]).as_bytes(),
-            [only] => *only,
-            several => tree_root(several, u64::from(self.frame_size_bytes), self.size_bytes),
-        };
+        let blake3 = document_hash(&self.frame_hashes, self.frame_size_bytes, self.size_bytes);
         if self.frame_hashes.len() == 1 {
             self.frame_hashes.clear();
         }
@@ -744,16 +750,14 @@ fn check_frame_hashes(manifest: &Manifest, blake3: &Digest) -> Result<(), &'stat
     if !is_tree_frame_size(manifest.frame_size_bytes) {
         return Err("manifest has a frame size that is not a subtree of BLAKE3's tree");
     }
-    let frames = manifest.frame_lengths.len();
-    let root = match (frames, manifest.frame_hashes.as_slice()) {
-        (0, []) => *blake3::hash(&[]).as_bytes(),
-        (1, []) => return Ok(()),
-        (frames, hashes) if frames >= 2 && hashes.len() == frames => {
-            tree_root(hashes, u64::from(manifest.frame_size_bytes), manifest.size_bytes)
-        }
-        _ => return Err("manifest's frame hashes do not match its frames"),
-    };
-    if root != blake3.0 {
+    let (frames, hashes) = (manifest.frame_lengths.len(), manifest.frame_hashes.len());
+    if frames == 1 && hashes == 0 {
+        return Ok(());
+    }
+    if hashes != frames || frames == 1 {
+        return Err("manifest's frame hashes do not match its frames");
+    }
+    if document_hash(&manifest.frame_hashes, manifest.frame_size_bytes, manifest.size_bytes) != blake3.0 {
         return Err("manifest's frame hashes do not add up to the document's BLAKE3 address");
     }
     Ok(())
@@ -878,9 +882,9 @@ mod tests {
                     assert_eq!(manifest.frame_lengths.len(), frames);
                     assert_eq!(manifest.frame_hashes.len(), if frames > 1 { frames } else { 0 });
                     assert_eq!(read_range(&store, blake3, &manifest, None).expect("whole"), data);
-                    let (start, end) = (size as u64 / 3, size as u64 * 2 / 3 + 1).min((size as u64, size as u64));
-                    let part = read_range(&store, blake3, &manifest, Some((start, end.min(size as u64))));
-                    assert_eq!(part.expect("range"), &data[start as usize..end.min(size as u64) as usize]);
+                    let (start, end) = (size / 3, (size * 2 / 3 + 1).min(size));
+                    let part = read_range(&store, blake3, &manifest, Some((start as u64, end as u64)));
+                    assert_eq!(part.expect("range"), &data[start..end]);
                 }
             }
         }

@@ -419,13 +419,15 @@ async fn guard<T>(
     request: Result<T, ApiError>,
 ) -> Result<T, ApiError> {
     let (outcome, event) = judge(principal, resource, record, purpose, request);
-    record_first(state, event).await?;
+    if let Some(event) = event {
+        state.blocking(move |vault| vault.record_access(&event)).await??;
+    }
     outcome
 }
 
 /// `guard`'s decision without its recording: the outcome, and the access event to record durably
 /// before answering (none for the owner's own reads). For a caller that records it in the same call
-/// to the vault as its own work (a download: `send_content`).
+/// to the vault as its own work (a download: `get_content`).
 fn judge<T>(
     principal: &Principal,
     resource: Resource,
@@ -455,14 +457,6 @@ fn judge<T>(
         access::event(principal, owner, record, resource.action(), purpose, &decision)
     });
     (outcome, event)
-}
-
-/// Records an access event durably, if there is one.
-async fn record_first(state: &AppState, event: Option<AccessEvent>) -> Result<(), ApiError> {
-    if let Some(event) = event {
-        state.blocking(move |vault| vault.record_access(&event)).await??;
-    }
-    Ok(())
 }
 
 async fn load_record(state: &AppState, id: Digest) -> Result<RecordView, ApiError> {
@@ -918,14 +912,12 @@ async fn get_content(
             let body = view.record.body();
             let resource = Resource::Content { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
             let (outcome, access) = judge(&principal, resource, Some(id), purpose, Ok(()));
-            if let Err(error) = outcome {
-                if let Some(event) = access {
-                    vault.record_access(&event)?;
-                }
-                return Err(error);
+            if let Some(event) = access {
+                vault.record_access(&event)?;
             }
-            let answer = open_content(vault, body, &headers, access)?;
-            Ok((view, answer))
+            outcome?;
+            let answer = open_content(vault, body, &headers)?;
+            Ok::<_, ApiError>((view, answer))
         })
         .await??;
     content_response(&state, view.record.body(), answer)
@@ -942,32 +934,18 @@ enum ContentAnswer {
     Pieces { range: Option<(u64, u64)>, pieces: Vec<Bytes>, rest: Option<Box<crate::content::ContentReader>> },
 }
 
-/// A record's document, whole or one range, after the caller's access was decided: `access`, the
-/// event to record first, is recorded durably before any answer, in the same call to the vault that
-/// reads the document's first pieces.
-async fn send_content(
-    state: &AppState,
-    body: &Record,
-    headers: &HeaderMap,
-    access: Option<AccessEvent>,
-) -> Result<Response, ApiError> {
+/// A record's document, whole or one range, after the caller's access was decided and recorded.
+async fn send_content(state: &AppState, body: &Record, headers: &HeaderMap) -> Result<Response, ApiError> {
     let (record, headers) = (body.clone(), headers.clone());
-    let answer = state.blocking(move |vault| open_content(vault, &record, &headers, access)).await??;
+    let answer = state.blocking(move |vault| open_content(vault, &record, &headers)).await??;
     content_response(state, body, answer)
 }
 
-/// The vault's side of a download: records `access` first, then answers a conditional or bad range
-/// at once, or opens the document and reads its first pieces (at most STREAM_CHUNKS_IN_FLIGHT, each
-/// verified), so that a damaged document is a clean 500 and a small one needs nothing more.
-fn open_content(
-    vault: &Vault,
-    body: &Record,
-    headers: &HeaderMap,
-    access: Option<AccessEvent>,
-) -> Result<ContentAnswer, ApiError> {
-    if let Some(event) = access {
-        vault.record_access(&event)?;
-    }
+/// The vault's side of a download, once its access is recorded: a conditional or bad range is
+/// answered at once; otherwise the document is opened and its first pieces read (at most
+/// STREAM_CHUNKS_IN_FLIGHT, each verified), so that a damaged document is a clean 500 and a small one
+/// needs nothing more.
+fn open_content(vault: &Vault, body: &Record, headers: &HeaderMap) -> Result<ContentAnswer, ApiError> {
     let etag = etag(body);
     if headers
         .get(header::IF_NONE_MATCH)
@@ -979,8 +957,22 @@ fn open_content(
     let Ok(range) = parse_range(headers, body.size_bytes) else {
         return Ok(ContentAnswer::RangeNotSatisfiable);
     };
-    let (pieces, rest) = first_pieces(vault, &body.blake3, range)?;
-    Ok(ContentAnswer::Pieces { range, pieces, rest: rest.map(Box::new) })
+    let failed = |error: crate::content::ContentError| {
+        tracing::error!(%error, "content failed verification");
+        ApiError::from(crate::vault::StorageError::from(error))
+    };
+    let mut reader = vault.open_content(&body.blake3, range)?.ok_or_else(|| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::IntegrityError, "content missing")
+    })?;
+    let mut pieces = Vec::with_capacity(STREAM_CHUNKS_IN_FLIGHT);
+    while pieces.len() < STREAM_CHUNKS_IN_FLIGHT {
+        match reader.next_chunk().map_err(failed)? {
+            Some(piece) => pieces.push(piece),
+            None => return Ok(ContentAnswer::Pieces { range, pieces, rest: None }),
+        }
+    }
+    let rest = (reader.remaining_bytes() > 0).then(|| Box::new(reader));
+    Ok(ContentAnswer::Pieces { range, pieces, rest })
 }
 
 /// A document's entity tag: its BLAKE3 address, quoted.
@@ -1060,30 +1052,6 @@ fn content_response(state: &AppState, body: &Record, answer: ContentAnswer) -> R
         StatusCode::OK
     };
     Ok((status, response_headers, body).into_response())
-}
-
-/// Opens a stored document (or a range of it) and reads its first pieces, at most
-/// STREAM_CHUNKS_IN_FLIGHT of them, each verified; with the reader when more remain.
-fn first_pieces(
-    vault: &Vault,
-    blake3: &Digest,
-    range: Option<(u64, u64)>,
-) -> Result<(Vec<Bytes>, Option<crate::content::ContentReader>), ApiError> {
-    let failed = |error: crate::content::ContentError| {
-        tracing::error!(%error, "content failed verification");
-        ApiError::from(crate::vault::StorageError::from(error))
-    };
-    let mut reader = vault.open_content(blake3, range)?.ok_or_else(|| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::IntegrityError, "content missing")
-    })?;
-    let mut pieces = Vec::with_capacity(STREAM_CHUNKS_IN_FLIGHT);
-    while pieces.len() < STREAM_CHUNKS_IN_FLIGHT {
-        match reader.next_chunk().map_err(failed)? {
-            Some(piece) => pieces.push(piece),
-            None => return Ok((pieces, None)),
-        }
-    }
-    Ok((pieces, (reader.remaining_bytes() > 0).then_some(reader)))
 }
 
 #[derive(Deserialize, IntoParams)]

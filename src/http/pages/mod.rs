@@ -989,8 +989,7 @@ async fn document_file(
 }
 
 async fn file_response(state: &AppState, body: &Record, headers: &HeaderMap, download: bool) -> PageResult {
-    // Every caller decided (and recorded) the access before.
-    let mut response = super::send_content(state, body, headers, None).await?;
+    let mut response = super::send_content(state, body, headers).await?;
     let media_type = body.media_type.as_str();
     let inline = !download && INLINE_MEDIA_TYPES.contains(&media_type);
     let extension = match media_type {
