@@ -2,10 +2,16 @@
 //! files (`packs`). This is the only module that names sled.
 //!
 //! The journal: every batch is appended to `catalog.journal` (numbered; the batch number is kept in
-//! sled too) before sled applies it, and `sync` fdatasyncs the journal: that is what makes a batch
-//! durable, and callers that arrive while a sync runs wait for the next one, which covers them all
-//! (group commit). sled is brought up to date from the journal at open: the journal batches past the
-//! catalog's number are replayed.
+//! sled too), and `sync` fdatasyncs the journal: that is what makes a batch durable, and callers that
+//! arrive while a sync runs wait for the next one, which covers them all (group commit). sled is
+//! brought up to date from the journal at open: the journal batches past the catalog's number are
+//! replayed.
+//!
+//! sled receives a batch only after the sync that made it durable in the journal, key by key and
+//! then its number (`write_to_tree`, which says why not as a `sled::Batch`); until then the batch is
+//! read from memory in front of sled (`pending`), so readers see it from the moment it is applied,
+//! whole. Were sled given a batch before the journal held it, a crash could leave sled with part of a
+//! batch that no journal record would ever complete.
 //!
 //! The catalog is made durable behind the journal, at most once per [`CATALOG_FLUSH_INTERVAL_MS`]
 //! (by the sync that finds the last flush that old) and when the store is closed. That takes more than
@@ -32,9 +38,10 @@ use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use super::packs::{committed_extent, pack_file_name, quarantine_tail, sync_path, Packs, PACKS_DIRECTORY};
+use super::pending::{self, Pending};
 use super::{io_error, Batch, CatalogEngine, Engines, Entries, OpenReport, Store, StoreError};
 
 /// sled's segment size. Values above a quarter of it become separate blob files; catalog values are
@@ -73,6 +80,22 @@ pub fn open(directory: &Path, config: &EmbeddedConfig) -> Result<Engines, StoreE
     std::fs::create_dir_all(directory).map_err(io_error(directory))?;
     let quarantine = directory.join("quarantine");
     let mut report = OpenReport::default();
+    let engine = open_catalog(directory, &quarantine, config, &mut report)?;
+    let states = Store::blob_states(&engine)?;
+    let blobs = Packs::open(&directory.join(PACKS_DIRECTORY), &quarantine, &states, &mut report)?;
+    for warning in &report.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(Engines { catalog: Arc::new(engine), blobs: Arc::new(blobs), report })
+}
+
+/// Opens the catalog: sled, brought up to date from its journal, durable and marked.
+fn open_catalog(
+    directory: &Path,
+    quarantine: &Path,
+    config: &EmbeddedConfig,
+    report: &mut OpenReport,
+) -> Result<SledCatalog, StoreError> {
     let db = match open_sled(directory, config) {
         Ok(db) => db,
         Err(error) if config.recover => {
@@ -104,9 +127,10 @@ pub fn open(directory: &Path, config: &EmbeddedConfig) -> Result<Engines, StoreE
     let tree = db.open_tree("catalog").map_err(engine_error)?;
     let journal_path = directory.join(JOURNAL_FILE);
     let catalog_batch = batch_number(&tree)?;
-    let scanned = scan_journal(&journal_path, catalog_batch, &quarantine, config.recover, &mut report)?;
-    replay(&tree, &scanned, catalog_batch, config.recover, &mut report)?;
-    let last_batch = batch_number(&tree)?.max(scanned.last_batch);
+    let scanned = scan_journal(&journal_path, catalog_batch, quarantine, config.recover, report)?;
+    replay(&tree, &journal_path, &scanned, catalog_batch, config.recover, report)?;
+    let applied_batch = batch_number(&tree)?;
+    let last_batch = applied_batch.max(scanned.last_batch);
     let journal_file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -123,6 +147,8 @@ pub fn open(directory: &Path, config: &EmbeddedConfig) -> Result<Engines, StoreE
         journal_for_sync,
         journal: Mutex::new(Journal { file: journal_file, length: scanned.valid_length, path: journal_path }),
         last_batch: AtomicU64::new(last_batch),
+        pending: RwLock::new(Pending::default()),
+        applied_batch: AtomicU64::new(applied_batch),
         group: GroupSync::default(),
         catalog_flushed_at: Mutex::new(std::time::Instant::now()),
     };
@@ -137,12 +163,7 @@ pub fn open(directory: &Path, config: &EmbeddedConfig) -> Result<Engines, StoreE
     engine.sync()?;
     // The batches just replayed, if any, are the catalog's for good from here.
     engine.group.run(|| engine.flush_catalog())?;
-    let states = Store::blob_states(&engine)?;
-    let blobs = Packs::open(&directory.join(PACKS_DIRECTORY), &quarantine, &states, &mut report)?;
-    for warning in &report.warnings {
-        tracing::warn!("{warning}");
-    }
-    Ok(Engines { catalog: Arc::new(engine), blobs: Arc::new(blobs), report })
+    Ok(engine)
 }
 
 /// What a consistent copy of an embedded store is made of, read from its files alone while a server
@@ -268,7 +289,13 @@ struct SledCatalog {
     /// The journal's file, for fdatasync without holding the journal's lock: a sync covers every append
     /// finished before it starts, which includes every batch of the callers waiting for it.
     journal_for_sync: File,
+    /// The last batch journaled.
     last_batch: AtomicU64,
+    /// Batches journaled but not yet written into the tree (they are once the journal holds them
+    /// durably); every read looks here first.
+    pending: RwLock<Pending>,
+    /// The last batch written into the tree.
+    applied_batch: AtomicU64,
     group: GroupSync,
     /// When the catalog was last made durable (`flush_catalog`).
     catalog_flushed_at: Mutex<std::time::Instant>,
@@ -279,7 +306,7 @@ impl SledCatalog {
     /// a mark (durable with the next journal sync; until then the previous mark stands, which is only
     /// more cautious). Runs inside a group sync, never beside another.
     fn flush_catalog(&self) -> Result<(), StoreError> {
-        let through = self.last_batch.load(Ordering::Acquire);
+        let through = self.applied_batch.load(Ordering::Acquire);
         self.db.flush().map_err(engine_error)?;
         sync_path(&self.directory.join("db"))?;
         sync_new_blobs(&self.directory.join("blobs"), &self.group.synced_blobs)?;
@@ -293,6 +320,27 @@ impl SledCatalog {
     fn sync_journal(&self) -> Result<(), StoreError> {
         self.journal_for_sync.sync_data().map_err(io_error(&self.directory.join(JOURNAL_FILE)))
     }
+
+    /// Writes the pending batches up to `through`, which the journal holds durably, into the tree,
+    /// then stops reading them in front of it. Runs inside a group sync (or at close), never beside
+    /// another, so the tree receives batches in journal order.
+    fn write_durable_batches(&self, through: u64) -> Result<(), StoreError> {
+        let batches = self.read_pending().through(through);
+        let Some((last, _)) = batches.last() else {
+            return Ok(());
+        };
+        let last = *last;
+        for (number, batch) in &batches {
+            write_to_tree(&self.tree, *number, batch)?;
+        }
+        self.applied_batch.store(last, Ordering::Release);
+        self.pending.write().unwrap_or_else(|p| p.into_inner()).forget_through(last);
+        Ok(())
+    }
+
+    fn read_pending(&self) -> std::sync::RwLockReadGuard<'_, Pending> {
+        self.pending.read().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Drop for SledCatalog {
@@ -301,7 +349,12 @@ impl Drop for SledCatalog {
         if self.group.failed.load(Ordering::Acquire) {
             return;
         }
-        if let Err(error) = self.flush_catalog().and_then(|()| self.sync_journal()) {
+        let closed = self
+            .sync_journal()
+            .and_then(|()| self.write_durable_batches(self.last_batch.load(Ordering::Acquire)))
+            .and_then(|()| self.flush_catalog())
+            .and_then(|()| self.sync_journal());
+        if let Err(error) = closed {
             tracing::warn!("closing the store, its catalog was not made durable ({error}); the next open replays it from the journal");
         }
     }
@@ -346,16 +399,23 @@ fn batch_body(number: u64, batch: &Batch) -> Vec<u8> {
     body
 }
 
-fn sled_batch(number: u64, batch: &Batch) -> sled::Batch {
-    let mut sled_batch = sled::Batch::default();
+/// Writes a batch the journal holds durably into the tree, one operation at a time in the batch's
+/// order, then its number. Not as a `sled::Batch`: in sled 0.34 each batch seals its I/O buffer and
+/// hands its write to a background thread (waking all its idle ones), and from the first batch on,
+/// every read in the process takes a global lock that batches take exclusively; with a batch per
+/// access entry, that was a fifth of a read's server time (docs/BENCHMARKS.md). Readers see the batch
+/// whole through `Pending` meanwhile; a crash midway leaves the tree with the batch's earlier
+/// operations but the previous number, and the next open writes it again from the journal.
+fn write_to_tree(tree: &sled::Tree, number: u64, batch: &Batch) -> Result<(), StoreError> {
     for (key, value) in &batch.operations {
         match value {
-            Some(value) => sled_batch.insert(key.as_slice(), value.as_slice()),
-            None => sled_batch.remove(key.as_slice()),
+            Some(value) => tree.insert(key.as_slice(), value.as_slice()),
+            None => tree.remove(key.as_slice()),
         }
+        .map_err(engine_error)?;
     }
-    sled_batch.insert(BATCH_NUMBER_KEY, &number.to_be_bytes());
-    sled_batch
+    tree.insert(BATCH_NUMBER_KEY, &number.to_be_bytes()).map_err(engine_error)?;
+    Ok(())
 }
 
 /// A journal record's body, decoded.
@@ -523,6 +583,7 @@ fn scan_journal(
 /// Applies the journal's batches that the catalog lacks.
 fn replay(
     tree: &sled::Tree,
+    journal_path: &Path,
     scanned: &ScannedJournal,
     catalog_batch: u64,
     recover: bool,
@@ -543,6 +604,11 @@ fn replay(
             scanned.last_batch + 1
         ));
     }
+    if !scanned.batches.is_empty() {
+        // The tree may only receive what the journal holds durably (see `write_to_tree`); the records
+        // read back past its last sync may still be only in the page cache.
+        File::open(journal_path).and_then(|file| file.sync_data()).map_err(io_error(journal_path))?;
+    }
     let mut expected = catalog_batch + 1;
     for (number, batch) in &scanned.batches {
         if *number != expected && scanned.synced_through >= expected {
@@ -552,7 +618,7 @@ fn replay(
             }
             report.warnings.push(message);
         }
-        tree.apply_batch(sled_batch(*number, batch)).map_err(engine_error)?;
+        write_to_tree(tree, *number, batch)?;
         report.batches_replayed += 1;
         expected = number + 1;
     }
@@ -569,37 +635,46 @@ fn replay(
 
 impl CatalogEngine for SledCatalog {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = self.read_pending().get(key) {
+            return Ok(value);
+        }
         Ok(self.tree.get(key).map_err(engine_error)?.map(|value| value.to_vec()))
     }
 
     fn scan<'a>(&'a self, prefix: &[u8], after: Option<&[u8]>) -> Entries<'a> {
+        let pending = self.read_pending().range(prefix, after);
         let prefix = prefix.to_vec();
         let iter = match after {
             Some(after) => self.tree.range::<&[u8], _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
             None => self.tree.range::<&[u8], _>(prefix.as_slice()..),
         };
-        Box::new(
+        let tree = Box::new(
             iter.take_while(move |item| match item {
                 Ok((key, _)) => key.starts_with(&prefix),
                 Err(_) => true,
             })
             .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(engine_error)),
-        )
+        );
+        pending::merge(tree, pending)
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
-        // Journal order is catalog order: both happen under the journal's lock.
+        // Journal order is catalog order: both happen under the journal's lock. The tree receives the
+        // batch once the journal holds it durably (`sync`); until then reads find it pending.
         let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         let number = self.last_batch.load(Ordering::Acquire) + 1;
         journal.append(&batch_body(number, &batch))?;
-        self.tree.apply_batch(sled_batch(number, &batch)).map_err(engine_error)?;
+        self.pending.write().unwrap_or_else(|p| p.into_inner()).push(number, batch);
         self.last_batch.store(number, Ordering::Release);
         Ok(())
     }
 
     fn sync(&self) -> Result<(), StoreError> {
         self.group.run(|| {
+            // Every batch up to here was appended before the journal's sync starts, so it covers them.
+            let through = self.last_batch.load(Ordering::Acquire);
             self.sync_journal()?;
+            self.write_durable_batches(through)?;
             let flushed_at = *self.catalog_flushed_at.lock().unwrap_or_else(|p| p.into_inner());
             if flushed_at.elapsed() >= std::time::Duration::from_millis(CATALOG_FLUSH_INTERVAL_MS) {
                 self.flush_catalog()?;
@@ -859,6 +934,136 @@ mod tests {
         engines.catalog.sync().expect("sync");
         let (batches, _) = journal_records(dir.path());
         assert_eq!(batches, [1, 2, 3], "numbering continues after the replayed batch");
+    }
+
+    fn open_alone(directory: &Path) -> SledCatalog {
+        let quarantine = directory.join("quarantine");
+        open_catalog(directory, &quarantine, &EmbeddedConfig::default(), &mut OpenReport::default()).expect("open")
+    }
+
+    fn value(bytes: Option<Vec<u8>>) -> Option<String> {
+        bytes.map(|bytes| String::from_utf8(bytes).expect("utf-8"))
+    }
+
+    fn in_tree(catalog: &SledCatalog, key: &str) -> Option<String> {
+        value(catalog.tree.get(key).expect("tree").map(|v| v.to_vec()))
+    }
+
+    #[test]
+    fn a_batch_is_read_whole_at_once_and_reaches_the_tree_only_once_the_journal_holds_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = open_alone(dir.path());
+        let mut first = Batch::default();
+        for key in ["p/1", "p/2", "p/3"] {
+            first.insert(key, "old");
+        }
+        catalog.apply(first).expect("apply");
+        catalog.sync().expect("sync");
+        assert_eq!(in_tree(&catalog, "p/3").as_deref(), Some("old"));
+
+        let mut second = Batch::default();
+        second.insert("p/2", "new");
+        second.remove("p/3");
+        second.insert("p/4", "added");
+        catalog.apply(second).expect("apply");
+        let read = |catalog: &SledCatalog| {
+            let scan: Vec<_> = catalog
+                .scan(b"p/", None)
+                .map(|item| item.map(|(k, v)| (value(Some(k)).unwrap_or_default(), value(Some(v)).unwrap_or_default())))
+                .collect::<Result<_, _>>()
+                .expect("scan");
+            (value(catalog.get(b"p/2").expect("get")), value(catalog.get(b"p/3").expect("get")), scan)
+        };
+        let expected = (
+            Some("new".to_owned()),
+            None,
+            vec![("p/1".into(), "old".into()), ("p/2".into(), "new".into()), ("p/4".into(), "added".into())],
+        );
+        assert_eq!(read(&catalog), expected, "read at once, before any sync");
+        assert_eq!(
+            (in_tree(&catalog, "p/2"), in_tree(&catalog, "p/3"), in_tree(&catalog, "p/4")),
+            (Some("old".into()), Some("old".into()), None),
+            "the tree receives only what the journal holds durably"
+        );
+        assert_eq!(batch_number(&catalog.tree).expect("number"), 1);
+
+        catalog.sync().expect("sync");
+        assert_eq!(
+            (in_tree(&catalog, "p/2"), in_tree(&catalog, "p/3"), in_tree(&catalog, "p/4")),
+            (Some("new".into()), None, Some("added".into()))
+        );
+        assert_eq!(batch_number(&catalog.tree).expect("number"), 2);
+        assert_eq!(catalog.applied_batch.load(Ordering::Acquire), 2);
+        assert!(catalog.read_pending().through(u64::MAX).is_empty(), "nothing is read in front of the tree any more");
+        assert_eq!(read(&catalog), expected, "the same reads from the tree");
+    }
+
+    #[test]
+    fn a_reader_never_sees_a_batch_in_part_while_it_is_written_into_the_tree() {
+        const BATCHES: u64 = 300;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = open_alone(dir.path());
+        let number = |key: &[u8]| {
+            catalog.get(key).expect("get").map_or(0, |v| u64::from_be_bytes(v.try_into().expect("eight bytes")))
+        };
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let checked = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 1..=BATCHES {
+                    // "a" is written into the tree first and "z" last, with filler between.
+                    let mut batch = Batch::default();
+                    batch.insert("a", i.to_be_bytes());
+                    for filler in 0..32 {
+                        batch.insert(format!("m/{filler}"), vec![0; 64]);
+                    }
+                    batch.insert("z", i.to_be_bytes());
+                    catalog.apply(batch).expect("apply");
+                    catalog.sync().expect("sync");
+                }
+                done.store(true, Ordering::Release);
+            });
+            scope.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    let first = number(b"a");
+                    let last = number(b"z");
+                    assert!(last >= first, "read a from batch {first} but z from batch {last}");
+                    checked.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        });
+        assert_eq!(batch_number(&catalog.tree).expect("number"), BATCHES);
+        assert!(checked.load(Ordering::Relaxed) > BATCHES, "the reader ran throughout");
+    }
+
+    #[test]
+    fn a_batch_the_tree_holds_in_part_is_written_whole_at_the_next_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engines = open(dir.path(), &EmbeddedConfig::default()).expect("open");
+        engines.catalog.apply(batch("k/1", "v")).expect("apply");
+        engines.catalog.sync().expect("sync");
+        drop(engines);
+        // As after a crash midway through writing batch 2 into the tree: the journal holds it, the tree
+        // its first operation only, under the previous batch number.
+        let mut second = batch("k/2", "w");
+        second.remove("k/1");
+        second.insert("k/3", "x");
+        let path = dir.path().join(JOURNAL_FILE);
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).expect("journal");
+        std::io::Write::write_all(&mut file, &encode_record(&batch_body(2, &second))).expect("append");
+        drop(file);
+        {
+            let db = open_sled(dir.path(), &EmbeddedConfig::default()).expect("sled");
+            let tree = db.open_tree("catalog").expect("tree");
+            tree.insert("k/2", "w").expect("insert");
+            db.flush().expect("flush");
+            assert_eq!(batch_number(&tree).expect("number"), 1);
+        }
+
+        let catalog = open_alone(dir.path());
+        assert_eq!(batch_number(&catalog.tree).expect("number"), 2);
+        let values: Vec<_> = ["k/1", "k/2", "k/3"].iter().map(|key| in_tree(&catalog, key)).collect();
+        assert_eq!(values, [None, Some("w".into()), Some("x".into())]);
     }
 
     #[test]

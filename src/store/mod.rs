@@ -23,6 +23,7 @@ pub mod embedded;
 pub mod fault;
 pub mod memory;
 mod packs;
+mod pending;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
