@@ -403,7 +403,8 @@ fn batch_body(number: u64, batch: &Batch) -> Vec<u8> {
 /// order, then its number. Not as a `sled::Batch`: in sled 0.34 each batch seals its I/O buffer and
 /// hands its write to a background thread (waking all its idle ones), and from the first batch on,
 /// every read in the process takes a global lock that batches take exclusively; with a batch per
-/// access entry, that was a fifth of a read's server time (docs/BENCHMARKS.md). Readers see the batch
+/// access entry, the scheduling alone was a seventh of a read's server time (docs/BENCHMARKS.md,
+/// "Whose scheduling"). Readers see the batch
 /// whole through `Pending` meanwhile; a crash midway leaves the tree with the batch's earlier
 /// operations but the previous number, and the next open writes it again from the journal.
 fn write_to_tree(tree: &sled::Tree, number: u64, batch: &Batch) -> Result<(), StoreError> {

@@ -25,7 +25,8 @@ pub(super) struct Pending {
 impl Pending {
     /// Adds batch `number`, the next in journal order.
     pub fn push(&mut self, number: u64, batch: Batch) {
-        debug_assert!(self.batches.back().is_none_or(|(last, _)| *last < number), "batches are pushed in order");
+        // `value` finds a batch by its distance from the first: numbers follow each other.
+        debug_assert!(self.batches.back().is_none_or(|(last, _)| *last + 1 == number), "batches come in journal order");
         for (index, (key, _)) in batch.operations.iter().enumerate() {
             self.latest.insert(key.clone(), (number, index));
         }
