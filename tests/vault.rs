@@ -816,6 +816,104 @@ fn a_record_committed_but_not_synced_is_never_visible() {
     assert!(vault.list_owner(&owner, &ListFilter::default(), None, 10).expect("list").records.is_empty());
 }
 
+/// An officer's read made `n`: what the HTTP server records before it sends a byte.
+fn officer_read(n: usize) -> kho::vault::AccessEvent {
+    use kho::vault::{AccessAction, AccessEvent, AccessOutcome, Salt};
+    AccessEvent {
+        at_ms: now_unix_ms(),
+        owner: OwnerId::parse(OWNER).expect("owner"),
+        subject: format!("officer-{n}"),
+        role: "officer".into(),
+        agency: Some(code(AGENCY)),
+        purpose: Some(code("H26.99-0001")),
+        record: Some(Digest([7; 32])),
+        action: AccessAction::ReadContent,
+        outcome: AccessOutcome::Allowed,
+        salt: Salt::random(),
+    }
+}
+
+/// Commits `waiters` access entries from as many tasks on a 2-worker runtime, each then waiting for its
+/// own without a thread (`Vault::access_durable`, as the HTTP server does); what each wait returned.
+fn access_entries_awaited(vault: Vault, waiters: usize) -> (Vault, Vec<Result<u64, kho::vault::StorageError>>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().expect("runtime");
+    let vault = std::sync::Arc::new(vault);
+    let results = runtime.block_on(async {
+        let tasks: Vec<_> = (0..waiters)
+            .map(|n| {
+                let vault = vault.clone();
+                tokio::spawn(async move {
+                    let committing = vault.clone();
+                    let committed = tokio::task::spawn_blocking(move || committing.commit_access(&officer_read(n)))
+                        .await
+                        .expect("commit task")?;
+                    let waited =
+                        tokio::time::timeout(std::time::Duration::from_secs(60), vault.access_durable(committed));
+                    waited.await.expect("a waiter is never left waiting")
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.expect("task"));
+        }
+        results
+    });
+    drop(runtime);
+    let vault = std::sync::Arc::into_inner(vault).expect("the only handle left");
+    (vault, results)
+}
+
+#[test]
+fn access_entries_awaited_without_a_thread_are_durable_when_the_wait_returns() {
+    const WAITERS: usize = 64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let memory = Memory::new();
+    let config = VaultConfig::new(dir.path(), vec![key(1).public_key()]);
+    let vault = Vault::open_on(config.clone(), memory.engines()).expect("open");
+    let syncs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = syncs.clone();
+    vault.observe_syncs(Box::new(move |_, entries| {
+        if entries > 0 {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }));
+    let (vault, results) = access_entries_awaited(vault, WAITERS);
+    let mut indexes: Vec<u64> = results.into_iter().map(|result| result.expect("durable")).collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(indexes.len(), WAITERS, "one log entry each");
+    let syncs = syncs.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((1..=WAITERS).contains(&syncs), "{syncs} syncs made entries durable");
+    let owner = OwnerId::parse(OWNER).expect("owner");
+    assert_eq!(vault.access_log(&owner, None, 100).expect("log").entries.len(), WAITERS, "visible once durable");
+    drop(vault);
+    // The memory engine's crash keeps only what a sync made durable: every entry whose wait returned.
+    let vault = Vault::open_on(config, memory.crash().engines()).expect("open after the crash");
+    let kept: Vec<u64> = vault.access_log(&owner, None, 100).expect("log").entries.iter().map(|(i, _)| *i).collect();
+    assert_eq!(kept.len(), WAITERS, "every entry whose wait returned survived the crash: {kept:?}");
+}
+
+#[test]
+fn a_failed_sync_ends_every_wait_for_an_access_entry_with_an_error() {
+    const WAITERS: usize = 8;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let memory = Memory::new();
+    let config = VaultConfig::new(dir.path(), vec![key(1).public_key()]);
+    let faults = Faults::new(Operation::Sync, 1, Fault::Fail);
+    let vault = Vault::open_on(config.clone(), fault::wrap(memory.engines(), faults.clone())).expect("open");
+    let (vault, results) = access_entries_awaited(vault, WAITERS);
+    assert!(faults.fired(), "the first sync failed");
+    assert_eq!(results.len(), WAITERS);
+    for result in &results {
+        assert!(result.is_err(), "no wait may end well after the store's sync failed: {result:?}");
+    }
+    drop(vault);
+    let vault = Vault::open_on(config, memory.crash().engines()).expect("open after the crash");
+    let owner = OwnerId::parse(OWNER).expect("owner");
+    assert!(vault.access_log(&owner, None, 100).expect("log").entries.is_empty(), "none was acknowledged");
+}
+
 #[test]
 fn a_failed_or_torn_read_is_an_error_never_wrong_bytes() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -142,6 +142,14 @@ impl AppState {
         &self.0.vault
     }
 
+    /// Records an access entry and returns once it is durable, holding no thread while the sync
+    /// runs (`Vault::access_durable`). Nothing of the owner's may be sent before it returns `Ok`.
+    async fn record_access(&self, event: AccessEvent) -> Result<(), ApiError> {
+        let committed = self.blocking(move |vault| vault.commit_access(&event)).await??;
+        self.0.vault.access_durable(committed).await?;
+        Ok(())
+    }
+
     /// Runs `work` on the vault on a blocking thread (sled and fsync block).
     async fn blocking<T: Send + 'static>(
         &self,
@@ -420,7 +428,7 @@ async fn guard<T>(
 ) -> Result<T, ApiError> {
     let (outcome, event) = judge(principal, resource, record, purpose, request);
     if let Some(event) = event {
-        state.blocking(move |vault| vault.record_access(&event)).await??;
+        state.record_access(event).await?;
     }
     outcome
 }
@@ -903,8 +911,9 @@ async fn get_content(
 ) -> Result<Response, ApiError> {
     let id = parse_record_id(&id)?;
     let purpose = purpose(&headers);
-    // One call to the vault: the record, the decision, the access entry, the document's first pieces.
-    let (view, answer) = state
+    // One call to the vault: the record, the decision, the access entry, the document's first pieces;
+    // then, holding no thread, the wait for the access entry to be durable before anything is sent.
+    let (committed, answer) = state
         .blocking(move |vault| {
             let view = vault
                 .record(&id)?
@@ -912,14 +921,16 @@ async fn get_content(
             let body = view.record.body();
             let resource = Resource::Content { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
             let (outcome, access) = judge(&principal, resource, Some(id), purpose, Ok(()));
-            if let Some(event) = access {
-                vault.record_access(&event)?;
-            }
-            outcome?;
-            let answer = open_content(vault, body, &headers)?;
-            Ok::<_, ApiError>((view, answer))
+            let committed = access.map(|event| vault.commit_access(&event)).transpose()?;
+            let answer = outcome.and_then(|()| open_content(vault, body, &headers));
+            let answer = answer.map(|answer| (answer, view));
+            Ok::<_, ApiError>((committed, answer))
         })
         .await??;
+    if let Some(committed) = committed {
+        state.vault().access_durable(committed).await?;
+    }
+    let (answer, view) = answer?;
     content_response(&state, view.record.body(), answer)
 }
 

@@ -187,6 +187,20 @@ pub struct Store {
     format_marked: Arc<AtomicBool>,
     /// Told of every durable sync (`observe_syncs`).
     sync_observer: Arc<std::sync::OnceLock<SyncObserver>>,
+    /// The durable size again, for callers waiting without a thread (`durable`); also marked changed,
+    /// to wake them, when their sync fails.
+    durable_updates: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The sync run for those callers, one at a time.
+    waiters_sync: Arc<WaitersSync>,
+}
+
+/// What `Store::durable` needs to run one sync at a time for every caller waiting.
+#[derive(Default)]
+struct WaitersSync {
+    /// The durable size some waiting caller needs.
+    wanted: AtomicU64,
+    /// Whether a sync for waiting callers runs, or is about to.
+    running: AtomicBool,
 }
 
 /// Told, after each [`Store::sync`] call, how long the caller waited and how many log entries that call
@@ -206,12 +220,15 @@ impl Store {
             durable_size: Arc::new(AtomicU64::new(0)),
             format_marked: Arc::new(AtomicBool::new(false)),
             sync_observer: Arc::new(std::sync::OnceLock::new()),
+            durable_updates: Arc::new(tokio::sync::watch::Sender::new(0)),
+            waiters_sync: Arc::new(WaitersSync::default()),
         };
         let marked = store.check_format()?;
         store.format_marked.store(marked, Ordering::Release);
         let size = store.log_size()?;
         store.committed_size.store(size, Ordering::Release);
         store.durable_size.store(size, Ordering::Release);
+        store.durable_updates.send_replace(size);
         Ok(store)
     }
 
@@ -258,10 +275,59 @@ impl Store {
         let result = self.catalog.sync();
         self.poison_on_error(result)?;
         let before = self.durable_size.fetch_max(committed, Ordering::AcqRel);
+        self.durable_updates.send_if_modified(|durable| {
+            let advanced = committed > *durable;
+            *durable = (*durable).max(committed);
+            advanced
+        });
         if let Some(observer) = self.sync_observer.get() {
             observer(started.elapsed(), committed.saturating_sub(before));
         }
         Ok(())
+    }
+
+    /// Returns once the first `size` log entries are durable, holding no thread while it waits: a
+    /// sync runs on tokio's blocking pool for every caller waiting, one at a time (and shares the
+    /// group sync with callers of [`Store::sync`]). Awaited within a tokio runtime.
+    pub async fn durable(&self, size: u64) -> Result<(), StoreError> {
+        // Subscribed first, so that no change after the checks below goes unnoticed.
+        let mut updates = self.durable_updates.subscribe();
+        let waiters = &self.waiters_sync;
+        waiters.wanted.fetch_max(size, Ordering::SeqCst);
+        loop {
+            if self.durable_size() >= size {
+                return Ok(());
+            }
+            self.check_writable()?;
+            if !waiters.running.swap(true, Ordering::SeqCst) {
+                let store = self.clone();
+                // Not awaited: whoever is waiting then is woken by the durable size it publishes.
+                drop(tokio::task::spawn_blocking(move || store.sync_for_waiters()));
+            }
+            updates.changed().await.map_err(|_| StoreError::Engine("the store was closed".into()))?;
+        }
+    }
+
+    /// Syncs until every waiting caller's entries are durable. A caller that starts waiting just as
+    /// this stops either finds it still running (and is covered by it) or finds it stopped and
+    /// starts another: `wanted` is written before `running` is read, and `running` cleared before
+    /// `wanted` is read again.
+    fn sync_for_waiters(&self) {
+        let waiters = &self.waiters_sync;
+        loop {
+            while self.durable_size() < waiters.wanted.load(Ordering::SeqCst) {
+                if self.sync().is_err() {
+                    // The store is poisoned: the waiting callers are woken to see it.
+                    self.durable_updates.send_modify(|_| ());
+                    break;
+                }
+            }
+            waiters.running.store(false, Ordering::SeqCst);
+            let more = self.durable_size() < waiters.wanted.load(Ordering::SeqCst) && self.check_writable().is_ok();
+            if !more || waiters.running.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        }
     }
 
     /// Sets the one observer of syncs (metrics); later calls are ignored.

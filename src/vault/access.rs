@@ -161,6 +161,13 @@ impl AccessEvent {
     }
 }
 
+/// An access entry in the log, not yet durable ([`Vault::commit_access`]).
+#[must_use = "nothing may be answered on an access entry's strength before it is durable (Vault::access_durable)"]
+#[derive(Debug)]
+pub struct CommittedAccess {
+    index: u64,
+}
+
 /// A page of an owner's access log, newest first, with each entry's log index.
 #[derive(Debug, Clone)]
 pub struct AccessPage {
@@ -172,9 +179,18 @@ impl Vault {
     /// Records an access to an owner's documents and returns once it is durable, with its log index.
     /// Callers must not send any of the owner's data before this returns `Ok`.
     pub fn record_access(&self, event: &AccessEvent) -> Result<u64, StorageError> {
+        let committed = self.commit_access(event)?;
+        self.store.sync()?;
+        Ok(committed.index)
+    }
+
+    /// Records an access like [`Vault::record_access`] but returns as soon as it is committed, for a
+    /// caller that waits for it without holding a thread ([`Vault::access_durable`]), which it must
+    /// before sending any of the owner's data.
+    pub fn commit_access(&self, event: &AccessEvent) -> Result<CommittedAccess, StorageError> {
         let bytes = event.encode();
         let id = Digest::sha256(&bytes);
-        let sequenced = self.accept(move || {
+        let sequenced = self.accept_committed(move || {
             Ok::<_, StorageError>(Decision::Accept(Acceptance {
                 kind: KIND_ACCESS_EVENT,
                 id,
@@ -184,7 +200,14 @@ impl Vault {
                 receipted: false,
             }))
         })?;
-        Ok(sequenced.index)
+        Ok(CommittedAccess { index: sequenced.index })
+    }
+
+    /// Returns once a committed access entry is durable, with its log index. Awaited on tokio's
+    /// runtime: the sync runs on its blocking pool, one at a time for every waiter (`Store::durable`).
+    pub async fn access_durable(&self, committed: CommittedAccess) -> Result<u64, StorageError> {
+        self.store.durable(committed.index + 1).await?;
+        Ok(committed.index)
     }
 
     /// An owner's access log, newest first, one page at a time.

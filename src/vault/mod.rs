@@ -30,7 +30,7 @@ pub use validation::VALIDATION_AGE_MS_MAX;
 mod witnessing;
 
 use crate::error_code::ErrorCode;
-pub use access::{AccessAction, AccessEvent, AccessOutcome, AccessPage, Salt, ACCESS_EVENT_VERSION};
+pub use access::{AccessAction, AccessEvent, AccessOutcome, AccessPage, CommittedAccess, Salt, ACCESS_EVENT_VERSION};
 pub use checks::{Inclusion, RecordChecks};
 pub use completeness::{ChainPage, CheckedCompleteness, Completeness, COMPLETENESS_CHECK_ENTRIES_MAX};
 pub use copies::{

@@ -63,17 +63,25 @@ impl Vault {
         &self,
         decide: impl FnOnce() -> Result<Decision, E>,
     ) -> Result<Sequenced, E> {
-        let guard = self.lock();
-        let sequenced = match decide()? {
+        let sequenced = self.accept_committed(decide)?;
+        // For an earlier acceptance too: its first caller may still be waiting for this sync.
+        self.store.sync().map_err(StorageError::from)?;
+        Ok(sequenced)
+    }
+
+    /// [`Vault::accept`] up to the commit, without waiting for it to be durable: the caller must wait
+    /// (`Store::durable`, for `index + 1` entries) before answering on its strength.
+    pub(super) fn accept_committed<E: From<StorageError>>(
+        &self,
+        decide: impl FnOnce() -> Result<Decision, E>,
+    ) -> Result<Sequenced, E> {
+        let _guard = self.lock();
+        Ok(match decide()? {
             Decision::Accept(acceptance) => self.append(acceptance)?,
             Decision::Existing { id, sequence } => {
                 Sequenced { id, index: sequence, receipt: Some(self.load_receipt(sequence)?), newly_accepted: false }
             }
-        };
-        drop(guard);
-        // For an earlier acceptance too: its first caller may still be waiting for this sync.
-        self.store.sync().map_err(StorageError::from)?;
-        Ok(sequenced)
+        })
     }
 
     /// The sequencer's step, with the commit lock held.

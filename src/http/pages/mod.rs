@@ -1315,7 +1315,7 @@ async fn use_share(state: &AppState, token: &str, action: AccessAction) -> Resul
         action,
         &decision,
     );
-    state.blocking(move |vault| vault.record_access(&event)).await??;
+    state.record_access(event).await?;
     match decision {
         Decision::Allow => Ok((share, view)),
         Decision::Deny { .. } => Err(PageError::show(StatusCode::GONE, "error.share_ended")),
@@ -1372,7 +1372,7 @@ async fn verify_page(State(state): State<AppState>, ctx: Ctx, Path(id): Path<Str
             AccessAction::ReadRecord,
             &Decision::Allow,
         );
-        state.blocking(move |vault| vault.record_access(&event)).await??;
+        state.record_access(event).await?;
         verification(&state, &ctx, Some(view), None).await
     }
     .await;
