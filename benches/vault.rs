@@ -282,24 +282,12 @@ fn frame_choice(c: &mut Criterion) {
             });
         }
     }
-    // Kho's policy at 64 KiB, level 3 (kho::content): a frame's middle sample tried at the probe
-    // level first, and a frame kept compressed only if it saves 1/COMPRESSION_SAVING_MIN_DIVISOR.
-    use kho::content::{COMPRESSION_PROBE_LEVEL, COMPRESSION_PROBE_SAMPLE_BYTES, COMPRESSION_SAVING_MIN_DIVISOR};
-    let saves = |plain: usize, packed: usize| packed + plain / COMPRESSION_SAVING_MIN_DIVISOR < plain;
-    let mut probe = zstd::bulk::Compressor::new(COMPRESSION_PROBE_LEVEL).expect("zstd");
+    // Kho's policy at 64 KiB, level 3: `content::compressed_if_it_shrinks`, as a deposit runs it.
+    let mut probe = zstd::bulk::Compressor::new(kho::content::COMPRESSION_PROBE_LEVEL).expect("zstd");
     let mut compressor = zstd::bulk::Compressor::new(3).expect("zstd");
     let mut stored_by_policy = |probe: &mut zstd::bulk::Compressor, frame: &[u8]| -> usize {
-        let start = frame.len().saturating_sub(COMPRESSION_PROBE_SAMPLE_BYTES) / 2;
-        let sample = &frame[start..(start + COMPRESSION_PROBE_SAMPLE_BYTES).min(frame.len())];
-        if !saves(sample.len(), probe.compress(sample).expect("compress").len()) {
-            return frame.len();
-        }
-        let packed = compressor.compress(frame).expect("compress").len();
-        if saves(frame.len(), packed) {
-            packed
-        } else {
-            frame.len()
-        }
+        let compressed = kho::content::compressed_if_it_shrinks(frame, probe, &mut compressor).expect("compress");
+        compressed.map_or(frame.len(), |compressed| compressed.len())
     };
     let stored: usize =
         corpus.iter().flat_map(|(_, bytes)| bytes.chunks(64 << 10)).map(|f| stored_by_policy(&mut probe, f)).sum();

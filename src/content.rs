@@ -363,25 +363,34 @@ fn saves_enough(plain_len: usize, compressed_len: usize) -> bool {
     compressed_len + plain_len / COMPRESSION_SAVING_MIN_DIVISOR < plain_len
 }
 
-/// A frame of version 2 holding `plain`, whose hash (see [`subtree_hash`]) is `hash`.
-fn encode_frame(plain: &[u8], hash: &[u8; 32], codecs: &mut Codecs) -> io::Result<Vec<u8>> {
+/// The compression policy for one frame: `plain` compressed by `compressor` if its middle
+/// [`COMPRESSION_PROBE_SAMPLE_BYTES`], tried first by `probe` (at [`COMPRESSION_PROBE_LEVEL`]), and then
+/// the whole frame each save the minimum ([`COMPRESSION_SAVING_MIN_DIVISOR`]); `None` when the frame is
+/// to be stored raw. The frame bench measures this same function on the corpus.
+pub fn compressed_if_it_shrinks(
+    plain: &[u8],
+    probe: &mut zstd::bulk::Compressor<'_>,
+    compressor: &mut zstd::bulk::Compressor<'_>,
+) -> io::Result<Option<Vec<u8>>> {
     let sample = if plain.len() <= COMPRESSION_PROBE_SAMPLE_BYTES {
         plain
     } else {
         let start = (plain.len() - COMPRESSION_PROBE_SAMPLE_BYTES) / 2;
         &plain[start..start + COMPRESSION_PROBE_SAMPLE_BYTES]
     };
+    if !saves_enough(sample.len(), probe.compress(sample)?.len()) {
+        return Ok(None);
+    }
+    let compressed = compressor.compress(plain)?;
+    Ok(saves_enough(plain.len(), compressed.len()).then_some(compressed))
+}
+
+/// A frame of version 2 holding `plain`, whose hash (see [`subtree_hash`]) is `hash`.
+fn encode_frame(plain: &[u8], hash: &[u8; 32], codecs: &mut Codecs) -> io::Result<Vec<u8>> {
     let compressors = codecs.compressors();
-    let compressed = if saves_enough(sample.len(), compressors.probe.compress(sample)?.len()) {
-        Some(compressors.compressor.compress(plain)?)
-    } else {
-        None
-    };
+    let compressed = compressed_if_it_shrinks(plain, &mut compressors.probe, &mut compressors.compressor)?;
     let (codec, payload) = match &compressed {
-        Some(compressed)
-            if saves_enough(plain.len(), compressed.len())
-                && compressed_payload_is_sound(plain, compressed, &mut codecs.checker) =>
-        {
+        Some(compressed) if compressed_payload_is_sound(plain, compressed, &mut codecs.checker) => {
             (CODEC_ZSTD, compressed.as_slice())
         }
         _ => (CODEC_RAW, plain),
