@@ -6,7 +6,8 @@
 //! the leaf completes, signs the receipt, and commits all of it with the change as one atomic batch.
 //! The lock is released, the group sync makes the batch durable, and only then do readers see it
 //! (`Store::durable_size`): nothing is readable, listed or signed into a checkpoint before it survives
-//! a power cut.
+//! a power cut. (An access entry the HTTP server records is committed here and its sync awaited by
+//! the server without a thread, `Vault::commit_access`; nothing is answered before it.)
 
 use super::{Accepted, StorageError, Vault};
 use crate::ids::{Digest, OwnerId};
