@@ -889,8 +889,7 @@ fn access_entries_awaited_without_a_thread_are_durable_when_the_wait_returns() {
     assert_eq!(vault.access_log(&owner, None, 100).expect("log").entries.len(), WAITERS, "visible once durable");
     drop(vault);
     // The memory engine's crash keeps only what a sync made durable: every entry whose wait returned.
-    let vault = Vault::open_on(config, memory.crash().engines()).expect("open after the crash");
-    let kept: Vec<u64> = vault.access_log(&owner, None, 100).expect("log").entries.iter().map(|(i, _)| *i).collect();
+    let kept = access_log_after_crash(config, &memory);
     assert_eq!(kept.len(), WAITERS, "every entry whose wait returned survived the crash: {kept:?}");
 }
 
@@ -909,9 +908,14 @@ fn a_failed_sync_ends_every_wait_for_an_access_entry_with_an_error() {
         assert!(result.is_err(), "no wait may end well after the store's sync failed: {result:?}");
     }
     drop(vault);
+    assert!(access_log_after_crash(config, &memory).is_empty(), "none was acknowledged");
+}
+
+/// The log indexes of `OWNER`'s access entries that the memory engine's crash kept.
+fn access_log_after_crash(config: VaultConfig, memory: &Memory) -> Vec<u64> {
     let vault = Vault::open_on(config, memory.crash().engines()).expect("open after the crash");
     let owner = OwnerId::parse(OWNER).expect("owner");
-    assert!(vault.access_log(&owner, None, 100).expect("log").entries.is_empty(), "none was acknowledged");
+    vault.access_log(&owner, None, 100).expect("log").entries.iter().map(|(index, _)| *index).collect()
 }
 
 #[test]

@@ -922,8 +922,7 @@ async fn get_content(
             let resource = Resource::Content { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
             let (outcome, access) = judge(&principal, resource, Some(id), purpose, Ok(()));
             let committed = access.map(|event| vault.commit_access(&event)).transpose()?;
-            let answer = outcome.and_then(|()| open_content(vault, body, &headers));
-            let answer = answer.map(|answer| (answer, view));
+            let answer = outcome.and_then(|()| open_content(vault, body, &headers)).map(|answer| (answer, view));
             Ok::<_, ApiError>((committed, answer))
         })
         .await??;

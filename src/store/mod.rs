@@ -188,7 +188,7 @@ pub struct Store {
     /// Told of every durable sync (`observe_syncs`).
     sync_observer: Arc<std::sync::OnceLock<SyncObserver>>,
     /// The durable size again, for callers waiting without a thread (`durable`); also marked changed,
-    /// to wake them, when their sync fails.
+    /// to wake them, when their sync fails. (`durable_size` stays an atomic: every listed item reads it.)
     durable_updates: Arc<tokio::sync::watch::Sender<u64>>,
     /// The sync run for those callers, one at a time.
     waiters_sync: Arc<WaitersSync>,
