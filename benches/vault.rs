@@ -309,10 +309,10 @@ fn frame_choice(c: &mut Criterion) {
 }
 
 /// What a durable catalog commit costs: the same batch (the size of a deposit's catalog change) applied
-/// and made durable by sled alone (flush, then fsync of its `db` file: what sled needs to survive a
-/// power cut) and by the embedded engine (the journal append and sled's apply, then the journal's
-/// fdatasync; sled made durable behind it once a second). One batch per sync is the worst case; with
-/// group commit, several batches share a sync.
+/// and made durable by redb alone (a transaction per sync, committed in two phases as the embedded engine
+/// commits) and by the embedded engine (the journal append, then the journal's fdatasync; the catalog
+/// written behind it once a second). One batch per sync is the worst case; with group commit, several
+/// batches share a sync.
 fn journal_cost(c: &mut Criterion) {
     use kho::store::{embedded, Batch, EmbeddedConfig};
     fn batch(n: u64) -> Batch {
@@ -324,31 +324,27 @@ fn journal_cost(c: &mut Criterion) {
         }
         batch
     }
+    const TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("catalog");
     let mut group = c.benchmark_group("catalog_commit");
     for per_sync in [1u64, 8] {
         group.throughput(Throughput::Elements(per_sync));
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = sled::Config::new()
-            .path(dir.path().join("sled"))
-            .segment_size(embedded::SEGMENT_SIZE_BYTES)
-            .cache_capacity(kho::store::CACHE_CAPACITY_BYTES_DEFAULT)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .expect("sled");
-        let db_file = std::fs::File::open(dir.path().join("sled").join("db")).expect("db file");
+        let db = redb::Database::create(dir.path().join("alone.redb")).expect("redb");
         let mut n = 0u64;
-        group.bench_function(BenchmarkId::new("sled_alone", per_sync), |b| {
+        group.bench_function(BenchmarkId::new("redb_alone", per_sync), |b| {
             b.iter(|| {
-                for _ in 0..per_sync {
-                    n += 1;
-                    let mut sled_batch = sled::Batch::default();
-                    for (key, value) in batch(n).operations() {
-                        sled_batch.insert(key.as_slice(), value.as_deref().expect("insert"));
+                let mut transaction = db.begin_write().expect("begin");
+                transaction.set_two_phase_commit(true);
+                {
+                    let mut table = transaction.open_table(TABLE).expect("table");
+                    for _ in 0..per_sync {
+                        n += 1;
+                        for (key, value) in batch(n).operations() {
+                            table.insert(key.as_slice(), value.as_deref().expect("insert")).expect("insert");
+                        }
                     }
-                    db.apply_batch(sled_batch).expect("apply");
                 }
-                db.flush().expect("flush");
-                db_file.sync_all().expect("fsync");
+                transaction.commit().expect("commit");
             })
         });
         let engines = embedded::open(&dir.path().join("kho"), &EmbeddedConfig::default()).expect("engine");

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! Modules in reading order: [`ids`] (checked identifiers), [`statement`] (the signed canonical
-//! encoding), [`keys`] (key files), [`store`] (the sled seam and durable group commit), [`codec`]
+//! encoding), [`keys`] (key files), [`store`] (the storage seam and durable group commit), [`codec`]
 //! (internal stored values), [`content`] (frames), [`vault`] (the use cases), [`json`] (shared JSON
 //! shapes), [`config`] (the service configuration), [`backup`] (online backups and restores), [`http`]
 //! (the API), [`cli`] (the binary).

@@ -67,6 +67,12 @@ fn version_1_vault_keeps_opening_and_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dir(&fixtures().join("vault"), dir.path());
     let vault = Vault::open(VaultConfig::new(dir.path(), vec![key(1).public_key()])).expect("fixture vault opens");
+    // Its catalog was kept by sled: the first open rebuilt it from the journal and moved sled's files aside.
+    let report = vault.open_report();
+    assert!(report.batches_replayed > 0, "{report:?}");
+    assert!(report.warnings.iter().any(|w| w.contains("rebuilt from the journal")), "{report:?}");
+    let store = dir.path().join("store");
+    assert!(store.join("former-catalog/db").exists() && !store.join("db").exists());
     let fixture_key = kho::keys::read_public_key(&fixtures().join("vault/vault-key.pub.pem")).expect("vault key");
     assert_eq!(vault.public_key(), fixture_key);
 
@@ -139,4 +145,23 @@ fn version_1_vault_keeps_opening_and_serving() {
         .expect("the owner's chain is complete");
     assert_eq!(complete.head.map(|head| head.length), Some(3), "two records and a revocation");
     assert_eq!(complete.entries.len(), 3);
+    drop(vault);
+    // Rebuilt once: the next open replays nothing and says nothing.
+    let vault = Vault::open(VaultConfig::new(dir.path(), vec![key(1).public_key()])).expect("reopens");
+    assert_eq!(vault.open_report().batches_replayed, 0);
+    assert!(vault.open_report().warnings.is_empty(), "{:?}", vault.open_report());
+    assert_eq!(vault.log_size(), 5);
+    drop(vault);
+    // Had the first open stopped after rebuilding but before setting sled's files aside (a crash), the
+    // next one goes on: sled's marks in the journal speak of sled, not of the new catalog.
+    let former = store.join("former-catalog");
+    for entry in std::fs::read_dir(&former).expect("former catalog") {
+        let path = entry.expect("entry").path();
+        std::fs::rename(&path, store.join(path.file_name().expect("name"))).expect("put back");
+    }
+    std::fs::remove_dir(&former).expect("empty");
+    let vault = Vault::open(VaultConfig::new(dir.path(), vec![key(1).public_key()])).expect("opens again");
+    assert_eq!(vault.open_report().batches_replayed, 0, "the catalog was whole");
+    assert!(store.join("former-catalog/db").exists() && !store.join("db").exists());
+    assert_eq!(vault.log_size(), 5);
 }

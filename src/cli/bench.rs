@@ -561,9 +561,9 @@ fn bench_in(dir: &Path, documents: &Documents, args: &BenchArgs) -> anyhow::Resu
     })?;
     deposits.print();
     let on_disk_after_deposits = walk_size(&config.data_dir);
-    // Where those bytes are: the packs, the catalog (sled), its journal, the rest.
+    // Where those bytes are: the packs, the catalog, its journal.
     let parts: serde_json::Map<String, serde_json::Value> =
-        ["store/packs", "store/db", "store/catalog.journal", "store/blobs"]
+        ["store/packs", "store/catalog.redb", "store/catalog.journal"]
             .iter()
             .map(|part| (part.to_string(), walk_size(&config.data_dir.join(part)).into()))
             .collect();

@@ -150,7 +150,7 @@ impl AppState {
         Ok(())
     }
 
-    /// Runs `work` on the vault on a blocking thread (sled and fsync block).
+    /// Runs `work` on the vault on a blocking thread (catalog reads and fsync block).
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Vault) -> T + Send + 'static,

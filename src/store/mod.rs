@@ -9,7 +9,7 @@
 //! - [`CatalogEngine`]: ordered keys, atomic batches, a durable `sync` (group commit).
 //! - [`Blobs`]: append-only objects, durable when finished, invisible until their reference is committed.
 //!
-//! Engines: `embedded` (sled for the catalog, with a journal that lets a damaged catalog be rebuilt, and
+//! Engines: `embedded` (redb for the catalog, with a journal that lets a damaged catalog be rebuilt, and
 //! pack files for blobs; the default), `memory` (tests and fuzzing, with a model of what a crash keeps),
 //! and `fault` (wraps any engine and makes the N-th write, sync or read fail or tear).
 //!
@@ -71,8 +71,10 @@ pub enum StoreError {
 /// at open. Format 4 is format 3 (whose number is also the version byte of every stored value) with
 /// content in frames checked against the document's BLAKE3 tree: a format-3 store opens and is marked 4
 /// with its next commit, after which a build that reads only format 3 refuses it instead of finding its
-/// new content unreadable.
-pub const STORE_FORMAT_VERSION: u8 = 4;
+/// new content unreadable. Format 5 keeps the embedded catalog in redb instead of sled, with the same
+/// keys and values: a store of format 3 or 4 has its catalog rebuilt from its journal at its first open
+/// (`embedded`).
+pub const STORE_FORMAT_VERSION: u8 = 5;
 /// The oldest stored format this build opens (formats 1 and 2 were never deployed).
 pub const STORE_FORMAT_VERSION_MIN: u8 = 3;
 

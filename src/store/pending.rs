@@ -1,10 +1,10 @@
-//! Batches the embedded engine has journaled but not yet written into its tree, read in front of it.
+//! Batches the embedded engine has journaled but not yet written into its catalog, read in front of it.
 //!
-//! The embedded engine writes a batch into sled only once the journal holds it durably, one key at a
-//! time (see `embedded`'s module docs for why). Until then the batch lives here, and every read looks
-//! here first: a point read sees a batch whole or not at all, and a scan sees every batch pending when
-//! it starts whole, merged in key order with the tree (whose iterators, like sled's, are live, not
-//! snapshots). Nothing here knows sled.
+//! The embedded engine writes batches into its catalog only once the journal holds them durably, a
+//! second's worth at a time (see `embedded`'s module docs for why). Until then each batch lives here,
+//! and every read looks here first: a point read sees a batch whole or not at all, and a scan sees
+//! every batch pending when it starts whole, merged in key order with the catalog's. Nothing here
+//! knows the engine.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -31,6 +31,11 @@ impl Pending {
             self.latest.insert(key.clone(), (number, index));
         }
         self.batches.push_back((number, Arc::new(batch)));
+    }
+
+    /// How many batches are pending.
+    pub fn len(&self) -> usize {
+        self.batches.len()
     }
 
     /// The key's newest pending value (`Some(None)`: removed), or `None` when no pending batch has it.
