@@ -620,6 +620,23 @@ impl StagedContent {
     }
 }
 
+/// What [`ContentReader::next_chunk_at_hand`] found.
+pub enum AtHand {
+    /// The next verified piece.
+    Piece(Bytes),
+    /// The range is read, all of it verified.
+    End,
+    /// The next frame would have to come from the disk.
+    NotAtHand,
+}
+
+/// One frame of the document: its index, and where its stored bytes are in the blob.
+struct FrameAt {
+    index: u32,
+    offset: u64,
+    length: u32,
+}
+
 /// Reads a byte range of a stored document, verifying every frame.
 pub struct ContentReader {
     store: Store,
@@ -708,26 +725,53 @@ impl ContentReader {
 
     /// The next verified piece of the range (at most one frame), or `None` at the end.
     pub fn next_chunk(&mut self) -> Result<Option<Bytes>, ContentError> {
+        let Some(frame) = self.next_frame()? else { return Ok(None) };
+        let stored = self
+            .store
+            .read_blob(&self.manifest.blob, frame.offset, frame.length)
+            .map_err(|e| self.corrupt(format!("frame {} cannot be read: {e}", frame.index)))?;
+        self.take_frame(frame, stored).map(Some)
+    }
+
+    /// Like [`ContentReader::next_chunk`], but without waiting for a disk: when the next frame's
+    /// stored bytes are not at hand (not in the page cache), nothing moves and the answer says so,
+    /// for the caller to read it with `next_chunk` on a blocking thread.
+    pub fn next_chunk_at_hand(&mut self) -> Result<AtHand, ContentError> {
+        let Some(frame) = self.next_frame()? else { return Ok(AtHand::End) };
+        let stored = self
+            .store
+            .read_blob_if_at_hand(&self.manifest.blob, frame.offset, frame.length)
+            .map_err(|e| self.corrupt(format!("frame {} cannot be read: {e}", frame.index)))?;
+        match stored {
+            Some(stored) => self.take_frame(frame, stored).map(AtHand::Piece),
+            None => Ok(AtHand::NotAtHand),
+        }
+    }
+
+    /// The frame the next piece comes from, or `None` at the end of the range (its whole-document
+    /// hash checked).
+    fn next_frame(&mut self) -> Result<Option<FrameAt>, ContentError> {
         if self.position >= self.end {
             self.check_whole_hash()?;
             return Ok(None);
         }
-        let frame_size = u64::from(self.manifest.frame_size_bytes);
-        let index = self.position / frame_size;
-        let frame_start = index * frame_size;
-        let frame_len = frame_size.min(self.manifest.size_bytes - frame_start) as usize;
+        let index = self.position / u64::from(self.manifest.frame_size_bytes);
         let index = u32::try_from(index).map_err(|_| self.corrupt("frame index overflow".into()))?;
-        let stored = self
-            .store
-            .read_blob(
-                &self.manifest.blob,
-                self.frame_offsets[index as usize],
-                self.manifest.frame_lengths[index as usize],
-            )
-            .map_err(|e| self.corrupt(format!("frame {index} cannot be read: {e}")))?;
-        let check = self.frame_check(index, frame_start);
+        Ok(Some(FrameAt {
+            index,
+            offset: self.frame_offsets[index as usize],
+            length: self.manifest.frame_lengths[index as usize],
+        }))
+    }
+
+    /// Verifies `frame`'s stored bytes and moves past the piece of the range they hold.
+    fn take_frame(&mut self, frame: FrameAt, stored: Vec<u8>) -> Result<Bytes, ContentError> {
+        let frame_size = u64::from(self.manifest.frame_size_bytes);
+        let frame_start = u64::from(frame.index) * frame_size;
+        let frame_len = frame_size.min(self.manifest.size_bytes - frame_start) as usize;
+        let check = self.frame_check(frame.index, frame_start);
         let plain = decode_frame(stored, &check, frame_len, &mut self.decompressor)
-            .map_err(|e| self.corrupt(format!("frame {index}: {e}")))?;
+            .map_err(|e| self.corrupt(format!("frame {}: {e}", frame.index)))?;
         if let Some(hasher) = self.whole_hasher.as_mut() {
             hasher.update(&plain);
         }
@@ -738,7 +782,7 @@ impl ContentReader {
             // Check the whole-document hash before handing out the last piece.
             self.check_whole_hash()?;
         }
-        Ok(Some(plain.slice(from..to)))
+        Ok(plain.slice(from..to))
     }
 
     /// For a whole read of keyed frames: whether the bytes read hash to the document's address.
@@ -866,6 +910,52 @@ mod tests {
             bytes.extend_from_slice(&chunk);
         }
         Ok(bytes)
+    }
+
+    /// Reads the range as an async task does: at hand where it can, otherwise (as on a blocking
+    /// thread) with `next_chunk`. Returns the bytes and how many frames were not at hand.
+    fn read_at_hand(reader: &mut ContentReader) -> Result<(Vec<u8>, usize), ContentError> {
+        let (mut bytes, mut not_at_hand) = (Vec::new(), 0);
+        loop {
+            match reader.next_chunk_at_hand()? {
+                AtHand::Piece(piece) => bytes.extend_from_slice(&piece),
+                AtHand::End => return Ok((bytes, not_at_hand)),
+                AtHand::NotAtHand => {
+                    not_at_hand += 1;
+                    match reader.next_chunk()? {
+                        Some(piece) => bytes.extend_from_slice(&piece),
+                        None => panic!("a frame not at hand was still to come"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_reader_takes_frames_at_hand_and_leaves_those_that_are_not_for_a_blocking_read() {
+        let memory = crate::store::memory::Memory::new();
+        let data = mixed_bytes(50_000);
+        let (blake3, manifest) = write_content(&Store::new(memory.engines()).expect("store"), &data, 4096);
+        // Memory's blobs are always at hand; through the fault wrapper (which answers as an engine that
+        // cannot tell), no frame is, and every one is read by `next_chunk` instead, none skipped.
+        let always = Store::new(memory.engines()).expect("store");
+        let never = Store::new(crate::store::fault::wrap(memory.engines(), crate::store::fault::Faults::never()))
+            .expect("store");
+        for range in [None, Some((4095, 30_001)), Some((49_999, 50_000)), Some((7, 7))] {
+            let (start, end) = range.map_or((0, data.len()), |(s, e)| (s as usize, e as usize));
+            let expected_frames = if start == end { 0 } else { (end - 1) / 4096 - start / 4096 + 1 };
+            let mut reader = ContentReader::open(&always, blake3, manifest.clone(), range).expect("open");
+            let (bytes, not_at_hand) = read_at_hand(&mut reader).expect("read");
+            assert_eq!((bytes.as_slice(), not_at_hand), (&data[start..end], 0), "{range:?} at hand");
+            let mut reader = ContentReader::open(&never, blake3, manifest.clone(), range).expect("open");
+            let (bytes, not_at_hand) = read_at_hand(&mut reader).expect("read");
+            assert_eq!((bytes.as_slice(), not_at_hand), (&data[start..end], expected_frames), "{range:?} not at hand");
+        }
+
+        // Damage (in a frame stored raw, where its bytes can be found) is found the same way at hand.
+        assert!(memory.flip_bytes(&data[20_580..20_644]) > 0);
+        let mut reader = ContentReader::open(&always, blake3, manifest, None).expect("open");
+        assert!(matches!(read_at_hand(&mut reader), Err(ContentError::Corrupt { .. })));
     }
 
     #[test]

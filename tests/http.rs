@@ -568,6 +568,27 @@ async fn damaged_content_is_a_clean_500_before_the_headers_and_an_aborted_body_a
     assert_eq!(api.access_log().len(), logged + 3);
 }
 
+/// A download past its first pieces reads each further frame where the response is written when the
+/// engine has it at hand, and on a blocking thread when not. On an engine that never has a frame at
+/// hand (the fault wrapper answers as one that cannot tell), every such frame takes the blocking way,
+/// and the whole document and a range still arrive exactly.
+#[tokio::test]
+async fn a_download_reads_frames_not_at_hand_on_a_blocking_thread() {
+    use_engine(Engine::FaultWrapped);
+    let api = Api::new();
+    let content = document(10 * 65_536 + 123, 32, false);
+    let envelope = sign(record_for(&content, OWNER, AGENCY), &api.issuer);
+    let record = api.state.vault().deposit(&envelope, content.as_slice()).expect("deposit").id;
+    let citizen = api.token(Role::Citizen);
+    let uri = format!("/v1/records/{record}/content");
+    let whole = api.call("GET", &uri, Some(&citizen), &[], Vec::new()).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert!(whole.body == content, "the whole document, {} bytes read", whole.body.len());
+    let part = api.call("GET", &uri, Some(&citizen), &[("range", "bytes=100000-")], Vec::new()).await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert!(part.body == content[100_000..], "the range, {} bytes read", part.body.len());
+}
+
 /// The log as a tlog client sees it: the checkpoint verifies under the vault key, the hash tiles hold
 /// the leaf hashes, proofs verify against the served checkpoint, and entry bundles (which name people)
 /// go only to auditors who state a purpose.

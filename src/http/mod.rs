@@ -34,6 +34,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, OpenApi as _, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::content::AtHand;
 use crate::ids::{Code, Date, Digest, MediaType, OwnerId, Title};
 use crate::json;
 use crate::statement::{CertificateRevocation, CopyCertification, PublicKey, Record, RecordRevocation, Signed};
@@ -68,8 +69,9 @@ pub const REQUEST_HEADER_BYTES_MAX: usize = 256 * 1024;
 pub const PURPOSE_HEADER: &str = "kho-purpose";
 /// The context of the key behind the pages' CSRF tokens.
 const CSRF_KEY_CONTEXT: &str = "kho 2026-11 page form csrf v1";
-/// Chunks in flight between the network and the vault during an upload or a download; also the pieces
-/// (frames) a download reads and verifies before it answers, all a small document needs.
+/// Chunks in flight between the network and the vault during an upload or an evidence bundle's
+/// download; also the pieces (frames) a download reads and verifies before it answers, all a small
+/// document needs.
 const STREAM_CHUNKS_IN_FLIGHT: usize = 4;
 
 /// What the network side of a deposit tells the vault side.
@@ -991,7 +993,7 @@ fn etag(body: &Record) -> String {
 }
 
 /// The response to a download: its headers, and a body of the first pieces followed, for a longer
-/// document, by the rest streamed through a small channel from a blocking thread.
+/// document, by the rest, read and verified as the client takes it.
 fn content_response(state: &AppState, body: &Record, answer: ContentAnswer) -> Result<Response, ApiError> {
     let size = body.size_bytes;
     let mut response_headers = HeaderMap::new();
@@ -1024,30 +1026,42 @@ fn content_response(state: &AppState, body: &Record, answer: ContentAnswer) -> R
     let head = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
     let body = match rest {
         None => Body::from_stream(head),
-        Some(mut reader) => {
-            let (sender, receiver) =
-                tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(STREAM_CHUNKS_IN_FLIGHT);
-            // Not awaited: it ends when the document does, when the client goes away, or on an error.
-            drop(tokio::task::spawn_blocking(move || loop {
-                let piece = match reader.next_chunk() {
-                    Ok(Some(piece)) => {
-                        metrics.read_bytes.inc_by(piece.len() as u64);
-                        Ok(piece)
+        Some(reader) => {
+            // Read as the client takes it, on the task that writes the response: a frame the page
+            // cache holds costs no thread switch, and only one that must come from the disk is read
+            // on a blocking thread. Ends when the document does, on an error, or when the client
+            // goes away (the stream is dropped).
+            let rest = futures_util::stream::try_unfold(reader, move |mut reader| {
+                let metrics = metrics.clone();
+                async move {
+                    let next = match reader.next_chunk_at_hand() {
+                        Ok(AtHand::Piece(piece)) => Ok(Some(piece)),
+                        Ok(AtHand::End) => Ok(None),
+                        Ok(AtHand::NotAtHand) => {
+                            let read = tokio::task::spawn_blocking(move || (reader.next_chunk(), reader)).await;
+                            let (next, returned) = read.map_err(std::io::Error::other)?;
+                            reader = returned;
+                            next
+                        }
+                        Err(error) => Err(error),
+                    };
+                    match next {
+                        Ok(Some(piece)) => {
+                            metrics.read_bytes.inc_by(piece.len() as u64);
+                            Ok(Some((piece, reader)))
+                        }
+                        Ok(None) => Ok(None),
+                        Err(error) => {
+                            tracing::error!(%error, "content failed verification while streaming");
+                            // Headers are out: the error aborts the body, so the client sees an
+                            // incomplete response.
+                            let storage = crate::vault::StorageError::from(error);
+                            Err(std::io::Error::new(std::io::ErrorKind::InvalidData, storage.to_string()))
+                        }
                     }
-                    Ok(None) => return,
-                    Err(error) => {
-                        tracing::error!(%error, "content failed verification while streaming");
-                        // Headers are out: abort the body so the client sees an incomplete response.
-                        let storage = crate::vault::StorageError::from(error);
-                        Err(std::io::Error::new(std::io::ErrorKind::InvalidData, storage.to_string()))
-                    }
-                };
-                let failed = piece.is_err();
-                if sender.blocking_send(piece).is_err() || failed {
-                    return; // the client went away, or the body was aborted
                 }
-            }));
-            Body::from_stream(head.chain(tokio_stream::wrappers::ReceiverStream::new(receiver)))
+            });
+            Body::from_stream(head.chain(rest))
         }
     };
     response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));

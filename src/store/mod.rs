@@ -140,6 +140,13 @@ pub trait Blobs: Send + Sync {
     fn create(&self) -> Result<Box<dyn BlobWriter>, StoreError>;
     /// `length` bytes at `offset` inside a blob; an error if the blob is shorter or unreadable.
     fn read(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Vec<u8>, StoreError>;
+    /// The same bytes as [`Blobs::read`] when the engine has them at hand (a pack's pages in the page
+    /// cache), or `None` when reading them would wait for a disk: never blocks on I/O, so an async
+    /// task may call it. An engine that cannot tell answers `None`, and the caller reads on a
+    /// blocking thread.
+    fn read_if_at_hand(&self, _blob: &BlobRef, _offset: u64, _length: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
     /// Feeds every stored byte, in a fixed order, to `hasher` (for state digests).
     fn digest_into(&self, hasher: &mut blake3::Hasher) -> Result<(), StoreError>;
     fn size_on_disk(&self) -> Result<u64, StoreError>;
@@ -345,6 +352,16 @@ impl Store {
 
     pub fn read_blob(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Vec<u8>, StoreError> {
         self.blobs.read(blob, offset, length)
+    }
+
+    /// See [`Blobs::read_if_at_hand`].
+    pub fn read_blob_if_at_hand(
+        &self,
+        blob: &BlobRef,
+        offset: u64,
+        length: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blobs.read_if_at_hand(blob, offset, length)
     }
 
     /// BLAKE3 over every catalog pair and every blob byte, in order: two stores hold the same data

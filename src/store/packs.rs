@@ -89,9 +89,14 @@ fn decode_reference(blob: &BlobRef) -> Result<(u32, u64, u64), StoreError> {
 
 impl Pool {
     /// The pack opened for reading, from those kept open or opened now.
+    /// The pack's handle when one is open already.
+    fn open_reader(&self, id: u32) -> Option<Arc<File>> {
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
     fn reader(&self, id: u32) -> Result<Arc<File>, StoreError> {
-        if let Some(file) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
-            return Ok(file.clone());
+        if let Some(file) = self.open_reader(id) {
+            return Ok(file);
         }
         let path = self.path(id);
         let file = Arc::new(File::open(&path).map_err(io_error(&path))?);
@@ -208,6 +213,36 @@ fn read_at(file: &File, mut position: u64, length: usize) -> std::io::Result<Vec
     Ok(buffer)
 }
 
+/// `length` bytes at `position` if the page cache holds them all, else `None`: `RWF_NOWAIT` makes the
+/// read fail rather than wait for the disk (and a kernel or file system without it answers the same).
+fn read_at_hand(file: &File, position: u64, length: usize) -> std::io::Result<Option<Vec<u8>>> {
+    // Zeroed: a vectored read takes initialised buffers only.
+    let mut buffer = vec![0; length];
+    let mut filled = 0;
+    while filled < length {
+        let slice = &mut [std::io::IoSliceMut::new(&mut buffer[filled..])];
+        match rustix::io::preadv2(file, slice, position + filled as u64, rustix::io::ReadWriteFlags::NOWAIT) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(read) => filled += read,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => return Ok(None),
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    Ok(Some(buffer))
+}
+
+impl Packs {
+    /// Where `length` bytes at `offset` inside `blob` are: its pack and the position in it.
+    fn locate(blob: &BlobRef, offset: u64, length: u32) -> Result<(u32, u64), StoreError> {
+        let (pack, start, blob_length) = decode_reference(blob)?;
+        if offset.checked_add(u64::from(length)).is_none_or(|end| end > blob_length) {
+            return Err(StoreError::Corrupt(format!("read of {length} bytes at {offset} is outside its blob")));
+        }
+        Ok((pack, start + offset))
+    }
+}
+
 impl Blobs for Packs {
     fn create(&self) -> Result<Box<dyn BlobWriter>, StoreError> {
         let idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -219,12 +254,16 @@ impl Blobs for Packs {
     }
 
     fn read(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Vec<u8>, StoreError> {
-        let (pack, start, blob_length) = decode_reference(blob)?;
-        if offset.checked_add(u64::from(length)).is_none_or(|end| end > blob_length) {
-            return Err(StoreError::Corrupt(format!("read of {length} bytes at {offset} is outside its blob")));
-        }
+        let (pack, position) = Packs::locate(blob, offset, length)?;
         let file = self.pool.reader(pack)?;
-        read_at(&file, start + offset, length as usize).map_err(|e| io_error(&self.pool.path(pack))(e))
+        read_at(&file, position, length as usize).map_err(|e| io_error(&self.pool.path(pack))(e))
+    }
+
+    fn read_if_at_hand(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let (pack, position) = Packs::locate(blob, offset, length)?;
+        // Opening a pack is left to a blocking read.
+        let Some(file) = self.pool.open_reader(pack) else { return Ok(None) };
+        read_at_hand(&file, position, length as usize).map_err(|e| io_error(&self.pool.path(pack))(e))
     }
 
     fn digest_into(&self, hasher: &mut blake3::Hasher) -> Result<(), StoreError> {
@@ -320,5 +359,60 @@ impl Drop for PackWriter {
         // An abandoned blob: cut its bytes off. If even that fails, the pack is not reused in this
         // process, and the next open quarantines what lies past its committed extent.
         let _ = self.rollback();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pack holding one blob of `bytes`, synced.
+    fn pack_with(directory: &Path, bytes: &[u8]) -> (Packs, BlobRef) {
+        let packs =
+            Packs::open(directory, &directory.join("quarantine"), &[], &mut OpenReport::default()).expect("open packs");
+        let mut writer = packs.create().expect("writer");
+        writer.append(bytes).expect("append");
+        let staged = writer.finish().expect("finish");
+        writer.release();
+        (packs, staged.reference)
+    }
+
+    /// Drops the pack's (clean) pages from the page cache, as memory pressure would.
+    fn evict(directory: &Path) {
+        for entry in std::fs::read_dir(directory).expect("packs") {
+            let path = entry.expect("entry").path();
+            if path.is_file() {
+                let file = File::open(&path).expect("pack");
+                rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_at_hand_gives_the_bytes_from_the_page_cache_and_nothing_once_they_must_come_from_the_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (packs, blob) = pack_with(dir.path(), &bytes);
+        // No handle open on the pack yet: opening one is left to a blocking read.
+        assert_eq!(packs.read_if_at_hand(&blob, 0, 100).expect("read"), None);
+        assert_eq!(packs.read(&blob, 1_000, 50_000).expect("read"), &bytes[1_000..51_000]);
+        let at_hand = packs.read_if_at_hand(&blob, 70_000, 65_536).expect("read").expect("in the page cache");
+        assert!(at_hand == bytes[70_000..135_536], "the bytes read at hand are the blob's");
+
+        evict(dir.path());
+        assert_eq!(
+            packs.read_if_at_hand(&blob, 70_000, 65_536).expect("read"),
+            None,
+            "evicted pages wait for the disk"
+        );
+        // The blocking read brings them back, after which they are at hand again.
+        assert!(packs.read(&blob, 70_000, 65_536).expect("read") == bytes[70_000..135_536]);
+        assert!(packs
+            .read_if_at_hand(&blob, 70_000, 65_536)
+            .expect("read")
+            .is_some_and(|b| b == bytes[70_000..135_536]));
+
+        let outside = packs.read_if_at_hand(&blob, 199_000, 2_000).expect_err("past the blob");
+        assert!(outside.to_string().contains("outside its blob"), "{outside}");
     }
 }

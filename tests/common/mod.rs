@@ -23,8 +23,13 @@ thread_local! {
 
 /// Runs `test` with its fixtures on `engine` (tests run on their own threads).
 pub fn on_engine(engine: Engine, test: fn()) {
-    ENGINE.with(|current| current.set(engine));
+    use_engine(engine);
     test();
+}
+
+/// The fixtures built on this thread from now on use `engine`.
+pub fn use_engine(engine: Engine) {
+    ENGINE.with(|current| current.set(engine));
 }
 
 /// Opens a vault on the current thread's engine; `memory` holds the memory engine's state across
