@@ -96,6 +96,12 @@ pub struct Config {
     pub scrub_interval_hours: u64,
     /// The background scrub's reading rate (`KHO_SCRUB_BYTES_PER_SECOND`).
     pub scrub_bytes_per_second: u64,
+    /// The embedded catalog's page cache (`KHO_CATALOG_CACHE_BYTES`): memory for the catalog's hot
+    /// pages, which a large store's reads and deposits want more of (docs/OPERATIONS.md, "Memory").
+    pub catalog_cache_bytes: u64,
+    /// How often, at most, the batches the journal holds are written into the embedded catalog
+    /// (`KHO_CATALOG_FLUSH_INTERVAL_MS`); what the open after a crash replays grows with it.
+    pub catalog_flush_interval_ms: u64,
     /// The transparency log's origin, the first line of its checkpoints (`KHO_LOG_ORIGIN`); unset, it
     /// is derived from the vault key. Set it once, before the first entry: it names the log for ever.
     pub log_origin: Option<String>,
@@ -450,6 +456,8 @@ impl Default for Config {
             checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS_DEFAULT,
             scrub_interval_hours: SCRUB_INTERVAL_HOURS_DEFAULT,
             scrub_bytes_per_second: SCRUB_BYTES_PER_SECOND_DEFAULT,
+            catalog_cache_bytes: crate::store::CACHE_CAPACITY_BYTES_DEFAULT,
+            catalog_flush_interval_ms: crate::store::CATALOG_FLUSH_INTERVAL_MS,
             log_origin: None,
             public_url: None,
             recover: false,
@@ -570,6 +578,12 @@ impl Config {
         if let Some(v) = lookup("KHO_CHECKPOINT_INTERVAL_MS") {
             self.checkpoint_interval_ms = parse_env("KHO_CHECKPOINT_INTERVAL_MS", &v)?;
         }
+        if let Some(v) = lookup("KHO_CATALOG_CACHE_BYTES") {
+            self.catalog_cache_bytes = parse_env("KHO_CATALOG_CACHE_BYTES", &v)?;
+        }
+        if let Some(v) = lookup("KHO_CATALOG_FLUSH_INTERVAL_MS") {
+            self.catalog_flush_interval_ms = parse_env("KHO_CATALOG_FLUSH_INTERVAL_MS", &v)?;
+        }
         if let Some(v) = lookup("KHO_LOG_ORIGIN") {
             self.log_origin = Some(v);
         }
@@ -640,6 +654,8 @@ impl Config {
         vault_config.document_size_bytes_max = self.document_size_bytes_max;
         vault_config.log_origin = self.log_origin.clone();
         vault_config.store.recover = self.recover;
+        vault_config.store.cache_capacity_bytes = self.catalog_cache_bytes;
+        vault_config.store.catalog_flush_interval_ms = self.catalog_flush_interval_ms;
         vault_config.witnesses = self.witnesses.policy()?;
         vault_config.x509 = crate::vault::X509Trust {
             store: self.x509.trust_store()?,
@@ -680,6 +696,8 @@ impl Config {
             ("auth.token_lifetime_seconds_max", self.auth.token_lifetime_seconds_max),
             ("checkpoint_interval_ms", self.checkpoint_interval_ms),
             ("scrub_bytes_per_second", self.scrub_bytes_per_second),
+            ("catalog_cache_bytes", self.catalog_cache_bytes),
+            ("catalog_flush_interval_ms", self.catalog_flush_interval_ms),
             ("rate_limits.burst_seconds", u64::from(self.rate_limits.burst_seconds)),
             ("tls.reload_seconds", self.tls.as_ref().map_or(1, |tls| tls.reload_seconds)),
         ] {
@@ -710,6 +728,7 @@ mod tests {
             r#"
             data_dir = "/srv/kho"
             listen = "0.0.0.0:9000"
+            catalog_cache_bytes = 268435456
             [[auth.issuers]]
             issuer = "https://id.example.vn"
             keys = ["idp.pub.pem"]
@@ -722,12 +741,20 @@ mod tests {
             .apply_env(|name| match name {
                 "KHO_LISTEN" => Some("127.0.0.1:7000".into()),
                 "KHO_TRUST_ANCHORS" => Some("a.pem, b.pem".into()),
+                "KHO_CATALOG_FLUSH_INTERVAL_MS" => Some("250".into()),
                 _ => None,
             })
             .expect("env");
         assert_eq!(config.listen.port(), 7000);
         assert_eq!(config.trust_anchors, vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]);
         assert!(config.check().is_ok());
+        // The embedded store's settings reach the vault's configuration.
+        config.trust_anchors.clear();
+        let store = config.vault_config().expect("vault config").store;
+        assert_eq!((store.cache_capacity_bytes, store.catalog_flush_interval_ms), (256 << 20, 250));
+        config.catalog_flush_interval_ms = 0;
+        let refused = config.check().expect_err("a zero interval").to_string();
+        assert!(refused.contains("catalog_flush_interval_ms must be greater than 0"), "{refused}");
     }
 
     #[test]

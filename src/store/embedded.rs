@@ -49,11 +49,12 @@ use super::packs::{committed_extent, pack_file_name, quarantine_tail, sync_path,
 use super::pending::{self, Pending};
 use super::{io_error, Batch, CatalogEngine, Engines, Entries, OpenReport, Store, StoreError};
 
-/// redb's page cache size.
+/// redb's page cache size, unless the configuration says (`catalog_cache_bytes`).
 pub const CACHE_CAPACITY_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
 /// How often, at most, the catalog writer writes the batches the journal holds durably into the
 /// catalog and commits them (see the module docs). The catalog may lack up to this long of batches
-/// after a power cut; the journal has them and the next open replays them.
+/// after a power cut; the journal has them and the next open replays them. The configuration may say
+/// otherwise (`catalog_flush_interval_ms`).
 pub const CATALOG_FLUSH_INTERVAL_MS: u64 = 1_000;
 /// Batches waiting for the catalog writer beyond which it writes at once and `sync` waits for it.
 pub const PENDING_BATCHES_MAX: usize = 65_536;
@@ -81,7 +82,8 @@ const BATCH_NUMBER_KEY: &str = "batch";
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
     pub cache_capacity_bytes: u64,
-    /// How often, at most, the catalog writer runs ([`CATALOG_FLUSH_INTERVAL_MS`] unless a test says).
+    /// How often, at most, the catalog writer runs ([`CATALOG_FLUSH_INTERVAL_MS`] unless the
+    /// configuration or a test says).
     pub catalog_flush_interval_ms: u64,
     /// Open even when the catalog lacks acknowledged batches, restoring them from the journal.
     pub recover: bool,

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use catalog::{Change, Commit, Cursor, LogAppend, NewContent, RecordState, StatementEntry, CURSOR_PATTERN};
-pub use embedded::{EmbeddedConfig, Snapshot, CACHE_CAPACITY_BYTES_DEFAULT};
+pub use embedded::{EmbeddedConfig, Snapshot, CACHE_CAPACITY_BYTES_DEFAULT, CATALOG_FLUSH_INTERVAL_MS};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
