@@ -88,12 +88,12 @@ fn decode_reference(blob: &BlobRef) -> Result<(u32, u64, u64), StoreError> {
 }
 
 impl Pool {
-    /// The pack opened for reading, from those kept open or opened now.
     /// The pack's handle when one is open already.
     fn open_reader(&self, id: u32) -> Option<Arc<File>> {
         self.readers.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
     }
 
+    /// The pack opened for reading, from those kept open or opened now.
     fn reader(&self, id: u32) -> Result<Arc<File>, StoreError> {
         if let Some(file) = self.open_reader(id) {
             return Ok(file);
