@@ -263,16 +263,13 @@ fn batch_number(db: &redb::Database) -> Result<u64, StoreError> {
 }
 
 /// Writes batches the journal holds durably into the catalog in one transaction (each key once, as
-/// the last of them left it), then the number of the last, and commits durably. Returns that number, if any; with
-/// no batch, no transaction is begun (the writer finds none most seconds of an idle store).
+/// the last of them left it), then the number of the last, and commits durably. Returns that number,
+/// if any; with no batch, no transaction is begun (the writer finds none most seconds of an idle
+/// store).
 fn write_batches<'a>(
     db: &redb::Database,
     batches: impl IntoIterator<Item = (u64, &'a Batch)>,
 ) -> Result<Option<u64>, StoreError> {
-    let mut batches = batches.into_iter().peekable();
-    if batches.peek().is_none() {
-        return Ok(None);
-    }
     // Each key once, with the value its last batch gave it, in key order: the log's size and an owner's
     // chain head are rewritten by most batches, and a B-tree takes keys in order with fewer page
     // visits. The transaction is atomic, so only its end state is ever seen.
