@@ -96,6 +96,10 @@ pub struct Config {
     pub scrub_interval_hours: u64,
     /// The background scrub's reading rate (`KHO_SCRUB_BYTES_PER_SECOND`).
     pub scrub_bytes_per_second: u64,
+    /// Threads that run the vault's work for requests (`KHO_STORE_THREADS`; default twice the
+    /// machine's cores): catalog reads and commits, a download's first pieces. Requests beyond them
+    /// wait their turn holding no thread (docs/OPERATIONS.md, "Memory").
+    pub store_threads: usize,
     /// The embedded catalog's page cache (`KHO_CATALOG_CACHE_BYTES`): memory for the catalog's hot
     /// pages, which a large store's reads and deposits want more of (docs/OPERATIONS.md, "Memory").
     pub catalog_cache_bytes: u64,
@@ -439,6 +443,15 @@ impl IssuerConfig {
     }
 }
 
+/// Store threads per core, by default: enough to keep both the cores and the disk busy while some
+/// wait for it, few enough that a thread finishing one call takes the next queued one instead of a
+/// sleeping thread being woken for each (docs/BENCHMARKS.md, "Few store threads").
+pub const STORE_THREADS_PER_CORE: usize = 2;
+
+fn store_threads_default() -> usize {
+    STORE_THREADS_PER_CORE * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -456,6 +469,7 @@ impl Default for Config {
             checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS_DEFAULT,
             scrub_interval_hours: SCRUB_INTERVAL_HOURS_DEFAULT,
             scrub_bytes_per_second: SCRUB_BYTES_PER_SECOND_DEFAULT,
+            store_threads: store_threads_default(),
             catalog_cache_bytes: crate::store::CACHE_CAPACITY_BYTES_DEFAULT,
             catalog_flush_interval_ms: crate::store::CATALOG_FLUSH_INTERVAL_MS,
             log_origin: None,
@@ -578,6 +592,9 @@ impl Config {
         if let Some(v) = lookup("KHO_CHECKPOINT_INTERVAL_MS") {
             self.checkpoint_interval_ms = parse_env("KHO_CHECKPOINT_INTERVAL_MS", &v)?;
         }
+        if let Some(v) = lookup("KHO_STORE_THREADS") {
+            self.store_threads = parse_env("KHO_STORE_THREADS", &v)?;
+        }
         if let Some(v) = lookup("KHO_CATALOG_CACHE_BYTES") {
             self.catalog_cache_bytes = parse_env("KHO_CATALOG_CACHE_BYTES", &v)?;
         }
@@ -696,6 +713,7 @@ impl Config {
             ("auth.token_lifetime_seconds_max", self.auth.token_lifetime_seconds_max),
             ("checkpoint_interval_ms", self.checkpoint_interval_ms),
             ("scrub_bytes_per_second", self.scrub_bytes_per_second),
+            ("store_threads", self.store_threads as u64),
             ("catalog_cache_bytes", self.catalog_cache_bytes),
             ("catalog_flush_interval_ms", self.catalog_flush_interval_ms),
             ("rate_limits.burst_seconds", u64::from(self.rate_limits.burst_seconds)),
@@ -742,10 +760,12 @@ mod tests {
                 "KHO_LISTEN" => Some("127.0.0.1:7000".into()),
                 "KHO_TRUST_ANCHORS" => Some("a.pem, b.pem".into()),
                 "KHO_CATALOG_FLUSH_INTERVAL_MS" => Some("250".into()),
+                "KHO_STORE_THREADS" => Some("6".into()),
                 _ => None,
             })
             .expect("env");
         assert_eq!(config.listen.port(), 7000);
+        assert_eq!(config.store_threads, 6);
         assert_eq!(config.trust_anchors, vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]);
         assert!(config.check().is_ok());
         // The embedded store's settings reach the vault's configuration.
@@ -755,6 +775,10 @@ mod tests {
         config.catalog_flush_interval_ms = 0;
         let refused = config.check().expect_err("a zero interval").to_string();
         assert!(refused.contains("catalog_flush_interval_ms must be greater than 0"), "{refused}");
+        config.catalog_flush_interval_ms = 250;
+        config.store_threads = 0;
+        let refused = config.check().expect_err("no store thread").to_string();
+        assert!(refused.contains("store_threads must be greater than 0"), "{refused}");
     }
 
     #[test]

@@ -589,6 +589,58 @@ async fn a_download_reads_frames_not_at_hand_on_a_blocking_thread() {
     assert!(part.body == content[100_000..], "the range, {} bytes read", part.body.len());
 }
 
+/// A deposit whose body is still arriving holds none of the store threads. The server's runtime keeps
+/// one blocking thread here (`serve` keeps `store_threads`): while the deposit waits for the rest of its
+/// body, an officer's logged read of the owner's content is served, its access entry made durable, and
+/// the deposit then completes.
+#[test]
+fn a_deposit_waiting_for_its_body_holds_no_store_thread() {
+    use futures_util::StreamExt as _;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let api = Api::new();
+    let content = document(200_000, 41, true);
+    let header =
+        base64::engine::general_purpose::STANDARD.encode(sign(record_for(&content, OWNER, AGENCY), &api.issuer));
+    let (first, rest) = content.split_at(100_000);
+    let (first, rest) = (axum::body::Bytes::copy_from_slice(first), axum::body::Bytes::copy_from_slice(rest));
+    let (waiting, until_waiting) = tokio::sync::oneshot::channel::<()>();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
+        futures_util::stream::once(async move {
+            let _ = waiting.send(());
+            let _ = released.await;
+            Ok(rest)
+        }),
+    );
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/records")
+        .header("authorization", format!("Bearer {}", api.token(Role::Issuer)))
+        .header("kho-record", header)
+        .body(Body::from_stream(body))
+        .expect("request");
+    let entries_before = api.access_log().len();
+    runtime.block_on(async {
+        let deposit = tokio::spawn(api.app.clone().oneshot(request));
+        until_waiting.await.expect("the deposit took its first piece and waits for the next");
+        let uri = format!("/v1/records/{}/content", api.record);
+        let officer = api.token(Role::Officer);
+        let read = api.call("GET", &uri, Some(&officer), &[("kho-purpose", PURPOSE)], Vec::new());
+        let read = tokio::time::timeout(Duration::from_secs(20), read).await.expect("a read while the deposit waits");
+        assert_eq!(read.status, StatusCode::OK);
+        assert!(read.body == api.content, "the document, {} bytes", read.body.len());
+        release.send(()).expect("the deposit still waits");
+        let deposited = deposit.await.expect("the deposit's task").expect("infallible");
+        assert_eq!(deposited.status(), StatusCode::CREATED);
+    });
+    assert_eq!(api.access_log().len(), entries_before + 1, "the read's access entry");
+}
+
 /// The log as a tlog client sees it: the checkpoint verifies under the vault key, the hash tiles hold
 /// the leaf hashes, proofs verify against the served checkpoint, and entry bundles (which name people)
 /// go only to auditors who state a purpose.

@@ -424,7 +424,7 @@ impl Authenticator {
                     return Err(AuthError::UnknownKey(kid));
                 }
                 let keys = Arc::clone(&self.issuers[index].keys);
-                let refreshed = tokio::task::spawn_blocking(move || keys.refresh()).await;
+                let refreshed = super::spawn_paced(move || keys.refresh()).await;
                 match refreshed {
                     Ok(Ok(true)) => self.verify(token),
                     Ok(Err(error)) => {

@@ -152,15 +152,52 @@ impl AppState {
         Ok(())
     }
 
-    /// Runs `work` on the vault on a blocking thread (catalog reads and fsync block).
+    /// Runs `work` on the vault on a blocking thread (catalog reads and fsync block): one of the
+    /// runtime's `store_threads`.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Vault) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
         let state = self.clone();
-        tokio::task::spawn_blocking(move || work(&state.0.vault))
-            .await
-            .map_err(|e| ApiError::internal(format!("worker failed: {e}")))
+        joined(tokio::task::spawn_blocking(move || work(&state.0.vault))).await
+    }
+
+    /// Runs `work` on the vault on a thread of the paced pool (`spawn_paced`): work whose length a
+    /// client decides, which must never hold one of the store threads.
+    async fn blocking_paced<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Vault) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let state = self.clone();
+        joined(spawn_paced(move || work(&state.0.vault))).await
+    }
+}
+
+async fn joined<T>(handle: tokio::task::JoinHandle<T>) -> Result<T, ApiError> {
+    handle.await.map_err(|e| ApiError::internal(format!("worker failed: {e}")))
+}
+
+/// Runs `work` on a blocking pool of its own, outside the server's runtime: work that lasts as long
+/// as something outside the server decides (a deposit's body as the client sends it, a bundle as the
+/// client takes it, a witness or an identity provider answering over the network) or that paces
+/// itself (the scrub). The server's runtime keeps only `store_threads` blocking threads
+/// (`serve::serve`), so that under load a thread finishing one call takes the next queued one instead
+/// of a sleeping thread being woken for each (docs/BENCHMARKS.md, "Few store threads"); such work
+/// must never hold one of them, or a few slow clients would stop every read.
+pub(crate) fn spawn_paced<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> tokio::task::JoinHandle<T> {
+    static PACED: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
+    // A runtime used only for its blocking pool, whose threads start as work comes; one without
+    // drivers has nothing that can fail to build, and were it to fail, the caller's pool serves.
+    let paced = PACED.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .thread_name("kho-paced")
+            .build()
+            .inspect_err(|error| tracing::error!(%error, "no pool for paced work; it shares the store threads"))
+            .ok()
+    });
+    match paced {
+        Some(runtime) => runtime.spawn_blocking(work),
+        None => tokio::task::spawn_blocking(work),
     }
 }
 
@@ -514,7 +551,7 @@ async fn deposit(
     // deadline drops the sender instead, and the deposit is rolled back.
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<BodyPiece>(STREAM_CHUNKS_IN_FLIGHT);
     let deadline = tokio::time::Instant::now() + state.0.limits.request_timeout;
-    let worker = state.blocking(move |vault| {
+    let worker = state.blocking_paced(move |vault| {
         let mut deposit = vault.begin_deposit(&envelope)?;
         loop {
             match receiver.blocking_recv() {
@@ -1335,7 +1372,7 @@ async fn stream_bundle(state: AppState, scope: ExportScope, filename: String) ->
     let writer_state = state.clone();
     tokio::spawn(async move {
         let _ = writer_state
-            .blocking(move |vault| {
+            .blocking_paced(move |vault| {
                 let out = ChannelWriter { sender: sender.clone(), buffer: Vec::new() };
                 let open = |blake3: &Digest| -> std::io::Result<Box<dyn std::io::Read>> {
                     match vault.open_content(blake3, None) {

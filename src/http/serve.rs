@@ -296,7 +296,10 @@ impl AsyncWrite for Tracked {
 /// Serves until SIGTERM or SIGINT. `on_ready` is called with the bound address (useful with port 0).
 pub fn serve(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
     let state = state(config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Few blocking threads, for the vault's work; work paced from outside runs elsewhere
+    // (`super::spawn_paced`).
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().max_blocking_threads(config.store_threads).enable_all().build()?;
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     runtime.block_on(async {
         let tls = match &config.tls {
@@ -380,7 +383,7 @@ async fn witnesser(state: AppState, interval: Duration) {
     loop {
         ticks.tick().await;
         let vault_state = state.clone();
-        match tokio::task::spawn_blocking(move || vault_state.vault().cosign_latest()).await {
+        match super::spawn_paced(move || vault_state.vault().cosign_latest()).await {
             Ok(Ok(Some(round))) if round.witnessed.below_quorum() => tracing::warn!(
                 size = round.size,
                 cosigned = round.witnessed.cosigned,
@@ -405,7 +408,7 @@ async fn scrubber(state: AppState, interval: Duration, bytes_per_second: u64) {
         tracing::info!("background scrub started");
         let options = crate::vault::ScrubOptions { bytes_per_second: Some(bytes_per_second) };
         let scrub_state = vault_state.clone();
-        let scrubbed = tokio::task::spawn_blocking(move || {
+        let scrubbed = super::spawn_paced(move || {
             vault_state.vault().scrub(options, |progress| {
                 scrub_state.metrics().scrub_progress(progress.entries_checked, progress.entries_total, None)
             })
