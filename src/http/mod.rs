@@ -185,19 +185,68 @@ async fn joined<T>(handle: tokio::task::JoinHandle<T>) -> Result<T, ApiError> {
 /// of a sleeping thread being woken for each (docs/BENCHMARKS.md, "Few store threads"); such work
 /// must never hold one of them, or a few slow clients would stop every read.
 pub(crate) fn spawn_paced<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> tokio::task::JoinHandle<T> {
-    static PACED: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
-    // A runtime used only for its blocking pool, whose threads start as work comes; one without
-    // drivers has nothing that can fail to build, and were it to fail, the caller's pool serves.
-    let paced = PACED.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .thread_name("kho-paced")
-            .build()
-            .inspect_err(|error| tracing::error!(%error, "no pool for paced work; it shares the store threads"))
-            .ok()
-    });
-    match paced {
+    let pool = PacedPool::get();
+    *pool.lock() += 1;
+    let counted = PacedWork(pool);
+    let work = move || {
+        let _counted = counted;
+        work()
+    };
+    match &pool.runtime {
         Some(runtime) => runtime.spawn_blocking(work),
         None => tokio::task::spawn_blocking(work),
+    }
+}
+
+/// Waits until no paced work runs, or `timeout` passes; says which. A stopping server lets a deposit
+/// or a bundle that is finishing end, and a scrub be cut, before it closes the vault.
+pub(crate) fn paced_finished(timeout: Duration) -> bool {
+    let pool = PacedPool::get();
+    let running = pool.lock();
+    let (running, _) =
+        pool.finished.wait_timeout_while(running, timeout, |running| *running > 0).unwrap_or_else(|p| p.into_inner());
+    *running == 0
+}
+
+/// The pool behind `spawn_paced`, one per process, and how much work runs on it.
+struct PacedPool {
+    /// A runtime used only for its blocking pool, whose threads start as work comes. One without
+    /// drivers has nothing that can fail to build; were it to fail, the caller's pool serves.
+    runtime: Option<tokio::runtime::Runtime>,
+    running: std::sync::Mutex<usize>,
+    finished: std::sync::Condvar,
+}
+
+impl PacedPool {
+    fn get() -> &'static PacedPool {
+        static POOL: std::sync::OnceLock<PacedPool> = std::sync::OnceLock::new();
+        POOL.get_or_init(|| PacedPool {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .thread_name("kho-paced")
+                .build()
+                .inspect_err(|error| tracing::error!(%error, "no pool for paced work; it shares the store threads"))
+                .ok(),
+            running: std::sync::Mutex::new(0),
+            finished: std::sync::Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One piece of paced work running; counted off when it ends, panics included, after its captures
+/// (an `AppState`, perhaps the last) are dropped.
+struct PacedWork(&'static PacedPool);
+
+impl Drop for PacedWork {
+    fn drop(&mut self) {
+        let mut running = self.0.lock();
+        *running -= 1;
+        if *running == 0 {
+            self.0.finished.notify_all();
+        }
     }
 }
 
@@ -1705,5 +1754,24 @@ mod tests {
         assert_eq!(range("bytes=0-1,5-6", 1000), Ok(None), "several ranges: the whole document");
         assert_eq!(range("items=0-1", 1000), Ok(None));
         assert_eq!(range("bytes=abc", 1000), Ok(None));
+    }
+
+    /// Paced work is counted while it runs, its captures dropped before it is counted off, and a
+    /// stopping server's wait ends when the last piece ends (or at its timeout while one still runs).
+    #[test]
+    fn the_wait_for_paced_work_ends_when_the_work_does() {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let capture = Arc::new(());
+        let held = Arc::clone(&capture);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+        let work = spawn_paced(move || {
+            let _held = held;
+            released.recv().expect("released");
+        });
+        assert!(!paced_finished(Duration::from_millis(50)), "the work still runs");
+        release.send(()).expect("the work waits");
+        assert!(paced_finished(Duration::from_secs(10)), "the work ended");
+        assert_eq!(Arc::strong_count(&capture), 1, "its captures were dropped first");
+        runtime.block_on(work).expect("joined");
     }
 }

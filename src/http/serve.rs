@@ -347,6 +347,9 @@ pub fn serve(config: &Config, on_ready: impl FnOnce(SocketAddr)) -> Result<(), S
     // Wait for blocking vault work still running, cover everything acknowledged with a last checkpoint,
     // then close the vault.
     runtime.shutdown_timeout(grace);
+    if !super::paced_finished(grace) {
+        tracing::warn!("work paced from outside (a scrub, a witness, a slow client) still runs; stopping without it");
+    }
     if let Err(error) = state.vault().sign_checkpoint() {
         tracing::error!(%error, "the last checkpoint could not be signed");
     }
