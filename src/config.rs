@@ -98,7 +98,7 @@ pub struct Config {
     pub scrub_bytes_per_second: u64,
     /// Threads that run the vault's work for requests (`KHO_STORE_THREADS`; default twice the
     /// machine's cores): catalog reads and commits, a download's first pieces. Requests beyond them
-    /// wait their turn holding no thread (docs/OPERATIONS.md, "Memory").
+    /// wait their turn holding no thread (docs/OPERATIONS.md, "Threads").
     pub store_threads: usize,
     /// The embedded catalog's page cache (`KHO_CATALOG_CACHE_BYTES`): memory for the catalog's hot
     /// pages, which a large store's reads and deposits want more of (docs/OPERATIONS.md, "Memory").
