@@ -112,6 +112,15 @@ fn scrub_reports_a_damaged_frame_leaf_and_statement_each_exactly_once_and_change
     assert_eq!(statement.records, vec![records[3].id]);
     assert_eq!(statement.owners, vec![kho::ids::OwnerId::parse(OTHER_OWNER).expect("owner")]);
     assert!(statement.detail.contains("signature") || statement.detail.contains("stored"), "{}", statement.detail);
+
+    // Reads refuse the damaged statement too, the record alone (what a download loads) as well as its
+    // whole view; an undamaged record is the same either way.
+    for read in [vault.record_statement(&records[3].id).map(|_| ()), vault.record(&records[3].id).map(|_| ())] {
+        assert!(matches!(read, Err(kho::vault::StorageError::Corrupt(_))), "{read:?}");
+    }
+    let alone = vault.record_statement(&records[2].id).expect("read").expect("present");
+    let view = vault.record(&records[2].id).expect("read").expect("present");
+    assert_eq!((alone.id(), alone.to_envelope()), (records[2].id, view.record.to_envelope()));
 }
 
 /// Size and BLAKE3 of every pack file.

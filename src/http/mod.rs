@@ -999,26 +999,27 @@ async fn get_content(
 ) -> Result<Response, ApiError> {
     let id = parse_record_id(&id)?;
     let purpose = purpose(&headers);
-    // One call to the vault: the record, the decision, the access entry, the document's first pieces;
-    // then, holding no thread, the wait for the access entry to be durable before anything is sent.
+    // One call to the vault: the record (alone: a download serves no receipt), the decision, the access
+    // entry, the document's first pieces; then, holding no thread, the wait for the access entry to be
+    // durable before anything is sent.
     let (committed, answer) = state
         .blocking(move |vault| {
-            let view = vault
-                .record(&id)?
+            let record = vault
+                .record_statement(&id)?
                 .ok_or_else(|| ApiError::not_found(ErrorCode::RecordNotFound, format!("no record {id}")))?;
-            let body = view.record.body();
+            let body = record.body();
             let resource = Resource::Content { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
             let (outcome, access) = judge(&principal, resource, Some(id), purpose, Ok(()));
             let committed = access.map(|event| vault.commit_access(&event)).transpose()?;
-            let answer = outcome.and_then(|()| open_content(vault, body, &headers)).map(|answer| (answer, view));
+            let answer = outcome.and_then(|()| open_content(vault, body, &headers)).map(|answer| (answer, record));
             Ok::<_, ApiError>((committed, answer))
         })
         .await??;
     if let Some(committed) = committed {
         state.vault().access_durable(committed).await?;
     }
-    let (answer, view) = answer?;
-    content_response(&state, view.record.body(), answer)
+    let (answer, record) = answer?;
+    content_response(&state, record.body(), answer)
 }
 
 /// What a download answers, decided on the vault's side.
