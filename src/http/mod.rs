@@ -556,10 +556,17 @@ fn judge<T>(
 }
 
 async fn load_record(state: &AppState, id: Digest) -> Result<RecordView, ApiError> {
-    state
-        .blocking(move |vault| vault.record(&id))
-        .await??
-        .ok_or_else(|| ApiError::not_found(ErrorCode::RecordNotFound, format!("no record {id}")))
+    state.blocking(move |vault| vault.record(&id)).await??.ok_or_else(|| no_record(id))
+}
+
+/// The record alone (`Vault::record_statement`), for a handler that decides from it and serves
+/// something else.
+async fn load_record_statement(state: &AppState, id: Digest) -> Result<Signed<Record>, ApiError> {
+    state.blocking(move |vault| vault.record_statement(&id)).await??.ok_or_else(|| no_record(id))
+}
+
+fn no_record(id: Digest) -> ApiError {
+    ApiError::not_found(ErrorCode::RecordNotFound, format!("no record {id}"))
 }
 
 // ----- issuers -----
@@ -1004,9 +1011,7 @@ async fn get_content(
     // durable before anything is sent.
     let (committed, answer) = state
         .blocking(move |vault| {
-            let record = vault
-                .record_statement(&id)?
-                .ok_or_else(|| ApiError::not_found(ErrorCode::RecordNotFound, format!("no record {id}")))?;
+            let record = vault.record_statement(&id)?.ok_or_else(|| no_record(id))?;
             let body = record.body();
             let resource = Resource::Content { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
             let (outcome, access) = judge(&principal, resource, Some(id), purpose, Ok(()));
@@ -1405,8 +1410,9 @@ async fn record_bundle(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_record_id(&id)?;
-    let view = load_record(&state, id).await?;
-    let body = view.record.body();
+    // The record alone decides; the bundle's gathering loads its receipt, status and the rest.
+    let record = load_record_statement(&state, id).await?;
+    let body = record.body();
     let resource = Resource::RecordBundle { owner: body.owner.clone(), issuer_agency: body.issuer_agency.clone() };
     guard(&state, &principal, resource, Some(id), purpose(&headers), Ok(())).await?;
     stream_bundle(state, ExportScope::Record(id), format!("kho-record-{id}.tar")).await
