@@ -269,21 +269,31 @@ fn keyed_checksum(upload_id: u64, index: u32, plain: &[u8]) -> [u8; 32] {
 /// 64 KiB deposit's server time.
 pub const ZSTD_CONTEXTS_KEPT: usize = 16;
 
-/// Values kept for reuse, at most [`ZSTD_CONTEXTS_KEPT`].
-struct Spares<T>(std::sync::Mutex<Vec<T>>);
+/// Frame buffers kept for reuse (each [`SPARE_FRAME_BYTES`]): enough for 32 downloads' pieces in
+/// flight, 8.3 MB at most.
+pub const FRAME_BUFFERS_KEPT: usize = 128;
+
+/// The size of a kept frame buffer: a stored frame of the default size, its header included.
+const SPARE_FRAME_BYTES: usize = FRAME_SIZE_BYTES_DEFAULT as usize + FRAME_HEADER_BYTES;
+
+/// Values kept for reuse, at most `limit`.
+struct Spares<T> {
+    spares: std::sync::Mutex<Vec<T>>,
+    limit: usize,
+}
 
 impl<T> Spares<T> {
-    const fn new() -> Spares<T> {
-        Spares(std::sync::Mutex::new(Vec::new()))
+    const fn new(limit: usize) -> Spares<T> {
+        Spares { spares: std::sync::Mutex::new(Vec::new()), limit }
     }
 
     fn take(&self) -> Option<T> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+        self.spares.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
     }
 
     fn keep(&self, spare: T) {
-        let mut spares = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if spares.len() < ZSTD_CONTEXTS_KEPT {
+        let mut spares = self.spares.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if spares.len() < self.limit {
             spares.push(spare);
         }
     }
@@ -292,8 +302,57 @@ impl<T> Spares<T> {
 /// A bulk zstd call resets its context first, so a context that served one document (or failed on
 /// it) serves the next as a new one would; every compressed output is checked by decompressing it
 /// anyway.
-static SPARE_COMPRESSORS: Spares<Compressors> = Spares::new();
-static SPARE_DECOMPRESSORS: Spares<zstd::bulk::Decompressor<'static>> = Spares::new();
+static SPARE_COMPRESSORS: Spares<Compressors> = Spares::new(ZSTD_CONTEXTS_KEPT);
+static SPARE_DECOMPRESSORS: Spares<zstd::bulk::Decompressor<'static>> = Spares::new(ZSTD_CONTEXTS_KEPT);
+static SPARE_FRAME_BUFFERS: Spares<Vec<u8>> = Spares::new(FRAME_BUFFERS_KEPT);
+
+/// The bytes of one frame as a download reads them, stored or decoded: a buffer of
+/// [`SPARE_FRAME_BYTES`] is taken from the spares and goes back to them when the last piece handed out
+/// of it is dropped (once the response has written it), instead of a new allocation per frame, which
+/// another thread then freed. What a reused buffer held before is never read: a frame is read or
+/// decoded into it whole before it is used.
+pub struct FrameBuffer {
+    /// Initialised up to its length, so that a read or decompression can fill any part of it.
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl FrameBuffer {
+    /// A buffer for `len` bytes, to be filled through [`FrameBuffer::as_mut`].
+    pub fn new(len: usize) -> FrameBuffer {
+        let bytes = match SPARE_FRAME_BYTES.checked_sub(len) {
+            Some(_) => SPARE_FRAME_BUFFERS.take().unwrap_or_else(|| vec![0; SPARE_FRAME_BYTES]),
+            None => vec![0; len],
+        };
+        FrameBuffer { bytes, len }
+    }
+}
+
+impl From<Vec<u8>> for FrameBuffer {
+    fn from(bytes: Vec<u8>) -> FrameBuffer {
+        FrameBuffer { len: bytes.len(), bytes }
+    }
+}
+
+impl AsRef<[u8]> for FrameBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl AsMut<[u8]> for FrameBuffer {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[..self.len]
+    }
+}
+
+impl Drop for FrameBuffer {
+    fn drop(&mut self) {
+        if self.bytes.len() == SPARE_FRAME_BYTES {
+            SPARE_FRAME_BUFFERS.keep(std::mem::take(&mut self.bytes));
+        }
+    }
+}
 
 /// The compressor and the fast one that tries a frame's sample first.
 struct Compressors {
@@ -436,15 +495,17 @@ impl Drop for LazyDecompressor {
 /// Decodes and verifies one stored frame that must hold `expected_len` plain bytes hashing as `check`
 /// says. A raw frame's bytes are handed out where they were read, without a copy.
 pub fn decode_frame(
-    frame: Vec<u8>,
+    frame: impl Into<FrameBuffer>,
     check: &FrameCheck,
     expected_len: usize,
     decompressor: &mut LazyDecompressor,
 ) -> Result<Bytes, FrameError> {
-    if frame.len() < FRAME_HEADER_BYTES {
+    let frame = frame.into();
+    let stored = frame.as_ref();
+    if stored.len() < FRAME_HEADER_BYTES {
         return Err(FrameError::Truncated);
     }
-    let header: [u8; FRAME_HEADER_BYTES] = frame[..FRAME_HEADER_BYTES].try_into().unwrap_or([0; FRAME_HEADER_BYTES]);
+    let header: [u8; FRAME_HEADER_BYTES] = stored[..FRAME_HEADER_BYTES].try_into().unwrap_or([0; FRAME_HEADER_BYTES]);
     let stored_hash = &header[6..38];
     match check {
         FrameCheck::Subtree { .. } if header[0] != FRAME_VERSION => {
@@ -463,17 +524,23 @@ pub fn decode_frame(
         return Err(FrameError::WrongLength { expected: expected_len, found: plain_len });
     }
     let plain = match header[1] {
-        CODEC_RAW => Bytes::from(frame).slice(FRAME_HEADER_BYTES..),
-        CODEC_ZSTD => decompressor
-            .get()
-            .and_then(|d| d.decompress(&frame[FRAME_HEADER_BYTES..], expected_len))
-            .map(Bytes::from)
-            .map_err(|e| FrameError::Decompression(e.to_string()))?,
+        CODEC_RAW if stored.len() - FRAME_HEADER_BYTES != expected_len => {
+            return Err(FrameError::WrongLength { expected: expected_len, found: stored.len() - FRAME_HEADER_BYTES })
+        }
+        CODEC_RAW => Bytes::from_owner(frame).slice(FRAME_HEADER_BYTES..),
+        CODEC_ZSTD => {
+            let mut plain = FrameBuffer::new(expected_len);
+            let found = decompressor
+                .get()
+                .and_then(|d| d.decompress_to_buffer(&stored[FRAME_HEADER_BYTES..], plain.as_mut()))
+                .map_err(|e| FrameError::Decompression(e.to_string()))?;
+            if found != expected_len {
+                return Err(FrameError::WrongLength { expected: expected_len, found });
+            }
+            Bytes::from_owner(plain)
+        }
         other => return Err(FrameError::UnknownCodec(other)),
     };
-    if plain.len() != expected_len {
-        return Err(FrameError::WrongLength { expected: expected_len, found: plain.len() });
-    }
     let matches = match *check {
         FrameCheck::Subtree { offset, hash, root } => {
             subtree_hash(offset, &plain, root).ok_or(FrameError::NotASubtree { offset, length: plain.len() })? == hash
@@ -726,9 +793,9 @@ impl ContentReader {
     /// The next verified piece of the range (at most one frame), or `None` at the end.
     pub fn next_chunk(&mut self) -> Result<Option<Bytes>, ContentError> {
         let Some(frame) = self.next_frame()? else { return Ok(None) };
-        let stored = self
-            .store
-            .read_blob(&self.manifest.blob, frame.offset, frame.length)
+        let mut stored = FrameBuffer::new(frame.length as usize);
+        self.store
+            .read_blob(&self.manifest.blob, frame.offset, stored.as_mut())
             .map_err(|e| self.corrupt(format!("frame {} cannot be read: {e}", frame.index)))?;
         self.take_frame(frame, stored).map(Some)
     }
@@ -738,13 +805,15 @@ impl ContentReader {
     /// for the caller to read it with `next_chunk` on a blocking thread.
     pub fn next_chunk_at_hand(&mut self) -> Result<AtHand, ContentError> {
         let Some(frame) = self.next_frame()? else { return Ok(AtHand::End) };
-        let stored = self
+        let mut stored = FrameBuffer::new(frame.length as usize);
+        let at_hand = self
             .store
-            .read_blob_if_at_hand(&self.manifest.blob, frame.offset, frame.length)
+            .read_blob_if_at_hand(&self.manifest.blob, frame.offset, stored.as_mut())
             .map_err(|e| self.corrupt(format!("frame {} cannot be read: {e}", frame.index)))?;
-        match stored {
-            Some(stored) => self.take_frame(frame, stored).map(AtHand::Piece),
-            None => Ok(AtHand::NotAtHand),
+        if at_hand {
+            self.take_frame(frame, stored).map(AtHand::Piece)
+        } else {
+            Ok(AtHand::NotAtHand)
         }
     }
 
@@ -765,7 +834,7 @@ impl ContentReader {
     }
 
     /// Verifies `frame`'s stored bytes and moves past the piece of the range they hold.
-    fn take_frame(&mut self, frame: FrameAt, stored: Vec<u8>) -> Result<Bytes, ContentError> {
+    fn take_frame(&mut self, frame: FrameAt, stored: FrameBuffer) -> Result<Bytes, ContentError> {
         let frame_size = u64::from(self.manifest.frame_size_bytes);
         let frame_start = u64::from(frame.index) * frame_size;
         let frame_len = frame_size.min(self.manifest.size_bytes - frame_start) as usize;
@@ -1251,8 +1320,48 @@ mod tests {
                 assert!(compressed_payload_is_sound(&plain, &compressed, &mut codecs.checker));
             }
         }
-        assert!(SPARE_COMPRESSORS.0.lock().expect("spares").len() <= ZSTD_CONTEXTS_KEPT);
-        assert!(SPARE_DECOMPRESSORS.0.lock().expect("spares").len() <= ZSTD_CONTEXTS_KEPT);
+        assert!(SPARE_COMPRESSORS.spares.lock().expect("spares").len() <= ZSTD_CONTEXTS_KEPT);
+        assert!(SPARE_DECOMPRESSORS.spares.lock().expect("spares").len() <= ZSTD_CONTEXTS_KEPT);
+    }
+
+    #[test]
+    fn frame_buffers_go_back_to_the_spares_and_a_reused_one_serves_only_the_frame_read_into_it() {
+        let store = store();
+        // Frames of the default size, raw and compressed, then shorter ones read into the same buffers.
+        let long = mixed_bytes(5 * FRAME_SIZE_BYTES_DEFAULT as usize + 123);
+        let short = mixed_bytes(9_000);
+        let (long_hash, long_manifest) = write_content(&store, &long, FRAME_SIZE_BYTES_DEFAULT);
+        let (short_hash, short_manifest) = write_content(&store, &short, FRAME_SIZE_BYTES_DEFAULT);
+        // Buffers full of a byte no frame here holds in a row, as if an earlier frame had been read into them.
+        let stale: Vec<FrameBuffer> = (0..8)
+            .map(|_| {
+                let mut buffer = FrameBuffer::new(SPARE_FRAME_BYTES);
+                buffer.as_mut().fill(0xEE);
+                buffer
+            })
+            .collect();
+        drop(stale);
+        for round in 0..3 {
+            for (blake3, manifest, data) in [(long_hash, &long_manifest, &long), (short_hash, &short_manifest, &short)]
+            {
+                let mut reader = ContentReader::open(&store, blake3, manifest.clone(), None).expect("open");
+                let mut pieces = Vec::new();
+                while let Some(piece) = reader.next_chunk().expect("verified") {
+                    pieces.push(piece);
+                }
+                assert!(pieces.concat() == *data, "round {round}: {} bytes read back exactly", data.len());
+                // A piece of a frame keeps its buffer until the piece itself is dropped.
+                let kept = pieces.first().cloned().expect("a piece");
+                drop(pieces);
+                assert!(kept[..] == data[..kept.len()]);
+            }
+        }
+        let many: Vec<FrameBuffer> = (0..FRAME_BUFFERS_KEPT + 10).map(|_| FrameBuffer::new(100)).collect();
+        drop(many);
+        assert!(SPARE_FRAME_BUFFERS.spares.lock().expect("spares").len() <= FRAME_BUFFERS_KEPT);
+        // A frame larger than a kept buffer gets one of its own, which is not kept.
+        let large = FrameBuffer::new(SPARE_FRAME_BYTES + 1);
+        assert_eq!(large.as_ref().len(), SPARE_FRAME_BYTES + 1);
     }
 
     #[test]

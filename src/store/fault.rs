@@ -127,17 +127,17 @@ impl Blobs for FaultyBlobs {
         Ok(Box::new(FaultyWriter { inner: self.inner.create()?, faults: self.faults.clone() }))
     }
 
-    fn read(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Vec<u8>, StoreError> {
+    fn read(&self, blob: &BlobRef, offset: u64, into: &mut [u8]) -> Result<(), StoreError> {
         match self.faults.step(Operation::Read) {
             Some(Fault::Fail) => Err(StoreError::Injected("blob read")),
             Some(Fault::Tear) => {
-                let mut bytes = self.inner.read(blob, offset, length)?;
-                if let Some(byte) = bytes.get_mut(length as usize / 2) {
+                self.inner.read(blob, offset, into)?;
+                if let Some(byte) = into.get_mut(into.len() / 2) {
                     *byte ^= 0x08;
                 }
-                Ok(bytes)
+                Ok(())
             }
-            None => self.inner.read(blob, offset, length),
+            None => self.inner.read(blob, offset, into),
         }
     }
 

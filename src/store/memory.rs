@@ -160,7 +160,8 @@ impl Blobs for MemoryBlobs {
         Ok(Box::new(MemoryWriter { objects: self.objects.clone(), id, released: false }))
     }
 
-    fn read(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Vec<u8>, StoreError> {
+    fn read(&self, blob: &BlobRef, offset: u64, into: &mut [u8]) -> Result<(), StoreError> {
+        let length = into.len();
         let id = blob
             .0
             .as_slice()
@@ -170,15 +171,16 @@ impl Blobs for MemoryBlobs {
         let objects = lock(&self.objects);
         let object = objects.get(&id).ok_or_else(|| StoreError::Corrupt(format!("memory blob {id} is missing")))?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        start
-            .checked_add(length as usize)
+        let bytes = start
+            .checked_add(length)
             .and_then(|end| object.bytes.get(start..end))
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| StoreError::Corrupt(format!("read of {length} bytes at {offset} is outside blob {id}")))
+            .ok_or_else(|| StoreError::Corrupt(format!("read of {length} bytes at {offset} is outside blob {id}")))?;
+        into.copy_from_slice(bytes);
+        Ok(())
     }
 
-    fn read_if_at_hand(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(blob, offset, length).map(Some)
+    fn read_if_at_hand(&self, blob: &BlobRef, offset: u64, into: &mut [u8]) -> Result<bool, StoreError> {
+        self.read(blob, offset, into).map(|()| true)
     }
 
     fn digest_into(&self, hasher: &mut blake3::Hasher) -> Result<(), StoreError> {

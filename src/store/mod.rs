@@ -138,14 +138,15 @@ pub struct StagedBlob {
 pub trait Blobs: Send + Sync {
     /// A writer for one new blob.
     fn create(&self) -> Result<Box<dyn BlobWriter>, StoreError>;
-    /// `length` bytes at `offset` inside a blob; an error if the blob is shorter or unreadable.
-    fn read(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Vec<u8>, StoreError>;
-    /// The same bytes as [`Blobs::read`] when the engine has them at hand (a pack's pages in the page
-    /// cache), or `None` when reading them would wait for a disk: never blocks on I/O, so an async
-    /// task may call it. An engine that cannot tell answers `None`, and the caller reads on a
-    /// blocking thread.
-    fn read_if_at_hand(&self, _blob: &BlobRef, _offset: u64, _length: u32) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(None)
+    /// The `into.len()` bytes at `offset` inside a blob, read into `into` (the caller's buffer, so that
+    /// a reader can reuse its buffers); an error if the blob is shorter or unreadable.
+    fn read(&self, blob: &BlobRef, offset: u64, into: &mut [u8]) -> Result<(), StoreError>;
+    /// Reads the same bytes as [`Blobs::read`] when the engine has them at hand (a pack's pages in the
+    /// page cache) and answers `true`, or answers `false` when reading them would wait for a disk
+    /// (`into` then holds nothing to use): never blocks on I/O, so an async task may call it. An engine
+    /// that cannot tell answers `false`, and the caller reads on a blocking thread.
+    fn read_if_at_hand(&self, _blob: &BlobRef, _offset: u64, _into: &mut [u8]) -> Result<bool, StoreError> {
+        Ok(false)
     }
     /// Feeds every stored byte, in a fixed order, to `hasher` (for state digests).
     fn digest_into(&self, hasher: &mut blake3::Hasher) -> Result<(), StoreError>;
@@ -350,18 +351,13 @@ impl Store {
         Ok(StoreBlobWriter { store: self.clone(), writer: Some(self.blobs.create()?) })
     }
 
-    pub fn read_blob(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Vec<u8>, StoreError> {
-        self.blobs.read(blob, offset, length)
+    pub fn read_blob(&self, blob: &BlobRef, offset: u64, into: &mut [u8]) -> Result<(), StoreError> {
+        self.blobs.read(blob, offset, into)
     }
 
     /// See [`Blobs::read_if_at_hand`].
-    pub fn read_blob_if_at_hand(
-        &self,
-        blob: &BlobRef,
-        offset: u64,
-        length: u32,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.blobs.read_if_at_hand(blob, offset, length)
+    pub fn read_blob_if_at_hand(&self, blob: &BlobRef, offset: u64, into: &mut [u8]) -> Result<bool, StoreError> {
+        self.blobs.read_if_at_hand(blob, offset, into)
     }
 
     /// BLAKE3 over every catalog pair and every blob byte, in order: two stores hold the same data

@@ -195,48 +195,46 @@ impl Packs {
     }
 }
 
-/// `length` bytes at `position`, read into memory that is not zeroed first (zeroing each frame's
-/// buffer before `pread` overwrote it was 4% of a download's server time): `pread` into the spare
-/// capacity of a new vector.
-fn read_at(file: &File, mut position: u64, length: usize) -> std::io::Result<Vec<u8>> {
-    let mut buffer = Vec::with_capacity(length);
-    while buffer.len() < length {
-        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buffer), position) {
+/// Fills `into` with the bytes at `position`.
+fn read_at(file: &File, position: u64, into: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < into.len() {
+        match rustix::io::pread(file, &mut into[filled..], position + filled as u64) {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(read) => position += read as u64,
+            Ok(read) => filled += read,
             Err(rustix::io::Errno::INTR) => {}
             Err(errno) => return Err(errno.into()),
         }
     }
-    // The allocator may have given more room than asked, and pread filled what it was given.
-    buffer.truncate(length);
-    Ok(buffer)
+    Ok(())
 }
 
-/// `length` bytes at `position` if the page cache holds them all, else `None`: `RWF_NOWAIT` makes the
-/// read fail rather than wait for the disk (and a kernel or file system without it answers the same).
-fn read_at_hand(file: &File, position: u64, length: usize) -> std::io::Result<Option<Vec<u8>>> {
-    // Zeroed: a vectored read takes initialised buffers only.
-    let mut buffer = vec![0; length];
+/// Fills `into` with the bytes at `position` if the page cache holds them all (`true`), else answers
+/// `false`: `RWF_NOWAIT` makes the read fail rather than wait for the disk (and a kernel or file
+/// system without it answers the same).
+fn read_at_hand(file: &File, position: u64, into: &mut [u8]) -> std::io::Result<bool> {
     let mut filled = 0;
-    while filled < length {
-        let slice = &mut [std::io::IoSliceMut::new(&mut buffer[filled..])];
+    while filled < into.len() {
+        let slice = &mut [std::io::IoSliceMut::new(&mut into[filled..])];
         match rustix::io::preadv2(file, slice, position + filled as u64, rustix::io::ReadWriteFlags::NOWAIT) {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             Ok(read) => filled += read,
             Err(rustix::io::Errno::INTR) => {}
-            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => return Ok(None),
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {
+                return Ok(false)
+            }
             Err(errno) => return Err(errno.into()),
         }
     }
-    Ok(Some(buffer))
+    Ok(true)
 }
 
 impl Packs {
     /// Where `length` bytes at `offset` inside `blob` are: its pack and the position in it.
-    fn locate(blob: &BlobRef, offset: u64, length: u32) -> Result<(u32, u64), StoreError> {
+    fn locate(blob: &BlobRef, offset: u64, length: usize) -> Result<(u32, u64), StoreError> {
         let (pack, start, blob_length) = decode_reference(blob)?;
-        if offset.checked_add(u64::from(length)).is_none_or(|end| end > blob_length) {
+        if u64::try_from(length).ok().and_then(|length| offset.checked_add(length)).is_none_or(|end| end > blob_length)
+        {
             return Err(StoreError::Corrupt(format!("read of {length} bytes at {offset} is outside its blob")));
         }
         Ok((pack, start + offset))
@@ -253,17 +251,17 @@ impl Blobs for Packs {
         Ok(Box::new(PackWriter { pool: self.pool.clone(), start: pack.length, pack: Some(pack) }))
     }
 
-    fn read(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Vec<u8>, StoreError> {
-        let (pack, position) = Packs::locate(blob, offset, length)?;
+    fn read(&self, blob: &BlobRef, offset: u64, into: &mut [u8]) -> Result<(), StoreError> {
+        let (pack, position) = Packs::locate(blob, offset, into.len())?;
         let file = self.pool.reader(pack)?;
-        read_at(&file, position, length as usize).map_err(|e| io_error(&self.pool.path(pack))(e))
+        read_at(&file, position, into).map_err(|e| io_error(&self.pool.path(pack))(e))
     }
 
-    fn read_if_at_hand(&self, blob: &BlobRef, offset: u64, length: u32) -> Result<Option<Vec<u8>>, StoreError> {
-        let (pack, position) = Packs::locate(blob, offset, length)?;
+    fn read_if_at_hand(&self, blob: &BlobRef, offset: u64, into: &mut [u8]) -> Result<bool, StoreError> {
+        let (pack, position) = Packs::locate(blob, offset, into.len())?;
         // Opening a pack is left to a blocking read.
-        let Some(file) = self.pool.open_reader(pack) else { return Ok(None) };
-        read_at_hand(&file, position, length as usize).map_err(|e| io_error(&self.pool.path(pack))(e))
+        let Some(file) = self.pool.open_reader(pack) else { return Ok(false) };
+        read_at_hand(&file, position, into).map_err(|e| io_error(&self.pool.path(pack))(e))
     }
 
     fn digest_into(&self, hasher: &mut blake3::Hasher) -> Result<(), StoreError> {
@@ -388,31 +386,37 @@ mod tests {
         }
     }
 
+    /// `length` bytes at `offset`, read as a download reads them.
+    fn read(packs: &Packs, blob: &BlobRef, offset: u64, length: usize) -> Vec<u8> {
+        let mut bytes = vec![0; length];
+        packs.read(blob, offset, &mut bytes).expect("read");
+        bytes
+    }
+
+    /// The same bytes when they are at hand, else `None`.
+    fn read_at_hand(packs: &Packs, blob: &BlobRef, offset: u64, length: usize) -> Option<Vec<u8>> {
+        let mut bytes = vec![0; length];
+        packs.read_if_at_hand(blob, offset, &mut bytes).expect("read").then_some(bytes)
+    }
+
     #[test]
     fn a_read_at_hand_gives_the_bytes_from_the_page_cache_and_nothing_once_they_must_come_from_the_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
         let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let (packs, blob) = pack_with(dir.path(), &bytes);
         // No handle open on the pack yet: opening one is left to a blocking read.
-        assert_eq!(packs.read_if_at_hand(&blob, 0, 100).expect("read"), None);
-        assert_eq!(packs.read(&blob, 1_000, 50_000).expect("read"), &bytes[1_000..51_000]);
-        let at_hand = packs.read_if_at_hand(&blob, 70_000, 65_536).expect("read").expect("in the page cache");
+        assert_eq!(read_at_hand(&packs, &blob, 0, 100), None);
+        assert_eq!(read(&packs, &blob, 1_000, 50_000), &bytes[1_000..51_000]);
+        let at_hand = read_at_hand(&packs, &blob, 70_000, 65_536).expect("in the page cache");
         assert!(at_hand == bytes[70_000..135_536], "the bytes read at hand are the blob's");
 
         evict(dir.path());
-        assert_eq!(
-            packs.read_if_at_hand(&blob, 70_000, 65_536).expect("read"),
-            None,
-            "evicted pages wait for the disk"
-        );
+        assert_eq!(read_at_hand(&packs, &blob, 70_000, 65_536), None, "evicted pages wait for the disk");
         // The blocking read brings them back, after which they are at hand again.
-        assert!(packs.read(&blob, 70_000, 65_536).expect("read") == bytes[70_000..135_536]);
-        assert!(packs
-            .read_if_at_hand(&blob, 70_000, 65_536)
-            .expect("read")
-            .is_some_and(|b| b == bytes[70_000..135_536]));
+        assert!(read(&packs, &blob, 70_000, 65_536) == bytes[70_000..135_536]);
+        assert!(read_at_hand(&packs, &blob, 70_000, 65_536).is_some_and(|b| b == bytes[70_000..135_536]));
 
-        let outside = packs.read_if_at_hand(&blob, 199_000, 2_000).expect_err("past the blob");
+        let outside = packs.read_if_at_hand(&blob, 199_000, &mut [0; 2_000]).expect_err("past the blob");
         assert!(outside.to_string().contains("outside its blob"), "{outside}");
     }
 }
