@@ -1359,7 +1359,7 @@ mod tests {
         let many: Vec<FrameBuffer> = (0..FRAME_BUFFERS_KEPT + 10).map(|_| FrameBuffer::new(100)).collect();
         drop(many);
         assert!(SPARE_FRAME_BUFFERS.spares.lock().expect("spares").len() <= FRAME_BUFFERS_KEPT);
-        // A frame larger than a kept buffer gets one of its own, which is not kept.
+        // A frame larger than a kept buffer gets one of its own size.
         let large = FrameBuffer::new(SPARE_FRAME_BYTES + 1);
         assert_eq!(large.as_ref().len(), SPARE_FRAME_BYTES + 1);
     }
