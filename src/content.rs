@@ -312,17 +312,18 @@ static SPARE_FRAME_BUFFERS: Spares<Vec<u8>> = Spares::new(FRAME_BUFFERS_KEPT);
 /// another thread then freed. What a reused buffer held before is never read: a frame is read or
 /// decoded into it whole before it is used.
 pub struct FrameBuffer {
-    /// Initialised up to its length, so that a read or decompression can fill any part of it.
+    /// Initialised whole, so that a read or decompression can fill its first `len` bytes, the frame's.
     bytes: Vec<u8>,
     len: usize,
 }
 
 impl FrameBuffer {
     /// A buffer for `len` bytes, to be filled through [`FrameBuffer::as_mut`].
-    pub fn new(len: usize) -> FrameBuffer {
-        let bytes = match SPARE_FRAME_BYTES.checked_sub(len) {
-            Some(_) => SPARE_FRAME_BUFFERS.take().unwrap_or_else(|| vec![0; SPARE_FRAME_BYTES]),
-            None => vec![0; len],
+    fn new(len: usize) -> FrameBuffer {
+        let bytes = if len <= SPARE_FRAME_BYTES {
+            SPARE_FRAME_BUFFERS.take().unwrap_or_else(|| vec![0; SPARE_FRAME_BYTES])
+        } else {
+            vec![0; len]
         };
         FrameBuffer { bytes, len }
     }

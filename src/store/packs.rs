@@ -387,14 +387,14 @@ mod tests {
     }
 
     /// `length` bytes at `offset`, read as a download reads them.
-    fn read(packs: &Packs, blob: &BlobRef, offset: u64, length: usize) -> Vec<u8> {
+    fn read_bytes(packs: &Packs, blob: &BlobRef, offset: u64, length: usize) -> Vec<u8> {
         let mut bytes = vec![0; length];
         packs.read(blob, offset, &mut bytes).expect("read");
         bytes
     }
 
     /// The same bytes when they are at hand, else `None`.
-    fn read_at_hand(packs: &Packs, blob: &BlobRef, offset: u64, length: usize) -> Option<Vec<u8>> {
+    fn bytes_at_hand(packs: &Packs, blob: &BlobRef, offset: u64, length: usize) -> Option<Vec<u8>> {
         let mut bytes = vec![0; length];
         packs.read_if_at_hand(blob, offset, &mut bytes).expect("read").then_some(bytes)
     }
@@ -405,16 +405,16 @@ mod tests {
         let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let (packs, blob) = pack_with(dir.path(), &bytes);
         // No handle open on the pack yet: opening one is left to a blocking read.
-        assert_eq!(read_at_hand(&packs, &blob, 0, 100), None);
-        assert_eq!(read(&packs, &blob, 1_000, 50_000), &bytes[1_000..51_000]);
-        let at_hand = read_at_hand(&packs, &blob, 70_000, 65_536).expect("in the page cache");
+        assert_eq!(bytes_at_hand(&packs, &blob, 0, 100), None);
+        assert_eq!(read_bytes(&packs, &blob, 1_000, 50_000), &bytes[1_000..51_000]);
+        let at_hand = bytes_at_hand(&packs, &blob, 70_000, 65_536).expect("in the page cache");
         assert!(at_hand == bytes[70_000..135_536], "the bytes read at hand are the blob's");
 
         evict(dir.path());
-        assert_eq!(read_at_hand(&packs, &blob, 70_000, 65_536), None, "evicted pages wait for the disk");
+        assert_eq!(bytes_at_hand(&packs, &blob, 70_000, 65_536), None, "evicted pages wait for the disk");
         // The blocking read brings them back, after which they are at hand again.
-        assert!(read(&packs, &blob, 70_000, 65_536) == bytes[70_000..135_536]);
-        assert!(read_at_hand(&packs, &blob, 70_000, 65_536).is_some_and(|b| b == bytes[70_000..135_536]));
+        assert!(read_bytes(&packs, &blob, 70_000, 65_536) == bytes[70_000..135_536]);
+        assert!(bytes_at_hand(&packs, &blob, 70_000, 65_536).is_some_and(|b| b == bytes[70_000..135_536]));
 
         let outside = packs.read_if_at_hand(&blob, 199_000, &mut [0; 2_000]).expect_err("past the blob");
         assert!(outside.to_string().contains("outside its blob"), "{outside}");
