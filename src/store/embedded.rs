@@ -32,6 +32,15 @@
 //! Since the journal holds every batch since the store began, such a store's first open rebuilds the
 //! catalog from it and moves sled's files, no longer read, into `former-catalog/`.
 //!
+//! The journal's file is kept longer than its records: the catalog writer writes zeros ahead of the
+//! appends (room for about two intervals of them, [`JOURNAL_ROOM_BYTES_MIN`] to
+//! [`JOURNAL_ROOM_BYTES_MAX`]) and syncs them, so that a record lands in blocks the file already has
+//! and a group sync is an fdatasync of data alone: an append that grows the file makes every sync
+//! commit the file system's journal too (the file's new size and blocks), which made a sync take half as
+//! long again on this machine's disk (docs/BENCHMARKS.md, "Room made ahead of the journal"). Records are read up
+//! to the first that does not check; zeros from there to the end are that room, not damage. A clean
+//! close cuts the room off.
+//!
 //! Journal records (docs/FORMAT.md section 3.3): `length u32 | BLAKE3(body)[..16] | body`, body =
 //! `version u8 | kind u8 | number u64 | ...`, kind 1 a batch (`count u32`, then per operation
 //! `tag u8, key_len u32, key, [value_len u32, value]`), kind 2 a sync mark. All integers big-endian.
@@ -64,6 +73,12 @@ const REPLAY_BATCHES_PER_TRANSACTION: usize = 8_192;
 const REPLAY_PROGRESS_INTERVAL_SECONDS: u64 = 5;
 /// The largest journal record read back; anything larger is damage, not a batch.
 pub const JOURNAL_RECORD_SIZE_BYTES_MAX: u32 = 64 * 1024 * 1024;
+/// The least zeroed room the catalog writer keeps ahead of the journal's appends (see the module docs).
+pub const JOURNAL_ROOM_BYTES_MIN: u64 = 1024 * 1024;
+/// The most: the room is twice what the last interval appended, within these bounds.
+pub const JOURNAL_ROOM_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Zeros written at a time while holding the journal's lock (appends wait that long at most).
+const JOURNAL_ROOM_STEP_BYTES: usize = 1024 * 1024;
 const JOURNAL_FILE: &str = "catalog.journal";
 const CATALOG_FILE: &str = "catalog.redb";
 const CATALOG_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("catalog");
@@ -168,19 +183,28 @@ fn open_catalog(
         .truncate(false)
         .open(&journal_path)
         .map_err(io_error(&journal_path))?;
+    // Any room left by a crash stays: records go on at the end of the valid ones.
+    let file_length = journal_file.metadata().map_err(io_error(&journal_path))?.len().max(scanned.valid_length);
     // Synced through its own handle, so that appends go on while a sync waits for the disk.
     let journal_for_sync = journal_file.try_clone().map_err(io_error(&journal_path))?;
     let shared = Arc::new(Shared {
         db,
         directory: directory.to_owned(),
         journal_for_sync,
-        journal: Mutex::new(Journal { file: journal_file, length: scanned.valid_length, path: journal_path }),
+        journal: Mutex::new(Journal {
+            file: journal_file,
+            length: scanned.valid_length,
+            file_length,
+            length_at_room: scanned.valid_length,
+            path: journal_path,
+        }),
         last_batch: AtomicU64::new(last_batch),
         durable_batch: AtomicU64::new(applied_batch),
         pending: RwLock::new(Pending::default()),
         group: GroupSync::default(),
         writer: WriterSignals::default(),
         flush_interval: Duration::from_millis(config.catalog_flush_interval_ms),
+        room_failed: Default::default(),
     });
     // Make the catalog's and the journal's files and their directory entries durable, and mark the
     // catalog as holding every batch it has (those just replayed are the catalog's for good from here).
@@ -323,6 +347,8 @@ struct Shared {
     group: GroupSync,
     writer: WriterSignals,
     flush_interval: Duration,
+    /// Making room ahead of the journal failed, and was said: said again only after it succeeds.
+    room_failed: std::sync::atomic::AtomicBool,
 }
 
 /// How callers and the catalog writer signal each other.
@@ -360,7 +386,7 @@ impl Shared {
             }
             control.urgent = false;
             drop(control);
-            let written = self.write_catalog();
+            let written = self.write_catalog().and_then(|()| self.make_journal_room());
             if let Err(error) = &written {
                 self.group.failed.store(true, Ordering::Release);
                 tracing::error!(
@@ -388,6 +414,44 @@ impl Shared {
         };
         self.pending.write().unwrap_or_else(|p| p.into_inner()).forget_through(last);
         self.append_mark(last)
+    }
+
+    /// Writes zeros ahead of the journal's appends until it has the room the next interval wants, a
+    /// step at a time under its lock, then syncs them, so that the records written into them later
+    /// need no change of the file's size or blocks (see the module docs). Zeros that cannot be written
+    /// (a full disk) only cost the speed they would have given: said, not an error; a failed sync is.
+    fn make_journal_room(&self) -> Result<(), StoreError> {
+        let lock = || self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        let wanted = lock().room_wanted();
+        let mut extended = false;
+        loop {
+            match lock().extend_room(wanted) {
+                Ok(true) => extended = true,
+                Ok(false) => break,
+                Err(error) => {
+                    if !self.room_failed.swap(true, Ordering::Relaxed) {
+                        tracing::warn!("no room could be made ahead of the catalog journal's appends ({error}); they grow the file as they go");
+                    }
+                    break;
+                }
+            }
+        }
+        if extended {
+            self.room_failed.store(false, Ordering::Relaxed);
+            self.sync_journal()?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the room off the journal's file (a clean close): nothing but zeros goes.
+    fn cut_journal_room(&self) -> Result<(), StoreError> {
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        if journal.file_length > journal.length {
+            journal.file.set_len(journal.length).map_err(io_error(&journal.path))?;
+            journal.file.sync_all().map_err(io_error(&journal.path))?;
+            journal.file_length = journal.length;
+        }
+        Ok(())
     }
 
     /// Appends a mark saying the catalog holds every batch through `through` durably; it becomes durable
@@ -449,6 +513,10 @@ impl Drop for JournaledCatalog {
             .and_then(|()| shared.sync_journal());
         if let Err(error) = closed {
             tracing::warn!("closing the store, its catalog was not made durable ({error}); the next open replays it from the journal");
+        } else if let Err(error) = shared.cut_journal_room() {
+            tracing::warn!(
+                "closing the store, the zeroed room after the journal's records stays ({error}); it is harmless"
+            );
         }
     }
 }
@@ -498,24 +566,31 @@ pub fn snapshot(directory: &Path, since: Option<&Snapshot>) -> Result<Snapshot, 
         )));
     }
     let mut offset = snapshot.journal_length;
-    while let Some((entry, length)) = record_at(&file, offset, file_length) {
-        if let JournalEntry::Batch { batch, .. } = entry {
-            snapshot.batches += 1;
-            for (key, value) in &batch.operations {
-                let Some(value) = value else { continue };
-                if let Some(size) = Store::log_size_written(key, value) {
-                    snapshot.log_size = size;
-                } else if let Some((id, end)) =
-                    Store::blob_state_written(key, value).and_then(|(key, value)| committed_extent(key, value))
-                {
-                    snapshot.packs.insert(id, end);
+    loop {
+        while let Some((entry, length)) = record_at(&file, offset, file_length) {
+            if let JournalEntry::Batch { batch, .. } = entry {
+                snapshot.batches += 1;
+                for (key, value) in &batch.operations {
+                    let Some(value) = value else { continue };
+                    if let Some(size) = Store::log_size_written(key, value) {
+                        snapshot.log_size = size;
+                    } else if let Some((id, end)) =
+                        Store::blob_state_written(key, value).and_then(|(key, value)| committed_extent(key, value))
+                    {
+                        snapshot.packs.insert(id, end);
+                    }
                 }
             }
+            offset += length;
         }
-        offset += length;
-    }
-    // What follows is a record being written now, or damage: damage if a whole record comes after it.
-    if let Some(next) = (offset + 1..file_length).find(|&at| record_at(&file, at, file_length).is_some()) {
+        // What follows is room made ahead of the appends (zeros), a record being written now, or
+        // damage: damage if a whole record comes after it.
+        let data_end = data_end(&file, offset, file_length).map_err(io_error(&path))?;
+        let Some(next) = next_whole_record(&file, offset, data_end, file_length) else { break };
+        if record_at(&file, offset, file_length).is_some() {
+            // A running server appended the record here, and more after it, since it was read.
+            continue;
+        }
         return Err(StoreError::Corrupt(format!(
             "the journal {} is damaged at offset {offset} ({} bytes before the next whole record); a copy \
              would stop there. Stop the server and open the store with the recovery flag first",
@@ -529,7 +604,12 @@ pub fn snapshot(directory: &Path, since: Option<&Snapshot>) -> Result<Snapshot, 
 
 struct Journal {
     file: File,
+    /// Where the next record goes: the end of the valid records.
     length: u64,
+    /// The file's length: zeros from `length` to here are room made ahead of the appends.
+    file_length: u64,
+    /// `length` when room was last made, to size the next room by what was appended since.
+    length_at_room: u64,
     path: PathBuf,
 }
 
@@ -538,7 +618,29 @@ impl Journal {
         let record = encode_record(body);
         self.file.write_all_at(&record, self.length).map_err(io_error(&self.path))?;
         self.length += record.len() as u64;
+        self.file_length = self.file_length.max(self.length);
         Ok(())
+    }
+
+    /// Writes the next step of zeros the room lacks; `false` once it has enough. The room wanted is
+    /// twice what was appended since room was last made, within the bounds.
+    fn extend_room(&mut self, wanted: u64) -> Result<bool, StoreError> {
+        let room = self.file_length - self.length;
+        if room >= wanted {
+            return Ok(false);
+        }
+        static ZEROS: [u8; JOURNAL_ROOM_STEP_BYTES] = [0; JOURNAL_ROOM_STEP_BYTES];
+        let step = (wanted - room).min(JOURNAL_ROOM_STEP_BYTES as u64) as usize;
+        self.file.write_all_at(&ZEROS[..step], self.file_length).map_err(io_error(&self.path))?;
+        self.file_length += step as u64;
+        Ok(true)
+    }
+
+    /// The room the next interval wants: twice what this one appended, within the bounds.
+    fn room_wanted(&mut self) -> u64 {
+        let appended = self.length - self.length_at_room;
+        self.length_at_room = self.length;
+        appended.saturating_mul(2).clamp(JOURNAL_ROOM_BYTES_MIN, JOURNAL_ROOM_BYTES_MAX)
     }
 }
 
@@ -659,7 +761,8 @@ struct ScannedJournal {
 
 /// Reads every record, keeping none in memory (a journal holds every batch since the store began,
 /// gigabytes at a million deposits). A damaged stretch followed by valid records is reported (and,
-/// without the recovery flag, refused); a damaged tail (a crash mid-append) is quarantined, then cut.
+/// without the recovery flag, refused); a damaged tail (a crash mid-append) is quarantined, then cut;
+/// zeros after the last record are room made ahead of the appends, and stay.
 fn scan_journal(
     path: &Path,
     catalog_batch: u64,
@@ -690,8 +793,13 @@ fn scan_journal(
             scanned.valid_length = offset;
             continue;
         }
+        // Zeros alone from here on are room made ahead of the appends: the records end here.
+        let data_end = data_end(&file, offset, file_length).map_err(io_error(path))?;
+        if data_end == offset {
+            break;
+        }
         // Damage at `offset`: is there a valid record after it?
-        match next_whole_record(&file, offset, file_length) {
+        match next_whole_record(&file, offset, data_end, file_length) {
             Some(next) if recover => {
                 report.warnings.push(format!(
                     "journal {}: {} damaged bytes at offset {offset} were skipped",
@@ -709,13 +817,17 @@ fn scan_journal(
                 )))
             }
             None => {
+                // A record torn mid-append: its bytes are kept aside, up to where its header says it
+                // ends (it may end in zeros); the room's zeros past that go.
+                let torn_end = data_end.max(declared_end(&file, offset, file_length).unwrap_or(0)).min(file_length);
+                file.set_len(torn_end).map_err(io_error(path))?;
                 let kept = quarantine_tail(path, &file, offset, quarantine)?;
                 file.set_len(offset).map_err(io_error(path))?;
                 file.sync_all().map_err(io_error(path))?;
                 report.warnings.push(format!(
                     "journal {}: an incomplete last record ({} bytes, a crash mid-write) was moved to {}",
                     path.display(),
-                    file_length - offset,
+                    torn_end - offset,
                     kept.display()
                 ));
                 report.quarantined.push(kept);
@@ -726,9 +838,39 @@ fn scan_journal(
     Ok(scanned)
 }
 
-/// Where the first whole record after damage at `offset` starts, if one does.
-fn next_whole_record(file: &File, offset: u64, file_length: u64) -> Option<u64> {
-    (offset + 1..file_length).find(|&at| record_at(file, at, file_length).is_some())
+/// Where the first whole record after damage at `offset` starts, if one starts before `search_end`.
+fn next_whole_record(file: &File, offset: u64, search_end: u64, file_length: u64) -> Option<u64> {
+    (offset + 1..search_end).find(|&at| record_at(file, at, file_length).is_some())
+}
+
+/// Where the record starting at `offset` would end by its header's length, if the header is there and
+/// the length is one a record may have.
+fn declared_end(file: &File, offset: u64, file_length: u64) -> Option<u64> {
+    let mut length = [0u8; 4];
+    if offset + length.len() as u64 > file_length {
+        return None;
+    }
+    file.read_exact_at(&mut length, offset).ok()?;
+    let length = u32::from_be_bytes(length);
+    (length <= JOURNAL_RECORD_SIZE_BYTES_MAX).then(|| offset + JOURNAL_HEADER_BYTES as u64 + u64::from(length))
+}
+
+/// One past the last byte in `from..file_length` that is not zero (`from` if there is none): every
+/// record starts before it (its checksum is not zeros), and the zeros after it are the room made
+/// ahead of the appends. Reads back from the end, so it costs about the room's length.
+fn data_end(file: &File, from: u64, file_length: u64) -> std::io::Result<u64> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut end = file_length;
+    while end > from {
+        let count = (end - from).min(buffer.len() as u64) as usize;
+        let start = end - count as u64;
+        file.read_exact_at(&mut buffer[..count], start)?;
+        if let Some(last) = buffer[..count].iter().rposition(|&byte| byte != 0) {
+            return Ok(start + last as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(from)
 }
 
 /// What a replay may do beyond bringing the catalog up to its journal.
@@ -779,7 +921,8 @@ fn replay(
     while offset < scanned.valid_length {
         let Some((entry, length)) = record_at(&file, offset, scanned.valid_length) else {
             // A damaged stretch the scan reported and the recovery flag let it skip.
-            offset = next_whole_record(&file, offset, scanned.valid_length).unwrap_or(scanned.valid_length);
+            offset = next_whole_record(&file, offset, scanned.valid_length, scanned.valid_length)
+                .unwrap_or(scanned.valid_length);
             continue;
         };
         offset += length;
@@ -886,7 +1029,7 @@ impl CatalogEngine for JournaledCatalog {
     }
 
     fn size_on_disk(&self) -> Result<u64, StoreError> {
-        let journal = self.shared.journal.lock().unwrap_or_else(|p| p.into_inner()).length;
+        let journal = self.shared.journal.lock().unwrap_or_else(|p| p.into_inner()).file_length;
         let catalog = self.shared.directory.join(CATALOG_FILE);
         Ok(std::fs::metadata(&catalog).map_err(io_error(&catalog))?.len() + journal)
     }
@@ -955,19 +1098,27 @@ mod tests {
     }
 
     /// The journal's batch numbers and its sync marks' through-numbers, each in journal order.
+    /// The journal of an open store may be appended to while it is read: a record found in part is
+    /// read again until it is whole (up to a bound).
     fn journal_records(directory: &Path) -> (Vec<u64>, Vec<u64>) {
         let file = File::open(directory.join(JOURNAL_FILE)).expect("journal");
-        let length = file.metadata().expect("metadata").len();
         let (mut batches, mut marks, mut offset) = (Vec::new(), Vec::new(), 0);
-        while let Some((entry, size)) = record_at(&file, offset, length) {
-            match entry {
-                JournalEntry::Batch { number, .. } => batches.push(number),
-                JournalEntry::Synced { through } => marks.push(through),
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let length = file.metadata().expect("metadata").len();
+            while let Some((entry, size)) = record_at(&file, offset, length) {
+                match entry {
+                    JournalEntry::Batch { number, .. } => batches.push(number),
+                    JournalEntry::Synced { through } => marks.push(through),
+                }
+                offset += size;
             }
-            offset += size;
+            if data_end(&file, offset, length).expect("read the journal") == offset {
+                return (batches, marks);
+            }
+            assert!(Instant::now() < deadline, "the journal does not end with a whole record, then zeros at most");
+            std::thread::sleep(Duration::from_millis(1));
         }
-        assert_eq!(offset, length, "the journal ends with a whole record");
-        (batches, marks)
     }
 
     fn journal_marks(directory: &Path) -> Vec<u64> {
@@ -1090,6 +1241,94 @@ mod tests {
         for i in 0..3 {
             assert!(engines.catalog.get(format!("k/{i}").as_bytes()).expect("get").is_some());
         }
+        assert!(engines.catalog.get(b"k/torn").expect("get").is_none());
+    }
+
+    /// Waits (up to a bound) until the journal's file holds at least `bytes` of zeros after its records.
+    fn wait_for_room(directory: &Path, bytes: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let file = File::open(directory.join(JOURNAL_FILE)).expect("journal");
+            let length = file.metadata().expect("metadata").len();
+            let room = length - data_end(&file, 0, length).expect("read");
+            if room >= bytes {
+                return room;
+            }
+            assert!(Instant::now() < deadline, "{room} bytes of room after the journal's records, not {bytes}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn the_writer_keeps_zeroed_room_after_the_journal_and_a_clean_close_cuts_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(JOURNAL_FILE);
+        let engines = open(dir.path(), &EmbeddedConfig::default()).expect("open");
+        wait_for_room(dir.path(), JOURNAL_ROOM_BYTES_MIN);
+        let with_room = std::fs::metadata(&path).expect("journal").len();
+        for i in 0..20 {
+            engines.catalog.apply(batch(&format!("k/{i}"), "v")).expect("apply");
+            engines.catalog.sync().expect("sync");
+        }
+        // The records went into the room, after the ones before: the file did not grow.
+        assert_eq!(std::fs::metadata(&path).expect("journal").len(), with_room);
+        let (batches, _) = journal_records(dir.path());
+        assert_eq!(batches, (1..=20).collect::<Vec<_>>());
+        assert_eq!(engines.catalog.size_on_disk().expect("size"), {
+            with_room + std::fs::metadata(dir.path().join(CATALOG_FILE)).expect("catalog").len()
+        });
+        drop(engines);
+        let records_end = journal_records(dir.path());
+        let file = File::open(&path).expect("journal");
+        let length = file.metadata().expect("metadata").len();
+        assert_eq!(data_end(&file, 0, length).expect("read"), length, "a clean close cut the room off");
+        assert!(length < with_room, "{length} bytes after the close, {with_room} before");
+        let engines = open(dir.path(), &EmbeddedConfig::default()).expect("reopen");
+        assert!(engines.report.warnings.is_empty() && engines.report.quarantined.is_empty(), "{:?}", engines.report);
+        assert_eq!(journal_records(dir.path()).0, records_end.0);
+    }
+
+    #[test]
+    fn room_left_by_a_crash_is_not_damage_and_a_record_torn_into_it_is_quarantined_alone() {
+        const ROOM: usize = 3 * 1024 * 1024;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(JOURNAL_FILE);
+        let engines = open(dir.path(), &EmbeddedConfig::default()).expect("open");
+        engines.catalog.apply(batch("k/1", "v")).expect("apply");
+        engines.catalog.sync().expect("sync");
+        drop(engines);
+        // As a crash leaves the journal: its records, then zeros the writer made ahead of them.
+        let records_end = std::fs::metadata(&path).expect("journal").len();
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).expect("journal");
+        std::io::Write::write_all(&mut file, &vec![0; ROOM]).expect("room");
+        drop(file);
+        let copied = snapshot(dir.path(), None).expect("a backup reads the journal up to the room");
+        assert_eq!((copied.journal_length, copied.batches), (records_end, 1));
+
+        let engines = open(dir.path(), &EmbeddedConfig::default()).expect("reopen");
+        assert!(engines.report.warnings.is_empty() && engines.report.quarantined.is_empty(), "{:?}", engines.report);
+        assert!(std::fs::metadata(&path).expect("journal").len() >= records_end + ROOM as u64, "the room stays");
+        engines.catalog.apply(batch("k/2", "w")).expect("apply");
+        engines.catalog.sync().expect("sync");
+        assert_eq!(journal_records(dir.path()).0, [1, 2], "records go on where the valid ones end");
+        drop(engines);
+
+        // A record torn mid-append into the room: only its bytes are kept aside, not the zeros after.
+        let records_end = std::fs::metadata(&path).expect("journal").len();
+        let torn = encode_record(&batch_body(3, &batch("k/torn", "v")));
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).expect("journal");
+        std::io::Write::write_all(&mut file, &torn[..torn.len() / 2]).expect("tear");
+        std::io::Write::write_all(&mut file, &vec![0; ROOM]).expect("room");
+        drop(file);
+        let engines = open(dir.path(), &EmbeddedConfig::default()).expect("reopen after the tear");
+        assert_eq!(engines.report.quarantined.len(), 1, "{:?}", engines.report);
+        let kept = std::fs::read(&engines.report.quarantined[0]).expect("quarantined tail");
+        let mut as_torn = torn[..torn.len() / 2].to_vec();
+        as_torn.resize(torn.len(), 0);
+        assert_eq!(kept, as_torn, "the torn bytes up to the record's end, without the room's zeros past it");
+        assert_eq!(journal_records(dir.path()).0[..2], [1, 2]);
+        assert!(std::fs::metadata(&path).expect("journal").len() >= records_end);
+        assert_eq!(engines.catalog.get(b"k/2").expect("get").as_deref(), Some(&b"w"[..]));
         assert!(engines.catalog.get(b"k/torn").expect("get").is_none());
     }
 
