@@ -36,10 +36,10 @@
 //! appends (room for about two intervals of them, [`JOURNAL_ROOM_BYTES_MIN`] to
 //! [`JOURNAL_ROOM_BYTES_MAX`]) and syncs them, so that a record lands in blocks the file already has
 //! and a group sync is an fdatasync of data alone: an append that grows the file makes every sync
-//! commit the file system's journal too (the file's new size and blocks), which made a sync take half as
-//! long again on this machine's disk (docs/BENCHMARKS.md, "Room made ahead of the journal"). Records are read up
-//! to the first that does not check; zeros from there to the end are that room, not damage. A clean
-//! close cuts the room off.
+//! commit the file system's journal too (the file's new size and blocks), which made a sync take half
+//! as long again on this machine's disk (docs/BENCHMARKS.md, "Room made ahead of the journal").
+//! Records are read up to the first that does not check; zeros from there to the end are that room,
+//! not damage. A clean close cuts the room off.
 //!
 //! Journal records (docs/FORMAT.md section 3.3): `length u32 | BLAKE3(body)[..16] | body`, body =
 //! `version u8 | kind u8 | number u64 | ...`, kind 1 a batch (`count u32`, then per operation
@@ -430,7 +430,10 @@ impl Shared {
                 Ok(false) => break,
                 Err(error) => {
                     if !self.room_failed.swap(true, Ordering::Relaxed) {
-                        tracing::warn!("no room could be made ahead of the catalog journal's appends ({error}); they grow the file as they go");
+                        tracing::warn!(
+                            "no room could be made ahead of the catalog journal's appends ({error}); \
+                             they grow the file as they go"
+                        );
                     }
                     break;
                 }
@@ -622,8 +625,7 @@ impl Journal {
         Ok(())
     }
 
-    /// Writes the next step of zeros the room lacks; `false` once it has enough. The room wanted is
-    /// twice what was appended since room was last made, within the bounds.
+    /// Writes the next step of zeros the room lacks; `false` once it has `wanted`.
     fn extend_room(&mut self, wanted: u64) -> Result<bool, StoreError> {
         let room = self.file_length - self.length;
         if room >= wanted {
