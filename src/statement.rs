@@ -8,7 +8,8 @@
 //! trailing bytes). A statement's id is the SHA-256 of its signed bytes.
 //!
 //! [`Signed`] can only be built by signing or by decoding bytes whose signature verifies under the
-//! embedded signer key; whether that signer is *trusted* is the vault's decision.
+//! embedded signer key (verified now, remembered as verified, or sealed by the vault that verified
+//! them, see [`VerifiedEnvelopes`]); whether that signer is *trusted* is the vault's decision.
 
 use std::fmt;
 
@@ -311,8 +312,16 @@ pub const BATCH_VERIFY_CHUNK: usize = 64;
 ///
 /// It also keeps the signers' keys decoded (an Ed25519 point decompressed, an X.509 chain parsed):
 /// statements name few signers, and decoding a key costs more than decoding the rest of a record.
+///
+/// A vault also seals what it accepts ([`VerifiedEnvelopes::sealing`]): a keyed BLAKE3 of the envelope
+/// under a key derived from its own secret key, stored with the statement, is the same memo kept on
+/// disk. A stored statement whose seal matches is the one whose signature the vault verified when it
+/// accepted it, so its signature is not verified again; any changed byte of the envelope, or a seal
+/// not made under the key, leaves it to be verified as any other (docs/FORMAT.md section 3.1).
 pub struct VerifiedEnvelopes {
     capacity: usize,
+    /// The key seals are made and checked under, if this memo belongs to a vault.
+    seal_key: Option<[u8; 32]>,
     digests: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
     /// By algorithm and BLAKE3 of the raw key.
     keys: std::sync::Mutex<std::collections::HashMap<(u16, [u8; 32]), PublicKey>>,
@@ -323,7 +332,30 @@ pub const DECODED_KEYS_KEPT: usize = 1024;
 
 impl VerifiedEnvelopes {
     pub fn new(capacity: usize) -> VerifiedEnvelopes {
-        VerifiedEnvelopes { capacity: capacity.max(1), digests: Default::default(), keys: Default::default() }
+        VerifiedEnvelopes {
+            capacity: capacity.max(1),
+            seal_key: None,
+            digests: Default::default(),
+            keys: Default::default(),
+        }
+    }
+
+    /// A memo that also makes and checks seals under `seal_key` (see the type's docs).
+    pub fn sealing(capacity: usize, seal_key: [u8; 32]) -> VerifiedEnvelopes {
+        VerifiedEnvelopes { seal_key: Some(seal_key), ..VerifiedEnvelopes::new(capacity) }
+    }
+
+    /// The seal of an envelope whose signature verified, to store with it; `None` without a seal key.
+    pub fn seal(&self, envelope: &[u8]) -> Option<[u8; 32]> {
+        self.seal_key.map(|key| *blake3::keyed_hash(&key, envelope).as_bytes())
+    }
+
+    /// Whether `seal` is the seal of `envelope` under this memo's key (compared in constant time).
+    fn sealed(&self, envelope: &[u8], seal: Option<&[u8; 32]>) -> bool {
+        match (self.seal_key, seal) {
+            (Some(key), Some(seal)) => blake3::keyed_hash(&key, envelope) == blake3::Hash::from_bytes(*seal),
+            _ => false,
+        }
     }
 
     /// [`PublicKey::from_raw`], decoded once per key.
@@ -402,6 +434,17 @@ impl VerifiedEnvelopes {
         }
         remembered
     }
+}
+
+/// How a decoded statement's signature is checked.
+#[derive(Clone, Copy)]
+enum Check<'a> {
+    /// Verified now.
+    Verify,
+    /// Verified unless remembered as verified, and then remembered.
+    Remembered(&'a VerifiedEnvelopes),
+    /// Not verified again: the envelope carries the seal the vault made when its signature verified.
+    Sealed(&'a VerifiedEnvelopes),
 }
 
 /// An envelope's signed bytes, signature and Ed25519 key, if it is a statement signed by one.
@@ -1105,16 +1148,28 @@ impl<T: StatementBody> Signed<T> {
 
     /// Decodes an envelope (see [`Signed::to_envelope`]) and verifies its signature.
     pub fn from_envelope(envelope: &[u8]) -> Result<Signed<T>, DecodeError> {
-        Self::decode_envelope(envelope, None)
+        Self::decode_envelope(envelope, Check::Verify)
     }
 
     /// [`Signed::from_envelope`] for statements read again and again: the signature of exactly these
     /// bytes is verified once and then remembered in `verified`.
     pub fn from_envelope_remembered(envelope: &[u8], verified: &VerifiedEnvelopes) -> Result<Signed<T>, DecodeError> {
-        Self::decode_envelope(envelope, Some(verified))
+        Self::decode_envelope(envelope, Check::Remembered(verified))
     }
 
-    fn decode_envelope(envelope: &[u8], verified: Option<&VerifiedEnvelopes>) -> Result<Signed<T>, DecodeError> {
+    /// [`Signed::from_envelope_remembered`] for a statement the vault stored with `seal`: when the seal
+    /// is the envelope's under `verified`'s key, the signature verified at acceptance and is not
+    /// verified again; otherwise it is verified (or found remembered) as any other.
+    pub fn from_envelope_sealed(
+        envelope: &[u8],
+        seal: Option<&[u8; 32]>,
+        verified: &VerifiedEnvelopes,
+    ) -> Result<Signed<T>, DecodeError> {
+        let check = if verified.sealed(envelope, seal) { Check::Sealed(verified) } else { Check::Remembered(verified) };
+        Self::decode_envelope(envelope, check)
+    }
+
+    fn decode_envelope(envelope: &[u8], check: Check<'_>) -> Result<Signed<T>, DecodeError> {
         if envelope.len() > STATEMENT_SIZE_BYTES_MAX {
             return Err(DecodeError::TooLarge { size: envelope.len() });
         }
@@ -1122,19 +1177,15 @@ impl<T: StatementBody> Signed<T> {
         let signed_bytes = reader.bytes("signed bytes")?;
         let signature = reader.bytes("signature")?;
         reader.finish()?;
-        Self::decode_parts(signed_bytes, signature, verified)
+        Self::decode_parts(signed_bytes, signature, check)
     }
 
     /// Decodes signed bytes and a detached signature, and verifies the signature.
     pub fn from_parts(signed_bytes: &[u8], signature: &[u8]) -> Result<Signed<T>, DecodeError> {
-        Self::decode_parts(signed_bytes, signature, None)
+        Self::decode_parts(signed_bytes, signature, Check::Verify)
     }
 
-    fn decode_parts(
-        signed_bytes: &[u8],
-        signature: &[u8],
-        verified: Option<&VerifiedEnvelopes>,
-    ) -> Result<Signed<T>, DecodeError> {
+    fn decode_parts(signed_bytes: &[u8], signature: &[u8], check: Check<'_>) -> Result<Signed<T>, DecodeError> {
         if signed_bytes.len() > STATEMENT_SIZE_BYTES_MAX {
             return Err(DecodeError::TooLarge { size: signed_bytes.len() });
         }
@@ -1152,21 +1203,22 @@ impl<T: StatementBody> Signed<T> {
         }
         let algorithm = reader.u16("algorithm")?;
         let raw_key = reader.bytes("signer key")?;
-        let signer = match verified {
-            Some(verified) => verified.public_key(algorithm, raw_key)?,
-            None => PublicKey::from_raw(algorithm, raw_key)?,
+        let signer = match check {
+            Check::Remembered(verified) | Check::Sealed(verified) => verified.public_key(algorithm, raw_key)?,
+            Check::Verify => PublicKey::from_raw(algorithm, raw_key)?,
         };
         let body = T::decode_body(&mut reader)?;
         reader.finish()?;
-        match verified {
-            None => signer.verify(signed_bytes, signature)?,
-            Some(verified) => {
+        match check {
+            Check::Verify => signer.verify(signed_bytes, signature)?,
+            Check::Remembered(verified) => {
                 let digest = VerifiedEnvelopes::digest(signed_bytes, signature);
                 if !verified.contains(&digest) {
                     signer.verify(signed_bytes, signature)?;
                     verified.insert(digest);
                 }
             }
+            Check::Sealed(_) => {}
         }
         Ok(Signed {
             body,
@@ -1442,6 +1494,42 @@ mod tests {
         Signed::<Record>::from_envelope_remembered(&other.to_envelope(), &small).expect("verifies");
         assert!(!small.contains(&digest));
         assert!(small.contains(&VerifiedEnvelopes::digest(&other.signed_bytes, &other.signature)));
+    }
+
+    /// A seal stands for the signature check of exactly the envelope it was made of, under exactly its
+    /// memo's key: the check is skipped only then (shown with an envelope whose signature is bad but
+    /// which was sealed anyway, as only a holder of the key could), and anything else is verified.
+    #[test]
+    fn a_seal_skips_the_signature_check_of_exactly_its_envelope_under_exactly_its_key() {
+        let sealing = VerifiedEnvelopes::sealing(10, [7; 32]);
+        assert_eq!(VerifiedEnvelopes::new(10).seal(b"anything"), None, "no key, no seal");
+        let signed = Signed::sign(sample_record(), &key(1));
+        let envelope = signed.to_envelope();
+        let seal = sealing.seal(&envelope).expect("a seal");
+        let read = Signed::<Record>::from_envelope_sealed(&envelope, Some(&seal), &sealing).expect("sealed");
+        assert_eq!((read.id(), read.signer()), (signed.id(), &key(1).public_key()));
+
+        let mut bad = envelope.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x01;
+        let bad_seal = sealing.seal(&bad).expect("a seal");
+        assert!(Signed::<Record>::from_envelope_sealed(&bad, Some(&bad_seal), &sealing).is_ok(), "not checked again");
+        for (seal, memo) in [
+            (None, &sealing),
+            (Some(&seal), &sealing),
+            (Some(&bad_seal), &VerifiedEnvelopes::sealing(10, [8; 32])),
+            (Some(&bad_seal), &VerifiedEnvelopes::new(10)),
+        ] {
+            let read = Signed::<Record>::from_envelope_sealed(&bad, seal, memo);
+            assert_eq!(read.err(), Some(DecodeError::BadSignature));
+        }
+        // With the envelope's own seal given, any changed byte is a different envelope, checked in full.
+        for index in 0..envelope.len() {
+            let mut changed = envelope.clone();
+            changed[index] ^= 0x01;
+            let read = Signed::<Record>::from_envelope_sealed(&changed, Some(&seal), &sealing);
+            assert!(read.is_err(), "byte {index} accepted");
+        }
     }
 
     #[test]

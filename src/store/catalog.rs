@@ -15,11 +15,47 @@ use crate::ids::{Code, Digest, OwnerId};
 use crate::log::map::{self, Key, MapInconsistency, MapSource, MapWrites};
 use crate::log::{ChainHead, Hash, HashSource};
 
-/// A signed statement as stored: its envelope, and the sequence number it was accepted at.
+/// A signed statement as stored: its envelope, the sequence number it was accepted at, and the vault's
+/// seal of the envelope (`statement::VerifiedEnvelopes`), made when its signature verified at acceptance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatementEntry {
     pub envelope: Vec<u8>,
     pub sequence: u64,
+    /// `None` for a statement stored before seals (stored format 5 and before) and for a revocation
+    /// kept in its record's state, whose layout has no seal.
+    #[serde(skip)]
+    pub seal: Option<[u8; 32]>,
+}
+
+/// A statement entry as stored with its seal (stored format 6); the layout without it is
+/// [`StatementEntry`]'s. The two cannot be confused: the older ends where the seal begins, and the
+/// decoder refuses both missing and trailing bytes.
+#[derive(Serialize, Deserialize)]
+struct SealedStatementEntry {
+    envelope: Vec<u8>,
+    sequence: u64,
+    seal: [u8; 32],
+}
+
+impl StatementEntry {
+    fn encode(self) -> Vec<u8> {
+        match self.seal {
+            Some(seal) => {
+                codec::encode(&SealedStatementEntry { envelope: self.envelope, sequence: self.sequence, seal })
+            }
+            None => codec::encode(&self),
+        }
+    }
+
+    /// Decodes either layout.
+    pub fn decode(bytes: &[u8]) -> Result<StatementEntry, codec::CodecError> {
+        match codec::decode::<SealedStatementEntry>(bytes) {
+            Ok(SealedStatementEntry { envelope, sequence, seal }) => {
+                Ok(StatementEntry { envelope, sequence, seal: Some(seal) })
+            }
+            Err(error) => codec::decode::<StatementEntry>(bytes).map_err(|_| error),
+        }
+    }
 }
 
 /// A share link as stored: the grant (the vault's encoding) and when it was revoked, if it was.
@@ -89,6 +125,21 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// The signed statement the change stores, if it stores one under its own key (a record's
+    /// revocation is kept in the record's state instead, without a seal).
+    pub fn statement_envelope(&self) -> Option<&[u8]> {
+        match self {
+            Change::Certificate { envelope, .. }
+            | Change::CertificateRevocation { envelope, .. }
+            | Change::Record { envelope, .. }
+            | Change::CopyCertification { envelope, .. }
+            | Change::SignatureValidation { envelope, .. } => Some(envelope),
+            Change::RecordRevocation { .. } | Change::Access { .. } | Change::OwnerMap { .. } => None,
+        }
+    }
+}
+
 /// Content stored for the first time with a record: its manifest (encoded by `content`) and the blob
 /// engine's committed state.
 #[derive(Debug, Clone)]
@@ -105,6 +156,9 @@ pub struct Commit {
     pub sequence: u64,
     pub receipt: Option<Vec<u8>>,
     pub change: Change,
+    /// The vault's seal of the change's statement envelope ([`Change::statement_envelope`]), stored
+    /// with it.
+    pub seal: Option<[u8; 32]>,
     pub log: LogAppend,
 }
 
@@ -392,6 +446,10 @@ impl Store {
         self.get_value(key)?.map(|bytes| codec::decode(&bytes).map_err(corrupt(what))).transpose()
     }
 
+    fn get_statement(&self, key: &[u8], what: &str) -> Result<Option<StatementEntry>, StoreError> {
+        self.get_value(key)?.map(|bytes| StatementEntry::decode(&bytes).map_err(corrupt(what))).transpose()
+    }
+
     /// The number of entries in the log, committed (durable or not): the next sequence number.
     pub fn log_size(&self) -> Result<u64, StoreError> {
         Ok(self.get_decoded::<u64>(key::LOG_SIZE, "log size")?.unwrap_or(0))
@@ -406,7 +464,8 @@ impl Store {
             return Err(StoreError::SequenceConflict { proposed: commit.sequence, size });
         }
         let sequence = commit.sequence;
-        let entry = |envelope: Vec<u8>| codec::encode(&StatementEntry { envelope, sequence });
+        let seal = commit.seal;
+        let entry = |envelope: Vec<u8>| StatementEntry { envelope, sequence, seal }.encode();
         let mut batch = Batch::default();
         match commit.change {
             Change::Certificate { id, agency, key_fingerprint, envelope } => {
@@ -435,7 +494,7 @@ impl Store {
             }
             Change::RecordRevocation { record, envelope } => {
                 let mut state = self.record_state(&record)?;
-                state.revocation = Some(StatementEntry { envelope, sequence });
+                state.revocation = Some(StatementEntry { envelope, sequence, seal: None });
                 batch.insert(key::record_state(&record), codec::encode(&state));
             }
             Change::CopyCertification { record, envelope } => {
@@ -695,12 +754,12 @@ impl Store {
 
     /// A record's copy certification, if an agency certified it.
     pub fn copy_certification(&self, record: &Digest) -> Result<Option<StatementEntry>, StoreError> {
-        self.get_decoded(&key::copy_certification(record), "copy certification entry")
+        self.get_statement(&key::copy_certification(record), "copy certification entry")
     }
 
     /// A validation of an X.509 signature, by its own id.
     pub fn validation(&self, validation: &Digest) -> Result<Option<StatementEntry>, StoreError> {
-        self.get_decoded(&key::validation(validation), "signature validation entry")
+        self.get_statement(&key::validation(validation), "signature validation entry")
     }
 
     /// The newest validation of an X.509 signature on `statement`.
@@ -732,7 +791,7 @@ impl Store {
     }
 
     pub fn record(&self, id: &Digest) -> Result<Option<StatementEntry>, StoreError> {
-        self.get_decoded(&key::record(id), "record entry")
+        self.get_statement(&key::record(id), "record entry")
     }
 
     pub fn contains_record(&self, id: &Digest) -> Result<bool, StoreError> {
@@ -750,11 +809,11 @@ impl Store {
     }
 
     pub fn certificate(&self, id: &Digest) -> Result<Option<StatementEntry>, StoreError> {
-        self.get_decoded(&key::certificate(id), "certificate entry")
+        self.get_statement(&key::certificate(id), "certificate entry")
     }
 
     pub fn certificate_revocation(&self, id: &Digest) -> Result<Option<StatementEntry>, StoreError> {
-        self.get_decoded(&key::certificate_revocation(id), "certificate revocation")
+        self.get_statement(&key::certificate_revocation(id), "certificate revocation")
     }
 
     /// Every certificate id, in id order.
@@ -884,12 +943,30 @@ mod tests {
                 event: vec![sequence as u8],
             },
             log: LogAppend { entry: vec![1], nodes: Vec::new(), owner_head: None },
+            seal: None,
         };
         assert!(matches!(store.commit(commit(1)), Err(StoreError::SequenceConflict { proposed: 1, size: 0 })));
         store.commit(commit(0)).expect("the next one");
         assert!(matches!(store.commit(commit(0)), Err(StoreError::SequenceConflict { proposed: 0, size: 1 })));
         store.commit(commit(1)).expect("the next one");
         assert_eq!(store.log_size().expect("size"), 2);
+    }
+
+    /// A statement entry is stored with its seal after the layout without one, which still decodes
+    /// (entries stored before seals); a seal cut short or followed by more is damage.
+    #[test]
+    fn statement_entries_decode_with_and_without_a_seal_and_nothing_between() {
+        let unsealed = StatementEntry { envelope: vec![1, 2, 3], sequence: 5, seal: None };
+        let old_layout = unsealed.clone().encode();
+        assert_eq!(old_layout, [&[codec::VALUE_VERSION, 3, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 5][..], &[0; 7]].concat());
+        let sealed = StatementEntry { seal: Some([9; 32]), ..unsealed.clone() };
+        let new_layout = sealed.clone().encode();
+        assert_eq!(new_layout, [&old_layout[..], &[9; 32]].concat());
+        assert_eq!(StatementEntry::decode(&old_layout), Ok(unsealed));
+        assert_eq!(StatementEntry::decode(&new_layout), Ok(sealed));
+        for damaged in [&new_layout[..new_layout.len() - 1], &[&new_layout[..], &[0]].concat()] {
+            assert!(StatementEntry::decode(damaged).is_err(), "{} bytes", damaged.len());
+        }
     }
 
     /// The format mark: written with the first commit, and a store marked newer or older than this
@@ -904,6 +981,7 @@ mod tests {
             receipt: None,
             change: Change::Access { owner: OwnerId::parse("001204012345").expect("owner"), event: vec![0] },
             log: LogAppend { entry: vec![1], nodes: Vec::new(), owner_head: None },
+            seal: None,
         };
         store.commit(access(0)).expect("commit");
         assert_eq!(store.catalog.get(key::FORMAT).expect("read"), Some(vec![crate::store::STORE_FORMAT_VERSION]));

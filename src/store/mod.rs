@@ -73,8 +73,10 @@ pub enum StoreError {
 /// with its next commit, after which a build that reads only format 3 refuses it instead of finding its
 /// new content unreadable. Format 5 keeps the embedded catalog in redb instead of sled, with the same
 /// keys and values: a store of format 3 or 4 has its catalog rebuilt from its journal at its first open
-/// (`embedded`).
-pub const STORE_FORMAT_VERSION: u8 = 5;
+/// (`embedded`). Format 6 stores the vault's seal with each statement entry (`catalog::StatementEntry`),
+/// in a layout a build of format 5 cannot decode: a format-5 store opens unchanged (its entries
+/// without seals are read as before) and is marked 6 with its next commit.
+pub const STORE_FORMAT_VERSION: u8 = 6;
 /// The oldest stored format this build opens (formats 1 and 2 were never deployed).
 pub const STORE_FORMAT_VERSION_MIN: u8 = 3;
 

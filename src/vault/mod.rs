@@ -76,6 +76,10 @@ pub const UTC_OFFSET_MINUTES_DEFAULT: i16 = 7 * 60;
 /// The vault's receipt key inside the data directory.
 pub const VAULT_KEY_FILE: &str = "vault-key.pem";
 pub const VAULT_PUBLIC_KEY_FILE: &str = "vault-key.pub.pem";
+/// What the key of the seals stored with accepted statements is derived from the vault key under
+/// (`statement::VerifiedEnvelopes`): a holder of the vault key could sign receipts anyway, and after a
+/// rotation the seals made before no longer match, so those statements are verified as before.
+const STATEMENT_SEAL_KEY_CONTEXT: &str = "kho 2026-11 stored statement seal v1";
 /// A trust anchor's certificate of the vault key (`kho certify-vault`), if the operator installed one.
 pub const VAULT_CERTIFICATE_FILE: &str = "vault-key.kho-cert";
 /// The newest signed checkpoint, kept outside the store so that a store which lost entries (restored
@@ -699,7 +703,6 @@ impl Vault {
         check_kept_checkpoint(&store, &dir.join(KEPT_CHECKPOINT_FILE), &origin, &own_keys)?;
         Ok(Vault {
             store,
-            key,
             retired,
             config,
             commit_lock: Mutex::new(()),
@@ -708,7 +711,11 @@ impl Vault {
             certificate,
             witness_sizes: Mutex::new(Default::default()),
             reuse: Mutex::new(Default::default()),
-            verified: crate::statement::VerifiedEnvelopes::new(crate::statement::VERIFIED_ENVELOPES_REMEMBERED),
+            verified: crate::statement::VerifiedEnvelopes::sealing(
+                crate::statement::VERIFIED_ENVELOPES_REMEMBERED,
+                key.derive_key(STATEMENT_SEAL_KEY_CONTEXT),
+            ),
+            key,
         })
     }
 
@@ -773,7 +780,8 @@ impl Vault {
             .map_err(|e| StorageError::Corrupt(format!("receipt {sequence}: {e}")))
     }
 
-    /// A stored statement, its signature verified (or remembered as verified).
+    /// A stored statement, its signature verified (or remembered as verified, or sealed by this vault
+    /// when it verified it).
     fn decode_statement<T: StatementBody>(
         &self,
         entry: Option<StatementEntry>,
@@ -781,7 +789,7 @@ impl Vault {
         let Some(entry) = entry else {
             return Ok(None);
         };
-        let statement = Signed::from_envelope_remembered(&entry.envelope, &self.verified)
+        let statement = Signed::from_envelope_sealed(&entry.envelope, entry.seal.as_ref(), &self.verified)
             .map_err(|e| StorageError::Corrupt(format!("stored {}: {e}", T::NAME)))?;
         Ok(Some((statement, entry.sequence)))
     }
@@ -1353,7 +1361,7 @@ impl Vault {
 /// Feeds arbitrary bytes to the decoder of every internal stored value type (for the fuzz targets).
 #[doc(hidden)]
 pub fn fuzz_decode_stored_values(bytes: &[u8]) {
-    let _ = codec::decode::<StatementEntry>(bytes);
+    let _ = StatementEntry::decode(bytes);
     let _ = codec::decode::<RecordState>(bytes);
     let _ = codec::decode::<u64>(bytes);
     let _ = Manifest::decode(bytes);

@@ -104,12 +104,73 @@ impl Vault {
         let receipt = receipted.then(|| {
             Signed::sign(Receipt { statement: id, statement_kind: kind, log_index: index, accepted_at_ms }, &self.key)
         });
+        // Every statement reaching here was signed by the vault or decoded with its signature verified
+        // (`Signed`), so its envelope is sealed as verified.
+        let seal = change.statement_envelope().and_then(|envelope| self.verified.seal(envelope));
         self.store.commit(Commit {
             sequence: index,
             receipt: receipt.as_ref().map(Signed::to_envelope),
             change,
+            seal,
             log: LogAppend { entry: bytes, nodes, owner_head },
         })?;
         Ok(Sequenced { id, index, receipt, newly_accepted: true })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ids::{now_unix_ms, Code, OwnerId};
+    use crate::statement::{KeyCertificate, SecretKey, Signed};
+    use crate::store::memory::Memory;
+    use crate::vault::{Vault, VaultConfig};
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_ed25519(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]))
+    }
+
+    /// The sequencer stores every statement with the vault's seal of its envelope, and a read trusts a
+    /// seal only while it matches: a damaged seal costs the full signature check, not the record.
+    #[test]
+    fn accepted_statements_are_stored_sealed_and_a_damaged_seal_is_only_checked_again() {
+        let memory = Memory::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (anchor, issuer) = (key(1), key(2));
+        let vault =
+            Vault::open_on(VaultConfig::new(dir.path(), vec![anchor.public_key()]), memory.engines()).expect("vault");
+        let agency = Code::parse("agency", "000.00.00.H26").expect("code");
+        let now = now_unix_ms();
+        let certificate = KeyCertificate {
+            agency: agency.clone(),
+            subject: issuer.public_key(),
+            valid_from_ms: now - 1000,
+            valid_until_ms: now + 86_400_000,
+            signed_at_ms: now,
+        };
+        let certificate =
+            vault.add_certificate(&Signed::sign(certificate, &anchor).to_envelope()).expect("certificate");
+        let content = crate::sample::document(5000, 1, true);
+        let owner = OwnerId::parse(crate::sample::DEMO_OWNER).expect("owner");
+        let record = crate::sample::record(&content, &owner, &agency, now);
+        let accepted = vault.deposit(&Signed::sign(record, &issuer).to_envelope(), &content[..]).expect("deposit");
+
+        let stored = vault.store.record(&accepted.id).expect("read").expect("present");
+        let seal = stored.seal.expect("a record is stored sealed");
+        assert_eq!(Some(seal), vault.verified.seal(&stored.envelope));
+        let stored_certificate = vault.store.certificate(&certificate.id).expect("read").expect("present");
+        assert_eq!(stored_certificate.seal, vault.verified.seal(&stored_certificate.envelope), "a certificate too");
+        assert_ne!(stored_certificate.seal, Some(seal));
+
+        // A damaged seal, read by a vault that remembers nothing as verified: the record still reads,
+        // its signature checked in full.
+        assert_eq!(memory.flip_bytes(&seal), 1);
+        drop(vault);
+        let memory = memory.crash();
+        let vault =
+            Vault::open_on(VaultConfig::new(dir.path(), vec![anchor.public_key()]), memory.engines()).expect("reopen");
+        let damaged = vault.store.record(&accepted.id).expect("read").expect("present");
+        assert!(damaged.seal.is_some_and(|damaged| damaged != seal));
+        let read = vault.record_statement(&accepted.id).expect("read").expect("present");
+        assert_eq!(read.to_envelope(), stored.envelope);
     }
 }
