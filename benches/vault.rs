@@ -282,9 +282,10 @@ fn frame_choice(c: &mut Criterion) {
             });
         }
     }
-    // Kho's policy at 64 KiB, level 3: `content::compressed_if_it_shrinks`, as a deposit runs it.
+    // Kho's policy at 64 KiB and its level: `content::compressed_if_it_shrinks`, as a deposit runs it.
+    let level = kho::content::ZSTD_LEVEL_DEFAULT;
     let mut probe = zstd::bulk::Compressor::new(kho::content::COMPRESSION_PROBE_LEVEL).expect("zstd");
-    let mut compressor = zstd::bulk::Compressor::new(3).expect("zstd");
+    let mut compressor = zstd::bulk::Compressor::new(level).expect("zstd");
     let mut stored_by_policy = |probe: &mut zstd::bulk::Compressor, frame: &[u8]| -> usize {
         let compressed = kho::content::compressed_if_it_shrinks(frame, probe, &mut compressor).expect("compress");
         compressed.map_or(frame.len(), |compressed| compressed.len())
@@ -292,11 +293,11 @@ fn frame_choice(c: &mut Criterion) {
     let stored: usize =
         corpus.iter().flat_map(|(_, bytes)| bytes.chunks(64 << 10)).map(|f| stored_by_policy(&mut probe, f)).sum();
     eprintln!(
-        "frame 64 KiB level 3 with the probe: {} files, {total} bytes -> {stored} stored ({:.3})",
+        "frame 64 KiB level {level} with the probe: {} files, {total} bytes -> {stored} stored ({:.3})",
         corpus.len(),
         stored as f64 / total as f64
     );
-    group.bench_function(BenchmarkId::new("64KiB", "level3-probe"), |b| {
+    group.bench_function(BenchmarkId::new("64KiB", format!("level{level}-probe")), |b| {
         b.iter(|| {
             corpus
                 .iter()
