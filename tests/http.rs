@@ -842,9 +842,16 @@ async fn issuers_supersede_through_the_deposit_endpoint_once() {
     let reply = api.call("POST", "/v1/records", Some(&issuer), &[("kho-record", &header)], content.clone()).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
     let new_id = reply.json()["record"]["id"].as_str().expect("id").to_owned();
-    let old =
-        api.call("GET", &format!("/v1/records/{}", api.record), Some(&api.token(Role::Citizen)), &[], Vec::new()).await;
+    let citizen = api.token(Role::Citizen);
+    let old = api.call("GET", &format!("/v1/records/{}", api.record), Some(&citizen), &[], Vec::new()).await;
     assert_eq!(old.json()["status"], serde_json::json!({"status": "superseded", "by": new_id}));
+    // The answer, made from the record and receipt in hand, is the record as it reads from the store;
+    // the same deposit again is answered 200 with it, loaded.
+    let stored = api.call("GET", &format!("/v1/records/{new_id}"), Some(&citizen), &[], Vec::new()).await;
+    assert_eq!((stored.status, stored.json()), (StatusCode::OK, reply.json()));
+    assert_eq!(reply.json()["receipt"]["statement"], serde_json::json!(new_id), "{}", reply.json());
+    let again = api.call("POST", "/v1/records", Some(&issuer), &[("kho-record", &header)], content.clone()).await;
+    assert_eq!((again.status, again.json()), (StatusCode::OK, reply.json()));
 
     newer.title = Title::parse("a second replacement").expect("title");
     let before = api.state();

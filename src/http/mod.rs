@@ -480,8 +480,13 @@ async fn record_answer(
     id: Digest,
     deposit: bool,
 ) -> Result<Response, ApiError> {
-    let status = if newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
     let view = load_record(state, id).await?;
+    view_answer(state, newly_accepted, view, deposit)
+}
+
+/// [`record_answer`] with the record's view in hand.
+fn view_answer(state: &AppState, newly_accepted: bool, view: RecordView, deposit: bool) -> Result<Response, ApiError> {
+    let status = if newly_accepted { StatusCode::CREATED } else { StatusCode::OK };
     if newly_accepted && deposit {
         state.0.metrics.count_deposit(view.record.body().size_bytes);
     }
@@ -608,11 +613,11 @@ async fn deposit(
     let (sender, mut receiver) = tokio::sync::mpsc::channel::<BodyPiece>(STREAM_CHUNKS_IN_FLIGHT);
     let deadline = tokio::time::Instant::now() + state.0.limits.request_timeout;
     let worker = state.blocking_paced(move |vault| {
-        let mut deposit = vault.begin_deposit(&envelope)?;
+        let mut deposit = vault.begin_deposit(record)?;
         loop {
             match receiver.blocking_recv() {
                 Some(BodyPiece::Bytes(bytes)) => deposit.write(&bytes)?,
-                Some(BodyPiece::End) => return deposit.commit(),
+                Some(BodyPiece::End) => return deposit.commit_viewed(),
                 Some(BodyPiece::Failed(reason)) => {
                     return Err(DepositError::ContentRead(std::io::Error::other(reason)))
                 }
@@ -653,8 +658,8 @@ async fn deposit(
             "the document's body did not end in time; nothing was stored",
         ));
     }
-    let accepted = accepted??;
-    record_answer(&state, accepted.newly_accepted, accepted.id, true).await
+    let (view, newly_accepted) = accepted??;
+    view_answer(&state, newly_accepted, view, true)
 }
 
 /// What an agency says about a signed document it deposits as it is (`POST /v1/signed-documents`).

@@ -984,10 +984,9 @@ impl Vault {
 
     // ----- deposits -----
 
-    /// Starts a deposit: checks the signed record and its signer, then accepts content bytes with
-    /// [`Deposit::write`] until [`Deposit::commit`].
-    pub fn begin_deposit(&self, envelope: &[u8]) -> Result<Deposit<'_>, DepositError> {
-        let record = Signed::<Record>::from_envelope(envelope)?;
+    /// Starts a deposit of a record (its signature verified as it was decoded): checks its size and
+    /// signer, then accepts content bytes with [`Deposit::write`] until [`Deposit::commit`].
+    pub fn begin_deposit(&self, record: Signed<Record>) -> Result<Deposit<'_>, DepositError> {
         let body = record.body();
         if body.size_bytes > self.config.document_size_bytes_max {
             return Err(DepositError::DocumentTooLarge {
@@ -1009,7 +1008,7 @@ impl Vault {
 
     /// Deposits a signed record with its content read from `content`.
     pub fn deposit(&self, envelope: &[u8], content: impl Read) -> Result<Accepted, DepositError> {
-        let mut deposit = self.begin_deposit(envelope)?;
+        let mut deposit = self.begin_deposit(Signed::<Record>::from_envelope(envelope)?)?;
         self.read_content(content, |bytes| deposit.write(bytes))?;
         deposit.commit()
     }
@@ -1185,9 +1184,14 @@ impl Vault {
         if receipt.body().statement != *id {
             return Err(StorageError::Corrupt(format!("receipt {sequence} does not name record {id}")));
         }
+        self.view(record, receipt).map(Some)
+    }
+
+    /// A record's view from the record and its receipt: its status and validation loaded now.
+    fn view(&self, record: Signed<Record>, receipt: Signed<Receipt>) -> Result<RecordView, StorageError> {
         let status = self.status(&record, now_unix_ms())?;
         let signature = self.signature_validation_of(&record)?;
-        Ok(Some(RecordView { record, receipt, status, signature }))
+        Ok(RecordView { record, receipt, status, signature })
     }
 
     /// A record alone, its signature verified (or remembered as verified): what a download needs to
@@ -1416,6 +1420,28 @@ impl Deposit<'_> {
 
     /// Checks the content against the record and, if it matches, makes everything durable.
     pub fn commit(self) -> Result<Accepted, DepositError> {
+        self.commit_keeping_record().map(|(accepted, _)| accepted)
+    }
+
+    /// [`Deposit::commit`], answered with the record as it reads now and whether it is newly
+    /// accepted. A new record's view is made from the record and receipt in hand (neither read back
+    /// nor verified again: docs/BENCHMARKS.md, "A deposit's answer from what it holds"); one
+    /// accepted before is loaded as stored.
+    pub fn commit_viewed(self) -> Result<(RecordView, bool), DepositError> {
+        let vault = self.vault;
+        let (accepted, record) = self.commit_keeping_record()?;
+        let view = if accepted.newly_accepted {
+            vault.view(record, accepted.receipt)?
+        } else {
+            let id = accepted.id;
+            vault
+                .record(&id)?
+                .ok_or_else(|| StorageError::Corrupt(format!("record {id} was accepted but is missing")))?
+        };
+        Ok((view, accepted.newly_accepted))
+    }
+
+    fn commit_keeping_record(self) -> Result<(Accepted, Signed<Record>), DepositError> {
         let declared = self.record.body();
         let received = self.writer.size_bytes();
         if received < declared.size_bytes {
@@ -1436,6 +1462,7 @@ impl Deposit<'_> {
             staged.discard().map_err(StorageError::from)?;
             return Err(error);
         }
-        self.vault.commit_staged(&self.record, staged)
+        let accepted = self.vault.commit_staged(&self.record, staged)?;
+        Ok((accepted, self.record))
     }
 }
