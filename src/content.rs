@@ -446,24 +446,35 @@ pub fn compressed_if_it_shrinks(
     Ok(saves_enough(plain.len(), compressed.len()).then_some(compressed))
 }
 
-/// A frame of version 2 holding `plain`, whose hash (see [`subtree_hash`]) is `hash`.
-fn encode_frame(plain: &[u8], hash: &[u8; 32], codecs: &mut Codecs) -> io::Result<Vec<u8>> {
+/// A frame of version 2 holding `plain`, whose hash (see [`subtree_hash`]) is `hash`, as its header and
+/// its payload (`plain` itself when stored raw), to be written one after the other.
+fn frame_parts<'a>(
+    plain: &'a [u8],
+    hash: &[u8; 32],
+    codecs: &mut Codecs,
+) -> io::Result<([u8; FRAME_HEADER_BYTES], std::borrow::Cow<'a, [u8]>)> {
     let compressors = codecs.compressors();
     let compressed = compressed_if_it_shrinks(plain, &mut compressors.probe, &mut compressors.compressor)?;
-    let (codec, payload) = match &compressed {
-        Some(compressed) if compressed_payload_is_sound(plain, compressed, &mut codecs.checker) => {
-            (CODEC_ZSTD, compressed.as_slice())
+    let (codec, payload) = match compressed {
+        Some(compressed) if compressed_payload_is_sound(plain, &compressed, &mut codecs.checker) => {
+            (CODEC_ZSTD, std::borrow::Cow::Owned(compressed))
         }
-        _ => (CODEC_RAW, plain),
+        _ => (CODEC_RAW, std::borrow::Cow::Borrowed(plain)),
     };
-    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
-    frame.push(FRAME_VERSION);
-    frame.push(codec);
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    header[0] = FRAME_VERSION;
+    header[1] = codec;
     // Frames are at most FRAME_SIZE_BYTES_MAX long, so the length fits in 32 bits.
-    frame.extend_from_slice(&u32::try_from(plain.len()).unwrap_or(u32::MAX).to_be_bytes());
-    frame.extend_from_slice(hash);
-    frame.extend_from_slice(payload);
-    Ok(frame)
+    header[2..6].copy_from_slice(&u32::try_from(plain.len()).unwrap_or(u32::MAX).to_be_bytes());
+    header[6..].copy_from_slice(hash);
+    Ok((header, payload))
+}
+
+/// [`frame_parts`] joined: the frame as stored.
+#[cfg(test)]
+fn encode_frame(plain: &[u8], hash: &[u8; 32], codecs: &mut Codecs) -> io::Result<Vec<u8>> {
+    let (header, payload) = frame_parts(plain, hash, codecs)?;
+    Ok([&header[..], &payload].concat())
 }
 
 /// A zstd decompressor taken on first use (a spare one, or a new one) and kept for later readers when
@@ -613,11 +624,19 @@ impl ContentWriter {
         }
         self.size_bytes += data.len() as u64;
         self.sha256.update(data);
+        let frame_size = self.frame_size_bytes as usize;
         while !data.is_empty() {
-            if self.buffer.len() == self.frame_size_bytes as usize {
+            if self.buffer.len() == frame_size {
                 self.seal_frame(false)?;
             }
-            let room = self.frame_size_bytes as usize - self.buffer.len();
+            if self.buffer.is_empty() && data.len() > frame_size {
+                // A whole frame with more bytes after it, so not the last: sealed where it lies.
+                let (frame, rest) = data.split_at(frame_size);
+                self.seal(frame, false)?;
+                data = rest;
+                continue;
+            }
+            let room = frame_size - self.buffer.len();
             let (head, rest) = data.split_at(room.min(data.len()));
             self.buffer.extend_from_slice(head);
             data = rest;
@@ -625,17 +644,26 @@ impl ContentWriter {
         Ok(())
     }
 
+    /// Seals the buffered frame.
     fn seal_frame(&mut self, last: bool) -> Result<(), ContentError> {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let sealed = self.seal(&buffer, last);
+        buffer.clear();
+        self.buffer = buffer;
+        sealed
+    }
+
+    /// Hashes, compresses if it shrinks, and appends the next frame, `plain`.
+    fn seal(&mut self, plain: &[u8], last: bool) -> Result<(), ContentError> {
         let index = self.frame_lengths.len();
         let offset = index as u64 * u64::from(self.frame_size_bytes);
         // `begin` accepts only frame sizes whose frames are subtrees, and a sealed frame is never empty.
-        let hash = subtree_hash(offset, &self.buffer, index == 0 && last).expect("a frame is a subtree");
-        let frame = encode_frame(&self.buffer, &hash, &mut self.codecs).map_err(ContentError::Compression)?;
-        self.blob.append(&frame)?;
+        let hash = subtree_hash(offset, plain, index == 0 && last).expect("a frame is a subtree");
+        let (header, payload) = frame_parts(plain, &hash, &mut self.codecs).map_err(ContentError::Compression)?;
+        self.blob.append_parts(&[&header, &payload])?;
         // A frame is at most FRAME_SIZE_BYTES_MAX plus its header, far below 4 GiB.
-        self.frame_lengths.push(u32::try_from(frame.len()).unwrap_or(u32::MAX));
+        self.frame_lengths.push(u32::try_from(header.len() + payload.len()).unwrap_or(u32::MAX));
         self.frame_hashes.push(hash);
-        self.buffer.clear();
         Ok(())
     }
 
@@ -912,9 +940,13 @@ mod tests {
     }
 
     fn write_content(store: &Store, data: &[u8], frame_size: u32) -> (Digest, Manifest) {
+        write_in_pieces(store, data, frame_size, 1000)
+    }
+
+    fn write_in_pieces(store: &Store, data: &[u8], frame_size: u32, piece_size: usize) -> (Digest, Manifest) {
         let config = ContentConfig { frame_size_bytes: frame_size, ..ContentConfig::default() };
         let mut writer = ContentWriter::begin(store, &config, u64::MAX).expect("begin");
-        for piece in data.chunks(1000) {
+        for piece in data.chunks(piece_size) {
             writer.write(piece).expect("write");
         }
         let staged = writer.finish().expect("finish");
@@ -938,6 +970,27 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn frames_sealed_where_they_lie_in_a_large_piece_are_the_frames_a_buffer_would_make() {
+        // Pieces larger than a frame seal whole frames without copying them into the buffer; the last
+        // frame (and a document of one frame, whose hash is the document's) still waits for the finish.
+        let frame = 4096;
+        for size in [frame, frame + 1, 3 * frame, 3 * frame + 7, 50_000] {
+            let data = mixed_bytes(size);
+            let expected = write_in_pieces(&store(), &data, frame as u32, 1000);
+            let store = store();
+            for piece in [frame - 1, frame, frame + 1, 2 * frame + 5, size] {
+                let (blake3, manifest) = write_in_pieces(&store, &data, frame as u32, piece);
+                assert_eq!(blake3, Digest(*blake3::hash(&data).as_bytes()), "size {size}, pieces of {piece}");
+                assert_eq!(
+                    (blake3, &manifest.frame_lengths, &manifest.frame_hashes, manifest.sha256),
+                    (expected.0, &expected.1.frame_lengths, &expected.1.frame_hashes, expected.1.sha256)
+                );
+                assert_eq!(read_range(&store, blake3, &manifest, None).expect("read"), data);
+            }
+        }
     }
 
     #[test]

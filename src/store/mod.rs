@@ -158,6 +158,11 @@ pub trait Blobs: Send + Sync {
 /// One blob being written. Dropping it without [`BlobWriter::release`] discards what it wrote.
 pub trait BlobWriter: Send {
     fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Appends `parts` one after the other (a frame's header and its payload, without joining them
+    /// first).
+    fn append_parts(&mut self, parts: &[&[u8]]) -> Result<(), StoreError> {
+        parts.iter().try_for_each(|part| self.append(part))
+    }
     /// Makes everything appended durable; the blob stays invisible until its reference is committed.
     fn finish(&mut self) -> Result<StagedBlob, StoreError>;
     /// After the commit that references the blob: the writer's resources go back to the engine.
@@ -397,6 +402,11 @@ impl StoreBlobWriter {
     pub fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         self.store.check_writable()?;
         self.writer().append(bytes)
+    }
+
+    pub fn append_parts(&mut self, parts: &[&[u8]]) -> Result<(), StoreError> {
+        self.store.check_writable()?;
+        self.writer().append_parts(parts)
     }
 
     pub fn finish(&mut self) -> Result<StagedBlob, StoreError> {

@@ -328,6 +328,29 @@ impl BlobWriter for PackWriter {
         Ok(())
     }
 
+    /// One `pwritev` for all the parts (more only if the kernel writes them in part).
+    fn append_parts(&mut self, parts: &[&[u8]]) -> Result<(), StoreError> {
+        let pool = self.pool.clone();
+        let pack = self.open();
+        let mut slices: Vec<std::io::IoSlice<'_>> = parts.iter().map(|part| std::io::IoSlice::new(part)).collect();
+        let mut remaining = &mut slices[..];
+        let total: usize = parts.iter().map(|part| part.len()).sum();
+        let mut written = 0;
+        while written < total {
+            match rustix::io::pwritev(&pack.file, remaining, pack.length + written as u64) {
+                Ok(0) => return Err(io_error(&pool.path(pack.id))(std::io::ErrorKind::WriteZero.into())),
+                Ok(count) => {
+                    written += count;
+                    std::io::IoSlice::advance_slices(&mut remaining, count);
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(errno) => return Err(io_error(&pool.path(pack.id))(errno.into())),
+            }
+        }
+        pack.length += total as u64;
+        Ok(())
+    }
+
     fn finish(&mut self) -> Result<StagedBlob, StoreError> {
         let start = self.start;
         let pool = self.pool.clone();
@@ -397,6 +420,21 @@ mod tests {
     fn bytes_at_hand(packs: &Packs, blob: &BlobRef, offset: u64, length: usize) -> Option<Vec<u8>> {
         let mut bytes = vec![0; length];
         packs.read_if_at_hand(blob, offset, &mut bytes).expect("read").then_some(bytes)
+    }
+
+    #[test]
+    fn parts_appended_together_land_one_after_the_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (packs, first) = pack_with(dir.path(), b"before");
+        let mut writer = packs.create().expect("writer");
+        let payload: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+        writer.append_parts(&[b"header", &[], &payload]).expect("append parts");
+        writer.append(b"after").expect("append");
+        let staged = writer.finish().expect("finish");
+        writer.release();
+        let expected = [&b"header"[..], &payload, b"after"].concat();
+        assert!(read_bytes(&packs, &staged.reference, 0, expected.len()) == expected);
+        assert_eq!(read_bytes(&packs, &first, 0, 6), b"before");
     }
 
     #[test]
