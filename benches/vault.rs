@@ -259,7 +259,7 @@ fn frame_choice(c: &mut Criterion) {
     let mut group = c.benchmark_group("frame");
     group.throughput(Throughput::Bytes(total as u64));
     for frame_kib in [16usize, 64, 256] {
-        for level in [1, 3, 9] {
+        for level in [-1, 1, 3, 9] {
             let mut compressor = zstd::bulk::Compressor::new(level).expect("zstd");
             let stored: usize = corpus
                 .iter()
