@@ -156,6 +156,12 @@ fn signers_are_checked_against_certificates() {
     let late = key(53);
     f.vault.add_certificate(&certificate(&f.anchor, AGENCY, &late, now - 2 * DAY_MS, now - DAY_MS)).expect("cert");
     rejected(&f, &sign(record_for(content, OWNER, AGENCY), &late), content, "key_expired");
+    // A key refused as uncertified counts as soon as it is certified: what the vault kept of its
+    // standing from the refusal is not used after a certificate is accepted.
+    let newly = key(54);
+    rejected(&f, &sign(record_for(content, OWNER, AGENCY), &newly), content, "key_not_certified");
+    f.vault.add_certificate(&certificate(&f.anchor, AGENCY, &newly, now - DAY_MS, now + DAY_MS)).expect("cert");
+    f.vault.deposit(&sign(record_for(content, OWNER, AGENCY), &newly), &content[..]).expect("certified now");
 }
 
 fn revoked_keys_stop_counting_but_earlier_records_stay_valid() {
@@ -176,7 +182,18 @@ fn revoked_keys_stop_counting_but_earlier_records_stay_valid() {
         signed_at_ms: now_unix_ms(),
     };
     let envelope = Signed::sign(revocation, &f.anchor).to_envelope();
+    // A deposit whose key is revoked while its content streams in is refused at its commit, though
+    // its signer was checked (and its standing kept) when it began.
+    let streamed = document(100_000, 9, false);
+    let record = Signed::from_envelope(&sign(record_for(&streamed, OWNER, AGENCY), &f.issuer)).expect("record");
+    let streamed_id = record.id();
+    let mut streaming = f.vault.begin_deposit(record).expect("the key is good when the deposit begins");
+    streaming.write(&streamed[..50_000]).expect("first half");
     f.vault.revoke_certificate(&envelope).expect("revoke certificate");
+    streaming.write(&streamed[50_000..]).expect("second half");
+    let error = streaming.commit().expect_err("revoked while streaming");
+    assert!(matches!(error, DepositError::Trust(TrustError::KeyRevoked { .. })), "{error}");
+    assert!(f.vault.record(&streamed_id).expect("read").is_none(), "nothing stored");
     assert!(!f.vault.revoke_certificate(&envelope).expect("idempotent").newly_accepted);
     let content = b"after";
     let error = rejected(&f, &sign(record_for(content, OWNER, AGENCY), &f.issuer), content, "key_revoked");

@@ -21,6 +21,7 @@ mod scrub;
 mod sequencer;
 mod shares;
 mod signed;
+mod standing;
 mod stats;
 mod transparency;
 mod validation;
@@ -52,7 +53,7 @@ pub use witnessing::{WitnessFailure, WitnessRound, Witnessed};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -673,6 +674,8 @@ pub struct Vault {
     reuse: Mutex<stats::ReuseTally>,
     /// Stored statements whose signatures verified already (read paths decode the same ones often).
     verified: crate::statement::VerifiedEnvelopes,
+    /// Ed25519 keys' certificates as the trust check last read them.
+    standings: standing::KeyStandings,
 }
 
 impl Vault {
@@ -715,6 +718,7 @@ impl Vault {
                 crate::statement::VERIFIED_ENVELOPES_REMEMBERED,
                 key.derive_key(STATEMENT_SEAL_KEY_CONTEXT),
             ),
+            standings: Default::default(),
             key,
         })
     }
@@ -833,42 +837,25 @@ impl Vault {
         let fingerprint = signer.fingerprint();
         let mut other_agency = None;
         let mut best_failure: Option<TrustError> = None;
-        for id in self.store.certificates_of_key(&fingerprint) {
-            let id = id?;
-            let view = self
-                .certificate(&id)?
-                .ok_or_else(|| StorageError::Corrupt(format!("certificate {id} indexed but missing")))?;
-            let certificate = view.certificate.body();
-            if &certificate.subject != signer {
-                return Err(StorageError::Corrupt(format!("certificate {id} indexed under the wrong key")));
-            }
-            if &certificate.agency != agency {
-                other_agency = Some(certificate.agency.clone());
+        for standing in self.key_standing(&fingerprint, signer)?.iter() {
+            if &standing.agency != agency {
+                other_agency = Some(standing.agency.clone());
                 continue;
             }
             // Rank the reasons so the most telling one is reported: revoked > not yet valid > expired.
-            let failure = if let Some((_, receipt)) = &view.revocation {
-                if receipt.body().accepted_at_ms <= at_ms {
-                    Some(TrustError::KeyRevoked {
-                        fingerprint,
-                        revoked_at: crate::ids::format_unix_ms(receipt.body().accepted_at_ms),
-                    })
-                } else {
-                    None
-                }
-            } else {
-                None
-            };
+            let failure = standing.revoked_at_ms.filter(|revoked_at| *revoked_at <= at_ms).map(|revoked_at| {
+                TrustError::KeyRevoked { fingerprint, revoked_at: crate::ids::format_unix_ms(revoked_at) }
+            });
             let failure = failure.or_else(|| {
-                if at_ms < certificate.valid_from_ms {
+                if at_ms < standing.valid_from_ms {
                     Some(TrustError::KeyNotYetValid {
                         fingerprint,
-                        valid_from: crate::ids::format_unix_ms(certificate.valid_from_ms),
+                        valid_from: crate::ids::format_unix_ms(standing.valid_from_ms),
                     })
-                } else if at_ms > certificate.valid_until_ms {
+                } else if at_ms > standing.valid_until_ms {
                     Some(TrustError::KeyExpired {
                         fingerprint,
-                        valid_until: crate::ids::format_unix_ms(certificate.valid_until_ms),
+                        valid_until: crate::ids::format_unix_ms(standing.valid_until_ms),
                     })
                 } else {
                     None
@@ -902,6 +889,58 @@ impl Vault {
         }))
     }
 
+    /// The certificates of the Ed25519 key `signer` (whose fingerprint is `fingerprint`), durable ones
+    /// only, as kept from the last check or read from the catalog (`standing`).
+    fn key_standing(&self, fingerprint: &Digest, signer: &PublicKey) -> Result<standing::KeyStanding, StorageError> {
+        let generation = self.standings.generation();
+        if let Some(kept) = self.standings.get(fingerprint, generation) {
+            return Ok(kept);
+        }
+        let mut standings = Vec::new();
+        // Kept only if every statement it is read from is durable: one that is not yet may become so
+        // without any change being accepted, and must then count.
+        let mut settled = true;
+        for id in self.store.certificates_of_key(fingerprint) {
+            let id = id?;
+            let entry = self
+                .store
+                .certificate(&id)?
+                .ok_or_else(|| StorageError::Corrupt(format!("certificate {id} indexed but missing")))?;
+            if !self.store.is_visible(entry.sequence) {
+                settled = false;
+                continue;
+            }
+            let Some((certificate, _)) = self.decode_statement::<KeyCertificate>(Some(entry))? else {
+                continue;
+            };
+            let certificate = certificate.body();
+            if &certificate.subject != signer {
+                return Err(StorageError::Corrupt(format!("certificate {id} indexed under the wrong key")));
+            }
+            let revoked_at_ms = match self.store.certificate_revocation(&id)? {
+                Some(revocation) if !self.store.is_visible(revocation.sequence) => {
+                    settled = false;
+                    None
+                }
+                revocation => match self.decode_statement::<CertificateRevocation>(revocation)? {
+                    Some((_, sequence)) => Some(self.load_receipt(sequence)?.body().accepted_at_ms),
+                    None => None,
+                },
+            };
+            standings.push(standing::Standing {
+                agency: certificate.agency.clone(),
+                valid_from_ms: certificate.valid_from_ms,
+                valid_until_ms: certificate.valid_until_ms,
+                revoked_at_ms,
+            });
+        }
+        let standings: standing::KeyStanding = standings.into();
+        if settled {
+            self.standings.keep(*fingerprint, generation, Arc::clone(&standings));
+        }
+        Ok(standings)
+    }
+
     // ----- certificates -----
 
     /// Accepts an issuer key certificate signed by a configured trust anchor.
@@ -909,7 +948,7 @@ impl Vault {
         let certificate = Signed::<KeyCertificate>::from_envelope(envelope)?;
         self.anchor_check(certificate.signer())?;
         let id = certificate.id();
-        let sequenced = self.accept(|| {
+        let sequenced = self.accept_trust_change(|| {
             if let Some(entry) = self.store.certificate(&id)? {
                 return Ok(Decision::Existing { id, sequence: entry.sequence });
             }
@@ -936,7 +975,7 @@ impl Vault {
         self.anchor_check(revocation.signer())?;
         let id = revocation.id();
         let target = revocation.body().certificate;
-        let sequenced = self.accept(|| {
+        let sequenced = self.accept_trust_change(|| {
             if self.store.certificate(&target)?.is_none() {
                 return Err(CertificateError::UnknownCertificate(target));
             }
@@ -958,6 +997,19 @@ impl Vault {
             }))
         })?;
         Ok(sequenced.accepted()?)
+    }
+
+    /// [`Vault::accept`] for a certificate or a certificate revocation: the standings the trust check
+    /// keeps are let go once it is applied, before it can be durable and so count.
+    fn accept_trust_change<E: From<StorageError>>(
+        &self,
+        decide: impl FnOnce() -> Result<Decision, E>,
+    ) -> Result<sequencer::Sequenced, E> {
+        let sequenced = self.accept_committed(decide);
+        self.standings.changed();
+        let sequenced = sequenced?;
+        self.store.sync().map_err(StorageError::from)?;
+        Ok(sequenced)
     }
 
     pub fn certificate(&self, id: &Digest) -> Result<Option<CertificateView>, StorageError> {
