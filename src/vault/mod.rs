@@ -948,7 +948,7 @@ impl Vault {
         let certificate = Signed::<KeyCertificate>::from_envelope(envelope)?;
         self.anchor_check(certificate.signer())?;
         let id = certificate.id();
-        let sequenced = self.accept_trust_change(|| {
+        let sequenced = self.accept(|| {
             if let Some(entry) = self.store.certificate(&id)? {
                 return Ok(Decision::Existing { id, sequence: entry.sequence });
             }
@@ -975,7 +975,7 @@ impl Vault {
         self.anchor_check(revocation.signer())?;
         let id = revocation.id();
         let target = revocation.body().certificate;
-        let sequenced = self.accept_trust_change(|| {
+        let sequenced = self.accept(|| {
             if self.store.certificate(&target)?.is_none() {
                 return Err(CertificateError::UnknownCertificate(target));
             }
@@ -997,19 +997,6 @@ impl Vault {
             }))
         })?;
         Ok(sequenced.accepted()?)
-    }
-
-    /// [`Vault::accept`] for a certificate or a certificate revocation: the standings the trust check
-    /// keeps are let go once it is applied, before it can be durable and so count.
-    fn accept_trust_change<E: From<StorageError>>(
-        &self,
-        decide: impl FnOnce() -> Result<Decision, E>,
-    ) -> Result<sequencer::Sequenced, E> {
-        let sequenced = self.accept_committed(decide);
-        self.standings.changed();
-        let sequenced = sequenced?;
-        self.store.sync().map_err(StorageError::from)?;
-        Ok(sequenced)
     }
 
     pub fn certificate(&self, id: &Digest) -> Result<Option<CertificateView>, StorageError> {

@@ -107,13 +107,21 @@ impl Vault {
         // Every statement reaching here was signed by the vault or decoded with its signature verified
         // (`Signed`), so its envelope is sealed as verified.
         let seal = change.statement_envelope().and_then(|envelope| self.verified.seal(envelope));
-        self.store.commit(Commit {
+        let changes_trust = matches!(change, Change::Certificate { .. } | Change::CertificateRevocation { .. });
+        let committed = self.store.commit(Commit {
             sequence: index,
             receipt: receipt.as_ref().map(Signed::to_envelope),
             change,
             seal,
             log: LogAppend { entry: bytes, nodes, owner_head },
-        })?;
+        });
+        if changes_trust {
+            // Applied (or attempted), not yet durable, the commit lock still held: the standings the
+            // trust check keeps are let go before any sync can make the change count, and before the
+            // next acceptance's check, which runs under this lock (`standing`).
+            self.standings.changed();
+        }
+        committed?;
         Ok(Sequenced { id, index, receipt, newly_accepted: true })
     }
 }

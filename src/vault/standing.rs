@@ -4,9 +4,10 @@
 //! check read the key's certificates from the catalog, decoded each (its certified key decompressed)
 //! and its receipt and revocation: 3.9% of a deposit's server time on real documents
 //! (docs/BENCHMARKS.md, "A key's standing kept between checks"). A key's standing, read once, is kept
-//! here until any certificate or certificate revocation is accepted (they are rare: an agency's keys
-//! change a few times a year), and only when every statement it was read from was durable: a statement
-//! not yet visible is read again at the next check, as before.
+//! here until any certificate or certificate revocation is applied (they are rare: an agency's keys
+//! change a few times a year; the sequencer lets the kept standings go as it applies one, under the
+//! commit lock, so before the change can be durable and count), and only when every statement it was
+//! read from was durable: a statement not yet visible is read again at the next check, as before.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,8 +63,9 @@ impl KeyStandings {
         kept.insert(fingerprint, (generation, standing));
     }
 
-    /// A certificate or a certificate revocation was accepted (or its acceptance attempted): every kept
-    /// standing is read again before it is used.
+    /// A certificate or a certificate revocation was applied (or its commit attempted), under the
+    /// commit lock and before any sync can make it durable: every kept standing is read again before it
+    /// is used, by the acceptance checks that follow under the lock and by any other.
     pub fn changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
