@@ -906,11 +906,9 @@ impl Vault {
                 .store
                 .certificate(&id)?
                 .ok_or_else(|| StorageError::Corrupt(format!("certificate {id} indexed but missing")))?;
-            if !self.store.is_visible(entry.sequence) {
+            // One not yet durable does not count yet.
+            let Some((certificate, _)) = self.decode_statement::<KeyCertificate>(self.visible(Some(entry)))? else {
                 settled = false;
-                continue;
-            }
-            let Some((certificate, _)) = self.decode_statement::<KeyCertificate>(Some(entry))? else {
                 continue;
             };
             let certificate = certificate.body();
