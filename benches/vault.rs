@@ -141,8 +141,25 @@ fn deposit_and_read(c: &mut Criterion) {
             });
         }
     }
+    // A record's lookup by id, as every download begins: the catalog's get (the pending batches, then
+    // the catalog file through its page cache) and the statement's seal checked.
+    let ids: Vec<_> = (0..RECORDS_LOOKED_UP)
+        .map(|i| {
+            let content = synthetic(1024, true, 1_000_000 + i as u64);
+            let envelope = Signed::sign(record(&content, 1_000_000 + i as i64), &bench.issuer).to_envelope();
+            bench.vault.deposit(&envelope, &content[..]).expect("deposit").id
+        })
+        .collect();
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("record_statement", |b| {
+        let mut next = ids.iter().cycle();
+        b.iter(|| black_box(bench.vault.record_statement(next.next().expect("cycle")).expect("read").is_some()))
+    });
     group.finish();
 }
+
+/// Records the `read/record_statement` bench cycles through.
+const RECORDS_LOOKED_UP: usize = 512;
 
 /// Signature and proof verification: a record envelope decoded and verified, against the raw Ed25519
 /// verification of a message of the same length, plain and strict (the floor: what decoding adds is the

@@ -82,6 +82,8 @@ const JOURNAL_ROOM_STEP_BYTES: usize = 1024 * 1024;
 const JOURNAL_FILE: &str = "catalog.journal";
 const CATALOG_FILE: &str = "catalog.redb";
 const CATALOG_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("catalog");
+/// The catalog's table as one read transaction sees it.
+type CatalogSnapshot = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 /// The files of a catalog kept by sled (stored format 4 and before), and where its first open moves them.
 const FORMER_CATALOG_FILES: [&str; 3] = ["conf", "db", "blobs"];
 const FORMER_CATALOG_DIRECTORY: &str = "former-catalog";
@@ -188,6 +190,7 @@ fn open_catalog(
     // Synced through its own handle, so that appends go on while a sync waits for the disk.
     let journal_for_sync = journal_file.try_clone().map_err(io_error(&journal_path))?;
     let shared = Arc::new(Shared {
+        snapshot: RwLock::new(open_snapshot(&db)?),
         db,
         directory: directory.to_owned(),
         journal_for_sync,
@@ -286,6 +289,11 @@ fn batch_number(db: &redb::Database) -> Result<u64, StoreError> {
     Ok(table.get(BATCH_NUMBER_KEY).map_err(engine_error)?.map_or(0, |number| number.value()))
 }
 
+/// A read transaction's view of the catalog's table.
+fn open_snapshot(db: &redb::Database) -> Result<Arc<CatalogSnapshot>, StoreError> {
+    Ok(Arc::new(db.begin_read().map_err(engine_error)?.open_table(CATALOG_TABLE).map_err(engine_error)?))
+}
+
 /// Writes batches the journal holds durably into the catalog in one transaction (each key once, as
 /// the last of them left it), then the number of the last, and commits durably. Returns that number,
 /// if any; with no batch, no transaction is begun (the writer finds none most seconds of an idle
@@ -332,6 +340,9 @@ struct JournaledCatalog {
 }
 
 struct Shared {
+    /// The catalog as the writer's last commit left it, which every read shares until the next one:
+    /// one read transaction per commit, not per read. Declared before `db`, so dropped before it.
+    snapshot: RwLock<Arc<CatalogSnapshot>>,
     db: redb::Database,
     directory: PathBuf,
     journal: Mutex<Journal>,
@@ -412,6 +423,9 @@ impl Shared {
         else {
             return Ok(());
         };
+        // The new snapshot before the batches stop being pending: a read that misses them there
+        // then finds them in the catalog.
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = open_snapshot(&self.db)?;
         self.pending.write().unwrap_or_else(|p| p.into_inner()).forget_through(last);
         self.append_mark(last)
     }
@@ -463,6 +477,11 @@ impl Shared {
         let mut mark = vec![JOURNAL_VERSION, KIND_SYNCED];
         mark.extend_from_slice(&through.to_be_bytes());
         self.journal.lock().unwrap_or_else(|p| p.into_inner()).append(&mark)
+    }
+
+    /// The catalog as the writer last committed it.
+    fn snapshot(&self) -> Arc<CatalogSnapshot> {
+        self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn sync_journal(&self) -> Result<(), StoreError> {
@@ -974,22 +993,18 @@ impl CatalogEngine for JournaledCatalog {
         if let Some(value) = self.shared.read_pending().get(key) {
             return Ok(value);
         }
-        let table =
-            self.shared.db.begin_read().map_err(engine_error)?.open_table(CATALOG_TABLE).map_err(engine_error)?;
-        Ok(table.get(key).map_err(engine_error)?.map(|value| value.value().to_vec()))
+        Ok(self.shared.snapshot().get(key).map_err(engine_error)?.map(|value| value.value().to_vec()))
     }
 
     fn scan<'a>(&'a self, prefix: &[u8], after: Option<&[u8]>) -> Entries<'a> {
         let pending = self.shared.read_pending().range(prefix, after);
         let prefix = prefix.to_vec();
-        let range = self.shared.db.begin_read().map_err(engine_error).and_then(|transaction| {
-            let table = transaction.open_table(CATALOG_TABLE).map_err(engine_error)?;
-            match after {
-                Some(after) => table.range::<&[u8]>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-                None => table.range::<&[u8]>(prefix.as_slice()..),
-            }
-            .map_err(engine_error)
-        });
+        let table = self.shared.snapshot();
+        let range = match after {
+            Some(after) => table.range::<&[u8]>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => table.range::<&[u8]>(prefix.as_slice()..),
+        }
+        .map_err(engine_error);
         let stored: Entries<'a> = match range {
             Err(error) => Box::new(std::iter::once(Err(error))),
             Ok(range) => Box::new(
@@ -1459,7 +1474,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reader_never_sees_a_batch_in_part_while_the_writer_writes_it() {
+    fn a_reader_never_sees_a_batch_in_part_nor_an_older_one_while_the_writer_writes_it() {
         const BATCHES: u64 = 300;
         let dir = tempfile::tempdir().expect("tempdir");
         let catalog = open_alone(dir.path(), 2);
@@ -1480,14 +1495,26 @@ mod tests {
                     batch.insert("z", i.to_be_bytes());
                     catalog.apply(batch).expect("apply");
                     catalog.sync().expect("sync");
+                    if i % 2 == 0 {
+                        // Every other batch, none pending until the writer has written them: reads
+                        // then come from the catalog alone.
+                        while catalog.shared.read_pending().len() > 0 {
+                            std::thread::yield_now();
+                        }
+                    }
                 }
                 done.store(true, Ordering::Release);
             });
             scope.spawn(|| {
+                let mut seen = 0;
                 while !done.load(Ordering::Acquire) {
                     let first = number(b"a");
                     let last = number(b"z");
                     assert!(last >= first, "read a from batch {first} but z from batch {last}");
+                    // Never back in time: a batch the writer stops holding pending is in the catalog
+                    // every read sees from then on.
+                    assert!(first >= seen, "read a from batch {first} after batch {seen}");
+                    seen = first;
                     checked.fetch_add(1, Ordering::Relaxed);
                 }
             });
