@@ -1498,7 +1498,9 @@ mod tests {
                     if i % 2 == 0 {
                         // Every other batch, none pending until the writer has written them: reads
                         // then come from the catalog alone.
+                        let deadline = Instant::now() + Duration::from_secs(30);
                         while catalog.shared.read_pending().len() > 0 {
+                            assert!(Instant::now() < deadline, "the writer did not write batch {i}");
                             std::thread::yield_now();
                         }
                     }
