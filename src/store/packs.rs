@@ -320,12 +320,7 @@ impl PackWriter {
 
 impl BlobWriter for PackWriter {
     fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        let pool = self.pool.clone();
-        let pack = self.open();
-        let id = pack.id;
-        pack.file.write_all_at(bytes, pack.length).map_err(|source| StoreError::Io { path: pool.path(id), source })?;
-        pack.length += bytes.len() as u64;
-        Ok(())
+        self.append_parts(&[bytes])
     }
 
     /// One `pwritev` for all the parts (more only if the kernel writes them in part).
