@@ -317,14 +317,27 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state);
-    api.layer(axum::middleware::from_fn(json_errors))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(limits.concurrency_limit))
-        .layer(axum::middleware::from_fn(header_limits))
+    api.layer(tower::limit::ConcurrencyLimitLayer::new(limits.concurrency_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<Body>| {
             let id = request.extensions().get::<RequestId>().and_then(|id| id.0.to_str().ok()).unwrap_or_default();
             tracing::info_span!("request", id, method = %request.method(), uri = %request.uri())
         }))
-        .layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn(edge))
+}
+
+/// What every request passes through first, in one layer (each layer of its own cost a boxed future
+/// and a clone of the services inside it per request): its id ([`request_id`]), the limits on its
+/// headers ([`header_limits`]), before it takes a place among the requests served at once, and the
+/// JSON shape of errors made outside the handlers ([`json_error`]).
+async fn edge(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let id = request_id(&request);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = match header_limits(request.headers()) {
+        Err(refused) => refused.into_response(),
+        Ok(()) => json_error(next.run(request).await),
+    };
+    response.headers_mut().insert(REQUEST_ID_HEADER, id);
+    response
 }
 
 /// A request's id, for its log span (`request_id`).
@@ -333,7 +346,7 @@ struct RequestId(HeaderValue);
 
 /// Every request gets an id, in its log lines and in the `X-Request-Id` of its response: the caller's,
 /// if it sent a sensible one (a gateway's), else a new random one.
-async fn request_id(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+fn request_id(request: &axum::extract::Request) -> HeaderValue {
     let given = request.headers().get(REQUEST_ID_HEADER).and_then(|value| value.to_str().ok()).filter(|id| {
         (1..=REQUEST_ID_LENGTH_MAX).contains(&id.len())
             && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -346,21 +359,15 @@ async fn request_id(mut request: axum::extract::Request, next: axum::middleware:
             hex::encode(bytes)
         }
     };
-    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    request.extensions_mut().insert(RequestId(value.clone()));
-    let mut response = next.run(request).await;
-    response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    response
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// Refuses a request with more header fields than `REQUEST_HEADERS_MAX` or more bytes of them than
-/// `REQUEST_HEADER_BYTES_MAX`, with the JSON error shape, before it takes a place among the requests
-/// served at once.
-async fn header_limits(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let headers = request.headers();
+/// `REQUEST_HEADER_BYTES_MAX`, with the JSON error shape.
+fn header_limits(headers: &HeaderMap) -> Result<(), ApiError> {
     let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
     if headers.len() > REQUEST_HEADERS_MAX || bytes > REQUEST_HEADER_BYTES_MAX {
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::HeadersTooLarge,
             format!(
@@ -368,15 +375,13 @@ async fn header_limits(request: axum::extract::Request, next: axum::middleware::
                  {REQUEST_HEADER_BYTES_MAX} bytes are taken",
                 headers.len()
             ),
-        )
-        .into_response();
+        ));
     }
-    next.run(request).await
+    Ok(())
 }
 
 /// Errors produced outside the handlers (timeouts, framework rejections) get the JSON error shape too.
-async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let response = next.run(request).await;
+fn json_error(response: Response) -> Response {
     let status = response.status();
     // Pages answer errors with a page of their own.
     let is_json_or_page = response
